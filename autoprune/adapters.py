@@ -1,0 +1,186 @@
+"""Help Torch-Pruning with architectures whose channel coupling it cannot trace.
+
+Each adapter names the architecture, what goes wrong without it, and what it
+does instead:
+
+- Window attention (torchvision Swin V1/V2): the block calls ``F.linear`` on
+  ``qkv.weight`` and ``proj.weight`` instead of calling its Linear layers, so
+  Torch-Pruning sees no layer at all and its index mapping explodes through the
+  window reshapes. :class:`WindowAttentionPruner` makes the attention block one
+  layer that Torch-Pruning prunes like ``nn.MultiheadAttention``: the embedding
+  width shrinks evenly across heads, in q, k, v and the output projection.
+- Patch merging (torchvision Swin): four strided slices of the same tensor are
+  concatenated on the last dimension, which Torch-Pruning's concatenation
+  mapping gets wrong; :class:`PatchMergingPruner` prunes the four copies of
+  each channel together.
+- Channel shuffle (ShuffleNet V2): its view-transpose-view defeats Torch-Pruning's
+  reshape index mapping (ZeroDivisionError). While tracing, the shuffle runs as
+  one opaque operation, and every group whose channels pass through it is left
+  unpruned: the branch-internal channels, which are most of the computation,
+  stay prunable.
+- torchvision ViT caches its width in ``hidden_dim``; :func:`sync_attributes`
+  updates it after pruning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch_pruning import ops
+from torch_pruning.pruner.function import BasePruningFunc
+
+_SHUFFLE_OP = "ChannelShuffleBackward"
+
+
+class WindowAttentionPruner(BasePruningFunc):
+    """Prunes the embedding width of a window-attention block (``qkv`` and ``proj`` Linears)."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        width = layer.qkv.in_features
+        keep = sorted(set(range(width)) - set(int(i) for i in idxs))
+        keep3 = keep + [k + width for k in keep] + [k + 2 * width for k in keep]
+        _prune_linear(layer.qkv, rows=keep3, cols=keep)
+        _prune_linear(layer.proj, rows=keep, cols=keep)
+        return layer
+
+    prune_in_channels = prune_out_channels  # input and output widths are one
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.qkv.in_features
+
+    get_in_channels = get_out_channels
+
+    def get_out_channel_groups(self, layer: nn.Module) -> int:
+        return layer.num_heads
+
+    get_in_channel_groups = get_out_channel_groups
+
+
+class PatchMergingPruner(BasePruningFunc):
+    """Prunes a Swin patch-merging layer: four strided slices concatenated, normalized, reduced.
+
+    Its input width ``C`` appears four times in the concatenation, so pruning
+    input channel ``i`` removes columns ``i, i+C, i+2C, i+3C``; its output width
+    (``2C``) is independent of the input width.
+    """
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        width = layer.reduction.in_features // 4
+        keep = sorted(set(range(width)) - set(int(i) for i in idxs))
+        keep4 = [k + j * width for j in range(4) for k in keep]
+        _prune_linear(layer.reduction, rows=list(range(layer.reduction.out_features)), cols=keep4)
+        if layer.norm.normalized_shape[0] == 4 * width:  # V1 normalizes before the reduction
+            _prune_layernorm(layer.norm, keep4)
+        layer.dim = len(keep)
+        return layer
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        keep = sorted(set(range(layer.reduction.out_features)) - set(int(i) for i in idxs))
+        _prune_linear(layer.reduction, rows=keep, cols=list(range(layer.reduction.in_features)))
+        if layer.norm.normalized_shape[0] != layer.reduction.in_features:  # V2 normalizes after it
+            _prune_layernorm(layer.norm, keep)
+        return layer
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.reduction.in_features // 4
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.reduction.out_features
+
+
+def _prune_layernorm(norm: nn.LayerNorm, keep: list[int]) -> None:
+    with torch.no_grad():
+        if norm.weight is not None:
+            norm.weight = nn.Parameter(norm.weight[keep].clone())
+        if norm.bias is not None:
+            norm.bias = nn.Parameter(norm.bias[keep].clone())
+    norm.normalized_shape = (len(keep),)
+
+
+def _prune_linear(linear: nn.Linear, rows: list[int], cols: list[int]) -> None:
+    with torch.no_grad():
+        linear.weight = nn.Parameter(linear.weight[rows][:, cols].clone())
+        if linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias[rows].clone())
+    linear.out_features, linear.in_features = len(rows), len(cols)
+
+
+def customized_pruners() -> dict[type, BasePruningFunc]:
+    """Layer types that Torch-Pruning should treat as one layer, with their pruners."""
+    pruners: dict[type, BasePruningFunc] = {}
+    with contextlib.suppress(ImportError):
+        from torchvision.models import swin_transformer as swin
+
+        attention, merging = WindowAttentionPruner(), PatchMergingPruner()
+        pruners[swin.ShiftedWindowAttention] = attention
+        pruners[swin.ShiftedWindowAttentionV2] = attention
+        pruners[swin.PatchMerging] = merging
+        pruners[swin.PatchMergingV2] = merging
+    return pruners
+
+
+class _ChannelShuffle(torch.autograd.Function):
+    """Channel shuffle as one autograd node, so the traced graph shows it as one op."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: int) -> torch.Tensor:
+        ctx.groups = groups
+        b, c, h, w = x.shape
+        return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        b, c, h, w = grad.shape
+        g = ctx.groups
+        return grad.view(b, c // g, g, h, w).transpose(1, 2).reshape(b, c, h, w), None
+
+
+class _Opaque(torch.autograd.Function):
+    """Runs a layer's forward as one autograd node, hiding its internals from the trace."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, module: nn.Module, forward) -> torch.Tensor:
+        return forward(module, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # pragma: no cover - tracing never runs backward
+        raise RuntimeError("autoprune's opaque tracing node is not differentiable")
+
+
+@contextlib.contextmanager
+def tracing_patches() -> Iterator[None]:
+    """Swap in traceable stand-ins for operations Torch-Pruning cannot follow.
+
+    Layers with a customized pruner run as one opaque node, so the trace links
+    their input straight to their output; the channel shuffle runs as one node.
+    """
+    with contextlib.ExitStack() as stack:
+        for cls in customized_pruners():
+            original_forward = cls.forward
+            cls.forward = lambda self, x, _f=original_forward: _Opaque.apply(x, self, _f)
+            stack.callback(setattr, cls, "forward", original_forward)
+        with contextlib.suppress(ImportError):
+            from torchvision.models import shufflenetv2
+
+            original = shufflenetv2.channel_shuffle
+            shufflenetv2.channel_shuffle = _ChannelShuffle.apply
+            stack.callback(setattr, shufflenetv2, "channel_shuffle", original)
+        yield
+
+
+def barrier_reason(node) -> str | None:
+    """Why channels passing through ``node`` cannot be pruned, or None."""
+    if node.type == ops.OPTYPE.ELEMENTWISE and _SHUFFLE_OP in repr(node.module):
+        return "its channels pass through a channel shuffle"
+    return None
+
+
+def sync_attributes(model: nn.Module) -> None:
+    """Update attributes that cache a width and that Torch-Pruning does not know about."""
+    for m in model.modules():
+        conv_proj = getattr(m, "conv_proj", None)  # torchvision VisionTransformer
+        if isinstance(conv_proj, nn.Conv2d) and hasattr(m, "hidden_dim"):
+            m.hidden_dim = conv_proj.out_channels

@@ -1,0 +1,47 @@
+"""Exceptions raised by autoprune.
+
+Every error a user can cause derives from :class:`AutopruneError`; the command
+line prints its message on one line and exits with status 2. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AutopruneError(Exception):
+    """A problem with what the user asked for: bad input, unknown name, missing data."""
+
+
+class UnknownNameError(AutopruneError, KeyError):
+    """A name that is not registered (importance, model, dataset or group)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(AutopruneError):
+    """Two plugins registered the same name for the same kind of object."""
+
+
+class PluginError(AutopruneError):
+    """A plugin broke its contract (for example an importance returned a bad score)."""
+
+
+class PruningError(AutopruneError):
+    """A pruning request that cannot be carried out on this model."""
+
+
+def unknown_name(kind: str, name: object, valid: Iterable[str]) -> UnknownNameError:
+    """Build the error for an unknown ``name``, suggesting the closest valid ones."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+    if close:
+        hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    elif len(valid) <= 12:
+        hint = "valid: " + ", ".join(repr(v) for v in valid) if valid else "none are registered"
+    else:
+        hint = f"{len(valid)} are registered; list them with `autoprune plugins`"
+    return UnknownNameError(f"unknown {kind} {name!r}; {hint}")

@@ -1,0 +1,85 @@
+"""The plugin hooks of autoprune, in the order a user meets them.
+
+Every hook receives a ``register`` callable: the core owns naming, duplicate
+detection and bookkeeping of where each object came from, so a plugin only
+says what it provides. Plugins implement hooks with :data:`hookimpl`::
+
+    import autoprune
+
+    @autoprune.hookimpl
+    def autoprune_register_importances(register):
+        register("my_metric", my_metric, description="...")
+
+All three hooks are called once per plugin when autoprune builds its
+registries; their return values are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+import torch
+
+PROJECT_NAME = "autoprune"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class RegisterImportance(Protocol):
+    def __call__(
+        self,
+        name: str,
+        fn: Callable[[Any], torch.Tensor],
+        *,
+        needs_grads: bool = False,
+        description: str = "",
+    ) -> None: ...
+
+
+class RegisterModel(Protocol):
+    def __call__(
+        self, name: str, factory: Callable[..., torch.nn.Module], *, description: str = ""
+    ) -> None: ...
+
+
+class RegisterDataset(Protocol):
+    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
+
+
+@hookspec
+def autoprune_register_importances(register: RegisterImportance) -> None:
+    """Register channel-importance criteria.
+
+    Call ``register(name, fn, *, needs_grads=False, description="")`` once per
+    criterion. ``fn(group: autoprune.ChannelGroup) -> torch.Tensor`` returns one
+    finite score per channel of the group (a 1-D tensor of length
+    ``group.num_channels``); higher means keep. With ``needs_grads=True`` the
+    core accumulates loss gradients over calibration batches into
+    ``group.grads`` before calling ``fn``; otherwise ``group.grads`` is None.
+    """
+
+
+@hookspec
+def autoprune_register_models(register: RegisterModel) -> None:
+    """Register model factories.
+
+    Call ``register(name, factory, *, description="")`` once per model.
+    ``factory(num_classes: int, in_channels: int, **params) -> torch.nn.Module``
+    builds an untrained model whose input has ``in_channels`` channels and whose
+    output has ``num_classes`` logits.
+    """
+
+
+@hookspec
+def autoprune_register_datasets(register: RegisterDataset) -> None:
+    """Register dataset factories.
+
+    Call ``register(name, factory, *, description="")`` once per dataset.
+    ``factory(**params)`` returns an object with ``.train`` and ``.val`` (torch
+    Datasets of ``(input, label)``; val is carved from the training data with a
+    fixed seed), ``.test`` (a Dataset or None; never used by the search),
+    ``.num_classes`` (int) and ``.input_shape`` (``(C, H, W)``), such as
+    :class:`autoprune.DataSplits`.
+    """

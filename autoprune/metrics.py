@@ -1,0 +1,38 @@
+"""Model measurements: floating-point operations and parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .pruning import _forward
+
+
+def count_flops(model: nn.Module, example_inputs: Any) -> int:
+    """FLOPs of one forward pass on ``example_inputs`` (a multiply-add counts as 2).
+
+    Counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which
+    sees every matrix multiplication and convolution the forward pass runs,
+    attention included.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            _forward(model, example_inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """``{"flops": ..., "params": ...}`` of ``model`` on ``example_inputs``."""
+    return {"flops": count_flops(model, example_inputs), "params": count_params(model)}

@@ -1,0 +1,136 @@
+"""The plugin manager: built-in and third-party plugins through one path.
+
+Plugins are modules (or objects) with :data:`autoprune.hookimpl` functions.
+They are found through the ``autoprune`` entry-point group, which is also how
+autoprune's own built-in plugins (the ``autoprune_plugins`` package) are
+declared, so ``autoprune plugins`` lists both side by side. Tests and the
+``--plugin`` option can add a plugin module directly with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import AutopruneError
+from .registry import Entry, Registry, Source
+
+ENTRY_POINT_GROUP = "autoprune"
+
+#: Set to a comma-separated list of entry-point names to load only those
+#: (for debugging a broken plugin); unset loads every installed plugin.
+PLUGINS_ENV = "AUTOPRUNE_PLUGINS"
+
+_manager: pluggy.PluginManager | None = None
+_registries: Registries | None = None
+
+
+@dataclass(frozen=True)
+class Registries:
+    importances: Registry[Callable[..., Any]]
+    models: Registry[Callable[..., Any]]
+    datasets: Registry[Callable[..., Any]]
+
+    def __iter__(self):
+        return iter((self.importances, self.models, self.datasets))
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with every installed plugin loaded."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        pm.add_hookspecs(hookspecs)
+        only = os.environ.get(PLUGINS_ENV)
+        if only is None:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        else:
+            for name in filter(None, (n.strip() for n in only.split(","))):
+                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+        _manager = pm
+    return _manager
+
+
+def register(plugin: ModuleType | object, name: str | None = None) -> str:
+    """Add a plugin (a module or object with hook implementations); return its name."""
+    pm = get_plugin_manager()
+    registered = pm.register(plugin, name=name)
+    if registered is None:
+        raise AutopruneError(f"plugin {name or plugin!r} is already registered")
+    _invalidate()
+    return registered
+
+
+def unregister(plugin: ModuleType | object | None = None, name: str | None = None) -> None:
+    """Remove a plugin added with :func:`register` (or an entry-point plugin)."""
+    get_plugin_manager().unregister(plugin, name=name)
+    _invalidate()
+
+
+def load_plugin_module(path: str) -> str:
+    """Import ``path`` (a dotted module path) and register it as a plugin."""
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise AutopruneError(f"cannot import plugin module {path!r}: {exc}") from exc
+    pm = get_plugin_manager()
+    if pm.is_registered(module):
+        return pm.get_name(module)
+    return register(module, name=path)
+
+
+def _invalidate() -> None:
+    global _registries
+    _registries = None
+
+
+def plugin_source(plugin: object) -> Source:
+    """The :class:`Source` of a registered plugin: its name and distribution, if any."""
+    pm = get_plugin_manager()
+    name = pm.get_name(plugin) or repr(plugin)
+    for candidate, dist in pm.list_plugin_distinfo():
+        if candidate is plugin:
+            return Source(name, dist.project_name, dist.version)
+    return Source(name)
+
+
+def get_registries() -> Registries:
+    """Registries filled by every plugin's hooks (cached until a plugin is added or removed)."""
+    global _registries
+    if _registries is None:
+        registries = Registries(
+            Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset")
+        )
+        hooks = get_plugin_manager().hook
+        _collect(hooks.autoprune_register_importances, registries.importances, "fn")
+        _collect(hooks.autoprune_register_models, registries.models, "factory")
+        _collect(hooks.autoprune_register_datasets, registries.datasets, "factory")
+        _registries = registries
+    return _registries
+
+
+def _collect(hook: pluggy.HookCaller, registry: Registry, obj_arg: str) -> None:
+    # Each implementation is called with its own ``register`` so the registry knows
+    # which plugin an object came from; call order is pluggy's (last registered first).
+    for impl in reversed(hook.get_hookimpls()):
+        source = plugin_source(impl.plugin)
+
+        def register_one(name: str, obj: Any = None, *, source: Source = source, **options: Any):
+            if obj is None and obj_arg in options:
+                obj = options.pop(obj_arg)
+            return registry.add(name, obj, source=source, **options)
+
+        impl.function(register=register_one)
+
+
+def list_entries(kind: str | None = None) -> list[Entry]:
+    """Every registered entry (optionally of one kind), sorted by kind and name."""
+    entries = [e for reg in get_registries() for e in reg if kind in (None, e.kind)]
+    return sorted(entries, key=lambda e: (e.kind, e.name))

@@ -1,0 +1,104 @@
+"""Small models with the couplings the pruning engine must handle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import autoprune
+from autoprune import plugins
+
+
+class ConcatNet(nn.Module):
+    """Two branches concatenated, then a plain convolution (DenseNet/Inception-style)."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(16, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(16, 20, 1), nn.BatchNorm2d(20), nn.ReLU())
+        self.merge = nn.Sequential(nn.Conv2d(32, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU())
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([self.left(x), self.right(x)], dim=1)
+        return self.fc(self.merge(x).mean((2, 3)))
+
+
+class DepthwiseNet(nn.Module):
+    """MobileNetV2-style inverted residuals with depthwise convolutions."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6())
+        self.expand = nn.Sequential(nn.Conv2d(16, 48, 1), nn.BatchNorm2d(48), nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(48, 48, 3, padding=1, groups=48), nn.BatchNorm2d(48), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(48, 16, 1), nn.BatchNorm2d(16))
+        self.head = nn.Conv2d(16, num_classes, 1)  # a convolutional classifier
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.depthwise(self.expand(x)))
+        return self.head(x).mean((2, 3))
+
+
+class GroupedConcatNet(nn.Module):
+    """A grouped convolution that consumes a concatenation (a Torch-Pruning 1.6 trap)."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.c = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.cat([self.a(x), self.b(x)], 1)))
+        return self.fc(torch.relu(self.c(x)).mean((2, 3)))
+
+
+def tiny_resnet(num_classes: int = 5) -> nn.Module:
+    return autoprune.create_model("resnet20", num_classes=num_classes, in_channels=3, width=8)
+
+
+MODELS = {
+    "residual": tiny_resnet,
+    "concat": ConcatNet,
+    "depthwise": DepthwiseNet,
+}
+
+
+@pytest.fixture
+def example() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_model(model_kind):
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return MODELS[model_kind]().eval()
+
+    return make
+
+
+@pytest.fixture
+def temporary_plugin():
+    """Register plugin modules or objects for one test, unregistering them after."""
+    added: list[str] = []
+
+    def add(plugin, name: str | None = None) -> str:
+        added.append(plugins.register(plugin, name=name))
+        return added[-1]
+
+    yield add
+    for name in added:
+        plugins.unregister(name=name)

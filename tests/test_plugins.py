@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import torch
+
+import autoprune
+from autoprune import plugins
+from autoprune.errors import AutopruneError, DuplicateNameError, UnknownNameError
+
+BUILTIN_IMPORTANCES = {"l1", "l2", "fpgm", "taylor", "bn_scale", "random"}
+BUILTIN_DATASETS = {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder"}
+
+
+def test_builtins_are_registered_through_entry_points_with_their_source():
+    pm = plugins.get_plugin_manager()
+    dists = {pm.get_name(p): d.project_name for p, d in pm.list_plugin_distinfo()}
+    assert dists["importance_magnitude"] == "autoprune"
+    entries = {e.name: e for e in plugins.list_entries("importance")}
+    assert BUILTIN_IMPORTANCES <= set(entries)
+    assert entries["l1"].source.distribution == "autoprune"
+    assert entries["taylor"].options["needs_grads"] is True
+    assert set(autoprune.list_datasets()) >= BUILTIN_DATASETS
+    assert {"resnet20", "resnet32", "resnet56", "vgg_small"} <= set(autoprune.list_models())
+
+
+def test_every_torchvision_classifier_is_registered():
+    import torchvision
+
+    expected = {f"torchvision/{n}" for n in torchvision.models.list_models(module=torchvision.models)}
+    assert expected == set(autoprune.list_models("torchvision/*"))
+
+
+def _plugin(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, autoprune.hookimpl(fn))
+    return module
+
+
+def test_temporary_plugin_is_found_then_gone(temporary_plugin):
+    def importances(register):
+        register("ones", lambda group: torch.ones(group.num_channels), description="all equal")
+
+    temporary_plugin(_plugin("ones_plugin", autoprune_register_importances=importances), "ones_plugin")
+    entry = autoprune.get_importance("ones")
+    assert entry.source.plugin == "ones_plugin" and entry.source.distribution is None
+    assert entry.description == "all equal"
+    plugins.unregister(name="ones_plugin")
+    assert "ones" not in autoprune.list_importances()
+    with pytest.raises(UnknownNameError):
+        autoprune.get_importance("ones")
+    temporary_plugin(_plugin("ones_plugin", autoprune_register_importances=importances), "ones_plugin")
+
+
+def test_duplicate_name_names_both_plugins(temporary_plugin):
+    def importances(register):
+        register("l1", lambda group: torch.ones(group.num_channels))
+
+    temporary_plugin(_plugin("copycat", autoprune_register_importances=importances), "copycat")
+    with pytest.raises(DuplicateNameError) as err:
+        plugins.get_registries()
+    message = str(err.value)
+    assert "'l1'" in message and "copycat" in message and "autoprune" in message
+    plugins.unregister(name="copycat")
+    assert plugins.get_registries().importances.get("l1").source.plugin == "importance_magnitude"
+    temporary_plugin(_plugin("harmless"), "harmless")
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownNameError) as err:
+        autoprune.get_importance("fpmg")
+    assert "'fpgm'" in str(err.value) and "did you mean" in str(err.value)
+    with pytest.raises(UnknownNameError) as err:
+        autoprune.create_model("resnet21", num_classes=10)
+    assert "'resnet20'" in str(err.value)
+    with pytest.raises(UnknownNameError) as err:
+        autoprune.create_dataset("digitz")
+    assert "'digits'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "fragment"),
+    [
+        (("bad name!", lambda g: g), {}, "a name is"),
+        (("notcallable", 3), {}, "not callable"),
+        (("opt", lambda g: g), {"needs_grad": True}, "unknown option 'needs_grad'"),
+        (("opt", lambda g: g), {"needs_grads": "yes"}, "must be a bool"),
+    ],
+)
+def test_bad_registrations_are_rejected_with_the_plugin_named(temporary_plugin, args, kwargs, fragment):
+    def importances(register):
+        register(*args, **kwargs)
+
+    temporary_plugin(_plugin("broken", autoprune_register_importances=importances), "broken")
+    with pytest.raises(AutopruneError) as err:
+        plugins.get_registries()
+    assert "broken" in str(err.value) and fragment in str(err.value)
+    plugins.unregister(name="broken")
+    temporary_plugin(_plugin("harmless2"), "harmless2")
+
+
+def test_model_parameters_are_checked_before_building():
+    with pytest.raises(AutopruneError) as err:
+        autoprune.create_model("resnet20", num_classes=10, depth=3)
+    assert "depth" in str(err.value) and "width" in str(err.value)
+    with pytest.raises(AutopruneError, match="positive integer"):
+        autoprune.create_model("resnet20", num_classes=0)
+
+
+THIRD_PARTY = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+    import autoprune
+
+    def last_layer_l1(group):
+        """Scores from the producing layer alone (Li et al., ICLR 2017)."""
+        calls.append(group.name)
+        return group.weights[0].flatten(1).abs().sum(1)
+
+    calls = []
+
+    def tiny(num_classes, in_channels, width=4):
+        return nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(width, num_classes))
+
+    def noise(size=32):
+        g = torch.Generator().manual_seed(0)
+        ds = torch.utils.data.TensorDataset(torch.randn(size, 1, 8, 8, generator=g), torch.arange(size) % 2)
+        train, val = autoprune.split_train_val(ds, 0.25)
+        return autoprune.DataSplits(train, val, None, 2, (1, 8, 8))
+
+    @autoprune.hookimpl
+    def autoprune_register_importances(register):
+        register("producer_l1", last_layer_l1, description="L1 of the producing layer")
+
+    @autoprune.hookimpl
+    def autoprune_register_models(register):
+        register("tiny_thirdparty", tiny, description="a tiny model")
+
+    @autoprune.hookimpl
+    def autoprune_register_datasets(register):
+        register("noise", noise, description="random inputs")
+    '''
+)
+
+
+@pytest.fixture
+def third_party_dist(tmp_path):
+    """A third-party distribution on sys.path, declaring an ``autoprune`` entry point."""
+    (tmp_path / "thirdparty_autoprune.py").write_text(THIRD_PARTY)
+    dist = tmp_path / "thirdparty_autoprune-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-autoprune\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[autoprune]\nthirdparty = thirdparty_autoprune\n")
+    return tmp_path
+
+
+def test_third_party_entry_point_is_listed_and_used(third_party_dist, monkeypatch):
+    env_path = f"{third_party_dist}"
+    out = subprocess.run(
+        [sys.executable, "-m", "autoprune", "plugins"],
+        capture_output=True, text=True, env={**_env(), "PYTHONPATH": env_path}, check=True,
+    ).stdout
+    for name in ("producer_l1", "tiny_thirdparty", "noise"):
+        line = next(l for l in out.splitlines() if l.strip().startswith(name + " "))
+        assert "thirdparty-autoprune 1.2.3" in line
+    assert "importance_magnitude" in out  # listed side by side with the built-ins
+
+    monkeypatch.syspath_prepend(env_path)
+    monkeypatch.setattr(plugins, "_manager", None)
+    monkeypatch.setattr(plugins, "_registries", None)
+    import thirdparty_autoprune
+
+    model = autoprune.create_model("tiny_thirdparty", num_classes=3, in_channels=1, width=8)
+    data = autoprune.create_dataset("noise")
+    x = torch.stack([data.train[i][0] for i in range(2)])
+    autoprune.prune(model, x, 0.5, importance="producer_l1")
+    assert thirdparty_autoprune.calls == ["0"]
+    assert model[0].out_channels == 4 and model(x).shape == (2, 3)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def test_plugins_env_restricts_loaded_entry_points():
+    out = subprocess.run(
+        [sys.executable, "-m", "autoprune", "plugins"],
+        capture_output=True, text=True, env={**_env(), plugins.PLUGINS_ENV: "importance_magnitude"}, check=True,
+    ).stdout
+    assert "l1" in out and "fpgm" not in out and "resnet20" not in out
