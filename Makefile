@@ -21,8 +21,8 @@ test: install
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/autoprune plugins
-	$(BIN)/python examples/prune_digits.py
+	$(BIN)/autoprune search studies/quickstart.toml
+	@echo "results: runs/quickstart/ (study.db: the Optuna study; best.pt: the pruned model; best_plan.json: its rates and methods)"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -26,6 +26,7 @@ from .metrics import count_flops, count_params, measure
 from .plugins import get_plugin_manager, get_registries
 from .pruning import ChannelGroup, CoupledLayer, prunable_groups, prune, unprunable_groups
 from .registry import Entry, Source
+from .search import SearchResult, search
 from .zoo import (
     create_dataset,
     create_model,
@@ -49,6 +50,7 @@ __all__ = [
     "Entry",
     "PluginError",
     "PruningError",
+    "SearchResult",
     "Source",
     "UnknownNameError",
     "__version__",
@@ -66,6 +68,7 @@ __all__ = [
     "measure",
     "prunable_groups",
     "prune",
+    "search",
     "split_train_val",
     "unprunable_groups",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 
 from . import plugins
@@ -38,6 +39,72 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from .baseline import atomic_save, load_or_train
+    from .config import load_config, validate
+    from .search import search
+    from .zoo import create_dataset, create_model
+
+    config = load_config(args.study)
+    overrides = {k: v for k, v in {"trials": args.trials, "timeout": args.timeout, "storage": args.storage,
+                                   "out": args.out, "seed": args.seed}.items() if v is not None}
+    config = dataclasses.replace(config, **overrides)
+    validate(config)
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    data = create_dataset(config.dataset, **config.dataset_params)
+    model = create_model(config.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                         **config.model_params)
+    model, weights, trained = load_or_train(config, model, data, log=lambda m: print(m, file=sys.stderr))
+    storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    s = config.search
+    result = search(
+        model, data, max_accuracy_drop=config.max_accuracy_drop, trials=config.trials,
+        importances=s.importances, objective=config.objective, storage=storage, study_name=config.name,
+        seed=config.seed, timeout=config.timeout, rate_min=s.rate_min, rate_max=s.rate_max,
+        rate_step=s.rate_step, calibration_batches=s.calibration_batches, batch_size=s.batch_size,
+        uniform_starts=s.uniform_starts, progress=not args.quiet,
+        study_attrs={"study_file": config.path, "model": config.model, "model_params": config.model_params,
+                     "dataset": config.dataset, "dataset_params": config.dataset_params,
+                     "baseline_weights": str(weights)},
+    )
+    study = result.study
+    attrs = study.user_attrs
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+    print(f"study {study.study_name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible "
+          f"({time.perf_counter() - started:.0f}s{', baseline trained' if trained else ''})")
+    print(f"  baseline accuracy   {attrs['baseline_accuracy']:.2f} %")
+    best = result.best_trial
+    if best is None:
+        print(f"  no trial stayed within the {config.max_accuracy_drop} point budget; "
+              "allow a larger drop, more trials or a lower search.rate_max")
+        return 1
+    u = best.user_attrs
+    print(f"  best trial          #{best.number}")
+    print(f"  accuracy            {u['accuracy']:.2f} % (drop {u['accuracy_drop']:.2f} <= {config.max_accuracy_drop})")
+    for key in ("flops", "params"):
+        before, after = attrs[f"baseline_{key}"], u[key]
+        print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")
+    atomic_save(result.best_model, out / "best.pt")
+    plan_path = out / "best_plan.json"
+    plan_path.write_text(json.dumps({"trial": best.number, **result.best_plan}, indent=2) + "\n")
+    print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -60,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="only names matching this shell-style pattern")
     p.add_argument("--kind", choices=KINDS, help="only this kind")
     p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("search", help="search per-group pruning rates and importances for a study file")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("--trials", type=int, help="total number of trials (overrides study.trials)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
+    p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
+    p.add_argument("--seed", type=int, help="seed of the sampler and the baseline training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_search)
     return parser
 
 

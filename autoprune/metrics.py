@@ -36,3 +36,22 @@ def count_params(model: nn.Module) -> int:
 def measure(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """``{"flops": ..., "params": ...}`` of ``model`` on ``example_inputs``."""
     return {"flops": count_flops(model, example_inputs), "params": count_params(model)}
+
+
+def accuracy(model: nn.Module, batches) -> float:
+    """Top-1 accuracy in percent over ``(inputs, targets)`` batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for inputs, targets in batches:
+                predictions = model(inputs.to(device)).argmax(1).cpu()
+                correct += int((predictions == targets).sum())
+                total += len(targets)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("accuracy() got no samples")
+    return 100.0 * correct / total

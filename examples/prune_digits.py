@@ -4,7 +4,8 @@
 
 Shows the pruning engine on its own: one uniform rate per run, BatchNorm
 statistics recalibrated on a few training batches, accuracy measured on the
-validation split. The automated per-layer search builds on exactly these calls.
+validation split. `autoprune search` builds on exactly these calls and searches a
+rate and an importance per layer instead of one for all.
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ def main() -> None:
             size = autoprune.measure(pruned, x)
             print(f"{rate:5.2f} {importance:>10} {acc:7.2f}% {base_acc - acc:6.2f} "
                   f"{base['flops'] / size['flops']:7.2f}x {base['params'] / size['params']:7.2f}x")
-    print("The per-layer rate search (autoprune search) arrives with the next milestone.")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,62 @@ def test_user_errors_are_one_line_and_exit_2(capsys):
     assert err.count("\n") == 1 and err.startswith("autoprune: error: cannot import plugin module 'no.such.module'")
     with pytest.raises(autoprune.AutopruneError):
         cli.main(["--debug", "--plugin", "no.such.module", "plugins"])
+
+
+def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
+    import json
+
+    import optuna
+    import torch
+
+    from autoprune import baseline
+
+    out = tmp_path / "run"
+    args = ["search", "studies/quickstart.toml", "--trials", "6", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr()
+    assert "training the baseline" in printed.err
+    assert "6 trials" in printed.out and "baseline accuracy" in printed.out and "x fewer" in printed.out
+    plan = json.loads((out / "best_plan.json").read_text())
+    model = torch.load(out / "best.pt", weights_only=False)
+    x = torch.randn(1, 1, 8, 8)
+    assert model(x).shape == (1, 10)
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
+    assert plan["trial"] == study.best_trial.number
+    assert autoprune.measure(model, x)["flops"] == study.best_trial.user_attrs["flops"]
+
+    # the second run neither trains again nor repeats trials
+    def no_training(*a, **k):
+        raise AssertionError("the cached baseline was trained again")
+
+    monkeypatch.setattr(baseline, "train", no_training)
+    assert cli.main(args[:3] + ["8"] + args[4:]) == 0
+    assert "training the baseline" not in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}").trials) == 8
+
+
+def test_search_with_a_third_party_plugin_runs_like_builtins(third_party_dist, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(third_party_dist))
+    monkeypatch.setattr(plugins, "_manager", None)
+    monkeypatch.setattr(plugins, "_registries", None)
+    study = tmp_path / "third.toml"
+    study.write_text(
+        '[study]\nmax_accuracy_drop = 100.0\ntrials = 3\n'
+        '[model]\nname = "tiny_thirdparty"\nparams = { width = 8 }\n'
+        '[dataset]\nname = "noise"\nparams = { size = 48 }\n'
+        '[train]\nepochs = 1\nbatch_size = 16\n'
+        '[search]\nimportances = ["producer_l1", "l1"]\ncalibration_batches = 2\nuniform_starts = [0.5]\n'
+    )
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "3 trials, 3 feasible" in capsys.readouterr().out
+    import thirdparty_autoprune
+
+    assert thirdparty_autoprune.calls  # its importance was used by the search
+
+
+def test_search_user_errors_exit_2(tmp_path, capsys):
+    study = tmp_path / "bad.toml"
+    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "resnet21"\n[dataset]\nname = "digits"\n')
+    assert cli.main(["search", str(study), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'resnet21'; did you mean" in err and "'resnet20'" in err

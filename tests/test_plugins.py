@@ -112,55 +112,6 @@ def test_model_parameters_are_checked_before_building():
         autoprune.create_model("resnet20", num_classes=0)
 
 
-THIRD_PARTY = textwrap.dedent(
-    '''
-    import torch
-    from torch import nn
-    import autoprune
-
-    def last_layer_l1(group):
-        """Scores from the producing layer alone (Li et al., ICLR 2017)."""
-        calls.append(group.name)
-        return group.weights[0].flatten(1).abs().sum(1)
-
-    calls = []
-
-    def tiny(num_classes, in_channels, width=4):
-        return nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(width, num_classes))
-
-    def noise(size=32):
-        g = torch.Generator().manual_seed(0)
-        ds = torch.utils.data.TensorDataset(torch.randn(size, 1, 8, 8, generator=g), torch.arange(size) % 2)
-        train, val = autoprune.split_train_val(ds, 0.25)
-        return autoprune.DataSplits(train, val, None, 2, (1, 8, 8))
-
-    @autoprune.hookimpl
-    def autoprune_register_importances(register):
-        register("producer_l1", last_layer_l1, description="L1 of the producing layer")
-
-    @autoprune.hookimpl
-    def autoprune_register_models(register):
-        register("tiny_thirdparty", tiny, description="a tiny model")
-
-    @autoprune.hookimpl
-    def autoprune_register_datasets(register):
-        register("noise", noise, description="random inputs")
-    '''
-)
-
-
-@pytest.fixture
-def third_party_dist(tmp_path):
-    """A third-party distribution on sys.path, declaring an ``autoprune`` entry point."""
-    (tmp_path / "thirdparty_autoprune.py").write_text(THIRD_PARTY)
-    dist = tmp_path / "thirdparty_autoprune-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-autoprune\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text("[autoprune]\nthirdparty = thirdparty_autoprune\n")
-    return tmp_path
-
-
 def test_third_party_entry_point_is_listed_and_used(third_party_dist, monkeypatch):
     env_path = f"{third_party_dist}"
     out = subprocess.run(
@@ -177,6 +128,7 @@ def test_third_party_entry_point_is_listed_and_used(third_party_dist, monkeypatc
     monkeypatch.setattr(plugins, "_registries", None)
     import thirdparty_autoprune
 
+    thirdparty_autoprune.calls.clear()
     model = autoprune.create_model("tiny_thirdparty", num_classes=3, in_channels=1, width=8)
     data = autoprune.create_dataset("noise")
     x = torch.stack([data.train[i][0] for i in range(2)])

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import copy
+
+import optuna
+import pytest
+import torch
+
+import autoprune
+from autoprune.baseline import train
+from autoprune.config import TrainRecipe
+from autoprune.search import best_feasible_trial, search
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return autoprune.create_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    return train(model, digits, TrainRecipe(epochs=3, batch_size=64, lr=0.05), seed=0, log=None)
+
+
+def _search(baseline, digits, **kw):
+    options = dict(max_accuracy_drop=2.0, trials=6, importances=("l1", "fpgm"), seed=0,
+                   calibration_batches=4, uniform_starts=(0.0, 0.2))
+    options.update(kw)
+    return search(copy.deepcopy(baseline), digits, **options)
+
+
+def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = _search(baseline, digits, storage=storage, study_name="tiny")
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    attrs = study.user_attrs
+    assert attrs["baseline_accuracy"] > 50 and attrs["baseline_flops"] > 0 and attrs["baseline_params"] > 0
+    assert attrs["objective"] == "flops" and attrs["max_accuracy_drop"] == 2.0
+    groups = autoprune.prunable_groups(baseline, digits.val[0][0].unsqueeze(0))
+    assert attrs["groups"] == groups
+    assert len(study.trials) == 6
+    for trial in study.trials:
+        assert set(trial.params) == {f"{g}.rate" for g in groups} | {f"{g}.method" for g in groups}
+        for key in ("accuracy", "accuracy_drop", "flops", "params", "prune_seconds", "eval_seconds"):
+            assert key in trial.user_attrs
+        assert trial.value == trial.user_attrs["flops"]
+        assert trial.constraints["accuracy_drop"] == pytest.approx(trial.user_attrs["accuracy_drop"] - 2.0)
+    # the two uniform starts come first
+    assert {study.trials[0].params[f"{g}.rate"] for g in groups} == {0.0}
+    assert {study.trials[1].params[f"{g}.rate"] for g in groups} == {0.2}
+    assert result.best_trial.number == study.best_trial.number == best_feasible_trial(study).number
+
+
+def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _search(baseline, digits, storage=storage, study_name="resume", trials=4)
+    params = [t.params for t in first.study.trials]
+    again = _search(baseline, digits, storage=storage, study_name="resume", trials=4)
+    assert len(again.study.trials) == 4  # nothing left to do
+    more = _search(baseline, digits, storage=storage, study_name="resume", trials=6)
+    assert len(more.study.trials) == 6
+    assert [t.params for t in more.study.trials[:4]] == params
+    with pytest.raises(autoprune.AutopruneError, match="created with objective='flops'"):
+        _search(baseline, digits, storage=storage, study_name="resume", objective="params")
+
+
+def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
+    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=2, uniform_starts=(0.0, 0.8),
+                     importances=("l1",))
+    untouched, crushed = result.study.trials
+    # rate 0 only recalibrates BatchNorm, which moves accuracy by a few validation images
+    assert abs(untouched.user_attrs["accuracy_drop"]) < 1.5
+    assert untouched.constraints["accuracy_drop"] <= 0
+    assert crushed.user_attrs["accuracy_drop"] > 1.5 and crushed.constraints["accuracy_drop"] > 0
+    assert crushed.value < untouched.value  # smaller, but over budget
+    assert result.best_trial.number == untouched.number
+
+
+def test_same_seed_gives_the_same_trials(baseline, digits):
+    a = _search(baseline, digits, trials=5, uniform_starts=())
+    b = _search(baseline, digits, trials=5, uniform_starts=())
+    assert [t.params for t in a.study.trials] == [t.params for t in b.study.trials]
+    assert [t.value for t in a.study.trials] == [t.value for t in b.study.trials]
+    c = _search(baseline, digits, trials=5, uniform_starts=(), seed=1)
+    assert [t.params for t in c.study.trials] != [t.params for t in a.study.trials]
+
+
+def test_best_plan_rebuilds_the_best_model(baseline, digits):
+    result = _search(baseline, digits, trials=4)
+    plan, trial = result.best_plan, result.best_trial
+    x = result.example_inputs
+    model = autoprune.prune(copy.deepcopy(baseline), x, plan["rates"], importance=plan["methods"])
+    assert autoprune.measure(model, x)["flops"] == trial.user_attrs["flops"]
+    best = result.best_model
+    val = torch.utils.data.DataLoader(digits.val, batch_size=256)
+    assert autoprune.metrics.accuracy(best, val) == pytest.approx(trial.user_attrs["accuracy"])
+
+
+@pytest.mark.parametrize(("kw", "fragment"), [
+    ({"objective": "latency"}, "objective must be one of"),
+    ({"max_accuracy_drop": -1}, "cannot be negative but got -1"),
+    ({"trials": 0}, "positive integer"),
+    ({"importances": ("l1", "l3")}, "unknown importance 'l3'"),
+])
+def test_bad_arguments_are_clear_errors(baseline, digits, kw, fragment):
+    with pytest.raises(autoprune.AutopruneError, match=fragment):
+        _search(baseline, digits, **kw)
