@@ -75,6 +75,16 @@ def train(model: nn.Module, data, recipe: TrainRecipe, seed: int, log=print) -> 
     return model.eval()
 
 
+def build_model(config: StudyConfig, data) -> nn.Module:
+    """The study's model, initialized from the study's seed (so retraining gives the same weights)."""
+    from .zoo import create_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return create_model(config.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                            **config.model_params)
+
+
 def load_or_train(config: StudyConfig, model: nn.Module, data, log=print) -> tuple[nn.Module, Path | None, bool]:
     """Load the checkpoint, or the cached baseline, or train and cache one.
 

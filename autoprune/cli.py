@@ -50,10 +50,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from .baseline import atomic_save, load_or_train
+    from .baseline import atomic_save, build_model, load_or_train
     from .config import load_config, validate
     from .search import search
-    from .zoo import create_dataset, create_model
+    from .zoo import create_dataset
 
     config = load_config(args.study)
     overrides = {k: v for k, v in {"trials": args.trials, "timeout": args.timeout, "storage": args.storage,
@@ -65,8 +65,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     data = create_dataset(config.dataset, **config.dataset_params)
-    model = create_model(config.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                         **config.model_params)
+    model = build_model(config, data)
     model, weights, trained = load_or_train(config, model, data, log=lambda m: print(m, file=sys.stderr))
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     s = config.search

@@ -227,8 +227,8 @@ def search(
         trial.set_constraint(CONSTRAINT, drop - max_accuracy_drop)
         return float(size[objective])
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+    # Only completed trials count: one interrupted by Ctrl-C or a crash is run again.
+    remaining = trials - len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if remaining > 0:
         with _quiet_optuna():
             study.optimize(evaluate, n_trials=remaining, timeout=timeout, show_progress_bar=progress,
