@@ -22,7 +22,7 @@ test: install
 
 demo: install
 	$(BIN)/autoprune search studies/quickstart.toml
-	@echo "results: runs/quickstart/ (study.db: the Optuna study; best.pt: the pruned model; best_plan.json: its rates and methods)"
+	@echo "results: runs/quickstart/ (study.db: the Optuna study; best.pt: the pruned model; best_plan.json: its rates and methods; report/index.html: the Pareto front)"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from . import plugins
-from .errors import AutopruneError
+from .errors import AutopruneError, unknown_name
 
 KINDS = ("importance", "model", "dataset")
 
@@ -51,6 +51,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from .baseline import atomic_save, build_model, load_or_train
+    from .report import write_report
     from .config import load_config, validate
     from .search import search
     from .zoo import create_dataset
@@ -101,6 +102,37 @@ def _cmd_search(args: argparse.Namespace) -> int:
     plan_path = out / "best_plan.json"
     plan_path.write_text(json.dumps({"trial": best.number, **result.best_plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
+    print(f"  report              {write_report(study, out / 'report')}")
+    return 0
+
+
+def _open_study(out_dir: str, storage: str | None, name: str | None):
+    import optuna
+
+    from pathlib import Path
+
+    if storage is None:
+        db = Path(out_dir) / "study.db"
+        if not db.is_file():
+            raise AutopruneError(f"{db} does not exist; pass --storage URL for a study stored elsewhere")
+        storage = f"sqlite:///{db.resolve()}"
+    names = optuna.get_all_study_names(storage)
+    if name is None:
+        if len(names) != 1:
+            raise AutopruneError(f"the storage holds studies {names}; choose one with --study NAME")
+        name = names[0]
+    elif name not in names:
+        raise unknown_name("study", name, names)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+
+    study = _open_study(args.out_dir, args.storage, args.study)
+    print(write_report(study, Path(args.out_dir) / "report"))
     return 0
 
 
@@ -136,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the sampler and the baseline training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("report", help="write the report of a search (also while it runs) into OUT_DIR/report")
+    p.add_argument("out_dir", help="the search's output folder")
+    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
+    p.add_argument("--study", help="the study's name (default: the only study in the storage)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

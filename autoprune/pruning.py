@@ -230,7 +230,11 @@ class _Graph:
                     g = param.grad
                     g = torch.zeros_like(param) if g is None else g.detach()
                     grads.append(_channel_first(to_rows(g), index, spec.num_channels))
-            name = self.dg._module2name.get(dep.target.module) or self.dg._param_to_name.get(param, "")
+            module = dep.target.module
+            if isinstance(module, nn.Parameter):
+                name = self.dg._param_to_name.get(module, "")
+            else:
+                name = self.dg._module2name.get(module, "")
             layers.append(CoupledLayer(name, dep.target.module, role))
         return ChannelGroup(
             name=spec.name,

@@ -159,9 +159,11 @@ def search(
     if not importances:
         raise AutopruneError("importances must name at least one importance")
     resolved = [resolve_importance(name) for name in importances]
-    grid = rate_grid(rate_min, rate_max, rate_step)
     if not 0 <= rate_min <= rate_max < 1:
         raise AutopruneError(f"rates need 0 <= rate_min <= rate_max < 1, got {rate_min} and {rate_max}")
+    if not rate_step > 0:
+        raise AutopruneError(f"rate_step must be positive, got {rate_step}")
+    grid = rate_grid(rate_min, rate_max, rate_step)
 
     baseline = model.eval()
     example = data.val[0][0].unsqueeze(0)

@@ -69,6 +69,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
     assert plan["trial"] == study.best_trial.number
     assert autoprune.measure(model, x)["flops"] == study.best_trial.user_attrs["flops"]
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "pareto.png").is_file()
 
     # the second run neither trains again nor repeats trials
     def no_training(*a, **k):

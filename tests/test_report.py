@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import random
+
+import optuna
+import pandas as pd
+import pytest
+
+from autoprune import cli
+from autoprune.report import pareto_front, trials_frame, write_report
+
+GROUPS = ["conv<1>", "block&2"]  # names that must be escaped in HTML
+
+
+def _study(storage=None, name="a <b> & c") -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr("groups", GROUPS)
+    study.set_user_attr("importances", ["l1", "fpgm"])
+    study.set_user_attr("objective", "flops")
+    study.set_user_attr("max_accuracy_drop", 1.0)
+    study.set_user_attr("baseline_accuracy", 95.0)
+    study.set_user_attr("baseline_flops", 1_000_000)
+    study.set_user_attr("baseline_params", 10_000)
+    for rate in (0.2, 0.4):
+        study.enqueue_trial({f"{g}.rate": rate for g in GROUPS} | {f"{g}.method": "l1" for g in GROUPS})
+    rng = random.Random(0)
+
+    def objective(trial):
+        rates = [trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.1) for g in GROUPS]
+        for g in GROUPS:
+            trial.suggest_categorical(f"{g}.method", ["l1", "fpgm"])
+        flops = 1_000_000 * (1 - sum(rates) / 2)
+        drop = sum(rates) * 1.2 + rng.uniform(-0.3, 0.3)
+        trial.set_user_attr("accuracy", 95.0 - drop)
+        trial.set_user_attr("accuracy_drop", drop)
+        trial.set_user_attr("flops", flops)
+        trial.set_user_attr("params", flops / 100)
+        trial.set_constraint("accuracy_drop", drop - 1.0)
+        return flops
+
+    study.optimize(objective, n_trials=30)
+    return study
+
+
+def _brute_force_front(study: optuna.Study) -> set[int]:
+    feasible = [t for t in study.trials if all(v <= 0 for v in t.constraints.values())]
+    front = set()
+    for t in feasible:
+        beaten = any(
+            o.user_attrs["accuracy"] >= t.user_attrs["accuracy"] and o.value <= t.value
+            and (o.user_attrs["accuracy"] > t.user_attrs["accuracy"] or o.value < t.value)
+            for o in feasible
+        )
+        if not beaten:
+            front.add(t.number)
+    return front
+
+
+def test_report_files_and_tables(tmp_path):
+    study = _study()
+    index = write_report(study, tmp_path)
+    for name in ("index.html", "pareto.png", "pareto.svg", "rates.png", "trials.csv", "pareto.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert sorted(trials["trial"]) == [t.number for t in study.trials]
+    assert {f"{g}.rate" for g in GROUPS} <= set(trials.columns)
+    pareto = pd.read_csv(tmp_path / "pareto.csv")
+    assert set(pareto["trial"]) == _brute_force_front(study) and len(pareto) > 0
+    assert trials.loc[trials["trial"].isin([0, 1]), "uniform_rate"].tolist() == [0.2, 0.4]
+
+    page = index.read_text()
+    assert "a &lt;b&gt; &amp; c" in page and "a <b>" not in page
+    assert page.count("data:image/png;base64,") == 2  # self-contained
+
+
+def test_front_of_a_frame_without_feasible_trials_is_empty():
+    frame = pd.DataFrame({"trial": [0, 1], "accuracy": [1.0, 2.0], "flops": [3, 4], "feasible": [False, False]})
+    assert pareto_front(frame, "flops").empty
+
+
+def test_report_command_reads_the_storage(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _study(storage, name="only")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert cli.main(["report", str(tmp_path), "--study", "olny"]) == 2
+    assert "did you mean 'only'" in capsys.readouterr().err
+
+
+def test_trials_frame_skips_running_trials():
+    study = _study()
+    study.ask()
+    assert len(trials_frame(study)) == 30
