@@ -53,7 +53,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .baseline import atomic_save, build_model, load_or_train
     from .report import write_report
     from .config import load_config, validate
-    from .search import search
+    from .search import is_feasible, search
     from .zoo import create_dataset
 
     config = load_config(args.study)
@@ -83,7 +83,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     study = result.study
     attrs = study.user_attrs
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+    feasible = [t for t in done if is_feasible(t)]
     print(f"study {study.study_name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible "
           f"({time.perf_counter() - started:.0f}s{', baseline trained' if trained else ''})")
     print(f"  baseline accuracy   {attrs['baseline_accuracy']:.2f} %")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AutopruneError
+from .search import OBJECTIVES
 
-OBJECTIVES = ("flops", "params")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .search import is_feasible  # noqa: E402
+
 METRICS = ("accuracy", "accuracy_drop", "flops", "params")
 
 
@@ -39,7 +41,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "trial": t.number,
             "state": t.state.name,
             **{m: t.user_attrs.get(m, math.nan) for m in METRICS},
-            "feasible": t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values()),
+            "feasible": is_feasible(t),
             "uniform_rate": uniform,
             "seconds": t.duration.total_seconds() if t.duration else math.nan,
             **t.params,

@@ -74,11 +74,13 @@ class SearchResult:
         return self._best_model
 
 
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """A completed trial whose constraints all hold (Optuna's rule: every value <= 0)."""
+    return trial.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
 def best_feasible_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    feasible = [
-        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if all(v <= 0 for v in t.constraints.values())
-    ]
+    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     return min(feasible, key=lambda t: (t.value, t.number)) if feasible else None
 
 
