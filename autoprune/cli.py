@@ -87,10 +87,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"study {study.study_name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible "
           f"({time.perf_counter() - started:.0f}s{', baseline trained' if trained else ''})")
     print(f"  baseline accuracy   {attrs['baseline_accuracy']:.2f} %")
+    report = write_report(study, out / "report")
     best = result.best_trial
     if best is None:
         print(f"  no trial stayed within the {config.max_accuracy_drop} point budget; "
               "allow a larger drop, more trials or a lower search.rate_max")
+        print(f"  report              {report}")
         return 1
     u = best.user_attrs
     print(f"  best trial          #{best.number}")
@@ -102,7 +104,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     plan_path = out / "best_plan.json"
     plan_path.write_text(json.dumps({"trial": best.number, **result.best_plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
-    print(f"  report              {write_report(study, out / 'report')}")
+    print(f"  report              {report}")
     return 0
 
 

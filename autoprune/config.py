@@ -144,6 +144,11 @@ def validate(config: StudyConfig) -> None:
     """Check value ranges (types were checked while parsing)."""
     if config.objective not in OBJECTIVES:
         raise _unknown("objective", config.objective, OBJECTIVES)
+    reserved = sorted({"num_classes", "in_channels"} & set(config.model_params))
+    if reserved:
+        raise AutopruneError(
+            f"model.params cannot set {', '.join(reserved)}: the dataset decides them"
+        )
     if config.max_accuracy_drop < 0:
         raise AutopruneError(f"study.max_accuracy_drop cannot be negative but got {config.max_accuracy_drop}")
     if config.trials < 1:

@@ -61,9 +61,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def register(plugin: ModuleType | object, name: str | None = None) -> str:
     """Add a plugin (a module or object with hook implementations); return its name."""
     pm = get_plugin_manager()
-    registered = pm.register(plugin, name=name)
+    try:
+        registered = pm.register(plugin, name=name)
+    except ValueError as exc:  # pluggy: the plugin or its name is registered already
+        raise AutopruneError(f"cannot register plugin {name or plugin!r}: {exc}") from None
     if registered is None:
-        raise AutopruneError(f"plugin {name or plugin!r} is already registered")
+        raise AutopruneError(f"plugin {name or plugin!r} is blocked")
     _invalidate()
     return registered
 

@@ -104,7 +104,7 @@ class _Graph:
         self.in_channel_groups: dict[nn.Module, int] = {}
         for m in model.modules():
             pruner = self.dg.get_pruner_of_module(m)
-            if pruner is None or (isinstance(m, ops.TORCH_CONV) and m.groups == m.out_channels):
+            if pruner is None or _is_depthwise(m):
                 continue
             if pruner.get_in_channel_groups(m) > 1:
                 self.in_channel_groups[m] = pruner.get_in_channel_groups(m)
@@ -122,7 +122,7 @@ class _Graph:
             if pruner is None or pruner.get_out_channels(root) is None:
                 continue
             root_fn = pruner.prune_out_channels
-            if isinstance(root, ops.TORCH_CONV) and root.groups == root.out_channels > 1:
+            if _is_depthwise(root):
                 root_fn = tpf.prune_depthwise_conv_out_channels
             name = self.dg._module2name[root]
             # Some streams cannot be indexed by Torch-Pruning at all (an attention block it
@@ -245,6 +245,10 @@ class _Graph:
         )
 
 
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, ops.TORCH_CONV) and m.groups == m.out_channels > 1
+
+
 def _frozen_layers(model: nn.Module, handled: tuple[type, ...]) -> set[nn.Module]:
     """Layers whose channel count is read at run time by code Torch-Pruning cannot see.
 
@@ -272,7 +276,7 @@ def _parameter_rows(dg, dep):
         return module, (lambda t, d=dim: t.movedim(d, 0)), "out"
     if isinstance(module, ops.TORCH_CONV):
         w = module.weight
-        if module.groups == module.out_channels and module.groups > 1:  # depthwise
+        if _is_depthwise(module):
             return w, (lambda t: t), "out"
         if out:
             return w, ((lambda t: t.transpose(0, 1)) if module.transposed else (lambda t: t)), "out"
@@ -505,9 +509,15 @@ def prune(
             model.zero_grad(set_to_none=True)
 
         for spec, idxs in plans:
-            pruning_group = graph.dg.get_pruning_group(spec.root, spec.root_fn, idxs)
-            if graph.dg.check_pruning_group(pruning_group):
-                pruning_group.prune()
+            try:
+                pruning_group = graph.dg.get_pruning_group(spec.root, spec.root_fn, idxs)
+                if graph.dg.check_pruning_group(pruning_group):
+                    pruning_group.prune()
+            except Exception as exc:  # a Torch-Pruning limitation we did not foresee
+                raise PruningError(
+                    f"Torch-Pruning failed on group {spec.name!r} ({type(exc).__name__}: {exc}); "
+                    "exclude it with a per-group rates dict"
+                ) from exc
         adapters.sync_attributes(model)
 
         try:

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .search import is_feasible  # noqa: E402
+from .search import best_feasible_trial, is_feasible, plan_from_trial  # noqa: E402
 
 METRICS = ("accuracy", "accuracy_drop", "flops", "params")
 
@@ -47,7 +47,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             **t.params,
         }
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["trial", "state", *METRICS, "feasible", "uniform_rate", "seconds"])
+    if not rows:  # nothing finished yet: keep the columns and their types
+        return pd.DataFrame({"trial": pd.Series(dtype=int), "state": pd.Series(dtype=str),
+                             **{m: pd.Series(dtype=float) for m in METRICS},
+                             "feasible": pd.Series(dtype=bool), "uniform_rate": pd.Series(dtype=float),
+                             "seconds": pd.Series(dtype=float)})
+    return pd.DataFrame(rows)
 
 
 def pareto_front(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
@@ -108,19 +113,18 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, attrs: dict, objective
     return fig
 
 
-def plot_rates(study: optuna.Study, trial_number: int):
-    groups = study.user_attrs.get("groups", [])
-    trial = study.trials[trial_number]
-    default = study.user_attrs.get("importances", ["l1"])[0]
-    rates = [trial.params.get(f"{g}.rate", 0.0) for g in groups]
-    methods = [trial.params.get(f"{g}.method", default) for g in groups]
+def plot_rates(study: optuna.Study, trial: optuna.trial.FrozenTrial):
+    plan = plan_from_trial(study, trial)
+    groups = list(plan["rates"])
+    rates = [plan["rates"][g] for g in groups]
+    methods = [plan["methods"][g] for g in groups]
     palette = {m: plt.cm.tab10(i) for i, m in enumerate(dict.fromkeys(study.user_attrs.get("importances", methods)))}
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) + 2), 4.5), dpi=110)
     ax.bar(range(len(groups)), rates, color=[palette.get(m, "gray") for m in methods])
     ax.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("fraction of channels removed")
     ax.set_ylim(0, 1)
-    ax.set_title(f"trial #{trial_number}: rate and importance per layer group (in layer order)")
+    ax.set_title(f"trial #{trial.number}: rate and importance per layer group (in layer order)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for m, c in palette.items() if m in methods]
     ax.legend(handles, [m for m in palette if m in methods], title="importance", fontsize=8)
     ax.grid(axis="y", alpha=0.25)
@@ -151,10 +155,10 @@ def write_report(study: optuna.Study, folder: str | Path) -> Path:
     fig.savefig(folder / "pareto.svg")
     figures["pareto"] = _png_data(fig)
     plt.close(fig)
-    chosen = None
-    if len(front):
-        chosen = int(front.sort_values(objective).iloc[0]["trial"])
-        fig = plot_rates(study, chosen)
+    best = best_feasible_trial(study)  # the trial that best.pt and best_plan.json hold
+    chosen = None if best is None else best.number
+    if best is not None:
+        fig = plot_rates(study, best)
         fig.savefig(folder / "rates.png")
         figures["rates"] = _png_data(fig)
         plt.close(fig)

@@ -94,10 +94,14 @@ def plan_from_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dic
     }
 
 
+#: Calibration batches whose gradients feed importances registered with ``needs_grads``.
+GRADIENT_BATCHES = 4
+
+
 def apply_plan(baseline: nn.Module, example_inputs, plan, calibration) -> nn.Module:
     """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
     model = prune(copy.deepcopy(baseline), example_inputs, plan["rates"], importance=plan["methods"],
-                  calibration=calibration[:4])
+                  calibration=calibration[:GRADIENT_BATCHES])
     return recalibrate_batchnorm(model, calibration)
 
 
@@ -153,14 +157,20 @@ def search(
     """
     if objective not in OBJECTIVES:
         raise AutopruneError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) or max_accuracy_drop < 0:
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)):
+        raise AutopruneError(f"max_accuracy_drop must be a number of percentage points, got {max_accuracy_drop!r}")
+    if max_accuracy_drop < 0:
         raise AutopruneError(f"max_accuracy_drop cannot be negative but got {max_accuracy_drop!r}")
+    for key, value in (("calibration_batches", calibration_batches), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AutopruneError(f"{key} must be a positive integer, got {value!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise AutopruneError(f"trials must be a positive integer, got {trials!r}")
     importances = list(dict.fromkeys(importances))
     if not importances:
         raise AutopruneError("importances must name at least one importance")
-    resolved = [resolve_importance(name) for name in importances]
+    for name in importances:
+        resolve_importance(name)  # unknown names fail before any work
     if not 0 <= rate_min <= rate_max < 1:
         raise AutopruneError(f"rates need 0 <= rate_min <= rate_max < 1, got {rate_min} and {rate_max}")
     if not rate_step > 0:
@@ -168,15 +178,15 @@ def search(
     grid = rate_grid(rate_min, rate_max, rate_step)
 
     baseline = model.eval()
-    example = data.val[0][0].unsqueeze(0)
+    device = next(baseline.parameters()).device
+    example = data.val[0][0].unsqueeze(0).to(device)
     groups = prunable_groups(baseline, example)
     if not groups:
         raise AutopruneError("the model has no prunable channel groups")
     loader = DataLoader(data.train, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     calibration = [batch for _, batch in zip(range(calibration_batches), loader)]
-    val_batches = list(DataLoader(data.val, batch_size=256))
-    needs_grads = any(i.needs_grads for i in resolved)
+    val_batches = list(DataLoader(data.val, batch_size=batch_size))
 
     base_accuracy = accuracy(baseline, val_batches)
     base_size = measure(baseline, example)
@@ -215,9 +225,7 @@ def search(
         else:
             methods = {g: importances[0] for g in groups}
         start = time.perf_counter()
-        pruned = prune(copy.deepcopy(baseline), example, rates, importance=methods,
-                       calibration=calibration[:4] if needs_grads else None)
-        recalibrate_batchnorm(pruned, calibration)
+        pruned = apply_plan(baseline, example, {"rates": rates, "methods": methods}, calibration)
         pruned_at = time.perf_counter()
         acc = accuracy(pruned, val_batches)
         size = measure(pruned, example)
@@ -252,7 +260,8 @@ def _quiet_optuna():
 
 
 def _check_resumable(study: optuna.Study, settings: dict[str, Any]) -> None:
-    for key in ("objective", "max_accuracy_drop", "groups", "importances", "rate_min", "rate_max", "rate_step"):
+    for key in ("objective", "max_accuracy_drop", "groups", "importances", "rate_min", "rate_max", "rate_step",
+                "calibration_batches", "seed"):
         if study.user_attrs.get(key) != settings[key]:
             raise AutopruneError(
                 f"study {study.study_name!r} was created with {key}={study.user_attrs.get(key)!r}, "

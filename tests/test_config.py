@@ -31,6 +31,7 @@ def test_defaults_fill_what_is_missing():
     ({**MINIMAL, "search": {"rate_max": 1.0}}, "rate_max < 1"),
     ({**MINIMAL, "search": {"uniform_starts": [0.9]}}, "uniform_starts must lie in"),
     ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "trials": True}}, "study.trials must be int, got bool"),
+    ({**MINIMAL, "model": {"name": "x", "params": {"num_classes": 3}}}, "cannot set num_classes: the dataset"),
 ])
 def test_bad_study_files_are_one_clear_error(raw, fragment):
     with pytest.raises(AutopruneError) as err:

@@ -112,6 +112,12 @@ def test_model_parameters_are_checked_before_building():
         autoprune.create_model("resnet20", num_classes=0)
 
 
+def test_registering_a_plugin_name_twice_is_a_clear_error(temporary_plugin):
+    temporary_plugin(_plugin("twice"), "twice")
+    with pytest.raises(AutopruneError, match="cannot register plugin 'twice'"):
+        plugins.register(_plugin("twice"), name="twice")
+
+
 def test_third_party_entry_point_is_listed_and_used(third_party_dist, monkeypatch):
     env_path = f"{third_party_dist}"
     out = subprocess.run(

@@ -92,3 +92,11 @@ def test_trials_frame_skips_running_trials():
     study = _study()
     study.ask()
     assert len(trials_frame(study)) == 30
+
+
+def test_report_of_a_study_with_no_finished_trial(tmp_path):
+    study = optuna.create_study()
+    study.set_user_attr("objective", "flops")
+    study.ask()
+    write_report(study, tmp_path)
+    assert pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()

@@ -63,6 +63,8 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
     assert [t.params for t in more.study.trials[:4]] == params
     with pytest.raises(autoprune.AutopruneError, match="created with objective='flops'"):
         _search(baseline, digits, storage=storage, study_name="resume", objective="params")
+    with pytest.raises(autoprune.AutopruneError, match="created with seed=0"):
+        _search(baseline, digits, storage=storage, study_name="resume", seed=7)
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
@@ -102,6 +104,8 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
     ({"max_accuracy_drop": -1}, "cannot be negative but got -1"),
     ({"trials": 0}, "positive integer"),
     ({"importances": ("l1", "l3")}, "unknown importance 'l3'"),
+    ({"max_accuracy_drop": "1"}, "must be a number of percentage points"),
+    ({"calibration_batches": 0}, "calibration_batches must be a positive integer"),
 ])
 def test_bad_arguments_are_clear_errors(baseline, digits, kw, fragment):
     with pytest.raises(autoprune.AutopruneError, match=fragment):
