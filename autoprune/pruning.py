@@ -154,6 +154,12 @@ class _Graph:
                 channel_groups=self._channel_groups(coupled),
                 group=group,
             )
+        self._in_model_order()
+
+    def _in_model_order(self) -> None:
+        order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
+        self.groups = dict(sorted(self.groups.items(), key=lambda item: order.get(item[0], len(order))))
+        self.skipped = dict(sorted(self.skipped.items(), key=lambda item: order.get(item[0], len(order))))
 
     def _closure_reason(self, node, fn, frozen: set[nn.Module]) -> str | None:
         for n, _ in self._closure(node, fn):
@@ -343,7 +349,7 @@ def _output_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...
 
 
 def prunable_groups(model: nn.Module, example_inputs: Any) -> list[str]:
-    """Names of the model's prunable channel groups, in graph order.
+    """Names of the model's prunable channel groups, in the order of ``model.named_modules()``.
 
     A group is named after its first layer (its dotted module name); these are
     the keys :func:`prune` accepts for per-group rates and importances. Groups
