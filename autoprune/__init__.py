@@ -21,6 +21,7 @@ from .errors import (
     PruningError,
     UnknownNameError,
 )
+from .export import load
 from .hookspecs import hookimpl
 from .metrics import count_flops, count_params, measure
 from .plugins import get_plugin_manager, get_registries
@@ -65,6 +66,7 @@ __all__ = [
     "list_datasets",
     "list_importances",
     "list_models",
+    "load",
     "measure",
     "prunable_groups",
     "prune",

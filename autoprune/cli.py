@@ -138,6 +138,44 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import copy
+
+    from . import export
+
+    study = _open_study(args.out_dir, args.storage, args.study)
+    rebuilt = export.rebuild(study, args.trial)
+    data = rebuilt.data
+    example = data.val[0][0].unsqueeze(0)
+    if args.finetune_epochs:
+        teacher = copy.deepcopy(rebuilt.baseline) if args.distill else None
+        print(f"fine-tuning trial #{rebuilt.trial.number} for {args.finetune_epochs} epochs"
+              f"{' with distillation from the baseline' if teacher is not None else ''}", file=sys.stderr)
+        export.finetune(rebuilt.model, data, args.finetune_epochs, teacher=teacher, lr=args.lr,
+                        seed=study.user_attrs.get("seed", 0))
+    before = export.evaluate(rebuilt.baseline, data, example)
+    after = export.evaluate(rebuilt.model, data, example)
+    print(f"trial #{rebuilt.trial.number} of study {study.study_name!r}")
+    print(f"  {'':<14} {'baseline':>12} {'pruned':>12}")
+    for key in after:
+        b, a = before[key], after[key]
+        value = (lambda v: f"{v:.2f}") if "accuracy" in key or key == "latency_ms" else _human
+        ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
+        print(f"  {key:<14} {value(b):>12} {value(a):>12}{ratio}")
+    check = torch_stack_val(data, 8)
+    diff = export.save(rebuilt.model, args.output, args.format, example, check,
+                       metadata={"study": study.study_name, "trial": rebuilt.trial.number, **rebuilt.plan,
+                                 "metrics": after})
+    print(f"saved {args.output} ({args.format}; outputs match PyTorch within {diff:.1e} on real inputs)")
+    return 0
+
+
+def torch_stack_val(data, count: int):
+    import torch
+
+    return torch.stack([data.val[i][0] for i in range(min(count, len(data.val)))])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -176,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
     p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="rebuild a trial's pruned model, optionally fine-tune it, and save it")
+    p.add_argument("out_dir", help="the search's output folder")
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("--trial", type=int, help="trial number (default: the best feasible trial)")
+    p.add_argument("--format", choices=("torch", "torchscript", "onnx"), default="torch")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
+    p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
+    p.add_argument("--study", help="the study's name (default: the only study in the storage)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -105,6 +105,13 @@ def apply_plan(baseline: nn.Module, example_inputs, plan, calibration) -> nn.Mod
     return recalibrate_batchnorm(model, calibration)
 
 
+def calibration_batches_of(data, count: int, batch_size: int, seed: int) -> list:
+    """The fixed training batches every trial recalibrates BatchNorm on (the same for the same seed)."""
+    loader = DataLoader(data.train, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    return [batch for _, batch in zip(range(count), loader)]
+
+
 def rate_grid(rate_min: float, rate_max: float, step: float) -> list[float]:
     n = int(math.floor((rate_max - rate_min) / step + 1e-9))
     return [round(rate_min + k * step, 10) for k in range(n + 1)]
@@ -183,9 +190,7 @@ def search(
     groups = prunable_groups(baseline, example)
     if not groups:
         raise AutopruneError("the model has no prunable channel groups")
-    loader = DataLoader(data.train, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    calibration = [batch for _, batch in zip(range(calibration_batches), loader)]
+    calibration = calibration_batches_of(data, calibration_batches, batch_size, seed)
     val_batches = list(DataLoader(data.val, batch_size=batch_size))
 
     base_accuracy = accuracy(baseline, val_batches)
@@ -201,6 +206,7 @@ def search(
         "objective": objective, "max_accuracy_drop": float(max_accuracy_drop),
         "importances": importances, "groups": groups, "rate_min": rate_min, "rate_max": rate_max,
         "rate_step": rate_step, "calibration_batches": calibration_batches, "seed": seed,
+        "batch_size": batch_size,
     }
     if "groups" in study.user_attrs:
         _check_resumable(study, settings)
