@@ -75,7 +75,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         importances=s.importances, objective=config.objective, storage=storage, study_name=config.name,
         seed=config.seed, timeout=config.timeout, rate_min=s.rate_min, rate_max=s.rate_max,
         rate_step=s.rate_step, calibration_batches=s.calibration_batches, batch_size=s.batch_size,
-        uniform_starts=s.uniform_starts, progress=not args.quiet,
+        uniform_starts=s.uniform_starts, latency_batch_size=config.latency_batch_size, progress=not args.quiet,
         study_attrs={"study_file": config.path, "model": config.model, "model_params": config.model_params,
                      "dataset": config.dataset, "dataset_params": config.dataset_params,
                      "baseline_weights": str(weights)},

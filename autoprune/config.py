@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AutopruneError
-from .search import OBJECTIVES
+from .search import OBJECTIVES, check_objectives
 
 
 
@@ -50,7 +50,8 @@ class StudyConfig:
     model_params: dict[str, Any] = field(default_factory=dict)
     dataset_params: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
-    objective: str = "flops"
+    objective: str | tuple[str, ...] = "flops"
+    latency_batch_size: int = 1
     trials: int = 50
     timeout: float | None = None
     seed: int = 0
@@ -71,7 +72,8 @@ class StudyConfig:
 
 
 _SECTIONS: dict[str, dict[str, Any]] = {
-    "study": {"name": str, "seed": int, "trials": int, "timeout": (int, float), "objective": str,
+    "study": {"name": str, "seed": int, "trials": int, "timeout": (int, float), "objective": (str, list),
+              "objectives": list, "latency_batch_size": int,
               "max_accuracy_drop": (int, float), "out": str, "storage": str},
     "model": {"name": str, "params": dict, "checkpoint": str},
     "dataset": {"name": str, "params": dict},
@@ -95,6 +97,13 @@ def _check_type(where: str, value: Any, expected) -> None:
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         names = " or ".join(t.__name__ for t in types)
         raise AutopruneError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _objective(study: dict[str, Any]) -> str | tuple[str, ...]:
+    if "objective" in study and "objectives" in study:
+        raise AutopruneError("give study.objective (one) or study.objectives (several), not both")
+    value = study.get("objectives", study.get("objective", "flops"))
+    return value if isinstance(value, str) else tuple(value)
 
 
 def parse_config(raw: dict[str, Any], *, path: str | None = None, name: str | None = None) -> StudyConfig:
@@ -126,7 +135,8 @@ def parse_config(raw: dict[str, Any], *, path: str | None = None, name: str | No
         dataset=dataset["name"],
         dataset_params=dict(dataset.get("params", {})),
         max_accuracy_drop=float(study["max_accuracy_drop"]),
-        objective=study.get("objective", "flops"),
+        objective=_objective(study),
+        latency_batch_size=study.get("latency_batch_size", 1),
         trials=study.get("trials", 50),
         timeout=study.get("timeout"),
         seed=study.get("seed", 0),
@@ -142,8 +152,11 @@ def parse_config(raw: dict[str, Any], *, path: str | None = None, name: str | No
 
 def validate(config: StudyConfig) -> None:
     """Check value ranges (types were checked while parsing)."""
-    if config.objective not in OBJECTIVES:
+    if isinstance(config.objective, str) and config.objective not in OBJECTIVES:
         raise _unknown("objective", config.objective, OBJECTIVES)
+    check_objectives(config.objective)
+    if config.latency_batch_size < 1:
+        raise AutopruneError(f"study.latency_batch_size must be at least 1, got {config.latency_batch_size}")
     reserved = sorted({"num_classes", "in_channels"} & set(config.model_params))
     if reserved:
         raise AutopruneError(

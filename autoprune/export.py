@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from .baseline import atomic_save
 from .errors import AutopruneError
-from .metrics import accuracy, measure
+from .metrics import accuracy, latency_ms, measure
 from .search import apply_plan, best_feasible_trial, calibration_batches_of, plan_from_trial
 from .zoo import create_dataset, create_model
 
@@ -111,19 +111,6 @@ def finetune(model: nn.Module, data, epochs: int, *, teacher: nn.Module | None =
             optimizer.step()
             schedule.step()
     return model.eval()
-
-
-def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.5) -> float:
-    """Median milliseconds of one forward pass on ``example``, timed by ``torch.utils.benchmark``."""
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
-    from torch.utils import benchmark  # imported here: it loads the C++ extension machinery
-
-    model.eval()
-    with torch.no_grad():
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example})
-        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
 def evaluate(model: nn.Module, data, example: torch.Tensor, batch_size: int = 256) -> dict[str, float]:

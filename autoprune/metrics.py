@@ -55,3 +55,16 @@ def accuracy(model: nn.Module, batches) -> float:
     if total == 0:
         raise ValueError("accuracy() got no samples")
     return 100.0 * correct / total
+
+
+def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.5) -> float:
+    """Median milliseconds of one forward pass on ``example``, timed by ``torch.utils.benchmark``."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
+    from torch.utils import benchmark  # imported here: it loads the C++ extension machinery
+
+    model.eval()
+    with torch.no_grad():
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example})
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3

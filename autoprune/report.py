@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from .search import best_feasible_trial, is_feasible, plan_from_trial  # noqa: E402
 
-METRICS = ("accuracy", "accuracy_drop", "flops", "params")
+METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency")
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -67,11 +67,17 @@ def pareto_front(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
 
 
 def _scaled(values, unit: str):
-    scale = {"flops": 1e6, "params": 1e3}[unit]
+    scale = {"flops": 1e6, "params": 1e3, "latency": 1.0}[unit]
     return values / scale
 
 
-_LABEL = {"flops": "MFLOPs", "params": "thousand parameters"}
+_LABEL = {"flops": "MFLOPs", "params": "thousand parameters", "latency": "latency, ms"}
+
+
+def x_objective(attrs: dict) -> str:
+    """The size measure drawn against accuracy: the study's first objective other than accuracy."""
+    objectives = attrs.get("objectives") or [attrs.get("objective", "flops")]
+    return next((o for o in objectives if o != "accuracy"), "flops")
 
 
 def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, attrs: dict, objective: str):
@@ -98,8 +104,9 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, attrs: dict, objective
         threshold = base_acc - attrs.get("max_accuracy_drop", 0.0)
         ax.axhline(threshold, color="#2ca02c", ls=":", lw=1.5,
                    label=f"budget: {attrs.get('max_accuracy_drop')} points below baseline")
-        ax.scatter([_scaled(attrs[f"baseline_{objective}"], objective)], [base_acc], marker="*", s=160,
-                   color="black", zorder=6, label="unpruned baseline")
+        if f"baseline_{objective}" in attrs:
+            ax.scatter([_scaled(attrs[f"baseline_{objective}"], objective)], [base_acc], marker="*", s=160,
+                       color="black", zorder=6, label="unpruned baseline")
         budget = max(attrs.get("max_accuracy_drop", 1.0), 0.5)
         best = max([base_acc, *complete["accuracy"].dropna()])
         worst = min([threshold, *complete["accuracy"].dropna()])
@@ -143,9 +150,13 @@ def write_report(study: optuna.Study, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     attrs = study.user_attrs
-    objective = attrs.get("objective", "flops")
+    objective = x_objective(attrs)
     frame = trials_frame(study)
-    front = pareto_front(frame, objective) if len(frame) else frame
+    if len(study.directions) > 1:  # Optuna's own front, feasible trials only
+        numbers = [t.number for t in study.best_trials]
+        front = frame[frame["trial"].isin(numbers)].sort_values(objective)
+    else:
+        front = pareto_front(frame, objective)
     frame.to_csv(folder / "trials.csv", index=False)
     front.to_csv(folder / "pareto.csv", index=False)
 

@@ -37,11 +37,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import AutopruneError, PruningError
-from .metrics import accuracy, measure
+from .metrics import accuracy, latency_ms, measure
 from .pruning import prunable_groups, prune, resolve_importance
 from .recovery import recalibrate_batchnorm
 
-OBJECTIVES = ("flops", "params")
+#: What a single-objective search minimizes.
+OBJECTIVES = ("flops", "params", "latency")
+#: What a multi-objective search may trade off (two or three of them); accuracy is maximized.
+MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency")
 CONSTRAINT = "accuracy_drop"
 
 
@@ -80,8 +83,28 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def best_feasible_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The feasible trial with the lowest objective; in a multi-objective study, the
+    feasible Pareto point with the highest accuracy."""
+    if len(study.directions) > 1:
+        front = [t for t in study.best_trials if is_feasible(t)]
+        return max(front, key=lambda t: (t.user_attrs["accuracy"], -t.number)) if front else None
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     return min(feasible, key=lambda t: (t.value, t.number)) if feasible else None
+
+
+def check_objectives(objective: str | Sequence[str]) -> list[str]:
+    """The objectives as a list: one of OBJECTIVES, or two or three distinct MULTI_OBJECTIVES."""
+    if isinstance(objective, str):
+        if objective not in OBJECTIVES:
+            raise AutopruneError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        return [objective]
+    names = list(objective)
+    unknown = [o for o in names if o not in MULTI_OBJECTIVES]
+    if unknown or not 2 <= len(set(names)) == len(names) <= 3:
+        raise AutopruneError(
+            f"objectives must be two or three distinct names of {', '.join(MULTI_OBJECTIVES)}, got {names!r}"
+        )
+    return names
 
 
 def plan_from_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, Any]]:
@@ -124,7 +147,7 @@ def search(
     max_accuracy_drop: float,
     trials: int,
     importances: Sequence[str] = ("l1",),
-    objective: str = "flops",
+    objective: str | Sequence[str] = "flops",
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     seed: int = 0,
@@ -135,6 +158,7 @@ def search(
     calibration_batches: int = 20,
     batch_size: int = 128,
     uniform_starts: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    latency_batch_size: int = 1,
     progress: bool = False,
     study_attrs: dict[str, Any] | None = None,
 ) -> SearchResult:
@@ -149,7 +173,10 @@ def search(
         trials: the total number of trials of the study; a resumed study runs
             only the missing ones.
         importances: registered importance names to choose from, per group.
-        objective: ``"flops"`` or ``"params"``, minimized.
+        objective: ``"flops"``, ``"params"`` or ``"latency"``, minimized; or a list of
+            two or three of ``"accuracy"``, ``"flops"``, ``"params"``, ``"latency"``
+            for a multi-objective study (accuracy maximized, the others minimized),
+            whose Pareto front holds only feasible trials.
         storage: an Optuna storage URL (``sqlite:///study.db``, PostgreSQL...) or
             object; None keeps the study in memory.
         study_name: the study's name in the storage; the same name resumes it.
@@ -159,11 +186,12 @@ def search(
         calibration_batches: training batches for BatchNorm recalibration.
         batch_size: batch size of calibration and evaluation.
         uniform_starts: uniform rates enqueued as the first trials of a new study.
+        latency_batch_size: batch size of the latency measurement (median of
+            repeated timed forward passes on this machine, ``torch.utils.benchmark``).
         progress: show Optuna's progress bar.
         study_attrs: extra study user attributes (recorded when the study is created).
     """
-    if objective not in OBJECTIVES:
-        raise AutopruneError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    objectives = check_objectives(objective)
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)):
         raise AutopruneError(f"max_accuracy_drop must be a number of percentage points, got {max_accuracy_drop!r}")
     if max_accuracy_drop < 0:
@@ -187,6 +215,7 @@ def search(
     baseline = model.eval()
     device = next(baseline.parameters()).device
     example = data.val[0][0].unsqueeze(0).to(device)
+    timing_input = example.expand(latency_batch_size, *example.shape[1:]).contiguous()
     groups = prunable_groups(baseline, example)
     if not groups:
         raise AutopruneError("the model has no prunable channel groups")
@@ -200,13 +229,15 @@ def search(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # TPE's `group`
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                              n_startup_trials=max(10, len(uniform_starts)))
-        study = optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
+        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                     sampler=sampler, load_if_exists=True)
     settings = {
-        "objective": objective, "max_accuracy_drop": float(max_accuracy_drop),
+        "objective": objective if isinstance(objective, str) else objectives, "objectives": objectives,
+        "max_accuracy_drop": float(max_accuracy_drop),
         "importances": importances, "groups": groups, "rate_min": rate_min, "rate_max": rate_max,
         "rate_step": rate_step, "calibration_batches": calibration_batches, "seed": seed,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "latency_batch_size": latency_batch_size,
     }
     if "groups" in study.user_attrs:
         _check_resumable(study, settings)
@@ -216,6 +247,8 @@ def search(
         study.set_user_attr("baseline_accuracy", base_accuracy)
         study.set_user_attr("baseline_flops", base_size["flops"])
         study.set_user_attr("baseline_params", base_size["params"])
+        if "latency" in objectives:
+            study.set_user_attr("baseline_latency", latency_ms(baseline, timing_input))
         study.set_user_attr("trials", trials)
         for rate in uniform_starts:
             on_grid = min(grid, key=lambda r: abs(r - rate))
@@ -224,7 +257,7 @@ def search(
                 params.update({f"{g}.method": importances[0] for g in groups})
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def evaluate(trial: optuna.Trial) -> float:
+    def evaluate(trial: optuna.Trial) -> float | list[float]:
         rates = {g: trial.suggest_float(f"{g}.rate", rate_min, rate_max, step=rate_step) for g in groups}
         if len(importances) > 1:
             methods = {g: trial.suggest_categorical(f"{g}.method", importances) for g in groups}
@@ -240,10 +273,14 @@ def search(
         trial.set_user_attr(CONSTRAINT, drop)
         trial.set_user_attr("flops", size["flops"])
         trial.set_user_attr("params", size["params"])
+        if "latency" in objectives:
+            size["latency"] = latency_ms(pruned, timing_input, min_run_time=0.2)
+            trial.set_user_attr("latency", size["latency"])
         trial.set_user_attr("prune_seconds", pruned_at - start)
         trial.set_user_attr("eval_seconds", time.perf_counter() - pruned_at)
         trial.set_constraint(CONSTRAINT, drop - max_accuracy_drop)
-        return float(size[objective])
+        values = [acc if o == "accuracy" else float(size[o]) for o in objectives]
+        return values[0] if len(values) == 1 else values
 
     # Only completed trials count: one interrupted by Ctrl-C or a crash is run again.
     remaining = trials - len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

@@ -15,6 +15,11 @@ def test_quickstart_parses_with_every_section():
     assert config.max_accuracy_drop == 1.0 and config.objective == "flops"
 
 
+def test_objectives_list_makes_a_multi_objective_study():
+    config = parse_config({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy", "latency"]}})
+    assert config.objective == ("accuracy", "latency")
+
+
 def test_defaults_fill_what_is_missing():
     config = parse_config(MINIMAL, name="mini")
     assert config.name == "mini" and config.trials == 50 and config.search.importances == ("l1",)
@@ -32,6 +37,9 @@ def test_defaults_fill_what_is_missing():
     ({**MINIMAL, "search": {"uniform_starts": [0.9]}}, "uniform_starts must lie in"),
     ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "trials": True}}, "study.trials must be int, got bool"),
     ({**MINIMAL, "model": {"name": "x", "params": {"num_classes": 3}}}, "cannot set num_classes: the dataset"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy"]}}, "two or three"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objective": "flops", "objectives": ["accuracy", "flops"]}},
+     "not both"),
 ])
 def test_bad_study_files_are_one_clear_error(raw, fragment):
     with pytest.raises(AutopruneError) as err:

@@ -100,7 +100,7 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
 
 
 @pytest.mark.parametrize(("kw", "fragment"), [
-    ({"objective": "latency"}, "objective must be one of"),
+    ({"objective": "speed"}, "objective must be one of"),
     ({"max_accuracy_drop": -1}, "cannot be negative but got -1"),
     ({"trials": 0}, "positive integer"),
     ({"importances": ("l1", "l3")}, "unknown importance 'l3'"),
@@ -110,3 +110,30 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
 def test_bad_arguments_are_clear_errors(baseline, digits, kw, fragment):
     with pytest.raises(autoprune.AutopruneError, match=fragment):
         _search(baseline, digits, **kw)
+
+
+def test_multi_objective_front_holds_only_feasible_trials(baseline, digits, tmp_path):
+    from autoprune.report import write_report
+
+    result = _search(baseline, digits, objective=["accuracy", "flops", "latency"], trials=8,
+                     max_accuracy_drop=1.0, uniform_starts=(0.0, 0.2, 0.8))
+    study = result.study
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert study.user_attrs["objectives"] == ["accuracy", "flops", "latency"]
+    front = study.best_trials
+    assert front and all(t.constraints["accuracy_drop"] <= 0 for t in front)
+    for t in study.trials:
+        assert t.values == [t.user_attrs["accuracy"], t.user_attrs["flops"], t.user_attrs["latency"]]
+        assert t.user_attrs["latency"] > 0
+    best = result.best_trial
+    assert best in front and best.user_attrs["accuracy"] == max(t.user_attrs["accuracy"] for t in front)
+    write_report(study, tmp_path)
+    import pandas as pd
+
+    assert set(pd.read_csv(tmp_path / "pareto.csv")["trial"]) == {t.number for t in front}
+
+
+def test_bad_objective_lists(baseline, digits):
+    for bad in (["accuracy"], ["accuracy", "accuracy"], ["accuracy", "speed"], ["a", "b", "c", "d"]):
+        with pytest.raises(autoprune.AutopruneError, match="objectives must be two or three"):
+            _search(baseline, digits, objective=bad)
