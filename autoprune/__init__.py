@@ -28,6 +28,7 @@ from .plugins import get_plugin_manager, get_registries
 from .pruning import ChannelGroup, CoupledLayer, prunable_groups, prune, unprunable_groups
 from .registry import Entry, Source
 from .search import SearchResult, search
+from .study import Study
 from .zoo import (
     create_dataset,
     create_model,
@@ -53,6 +54,7 @@ __all__ = [
     "PruningError",
     "SearchResult",
     "Source",
+    "Study",
     "UnknownNameError",
     "__version__",
     "count_flops",

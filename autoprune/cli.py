@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from . import plugins
-from .errors import AutopruneError, unknown_name
+from .errors import AutopruneError
 
 KINDS = ("importance", "model", "dataset")
 
@@ -108,72 +108,33 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_study(out_dir: str, storage: str | None, name: str | None):
-    import optuna
-
-    from pathlib import Path
-
-    if storage is None:
-        db = Path(out_dir) / "study.db"
-        if not db.is_file():
-            raise AutopruneError(f"{db} does not exist; pass --storage URL for a study stored elsewhere")
-        storage = f"sqlite:///{db.resolve()}"
-    names = optuna.get_all_study_names(storage)
-    if name is None:
-        if len(names) != 1:
-            raise AutopruneError(f"the storage holds studies {names}; choose one with --study NAME")
-        name = names[0]
-    elif name not in names:
-        raise unknown_name("study", name, names)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .study import Study
 
-    from .report import write_report
-
-    study = _open_study(args.out_dir, args.storage, args.study)
-    print(write_report(study, Path(args.out_dir) / "report"))
+    print(Study.load(args.out_dir, storage=args.storage, name=args.study).report())
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import copy
+    from .study import Study
 
-    from . import export
-
-    study = _open_study(args.out_dir, args.storage, args.study)
-    rebuilt = export.rebuild(study, args.trial)
-    data = rebuilt.data
-    example = data.val[0][0].unsqueeze(0)
+    study = Study.load(args.out_dir, storage=args.storage, name=args.study)
     if args.finetune_epochs:
-        teacher = copy.deepcopy(rebuilt.baseline) if args.distill else None
-        print(f"fine-tuning trial #{rebuilt.trial.number} for {args.finetune_epochs} epochs"
-              f"{' with distillation from the baseline' if teacher is not None else ''}", file=sys.stderr)
-        export.finetune(rebuilt.model, data, args.finetune_epochs, teacher=teacher, lr=args.lr,
-                        seed=study.user_attrs.get("seed", 0))
-    before = export.evaluate(rebuilt.baseline, data, example)
-    after = export.evaluate(rebuilt.model, data, example)
-    print(f"trial #{rebuilt.trial.number} of study {study.study_name!r}")
+        print(f"fine-tuning for {args.finetune_epochs} epochs"
+              f"{' with distillation from the baseline' if args.distill else ''}", file=sys.stderr)
+    result = study.export(args.output, args.trial, format=args.format, finetune_epochs=args.finetune_epochs,
+                          distill=args.distill, lr=args.lr)
+    before, after = result["baseline"], result["pruned"]
+    print(f"trial #{result['trial']} of study {study.optuna.study_name!r}")
     print(f"  {'':<14} {'baseline':>12} {'pruned':>12}")
     for key in after:
         b, a = before[key], after[key]
-        value = (lambda v: f"{v:.2f}") if "accuracy" in key or key == "latency_ms" else _human
+        shown = (lambda v: f"{v:.2f}") if "accuracy" in key or key == "latency_ms" else _human
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
-        print(f"  {key:<14} {value(b):>12} {value(a):>12}{ratio}")
-    check = torch_stack_val(data, 8)
-    diff = export.save(rebuilt.model, args.output, args.format, example, check,
-                       metadata={"study": study.study_name, "trial": rebuilt.trial.number, **rebuilt.plan,
-                                 "metrics": after})
-    print(f"saved {args.output} ({args.format}; outputs match PyTorch within {diff:.1e} on real inputs)")
+        print(f"  {key:<14} {shown(b):>12} {shown(a):>12}{ratio}")
+    print(f"saved {args.output} ({args.format}; outputs match PyTorch within "
+          f"{result['max_difference']:.1e} on real inputs)")
     return 0
-
-
-def torch_stack_val(data, count: int):
-    import torch
-
-    return torch.stack([data.val[i][0] for i in range(min(count, len(data.val)))])
 
 
 def build_parser() -> argparse.ArgumentParser:

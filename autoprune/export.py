@@ -160,6 +160,11 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, ch
     return difference
 
 
+def real_batch(data, count: int) -> torch.Tensor:
+    """The first ``count`` validation inputs, to check exports on real data."""
+    return torch.stack([data.val[i][0] for i in range(min(count, len(data.val)))])
+
+
 def load(path: str | Path) -> nn.Module:
     """Load a model saved by ``autoprune export --format torch`` (no plan needed)."""
     try:

@@ -66,6 +66,19 @@ def pareto_front(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
     return feasible.loc[keep]
 
 
+def front_of(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` on the study's Pareto front of feasible trials.
+
+    Multi-objective: Optuna's own ``study.best_trials``. Single objective: the
+    feasible trials not beaten on both accuracy and the objective.
+    """
+    objective = x_objective(study.user_attrs)
+    if len(study.directions) > 1:
+        numbers = [t.number for t in study.best_trials]
+        return frame[frame["trial"].isin(numbers)].sort_values(objective)
+    return pareto_front(frame, objective)
+
+
 def _scaled(values, unit: str):
     scale = {"flops": 1e6, "params": 1e3, "latency": 1.0}[unit]
     return values / scale
@@ -152,11 +165,7 @@ def write_report(study: optuna.Study, folder: str | Path) -> Path:
     attrs = study.user_attrs
     objective = x_objective(attrs)
     frame = trials_frame(study)
-    if len(study.directions) > 1:  # Optuna's own front, feasible trials only
-        numbers = [t.number for t in study.best_trials]
-        front = frame[frame["trial"].isin(numbers)].sort_values(objective)
-    else:
-        front = pareto_front(frame, objective)
+    front = front_of(study, frame)
     frame.to_csv(folder / "trials.csv", index=False)
     front.to_csv(folder / "pareto.csv", index=False)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import autoprune
-from autoprune import cli, export
+from autoprune import cli
 
 STUDY = """
 [study]
@@ -61,7 +61,7 @@ def test_export_a_chosen_trial_with_distillation(finished, tmp_path, capsys):
     assert cli.main(args) == 0
     assert "trial #0" in capsys.readouterr().out
     model = autoprune.load(target)
-    rebuilt = export.rebuild(autoprune.cli._open_study(str(finished), None, None), 0)
+    rebuilt = autoprune.Study.load(finished).rebuild(0)
     assert autoprune.count_params(model) == autoprune.count_params(rebuilt.model)
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.model.state_dict().values()))
 
@@ -73,3 +73,16 @@ def test_export_errors(finished, tmp_path, capsys):
     torch.save({"weights": 1}, bogus)
     with pytest.raises(autoprune.AutopruneError, match="not a model saved by autoprune"):
         autoprune.load(bogus)
+
+
+def test_study_api_gives_what_the_command_line_gives(finished, tmp_path):
+    import pandas as pd
+
+    study = autoprune.Study.load(finished)
+    trials, front = study.trials(), study.pareto()
+    assert len(trials) == 3 and set(front["trial"]) <= set(trials["trial"])
+    assert list(front["trial"]) == list(pd.read_csv(finished / "report" / "pareto.csv")["trial"])
+    assert study.plan()["rates"] == study.plan(study.best_trial.number)["rates"]
+    result = study.export(tmp_path / "m.pt")
+    assert result["trial"] == study.best_trial.number and result["pruned"]["flops"] < result["baseline"]["flops"]
+    assert autoprune.load(tmp_path / "m.pt")(torch.randn(1, 1, 8, 8)).shape == (1, 10)
