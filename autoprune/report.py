@@ -188,6 +188,14 @@ def write_report(study: optuna.Study, folder: str | Path) -> Path:
     return index
 
 
+def _wall_seconds(study: optuna.Study) -> float:
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    if not trials:
+        return 0.0
+    start = min(t.datetime_start for t in trials)
+    return (max(t.datetime_complete for t in trials) - start).total_seconds()
+
+
 def _html(study, frame, front, figures, chosen, objective) -> str:
     attrs = study.user_attrs
     e = html.escape
@@ -213,7 +221,8 @@ img{{max-width:100%}}</style></head><body>
 {attrs.get('baseline_flops', 0):,} FLOPs, {attrs.get('baseline_params', 0):,} parameters.
 Budget: at most {e(str(attrs.get('max_accuracy_drop')))} points of accuracy lost.</p>
 <p>Search cost: {len(complete)} finished trials ({int(complete['feasible'].sum()) if len(complete) else 0} within the budget),
-{seconds.sum():.0f} s of trial time, median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
+{_wall_seconds(study):.0f} s of wall time from the first trial's start to the last one's end
+({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
 <h2>Pareto front ({len(front)} trials)</h2>{table}
 {images}
 <h2>Settings</h2><table>{settings}</table>

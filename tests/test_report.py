@@ -100,3 +100,10 @@ def test_report_of_a_study_with_no_finished_trial(tmp_path):
     study.ask()
     write_report(study, tmp_path)
     assert pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()
+
+
+def test_html_states_the_search_cost(tmp_path):
+    study = _study()
+    page = write_report(study, tmp_path).read_text()
+    assert "30 finished trials" in page and "s of wall time" in page and "s per trial" in page
+    assert "95.00% validation accuracy" in page and "1,000,000 FLOPs" in page
