@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.autoprune-installed
+EXAMPLE := docs/examples/autoprune-example-plugin
+EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
 .PHONY: install test demo clean
 
@@ -17,7 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: install
+# The example third-party plugin is installed into the test environment, as a user
+# would install a plugin, and its own tests (autoprune's conformance suite) run too.
+$(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps -e $(EXAMPLE)
+	@touch $(EXAMPLE_STAMP)
+
+test: install $(EXAMPLE_STAMP)
 	$(BIN)/python -m pytest
 
 demo: install

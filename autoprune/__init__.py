@@ -25,7 +25,14 @@ from .export import load
 from .hookspecs import hookimpl
 from .metrics import count_flops, count_params, measure
 from .plugins import get_plugin_manager, get_registries
-from .pruning import ChannelGroup, CoupledLayer, prunable_groups, prune, unprunable_groups
+from .pruning import (
+    ChannelGroup,
+    CoupledLayer,
+    channel_groups,
+    prunable_groups,
+    prune,
+    unprunable_groups,
+)
 from .registry import Entry, Source
 from .search import SearchResult, search
 from .study import Study
@@ -57,6 +64,7 @@ __all__ = [
     "Study",
     "UnknownNameError",
     "__version__",
+    "channel_groups",
     "count_flops",
     "count_params",
     "create_dataset",

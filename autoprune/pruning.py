@@ -372,6 +372,31 @@ def unprunable_groups(model: nn.Module, example_inputs: Any) -> dict[str, str]:
         model.train(was_training)
 
 
+def channel_groups(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    calibration: Batches | None = None,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> list[ChannelGroup]:
+    """The :class:`ChannelGroup` of every prunable group, as an importance receives it.
+
+    With ``calibration`` batches, ``group.grads`` holds the accumulated loss
+    gradients; otherwise it is None. The model is not changed.
+    """
+    was_training = model.training
+    try:
+        graph = _Graph(model, example_inputs)
+        if calibration is not None and _accumulate_grads(model, calibration, loss_fn) == 0:
+            raise AutopruneError("calibration gave no batches")
+        groups = [graph.channel_group(spec, with_grads=calibration is not None) for spec in graph.groups.values()]
+        if calibration is not None:
+            model.zero_grad(set_to_none=True)
+        return groups
+    finally:
+        model.train(was_training)
+
+
 def resolve_importance(spec: ImportanceSpec) -> _Importance:
     if isinstance(spec, str):
         entry = get_registries().importances.get(spec)

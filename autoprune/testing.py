@@ -1,0 +1,216 @@
+"""A conformance suite for plugin authors, in the style of Optuna's reusable test suites.
+
+Subclass one of the classes below in your own test module (its name must start
+with ``Test`` for pytest to collect it) and set the class attributes::
+
+    from autoprune.testing import ImportanceConformance, ModelConformance, DatasetConformance
+
+    class TestMyImportance(ImportanceConformance):
+        importance = "my_metric"          # a registered name, or the function itself
+
+    class TestMyModel(ModelConformance):
+        model = "my_model"
+        params = {"width": 8}
+
+    class TestMyDataset(DatasetConformance):
+        dataset = "my_data"
+
+autoprune's own plugins are tested with exactly these classes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from .plugins import get_registries
+from .pruning import channel_groups, prune, resolve_importance
+from .zoo import create_dataset, create_model
+
+
+class _Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                                      nn.Conv2d(12, 16, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(16 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(8, 10, 3, padding=1), nn.BatchNorm2d(10), nn.ReLU(),
+                               nn.Conv2d(10, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(torch.relu(x + self.a(x)).mean((2, 3)))
+
+
+class _Depthwise(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6())
+        self.project = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.project(self.dw(self.expand(x))).mean((2, 3)))
+
+
+class _Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 1), nn.GroupNorm(4, 16), nn.ReLU())
+        self.g = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.g(self.a(x))).mean((2, 3)))
+
+
+#: The couplings every importance must handle: plain, residual, depthwise, grouped convolution.
+CONFORMANCE_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "plain": _Plain, "residual": _Residual, "depthwise": _Depthwise, "grouped": _Grouped,
+}
+
+
+def _models():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    for kind, make in CONFORMANCE_MODELS.items():
+        yield kind, make().eval(), x, [(x, y)]
+
+
+class ImportanceConformance:
+    """Checks an importance: shape, dtype, finiteness, determinism, no side effects, pruning."""
+
+    importance: ClassVar[str | Callable[..., torch.Tensor] | None] = None
+
+    def _resolved(self):
+        assert self.importance is not None, f"{type(self).__name__} must set `importance`"
+        return resolve_importance(self.importance)
+
+    def _scored(self):
+        imp = self._resolved()
+        for kind, model, x, calibration in _models():
+            groups = channel_groups(model, x, calibration=calibration if imp.needs_grads else None)
+            assert groups, f"the {kind} model has no groups"
+            for group in groups:
+                yield kind, group, imp
+
+    def test_one_finite_float_score_per_channel(self):
+        for kind, group, imp in self._scored():
+            scores = imp.fn(group)
+            where = f"{imp.name} on the {kind} model, group {group.name}"
+            assert isinstance(scores, torch.Tensor), f"{where} returned {type(scores).__name__}"
+            assert scores.shape == (group.num_channels,), f"{where} returned shape {tuple(scores.shape)}"
+            assert scores.is_floating_point(), f"{where} returned dtype {scores.dtype}"
+            assert torch.isfinite(scores).all(), f"{where} returned non-finite scores"
+
+    def test_deterministic_for_the_same_inputs(self):
+        for kind, group, imp in self._scored():
+            assert torch.equal(imp.fn(group), imp.fn(group)), f"{imp.name} is not deterministic on {kind}"
+
+    def test_does_not_modify_its_inputs_or_the_model(self):
+        imp = self._resolved()
+        for kind, model, x, calibration in _models():
+            before = copy.deepcopy(model.state_dict())
+            groups = channel_groups(model, x, calibration=calibration if imp.needs_grads else None)
+            for group in groups:
+                weights = [w.clone() for w in group.weights]
+                imp.fn(group)
+                assert all(torch.equal(a, b) for a, b in zip(weights, group.weights)), (
+                    f"{imp.name} changed group.weights in place on {kind}")
+            after = model.state_dict()
+            assert all(torch.equal(before[k], after[k]) for k in before), f"{imp.name} changed the {kind} model"
+
+    def test_prunes_every_coupling(self):
+        imp = self._resolved()
+        for kind, model, x, calibration in _models():
+            shape = model(x).shape
+            prune(model, x, 0.5, importance=self.importance, calibration=calibration)
+            assert model(x).shape == shape, f"pruning the {kind} model with {imp.name} changed its output"
+
+
+class ModelConformance:
+    """Checks a model factory: ``num_classes`` and ``in_channels`` are honoured, and it prunes."""
+
+    model: ClassVar[str | None] = None
+    params: ClassVar[dict[str, Any]] = {}
+    input_size: ClassVar[tuple[int, int]] = (16, 16)
+
+    def _build(self, num_classes: int, in_channels: int) -> nn.Module:
+        assert self.model is not None, f"{type(self).__name__} must set `model`"
+        torch.manual_seed(0)
+        return create_model(self.model, num_classes=num_classes, in_channels=in_channels, **self.params).eval()
+
+    def test_honours_num_classes_and_in_channels(self):
+        for num_classes, in_channels in ((7, 1), (3, 3)):
+            x = torch.randn(2, in_channels, *self.input_size)
+            with torch.no_grad():
+                assert self._build(num_classes, in_channels)(x).shape == (2, num_classes)
+
+    def test_can_be_pruned(self):
+        model = self._build(7, 3)
+        x = torch.randn(2, 3, *self.input_size)
+        before = sum(p.numel() for p in model.parameters())
+        prune(model, x, 0.5)
+        assert model(x).shape == (2, 7)
+        assert sum(p.numel() for p in model.parameters()) < before
+
+
+class DatasetConformance:
+    """Checks a dataset factory: the documented attributes, matching shapes, disjoint splits."""
+
+    dataset: ClassVar[str | None] = None
+    params: ClassVar[dict[str, Any]] = {}
+
+    def _data(self):
+        assert self.dataset is not None, f"{type(self).__name__} must set `dataset`"
+        return create_dataset(self.dataset, **self.params)
+
+    def test_has_the_documented_attributes(self):
+        data = self._data()
+        for attr in ("train", "val", "test", "num_classes", "input_shape"):
+            assert hasattr(data, attr), f"{self.dataset} lacks .{attr}"
+        assert isinstance(data.num_classes, int) and data.num_classes >= 2
+        assert len(data.input_shape) == 3 and len(data.train) > 0 and len(data.val) > 0
+
+    def test_samples_match_the_declared_shape_and_classes(self):
+        data = self._data()
+        for split in (data.train, data.val, data.test):
+            if split is None:
+                continue
+            x, y = split[0]
+            assert tuple(x.shape) == tuple(data.input_shape)
+            assert 0 <= int(y) < data.num_classes
+
+    def test_splits_are_disjoint(self):
+        data = self._data()
+        train, val = data.train, data.val
+        if isinstance(train, Subset) and isinstance(val, Subset) and train.dataset is val.dataset:
+            assert not set(train.indices) & set(val.indices), f"{self.dataset}: train and val overlap"
+        else:  # different objects: compare the samples themselves
+            seen = {hash(train[i][0].numpy().tobytes()) for i in range(min(len(train), 2000))}
+            overlap = sum(hash(val[i][0].numpy().tobytes()) in seen for i in range(min(len(val), 500)))
+            assert overlap == 0, f"{self.dataset}: {overlap} validation samples also appear in train"
+
+
+def registered(kind: str) -> list[str]:
+    """Names registered for ``kind`` ("importance", "model" or "dataset")."""
+    registries = get_registries()
+    return {"importance": registries.importances, "model": registries.models,
+            "dataset": registries.datasets}[kind].names()

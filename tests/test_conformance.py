@@ -1,0 +1,35 @@
+"""autoprune's own plugins, tested with the conformance suite that plugin authors use."""
+
+from __future__ import annotations
+
+import autoprune
+from autoprune.testing import DatasetConformance, ImportanceConformance, ModelConformance, registered
+
+for _name in registered("importance"):
+    globals()[f"TestImportance_{_name}"] = type(f"TestImportance_{_name}", (ImportanceConformance,),
+                                                {"importance": _name})
+
+for _name in [n for n in registered("model") if not n.startswith("torchvision/")]:
+    globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
+
+
+class TestModel_torchvision_resnet18(ModelConformance):
+    model = "torchvision/resnet18"
+    input_size = (32, 32)
+
+
+class TestDataset_digits(DatasetConformance):
+    dataset = "digits"
+
+
+class TestCallableImportance(ImportanceConformance):
+    """A plain function works too, without registering it."""
+
+    @staticmethod
+    def importance(group):
+        return sum(w.flatten(1).abs().amax(1) for w in group.weights).double()
+
+
+def test_suite_covers_every_builtin_importance():
+    names = {n.removeprefix("TestImportance_") for n in globals() if n.startswith("TestImportance_")}
+    assert names == set(autoprune.list_importances())
