@@ -25,8 +25,9 @@ $(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e $(EXAMPLE)
 	@touch $(EXAMPLE_STAMP)
 
+# PostgreSQL (loopback only) backs the test of several workers sharing one study.
 test: install $(EXAMPLE_STAMP)
-	$(BIN)/python -m pytest
+	AUTOPRUNE_TEST_POSTGRES="$$(bash .ci/postgres.sh)" $(BIN)/python -m pytest
 
 demo: install
 	$(BIN)/autoprune search studies/quickstart.toml

@@ -170,8 +170,9 @@ def search(
             (what dataset factories return); ``.test`` is never read.
         max_accuracy_drop: the largest allowed drop of top-1 validation accuracy,
             in percentage points.
-        trials: the total number of trials of the study; a resumed study runs
-            only the missing ones.
+        trials: the total number of completed trials of the study; a resumed
+            study runs only the missing ones, and several workers sharing one
+            storage stop together once the study holds this many.
         importances: registered importance names to choose from, per group.
         objective: ``"flops"``, ``"params"`` or ``"latency"``, minimized; or a list of
             two or three of ``"accuracy"``, ``"flops"``, ``"params"``, ``"latency"``
@@ -285,9 +286,11 @@ def search(
     # Only completed trials count: one interrupted by Ctrl-C or a crash is run again.
     remaining = trials - len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if remaining > 0:
+        # Other workers may share the study: stop once it holds `trials` completed trials.
+        enough = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
         with _quiet_optuna():
             study.optimize(evaluate, n_trials=remaining, timeout=timeout, show_progress_bar=progress,
-                           catch=(PruningError,))
+                           catch=(PruningError,), callbacks=[enough])
     return SearchResult(study, baseline, example, calibration)
 
 

@@ -1,0 +1,63 @@
+"""Several workers on one study: each process runs `autoprune search` on a shared storage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+
+STUDY = """
+[study]
+name = "{name}"
+max_accuracy_drop = 5.0
+trials = {trials}
+[model]
+name = "small_cnn"
+params = {{ width = 8 }}
+[dataset]
+name = "digits"
+[train]
+epochs = 2
+[search]
+importances = ["l1", "fpgm"]
+calibration_batches = 3
+uniform_starts = [0.0]
+"""
+
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_workers_share_one_study(backend, tmp_path):
+    if backend == "sqlite":
+        storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        storage = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
+        if not storage:
+            pytest.skip("AUTOPRUNE_TEST_POSTGRES is set by `make test`, which starts PostgreSQL")
+    name = f"workers-{uuid.uuid4().hex[:8]}"
+    trials = 10
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(STUDY.format(name=name, trials=trials))
+    command = [sys.executable, "-m", "autoprune", "search", str(study_file), "--storage", storage,
+               "--out", str(tmp_path / "out"), "--quiet"]
+    # the first run trains and caches the baseline and creates the study; then two workers share it
+    subprocess.run(command[:-1] + ["--trials", "1", "--quiet"], check=True, capture_output=True)
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+        assert "training the baseline" not in err
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert trials <= len(done) <= trials + 1  # a worker finishes the trial it has started
+        assert len({t.number for t in done}) == len(done)
+        assert study.user_attrs["baseline_accuracy"] > 0
+    finally:
+        if backend == "postgres":
+            optuna.delete_study(study_name=name, storage=storage)
