@@ -50,7 +50,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from .baseline import atomic_save, build_model, load_or_train
+    from .baseline import build_model, load_or_train
+    from .export import save_model
     from .report import write_report
     from .config import load_config, validate
     from .search import is_feasible, search
@@ -100,7 +101,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     for key in ("flops", "params"):
         before, after = attrs[f"baseline_{key}"], u[key]
         print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")
-    atomic_save(result.best_model, out / "best.pt")
+    save_model(result.best_model, out / "best.pt",
+               metadata={"study": study.study_name, "trial": best.number, **result.best_plan})
     plan_path = out / "best_plan.json"
     plan_path.write_text(json.dumps({"trial": best.number, **result.best_plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")

@@ -40,7 +40,6 @@ class Rebuilt:
     data: Any
     trial: optuna.trial.FrozenTrial
     plan: dict
-    calibration: list
 
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
@@ -82,7 +81,7 @@ def rebuild(study: optuna.Study, number: int | None = None) -> Rebuilt:
     plan = plan_from_trial(study, trial)
     example = data.val[0][0].unsqueeze(0)
     model = apply_plan(baseline, example, plan, calibration)
-    return Rebuilt(baseline, model, data, trial, plan, calibration)
+    return Rebuilt(baseline, model, data, trial, plan)
 
 
 def finetune(model: nn.Module, data, epochs: int, *, teacher: nn.Module | None = None,
@@ -133,7 +132,7 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, ch
     with torch.no_grad():
         expected = model(check)
     if fmt == "torch":
-        atomic_save({"format": _MAGIC, "model": model, "metadata": metadata or {}}, path)
+        save_model(model, path, metadata)
         with torch.no_grad():
             got = load(path)(check)
     elif fmt == "torchscript":
@@ -163,6 +162,11 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, ch
 def real_batch(data, count: int) -> torch.Tensor:
     """The first ``count`` validation inputs, to check exports on real data."""
     return torch.stack([data.val[i][0] for i in range(min(count, len(data.val)))])
+
+
+def save_model(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """Save a whole pruned model (written atomically) so that :func:`load` reads it without its plan."""
+    atomic_save({"format": _MAGIC, "model": model, "metadata": metadata or {}}, Path(path))
 
 
 def load(path: str | Path) -> nn.Module:

@@ -7,7 +7,8 @@ recalibrates its BatchNorm statistics on fixed training batches, evaluates it on
 the validation split, and records ``accuracy``, ``accuracy_drop``, ``flops``,
 ``params`` and timings as trial user attributes. The accuracy-drop budget is the
 constraint ``accuracy_drop - max_accuracy_drop <= 0`` set with
-``trial.set_constraint``; the objective (FLOPs or parameters) is minimized among
+``trial.set_constraint``; the objective (FLOPs, parameters or latency; or two or
+three of them with accuracy, as a multi-objective study) is optimized among
 feasible trials by Optuna's TPE sampler (Bergstra et al., NeurIPS 2011; with
 constraints as in Optuna's c-TPE support).
 
@@ -60,7 +61,7 @@ class SearchResult:
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
-        """The feasible trial with the lowest objective, or None."""
+        """The chosen feasible trial (see :func:`best_feasible_trial`), or None."""
         return best_feasible_trial(self.study)
 
     @property

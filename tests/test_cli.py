@@ -63,7 +63,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     assert "training the baseline" in printed.err
     assert "6 trials" in printed.out and "baseline accuracy" in printed.out and "x fewer" in printed.out
     plan = json.loads((out / "best_plan.json").read_text())
-    model = torch.load(out / "best.pt", weights_only=False)
+    model = autoprune.load(out / "best.pt")
     x = torch.randn(1, 1, 8, 8)
     assert model(x).shape == (1, 10)
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")

@@ -41,7 +41,7 @@ def test_export_round_trip(finished, tmp_path, capsys, fmt):
     out = capsys.readouterr().out
     assert "val_accuracy" in out and "test_accuracy" in out and "latency_ms" in out
     assert f"saved {target} ({fmt}; outputs match PyTorch" in out
-    saved = torch.load(finished / "best.pt", weights_only=False)  # what the search saved
+    saved = autoprune.load(finished / "best.pt")  # what the search saved
     x = torch.randn(3, 1, 8, 8)
     if fmt == "torch":
         loaded = autoprune.load(target)
