@@ -6,6 +6,14 @@ The public API::
     groups = autoprune.prunable_groups(model, x)
     autoprune.prune(model, x, 0.3, importance="l1")
     autoprune.measure(model, x)  # {"flops": ..., "params": ...}
+    result = autoprune.search(model, data, autoprune.SearchSettings(max_accuracy_drop=1.0))
+    autoprune.Study.load("runs/quickstart").export("model.onnx", format="onnx")
+
+The code is laid out as the data flows: ``settings`` (one validated settings
+object), the plugin system (``hookspecs``, ``plugins``, ``registry``, ``zoo``),
+``engine/`` (channel groups, importances, removal), ``training`` and
+``checkpoint``, ``searcher/`` (space, evaluation, the Optuna loop) and
+``results/`` (the study record, report, export, :class:`Study`).
 
 Plugins implement the hooks in :mod:`autoprune.hookspecs` with
 :data:`autoprune.hookimpl`.
@@ -13,19 +21,9 @@ Plugins implement the hooks in :mod:`autoprune.hookspecs` with
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .checkpoint import load_checkpoint
 from .data import DataSplits, split_train_val
-from .errors import (
-    AutopruneError,
-    DuplicateNameError,
-    PluginError,
-    PruningError,
-    UnknownNameError,
-)
-from .export import load
-from .hookspecs import hookimpl
-from .metrics import count_flops, count_params, measure
-from .plugins import get_plugin_manager, get_registries
-from .pruning import (
+from .engine import (
     ChannelGroup,
     CoupledLayer,
     channel_groups,
@@ -33,9 +31,21 @@ from .pruning import (
     prune,
     unprunable_groups,
 )
+from .errors import (
+    AutopruneError,
+    DuplicateNameError,
+    PluginError,
+    PruningError,
+    UnknownNameError,
+)
+from .hookspecs import hookimpl
+from .metrics import count_flops, count_params, measure
+from .plugins import get_plugin_manager, get_registries
 from .registry import Entry, Source
-from .search import SearchResult, search
-from .study import Study
+from .results import Study, load
+from .searcher import SearchResult, search
+from .settings import SearchSettings, TrainSettings
+from .training import train
 from .zoo import (
     create_dataset,
     create_model,
@@ -60,8 +70,10 @@ __all__ = [
     "PluginError",
     "PruningError",
     "SearchResult",
+    "SearchSettings",
     "Source",
     "Study",
+    "TrainSettings",
     "UnknownNameError",
     "__version__",
     "channel_groups",
@@ -77,10 +89,12 @@ __all__ = [
     "list_importances",
     "list_models",
     "load",
+    "load_checkpoint",
     "measure",
     "prunable_groups",
     "prune",
     "search",
     "split_train_val",
+    "train",
     "unprunable_groups",
 ]

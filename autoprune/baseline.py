@@ -1,115 +1,65 @@
-"""The unpruned baseline: a checkpoint, or a model trained once and cached.
+"""The unpruned baseline of a study file: its checkpoint, or a model trained once and cached.
 
 The cache key hashes everything that determines the trained weights (model and
 dataset names and parameters, the recipe, the seed), so a second run with the
-same study reuses the weights and a changed recipe trains anew. Files are
-written atomically: a crash never leaves a half-written checkpoint that a later
-run would trust.
+same study reuses the weights and a changed recipe trains anew. The cache is
+written atomically and read back through :func:`autoprune.load_checkpoint`, like
+any checkpoint, so the study records its absolute path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import tempfile
-import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import StudyConfig, TrainRecipe
-from .errors import AutopruneError
+from .checkpoint import atomic_save, load_checkpoint
 from .metrics import accuracy
+from .settings import StudyFile
+from .training import train
+from .zoo import create_model
 
 
-def cache_key(config: StudyConfig) -> str:
+def cache_key(study: StudyFile) -> str:
     identity = {
-        "model": config.model, "model_params": config.model_params,
-        "dataset": config.dataset, "dataset_params": config.dataset_params,
-        "recipe": asdict(config.train), "seed": config.seed,
+        "model": study.model, "model_params": study.model_params,
+        "dataset": study.dataset, "dataset_params": study.dataset_params,
+        "recipe": study.train.to_attrs(), "seed": study.settings.seed,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def train(model: nn.Module, data, recipe: TrainRecipe, seed: int, log=print) -> nn.Module:
-    """SGD with momentum and a cosine learning-rate schedule over ``recipe.epochs``."""
-    torch.manual_seed(seed)
-    loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
-    steps = max(1, recipe.epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    start = time.perf_counter()
-    for epoch in range(recipe.epochs):
-        model.train()
-        for inputs, targets in loader:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(inputs), targets).backward()
-            optimizer.step()
-            schedule.step()
-        if log:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)
-            log(f"  baseline epoch {epoch + 1}/{recipe.epochs} ({elapsed:.0f}s, ~{eta:.0f}s left)")
-    return model.eval()
-
-
-def build_model(config: StudyConfig, data) -> nn.Module:
+def build_model(study: StudyFile, data) -> nn.Module:
     """The study's model, initialized from the study's seed (so retraining gives the same weights)."""
-    from .zoo import create_model
-
     with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        return create_model(config.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                            **config.model_params)
+        torch.manual_seed(study.settings.seed)
+        return create_model(study.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                            **study.model_params)
 
 
-def load_or_train(config: StudyConfig, model: nn.Module, data, log=print) -> tuple[nn.Module, Path | None, bool]:
-    """Load the checkpoint, or the cached baseline, or train and cache one.
+def load_or_train(study: StudyFile, model: nn.Module, data,
+                  log: Callable[[str], None] | None = None) -> tuple[nn.Module, bool]:
+    """Load the study's checkpoint, or the cached baseline, or train and cache one.
 
-    Returns the model, the file its weights came from, and whether it was trained now.
+    Returns the model (in eval mode) and whether it was trained now.
     """
-    if config.checkpoint:
-        path = Path(config.checkpoint)
-        if not path.is_file():
-            raise AutopruneError(f"model.checkpoint {str(path)!r} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise AutopruneError(f"model.checkpoint {str(path)!r} does not fit model {config.model!r}: {exc}") from None
-        return model.eval(), path, False
-
-    path = config.out_dir / f"baseline-{cache_key(config)}.pt"
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-        return model.eval(), path, False
-    if log:
-        log(f"training the baseline ({config.train.epochs} epochs); cached as {path}")
-    train(model, data, config.train, config.seed, log=log)
-    val = DataLoader(data.val, batch_size=256)
-    atomic_save({"state_dict": model.state_dict(), "val_accuracy": accuracy(model, val),
-                 "key": cache_key(config)}, path)
-    return model, path, True
+    if study.checkpoint:
+        load_checkpoint(model, study.checkpoint, what="model.checkpoint")
+        return model.eval(), False
+    path = study.out_dir / f"baseline-{cache_key(study)}.pt"
+    if not path.is_file():
+        if log:
+            log(f"training the baseline ({study.train.epochs} epochs); cached as {path}")
+        train(model, data, study.train, seed=study.settings.seed, log=log)
+        val = DataLoader(data.val, batch_size=256)
+        atomic_save({"state_dict": model.state_dict(), "val_accuracy": accuracy(model, val),
+                     "key": cache_key(study)}, path)
+        load_checkpoint(model, path, what="the cached baseline")
+        return model.eval(), True
+    load_checkpoint(model, path, what="the cached baseline")
+    return model.eval(), False

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import plugins
 from .errors import AutopruneError
+from .training import FINETUNE_LR
 
 KINDS = ("importance", "model", "dataset")
 
@@ -47,78 +48,74 @@ def _human(n: float) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
     from .baseline import build_model, load_or_train
-    from .export import save_model
-    from .report import write_report
-    from .config import load_config, validate
-    from .search import is_feasible, search
+    from .searcher import search
+    from .settings import load_study_file
     from .zoo import create_dataset
 
-    config = load_config(args.study)
-    overrides = {k: v for k, v in {"trials": args.trials, "timeout": args.timeout, "storage": args.storage,
-                                   "out": args.out, "seed": args.seed}.items() if v is not None}
-    config = dataclasses.replace(config, **overrides)
-    validate(config)
-    out = config.out_dir
+    study_file = load_study_file(args.study)
+    overrides = {k: v for k, v in {"trials": args.trials, "timeout": args.timeout, "seed": args.seed}.items()
+                 if v is not None}
+    study_file = study_file.replace(settings=study_file.settings.replace(**overrides),
+                                    **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v})
+    out = study_file.out_dir
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    data = create_dataset(config.dataset, **config.dataset_params)
-    model = build_model(config, data)
-    model, weights, trained = load_or_train(config, model, data, log=lambda m: print(m, file=sys.stderr))
-    storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    s = config.search
-    result = search(
-        model, data, max_accuracy_drop=config.max_accuracy_drop, trials=config.trials,
-        importances=s.importances, objective=config.objective, storage=storage, study_name=config.name,
-        seed=config.seed, timeout=config.timeout, rate_min=s.rate_min, rate_max=s.rate_max,
-        rate_step=s.rate_step, calibration_batches=s.calibration_batches, batch_size=s.batch_size,
-        uniform_starts=s.uniform_starts, latency_batch_size=config.latency_batch_size, progress=not args.quiet,
-        study_attrs={"study_file": config.path, "model": config.model, "model_params": config.model_params,
-                     "dataset": config.dataset, "dataset_params": config.dataset_params,
-                     "baseline_weights": str(weights)},
-    )
-    study = result.study
-    attrs = study.user_attrs
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    feasible = [t for t in done if is_feasible(t)]
-    print(f"study {study.study_name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible "
-          f"({time.perf_counter() - started:.0f}s{', baseline trained' if trained else ''})")
-    print(f"  baseline accuracy   {attrs['baseline_accuracy']:.2f} %")
-    report = write_report(study, out / "report")
+    data = create_dataset(study_file.dataset, **study_file.dataset_params)
+    model = build_model(study_file, data)
+    model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
+    storage = study_file.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    result = search(model, data, study_file.settings, storage=storage, study_name=study_file.name,
+                    artifacts=out / "artifacts", progress=not args.quiet,
+                    study_attrs={"study_file": study_file.path} if study_file.path else None)
+    return _summarize(result, storage, out, time.perf_counter() - started, trained)
+
+
+def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
+    """Print the search's outcome, write the report, save the chosen model and its plan."""
+    import json
+
+    from .results import save_model, write_report
+
+    record = result.record
+    done, feasible, failed = record.completed(), record.feasible(), result.failed_trials
+    print(f"study {record.name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible"
+          f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})")
+    baseline = record.baseline
+    print(f"  baseline accuracy   {baseline['accuracy']:.2f} %")
+    report = write_report(record, out / "report")
     best = result.best_trial
+    max_drop = record.max_accuracy_drop
     if best is None:
-        print(f"  no trial stayed within the {config.max_accuracy_drop} point budget; "
+        print(f"  no trial stayed within the {max_drop} point budget; "
               "allow a larger drop, more trials or a lower search.rate_max")
         print(f"  report              {report}")
         return 1
-    u = best.user_attrs
+    metrics = record.metrics(best)
     print(f"  best trial          #{best.number}")
-    print(f"  accuracy            {u['accuracy']:.2f} % (drop {u['accuracy_drop']:.2f} <= {config.max_accuracy_drop})")
+    print(f"  accuracy            {metrics['accuracy']:.2f} % (drop {metrics['accuracy_drop']:.2f} <= {max_drop})")
     for key in ("flops", "params"):
-        before, after = attrs[f"baseline_{key}"], u[key]
+        before, after = baseline[key], metrics[key]
         print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")
-    save_model(result.best_model, out / "best.pt",
-               metadata={"study": study.study_name, "trial": best.number, **result.best_plan})
+    plan = result.best_plan
+    save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan})
     plan_path = out / "best_plan.json"
-    plan_path.write_text(json.dumps({"trial": best.number, **result.best_plan}, indent=2) + "\n")
+    plan_path.write_text(json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
     print(f"  report              {report}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .study import Study
+    from .results import Study
 
     print(Study.load(args.out_dir, storage=args.storage, name=args.study).report())
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .study import Study
+    from .results import Study
 
     study = Study.load(args.out_dir, storage=args.storage, name=args.study)
     if args.finetune_epochs:
@@ -127,13 +124,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     result = study.export(args.output, args.trial, format=args.format, finetune_epochs=args.finetune_epochs,
                           distill=args.distill, lr=args.lr)
     before, after = result["baseline"], result["pruned"]
-    print(f"trial #{result['trial']} of study {study.optuna.study_name!r}")
+    print(f"trial #{result['trial']} of study {study.record.name!r}")
     print(f"  {'':<14} {'baseline':>12} {'pruned':>12}")
     for key in after:
         b, a = before[key], after[key]
         shown = (lambda v: f"{v:.2f}") if "accuracy" in key or key == "latency_ms" else _human
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
-        print(f"  {key:<14} {shown(b):>12} {shown(a):>12}{ratio}")
+        label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
+        print(f"  {label:<14} {shown(b):>12} {shown(a):>12}{ratio}")
     print(f"saved {args.output} ({args.format}; outputs match PyTorch within "
           f"{result['max_difference']:.1e} on real inputs)")
     return 0
@@ -185,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("torch", "torchscript", "onnx"), default="torch")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    p.add_argument("--lr", type=float, default=FINETUNE_LR, help=f"fine-tuning learning rate (default {FINETUNE_LR})")
     p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
     p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_export)

@@ -1,4 +1,4 @@
-"""Model measurements: floating-point operations and parameters."""
+"""Model measurements: FLOPs, parameters, top-1 accuracy and latency."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .pruning import _forward
+from .engine import call_model
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
@@ -22,7 +22,7 @@ def count_flops(model: nn.Module, example_inputs: Any) -> int:
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            _forward(model, example_inputs)
+            call_model(model, example_inputs)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .plugins import get_registries
-from .pruning import channel_groups, prune, resolve_importance
+from .engine import channel_groups, prune, resolve_importance
 from .zoo import create_dataset, create_model
 
 

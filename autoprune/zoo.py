@@ -9,6 +9,7 @@ from torch import nn
 
 from .errors import AutopruneError
 from .plugins import get_registries
+from .provenance import note
 from .registry import Entry
 
 
@@ -33,20 +34,31 @@ def get_importance(name: str) -> Entry:
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **params: Any) -> nn.Module:
-    """Build registered model ``name`` for ``num_classes`` classes and ``in_channels`` input channels."""
+    """Build registered model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
+
+    The model remembers its name and parameters (:mod:`autoprune.provenance`), so a
+    study searched on it can rebuild it later.
+    """
     for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise AutopruneError(f"{arg} must be a positive integer, got {value!r}")
     entry = get_registries().models.get(name)
     _check_params(entry, dict(num_classes=num_classes, in_channels=in_channels, **params))
-    return entry.obj(num_classes=num_classes, in_channels=in_channels, **params)
+    model = entry.obj(num_classes=num_classes, in_channels=in_channels, **params)
+    note(model, model=name, model_params=dict(params), num_classes=num_classes, in_channels=in_channels)
+    return model
 
 
 def create_dataset(name: str, **params: Any) -> Any:
-    """Build registered dataset ``name`` with ``params``; returns its splits."""
+    """Build registered dataset ``name`` with ``params``; returns its splits.
+
+    The splits remember the dataset's name and parameters (:mod:`autoprune.provenance`).
+    """
     entry = get_registries().datasets.get(name)
     _check_params(entry, params)
-    return entry.obj(**params)
+    data = entry.obj(**params)
+    note(data, dataset=name, dataset_params=dict(params))
+    return data
 
 
 def _check_params(entry: Entry, params: dict[str, Any]) -> None:

@@ -17,16 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import autoprune
-from autoprune.baseline import train
-from autoprune.config import TrainRecipe
 from autoprune.metrics import accuracy
-from autoprune.recovery import recalibrate_batchnorm
+from autoprune.searcher import recalibrate_batchnorm
 
 
 def main() -> None:
     data = autoprune.create_dataset("digits")
     model = autoprune.create_model("small_cnn", num_classes=data.num_classes, in_channels=1)
-    train(model, data, TrainRecipe(epochs=15), seed=0, log=None)
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=15), seed=0)
     loader = DataLoader(data.train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
     calibration = list(itertools.islice(loader, 20))
     val = list(DataLoader(data.val, batch_size=256))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
 
-from autoprune import hookspecs
-from autoprune.config import _SECTIONS
+from autoprune import SearchSettings, TrainSettings, hookspecs
+from autoprune.settings import ALIASES, FILE_KEYS, section_keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -28,8 +29,44 @@ def test_every_hook_is_documented_with_its_signature():
         assert fn.__doc__, f"{name} has no docstring"
 
 
-def test_every_study_file_key_is_documented():
-    text = (DOCS / "study_file.md").read_text()
-    for section, keys in _SECTIONS.items():
-        for key in keys:
-            assert re.search(rf"`{section}\.{key}`", text), f"{section}.{key} is not in docs/study_file.md"
+def _toml(value) -> str:
+    """A default as the reference writes it: a TOML literal, or `none`."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(_toml(v).strip("`") for v in value) + "]`"
+    return f"`{value!r}`"
+
+
+def _reference_table() -> dict[str, tuple[str, str]]:
+    """``{"section.key": (type, default)}`` from the table in docs/study_file.md."""
+    rows = {}
+    for line in (DOCS / "study_file.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`(\w+\.\w+)`", cells[0]) if len(cells) >= 3 else None
+        if match:
+            rows[match.group(1)] = (cells[1], cells[2])
+    return rows
+
+
+def test_every_setting_is_documented_with_its_rule_and_its_default():
+    rows = _reference_table()
+    for cls in (SearchSettings, TrainSettings):
+        for f in dataclasses.fields(cls):
+            key = f"{f.metadata['section']}.{f.name}"
+            assert key in rows, f"{key} is not in docs/study_file.md"
+            default = "required" if f.default is dataclasses.MISSING else _toml(f.default)
+            assert rows[key] == (f.metadata["rule"], default), f"docs/study_file.md describes {key} otherwise"
+    for section, keys in FILE_KEYS.items():
+        for key, (_, rule, default, _) in keys.items():
+            assert rows.get(f"{section}.{key}") == (rule, default), f"{section}.{key} in docs/study_file.md"
+
+
+def test_the_reference_documents_no_key_the_parser_rejects():
+    valid = {f"{s}.{k}" for s, keys in section_keys().items() for k in keys}
+    documented = set(_reference_table())
+    assert documented <= valid, f"documented but not accepted: {sorted(documented - valid)}"
+    aliases = {f"{s}.{a}" for s, a in ALIASES}
+    assert valid - aliases <= documented

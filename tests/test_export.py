@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import autoprune
 from autoprune import cli
@@ -86,3 +87,116 @@ def test_study_api_gives_what_the_command_line_gives(finished, tmp_path):
     result = study.export(tmp_path / "m.pt")
     assert result["trial"] == study.best_trial.number and result["pruned"]["flops"] < result["baseline"]["flops"]
     assert autoprune.load(tmp_path / "m.pt")(torch.randn(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_a_search_run_with_a_relative_output_folder_exports_from_anywhere(tmp_path, monkeypatch, capsys):
+    """Regression: baseline_weights was stored relative to the working directory."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    (tmp_path / "work" / "tiny.toml").write_text(STUDY)
+    assert cli.main(["search", "tiny.toml", "--out", "runs/tiny", "--quiet"]) == 0
+    study = autoprune.Study.load("runs/tiny")
+    assert study.record.source["baseline_weights"].startswith(str(tmp_path / "work"))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    target = tmp_path / "elsewhere" / "m.onnx"
+    assert cli.main(["export", str(tmp_path / "work" / "runs" / "tiny"), "-o", str(target), "--format", "onnx"]) == 0
+    assert target.is_file()
+
+
+def _digits_model(width=8):
+    torch.manual_seed(0)
+    return autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=width)
+
+
+def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "made").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "made")
+    data = autoprune.create_dataset("digits")
+    model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))  # weights only in memory
+    result = autoprune.search(model, data, max_accuracy_drop=50.0, trials=3, importances=("l1", "fpgm"),
+                              calibration_batches=2, uniform_starts=(0.3,), latency_batch_size=4,
+                              storage="sqlite:///study.db", study_name="from-python")
+    source = result.record.source
+    assert source["model"] == "small_cnn" and source["dataset"] == "digits" and "baseline_artifact" in source
+    monkeypatch.chdir(tmp_path / "other")
+    made = str(tmp_path / "made")
+    assert cli.main(["report", made]) == 0
+    assert (tmp_path / "made" / "report" / "index.html").is_file()
+    assert cli.main(["export", made, "-o", "m.pt"]) == 0
+    out = capsys.readouterr().out
+    assert "latency_ms@4" in out  # the study's latency batch size
+    exported = autoprune.load(tmp_path / "other" / "m.pt")
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(exported(x), result.best_model(x), atol=1e-5)
+
+
+def test_export_measures_latency_at_the_studys_batch_size(tmp_path, monkeypatch):
+    """Regression: export timed batches of one whatever the study's latency_batch_size."""
+    from autoprune.results import export
+
+    data = autoprune.create_dataset("digits")
+    model = autoprune.train(_digits_model(4), data, autoprune.TrainSettings(epochs=1))
+    autoprune.search(model, data, max_accuracy_drop=100.0, trials=1, uniform_starts=(0.2,), calibration_batches=1,
+                     latency_batch_size=3, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    batches = []
+    monkeypatch.setattr(export, "latency_ms", lambda m, x, **kw: batches.append(len(x)) or 1.0)
+    result = autoprune.Study.load(tmp_path).export(tmp_path / "m.pt")
+    assert batches == [3, 3] and result["pruned"]["latency_ms"] == 1.0
+
+
+def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_path, capsys):
+    data = autoprune.create_dataset("digits")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=1))
+    autoprune.search(model, data, max_accuracy_drop=100.0, trials=2, uniform_starts=(0.5,), calibration_batches=1,
+                     storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="custom")
+    assert cli.main(["export", str(tmp_path), "-o", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not name a registered model" in err and "pass baseline=model" in err
+    study = autoprune.Study.load(tmp_path)
+    result = study.export(tmp_path / "m.pt", baseline=model)  # the dataset was registered
+    assert result["pruned"]["params"] < result["baseline"]["params"]
+    model[0].weight.data.mul_(2)  # not the weights that were searched
+    with pytest.raises(autoprune.AutopruneError, match="fingerprint differs"):
+        study.export(tmp_path / "m.pt", baseline=model)
+
+
+def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path, temporary_plugin):
+    """Regression: a rebuild recalibrated on other augmented images than its trial did."""
+    import types
+
+    from autoprune.metrics import accuracy
+
+    class Noisy(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            x, y = self.base[i]
+            return x + 0.5 * torch.randn_like(x), y
+
+    def noisy_digits():
+        d = autoprune.create_dataset("digits")
+        return autoprune.DataSplits(Noisy(d.train), d.val, d.test, d.num_classes, d.input_shape)
+
+    plugin = types.ModuleType("noisy_plugin")
+    plugin.autoprune_register_datasets = autoprune.hookimpl(
+        lambda register: register("noisy_digits", noisy_digits, description="digits with noise"))
+    temporary_plugin(plugin, "noisy_plugin")
+    data = autoprune.create_dataset("noisy_digits")
+    model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))
+    result = autoprune.search(model, data, max_accuracy_drop=100.0, trials=3, uniform_starts=(0.3, 0.5),
+                              calibration_batches=3, batch_size=32, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study = autoprune.Study.load(tmp_path, storage=f"sqlite:///{tmp_path / 's.db'}")
+    val = torch.utils.data.DataLoader(data.val, batch_size=128)
+    for trial in result.study.trials:
+        torch.manual_seed(trial.number + 100)  # whatever the global generator holds
+        rebuilt = study.rebuild(trial.number)
+        assert accuracy(rebuilt.model, val) == trial.user_attrs["accuracy"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from autoprune import cli
-from autoprune.report import pareto_front, trials_frame, write_report
+from autoprune.results import StudyRecord, trials_frame, write_report
 
 GROUPS = ["conv<1>", "block&2"]  # names that must be escaped in HTML
 
@@ -74,9 +74,45 @@ def test_report_files_and_tables(tmp_path):
     assert page.count("data:image/png;base64,") == 2  # self-contained
 
 
-def test_front_of_a_frame_without_feasible_trials_is_empty():
-    frame = pd.DataFrame({"trial": [0, 1], "accuracy": [1.0, 2.0], "flops": [3, 4], "feasible": [False, False]})
-    assert pareto_front(frame, "flops").empty
+def test_front_of_a_study_without_feasible_trials_is_empty(tmp_path):
+    study = optuna.create_study()
+    study.set_user_attr("groups", GROUPS)
+    for drop in (2.0, 3.0):
+        trial = study.ask()
+        trial.set_user_attr("accuracy", 90.0 - drop)
+        trial.set_constraint("accuracy_drop", drop - 1.0)
+        study.tell(trial, 1000 * drop)
+    assert StudyRecord(study).pareto_trials() == []
+    write_report(study, tmp_path)
+    assert pd.read_csv(tmp_path / "pareto.csv").empty and len(pd.read_csv(tmp_path / "trials.csv")) == 2
+
+
+def test_multi_objective_front_applies_the_search_feasibility_rule(tmp_path):
+    """Regression: the report took Optuna's best_trials, which counts a completed trial without
+    the accuracy constraint as feasible; the search never does."""
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("groups", GROUPS)
+    study.set_user_attr("objective", ["accuracy", "flops"])
+    dist = {f"{g}.rate": FloatDistribution(0.0, 0.8) for g in GROUPS}
+
+    def add(accuracy, flops, constraint, rate):
+        system = {} if constraint is None else {"constraints:accuracy_drop": constraint}
+        study.add_trial(optuna.trial.create_trial(
+            values=[accuracy, flops], params={f"{g}.rate": rate for g in GROUPS}, distributions=dist,
+            user_attrs={"accuracy": accuracy, "accuracy_drop": 95.0 - accuracy, "flops": flops, "params": flops / 10},
+            system_attrs=system))
+
+    add(94.5, 800.0, -0.5, 0.1)   # feasible
+    add(94.0, 600.0, 0.0, 0.2)    # feasible, on the budget's edge
+    add(99.0, 100.0, None, 0.5)   # dominates both, but never checked against the budget
+    add(80.0, 50.0, 14.0, 0.7)    # over the budget
+    record = StudyRecord(study)
+    assert [t.number for t in record.pareto_trials()] == [1, 0]
+    assert record.chosen_trial().number == 0
+    write_report(study, tmp_path)
+    assert list(pd.read_csv(tmp_path / "pareto.csv")["trial"]) == [1, 0]
 
 
 def test_report_command_reads_the_storage(tmp_path, capsys):

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
+from torch import nn
 
-from . import export as _export
-from .errors import AutopruneError, unknown_name
-from .search import best_feasible_trial, plan_from_trial
-
+from ..errors import AutopruneError
+from ..settings import TrainSettings
+from ..training import FINETUNE_LR, train
+from .export import measure_model, real_batch, save
+from .rebuild import Rebuilt, rebuild
+from .record import Plan, StudyRecord, open_study
 
 class Study:
-    """Wraps the ``optuna.Study`` of an autoprune search (``.optuna``)."""
+    """An autoprune study: the ``optuna.Study`` (``.optuna``) read through its record (``.record``)."""
 
     def __init__(self, study: optuna.Study, out_dir: str | Path | None = None) -> None:
         self.optuna = study
+        self.record = StudyRecord(study)
         self.out_dir = Path(out_dir) if out_dir is not None else None
 
     @classmethod
@@ -36,58 +41,54 @@ class Study:
             if not db.is_file():
                 raise AutopruneError(f"{db} does not exist; pass --storage URL for a study stored elsewhere")
             storage = f"sqlite:///{db.resolve()}"
-        names = optuna.get_all_study_names(storage)
-        if name is None:
-            if len(names) != 1:
-                raise AutopruneError(f"the storage holds studies {names}; choose one with --study NAME")
-            name = names[0]
-        elif name not in names:
-            raise unknown_name("study", name, names)
-        return cls(optuna.load_study(study_name=name, storage=storage), out_dir)
+        return cls(open_study(storage, name).study, out_dir)
 
     def trials(self) -> pd.DataFrame:
         """Every finished trial: metrics, feasibility, uniform rate, parameters."""
         from .report import trials_frame
 
-        return trials_frame(self.optuna)
+        return trials_frame(self.record)
 
     def pareto(self) -> pd.DataFrame:
         """The Pareto front of feasible trials, as in the report's ``pareto.csv``."""
-        from .report import front_of
+        from .report import front_frame
 
-        return front_of(self.optuna, self.trials())
+        return front_frame(self.record, self.trials())
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
-        return best_feasible_trial(self.optuna)
+        return self.record.chosen_trial()
 
-    def plan(self, trial: int | None = None) -> dict:
+    def plan(self, trial: int | None = None) -> Plan:
         """``{"rates": ..., "methods": ...}`` of trial ``trial`` (default: the best feasible one)."""
-        return plan_from_trial(self.optuna, _export.choose_trial(self.optuna, trial))
+        return self.record.plan(self.record.trial(trial))
 
-    def rebuild(self, trial: int | None = None) -> _export.Rebuilt:
-        """The baseline and the pruned, recalibrated model of a trial."""
-        return _export.rebuild(self.optuna, trial)
+    def rebuild(self, trial: int | None = None, *, baseline: nn.Module | None = None, data: Any = None) -> Rebuilt:
+        """The baseline and the pruned, recalibrated model of a trial.
+
+        A study searched on a model or data that did not come from autoprune's
+        registries needs ``baseline=`` (the trained model) and ``data=``.
+        """
+        return rebuild(self.record, trial, baseline=baseline, data=data)
 
     def export(self, path: str | Path, trial: int | None = None, *, format: str = "torch",
-               finetune_epochs: int = 0, distill: bool = False, lr: float = 0.01) -> dict:
+               finetune_epochs: int = 0, distill: bool = False, lr: float = FINETUNE_LR,
+               baseline: nn.Module | None = None, data: Any = None) -> dict:
         """Rebuild, optionally fine-tune, and save a trial's model; return its measurements."""
-        rebuilt = self.rebuild(trial)
-        data = rebuilt.data
-        example = data.val[0][0].unsqueeze(0)
+        rebuilt = self.rebuild(trial, baseline=baseline, data=data)
+        settings = self.record.settings
         if finetune_epochs:
             teacher = copy.deepcopy(rebuilt.baseline) if distill else None
-            _export.finetune(rebuilt.model, data, finetune_epochs, teacher=teacher, lr=lr,
-                             seed=self.optuna.user_attrs.get("seed", 0))
-        result = {"trial": rebuilt.trial.number, "baseline": _export.evaluate(rebuilt.baseline, data, example),
-                  "pruned": _export.evaluate(rebuilt.model, data, example)}
-        check = _export.real_batch(data, 8)
-        result["max_difference"] = _export.save(
-            rebuilt.model, path, format, example, check,
-            metadata={"study": self.optuna.study_name, "trial": rebuilt.trial.number, **rebuilt.plan,
-                      "metrics": result["pruned"]},
-        )
-        return result
+            train(rebuilt.model, rebuilt.data, TrainSettings(epochs=finetune_epochs, lr=lr), seed=settings.seed,
+                  teacher=teacher)
+        measured = {name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
+                    for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}
+        example = rebuilt.data.val[0][0].unsqueeze(0)
+        difference = save(rebuilt.model, path, format, example, real_batch(rebuilt.data, 8),
+                          metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
+                                    "metrics": measured["pruned"]})
+        return {"trial": rebuilt.trial.number, **measured, "max_difference": difference,
+                "latency_batch_size": settings.latency_batch_size}
 
     def report(self, folder: str | Path | None = None) -> Path:
         """Write the report (default: ``<out_dir>/report``) and return its ``index.html``."""
@@ -97,4 +98,4 @@ class Study:
             if self.out_dir is None:
                 raise AutopruneError("give a folder for the report")
             folder = self.out_dir / "report"
-        return write_report(self.optuna, folder)
+        return write_report(self.record, folder)

@@ -1,0 +1,75 @@
+"""Files of weights: written atomically, read with ``weights_only=True`` by one function.
+
+A checkpoint is a ``state_dict``, or a dict holding one under ``"state_dict"``
+(what autoprune's baseline cache writes). A crash never leaves a half-written
+file that a later run would trust, and loading never unpickles arbitrary
+objects: ``torch.load(..., weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import AutopruneError
+from .provenance import fingerprint, note
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state_dict in ``path``, read with ``weights_only=True``; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutopruneError(f"{what} {str(path)!r} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # torch names the class it refused to build
+            raise AutopruneError(f"{what} {str(path)!r} is not a PyTorch checkpoint (unreadable pickle)") from None
+        raise AutopruneError(
+            f"{what} {str(path)!r} holds Python objects, not only weights (a whole model, as "
+            "autoprune.load reads); give a state_dict, e.g. torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as exc:  # torch raises several kinds for files that are not checkpoints
+        raise AutopruneError(f"{what} {str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__})") from None
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AutopruneError(f"{what} {str(path)!r} holds no state_dict of tensors")
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, what: str = "checkpoint") -> Path:
+    """Load the weights in ``path`` into ``model``; return the file's absolute path.
+
+    The model remembers the file and a fingerprint of the weights, so a search
+    records where its baseline came from (see :mod:`autoprune.provenance`).
+    """
+    path = Path(path).resolve()
+    state = read_state_dict(path, what)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise AutopruneError(f"{what} {str(path)!r} does not fit the model: {detail}") from None
+    note(model, weights=str(path), weights_sha256=fingerprint(model))
+    return path

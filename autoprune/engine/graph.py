@@ -1,0 +1,285 @@
+"""Torch-Pruning's dependency graph of one model, split into named channel groups.
+
+Channel coupling (residual adds, concatenations, depthwise and grouped
+convolutions, attention) comes from Torch-Pruning's DependencyGraph
+(Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023). On top of
+it, :class:`ChannelGraph` gives every group a stable name (its first layer's),
+finds the output layers from the graph (so the model's output never shrinks),
+leaves groups that Torch-Pruning cannot index unpruned with the reason, and
+shows each group to importances as a :class:`ChannelGroup`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning import ops
+from torch_pruning.pruner import function as tpf
+
+from . import adapters
+from .groups import ChannelGroup, CoupledLayer
+
+
+@dataclass
+class GroupSpec:
+    name: str
+    root: nn.Module
+    root_fn: Callable
+    num_channels: int
+    channel_groups: int
+    group: Any  # torch_pruning Group over every channel
+
+
+class ChannelGraph:
+    """Torch-Pruning's dependency graph of one model, split into named groups."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any) -> None:
+        self.model = model
+        num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+        custom = adapters.customized_pruners()
+        with torch.enable_grad(), warnings.catch_warnings(), adapters.tracing_patches():
+            warnings.simplefilter("ignore")
+            self.dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs, customized_pruners=custom, verbose=False
+            )
+        self.out_channel_groups: dict[nn.Module, int] = dict(num_heads)
+        self.in_channel_groups: dict[nn.Module, int] = {}
+        for m in model.modules():
+            pruner = self.dg.get_pruner_of_module(m)
+            if pruner is None or _is_depthwise(m):
+                continue
+            if pruner.get_in_channel_groups(m) > 1:
+                self.in_channel_groups[m] = pruner.get_in_channel_groups(m)
+            if pruner.get_out_channel_groups(m) > 1:
+                self.out_channel_groups[m] = pruner.get_out_channel_groups(m)
+
+        self.groups: dict[str, GroupSpec] = {}
+        self.skipped: dict[str, str] = {}
+        frozen = _frozen_layers(model, tuple(custom))
+        visited: set[nn.Module] = set()
+        for root, node in list(self.dg.module2node.items()):
+            if root in visited or not isinstance(root, (ops.TORCH_CONV, ops.TORCH_LINEAR)):
+                continue
+            pruner = self.dg.get_pruner_of_module(root)
+            if pruner is None or pruner.get_out_channels(root) is None:
+                continue
+            root_fn = pruner.prune_out_channels
+            if _is_depthwise(root):
+                root_fn = tpf.prune_depthwise_conv_out_channels
+            name = self.dg._module2name[root]
+            # Some streams cannot be indexed by Torch-Pruning at all (an attention block it
+            # cannot see reshapes them, a channel shuffle permutes them) and building their
+            # group can crash or exhaust memory, so those are decided on the index-free closure.
+            early = self._closure_reason(node, root_fn, frozen)
+            if early:
+                visited.add(root)
+                self.skipped[name] = early
+                continue
+            num_channels = pruner.get_out_channels(root)
+            try:
+                group = self.dg.get_pruning_group(root, root_fn, list(range(num_channels)))
+            except Exception as exc:  # Torch-Pruning's index mapping gave up on this stream
+                visited.add(root)
+                self.skipped[name] = f"Torch-Pruning cannot index its channels ({type(exc).__name__}: {exc})"
+                continue
+            coupled = [(dep.target, dep.handler) for dep, _ in group]
+            visited.update(n.module for n, fn in coupled if self.dg.is_out_channel_pruning_fn(fn))
+            reason = self._unprunable_reason(coupled)
+            if reason:
+                self.skipped[name] = reason
+                continue
+            self.groups[name] = GroupSpec(
+                name=name,
+                root=root,
+                root_fn=root_fn,
+                num_channels=num_channels,
+                channel_groups=self._channel_groups(coupled),
+                group=group,
+            )
+        self._in_model_order()
+
+    def _in_model_order(self) -> None:
+        order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
+        self.groups = dict(sorted(self.groups.items(), key=lambda item: order.get(item[0], len(order))))
+        self.skipped = dict(sorted(self.skipped.items(), key=lambda item: order.get(item[0], len(order))))
+
+    def _closure_reason(self, node, fn, frozen: set[nn.Module]) -> str | None:
+        for n, _ in self._closure(node, fn):
+            if n.module in frozen:
+                return f"{self.dg._module2name[n.module]} reads its channel count at run time"
+            barrier = adapters.barrier_reason(n)
+            if barrier:
+                return barrier
+        return None
+
+    def _closure(self, node, fn) -> list[tuple[Any, Callable]]:
+        """Every (node, pruning function) that pruning ``fn`` on ``node`` triggers."""
+        seen = {(node, fn)}
+        order = [(node, fn)]
+        stack = [(node, fn)]
+        while stack:
+            current, current_fn = stack.pop()
+            for dep in current.dependencies:
+                if dep.is_triggered_by(current_fn) and (dep.target, dep.handler) not in seen:
+                    seen.add((dep.target, dep.handler))
+                    order.append((dep.target, dep.handler))
+                    stack.append((dep.target, dep.handler))
+        return order
+
+    def _unprunable_reason(self, coupled) -> str | None:
+        has_concat = False
+        grouped_consumer = None
+        for node, fn in coupled:
+            module = node.module
+            if node.type == ops.OPTYPE.OUTPUT or (
+                self.dg.is_out_channel_pruning_fn(fn) and not node.outputs
+            ):
+                return "its channels are the model's outputs"
+            if node.type == ops.OPTYPE.CONCAT:
+                has_concat = True
+            if (
+                isinstance(module, ops.TORCH_CONV)
+                and fn == tpf.prune_conv_in_channels
+                and 1 < module.groups < module.in_channels
+            ):
+                grouped_consumer = self.dg._module2name.get(module, "a grouped convolution")
+        if has_concat and grouped_consumer:
+            # Torch-Pruning 1.6 mis-indexes a grouped convolution fed by a concatenation
+            # and crashes in most cases; leave these channels alone rather than risk it.
+            return f"grouped convolution {grouped_consumer} consumes a concatenation"
+        return None
+
+    def _channel_groups(self, coupled) -> int:
+        counts = [1]
+        for node, fn in coupled:
+            table = (
+                self.out_channel_groups
+                if self.dg.is_out_channel_pruning_fn(fn)
+                else self.in_channel_groups
+            )
+            counts.append(table.get(node.module, 1))
+        return max(counts)
+
+    def channel_group(self, spec: GroupSpec, with_grads: bool) -> ChannelGroup:
+        weights, grads, layers = [], [], []
+        for item in spec.group:
+            dep, plain = item.dep, item.idxs
+            param_rows = _parameter_rows(self.dg, dep)
+            if param_rows is None:
+                continue
+            param, to_rows, role = param_rows
+            order = _channel_order(item.root_idxs, spec.num_channels)
+            if order is None:
+                continue
+            index = torch.as_tensor(plain, dtype=torch.long)[order]
+            with torch.no_grad():
+                weights.append(_channel_first(to_rows(param.detach()), index, spec.num_channels))
+                if with_grads:
+                    g = param.grad
+                    g = torch.zeros_like(param) if g is None else g.detach()
+                    grads.append(_channel_first(to_rows(g), index, spec.num_channels))
+            module = dep.target.module
+            if isinstance(module, nn.Parameter):
+                name = self.dg._param_to_name.get(module, "")
+            else:
+                name = self.dg._module2name.get(module, "")
+            layers.append(CoupledLayer(name, dep.target.module, role))
+        return ChannelGroup(
+            name=spec.name,
+            num_channels=spec.num_channels,
+            weights=weights,
+            grads=grads if with_grads else None,
+            layers=layers,
+        )
+
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, ops.TORCH_CONV) and m.groups == m.out_channels > 1
+
+
+def _frozen_layers(model: nn.Module, handled: tuple[type, ...]) -> set[nn.Module]:
+    """Layers whose channel count is read at run time by code Torch-Pruning cannot see.
+
+    An attention block that reshapes its ``qkv`` output by ``num_heads`` ties
+    the attention width to the head count; unless the block is
+    ``nn.MultiheadAttention`` or has an adapter (``handled``), the groups
+    through its ``qkv`` layer are left alone.
+    """
+    frozen: set[nn.Module] = set()
+    for m in model.modules():
+        if isinstance(m, (nn.MultiheadAttention, *handled)) or not hasattr(m, "num_heads"):
+            continue
+        qkv = getattr(m, "qkv", None)
+        if isinstance(qkv, nn.Linear):
+            frozen.add(qkv)
+    return frozen
+
+
+def _parameter_rows(dg, dep):
+    """(parameter, fn viewing it channel-first, role) for one dependency, or None."""
+    module, fn = dep.target.module, dep.handler
+    out = dg.is_out_channel_pruning_fn(fn)
+    if isinstance(module, nn.Parameter):
+        dim = dep.target.pruning_dim
+        return module, (lambda t, d=dim: t.movedim(d, 0)), "out"
+    if isinstance(module, ops.TORCH_CONV):
+        w = module.weight
+        if _is_depthwise(module):
+            return w, (lambda t: t), "out"
+        if out:
+            return w, ((lambda t: t.transpose(0, 1)) if module.transposed else (lambda t: t)), "out"
+        if module.transposed:
+            return w, (lambda t: t), "in"
+        g = module.groups
+        if g == 1:
+            return w, (lambda t: t.transpose(0, 1)), "in"
+
+        def grouped(t: torch.Tensor, g: int = g) -> torch.Tensor:
+            # [out, in/g, *k] -> [g, out/g, in/g, *k] -> [g, in/g, out/g, *k] -> [in, -1]
+            o, i = t.shape[0], t.shape[1]
+            t = t.reshape(g, o // g, i, -1).transpose(1, 2)
+            return t.reshape(g * i, -1)
+
+        return w, grouped, "in"
+    if isinstance(module, nn.Linear):
+        return module.weight, ((lambda t: t) if out else (lambda t: t.t())), ("out" if out else "in")
+    if isinstance(module, nn.Embedding):
+        return module.weight, (lambda t: t.t()), "out"
+    norm_types = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.PReLU)
+    if isinstance(module, norm_types):
+        w = getattr(module, "weight", None)
+        if w is None or w.dim() != 1 or w.numel() == 1:
+            return None
+        return w, (lambda t: t.unsqueeze(1)), "out"
+    return None
+
+
+def _channel_first(rows: torch.Tensor, index: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """A copy of ``rows[index]`` with one leading entry per channel.
+
+    When a channel owns several rows (a layer fed through a flatten), they are
+    joined into one flat row.
+    """
+    picked = rows[index]  # advanced indexing copies
+    if picked.shape[0] != num_channels:
+        picked = picked.reshape(num_channels, -1)
+    return picked
+
+
+def _channel_order(root_idxs: list, num_channels: int) -> torch.Tensor | None:
+    """Order rows by root channel when every channel owns the same number of rows."""
+    if not root_idxs or any(r is None for r in root_idxs):
+        return None
+    counts = Counter(root_idxs)
+    if len(counts) != num_channels or len(set(counts.values())) != 1 or set(counts) != set(range(num_channels)):
+        return None
+    return torch.argsort(torch.as_tensor(root_idxs), stable=True)
+

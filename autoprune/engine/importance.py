@@ -1,0 +1,85 @@
+"""Importance criteria as the engine uses them: resolved by name, called, and their scores checked.
+
+An importance is a callable from a :class:`~autoprune.ChannelGroup` to one score
+per channel (higher means keep), registered with the ``autoprune_register_importances``
+hook or passed directly. Its result is validated before any channel is removed,
+so a broken plugin is named in a clear error instead of corrupting a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..errors import AutopruneError, PluginError
+from ..zoo import get_importance
+from .groups import ChannelGroup
+from .inputs import call_model
+
+#: The importance used where none is named.
+DEFAULT_IMPORTANCE = "l1"
+
+ImportanceFn = Callable[[ChannelGroup], torch.Tensor]
+ImportanceSpec = Union[str, ImportanceFn]
+Batches = Iterable[tuple[Any, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Importance:
+    """A resolved importance: its name, its function, and whether it needs loss gradients."""
+
+    name: str
+    fn: ImportanceFn
+    needs_grads: bool
+
+    def scores(self, group: ChannelGroup) -> torch.Tensor:
+        """The checked scores of ``group``: 1-D, one finite float64 per channel, on the CPU."""
+        return validate_scores(self.fn(group), group, self.name)
+
+
+def resolve_importance(spec: ImportanceSpec) -> Importance:
+    """A registered importance name, or a callable (``needs_grads`` read from its attribute)."""
+    if isinstance(spec, str):
+        entry = get_importance(spec)
+        return Importance(spec, entry.obj, bool(entry.options.get("needs_grads", False)))
+    if callable(spec):
+        name = getattr(spec, "__qualname__", None) or type(spec).__name__
+        return Importance(name, spec, bool(getattr(spec, "needs_grads", False)))
+    raise AutopruneError(
+        f"importance must be a registered name or a callable, got {type(spec).__name__} {spec!r}"
+    )
+
+
+def validate_scores(scores: object, group: ChannelGroup, name: str) -> torch.Tensor:
+    where = f"importance {name!r} on group {group.name!r}"
+    if not isinstance(scores, torch.Tensor):
+        raise PluginError(f"{where} returned {type(scores).__name__}; it must return a torch.Tensor")
+    if scores.dim() != 1 or scores.numel() != group.num_channels:
+        raise PluginError(
+            f"{where} returned shape {tuple(scores.shape)}; expected ({group.num_channels},), "
+            "one score per channel"
+        )
+    scores = scores.detach().to("cpu", torch.float64)
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
+    return scores
+
+
+def accumulate_grads(model: nn.Module, calibration: Batches, loss_fn: Callable) -> int:
+    """Accumulate ``loss_fn`` gradients over ``calibration`` in eval mode; return the batch count."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.zero_grad(set_to_none=True)
+    model.eval()  # keep BatchNorm statistics untouched
+    n = 0
+    with torch.enable_grad():
+        for inputs, targets in calibration:
+            inputs = inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
+            loss = loss_fn(call_model(model, inputs), targets.to(device))
+            loss.backward()
+            n += 1
+    return n

@@ -1,0 +1,45 @@
+"""Where a model, its weights and its data came from, so a study can record it.
+
+:func:`autoprune.create_model` and :func:`autoprune.create_dataset` note the
+registered name and parameters on the object they return, and
+:func:`autoprune.load_checkpoint` notes the file the weights came from with a
+fingerprint of them (much as timm keeps ``pretrained_cfg`` on its models). A
+search reads these notes, so a study made from Python records what it needs to
+rebuild its models later, from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+#: The attribute that holds the notes.
+ATTRIBUTE = "autoprune_source"
+
+
+def note(obj: Any, **facts: Any) -> None:
+    """Add ``facts`` to the notes of ``obj`` (silently skipped for objects that take no attributes)."""
+    notes = {**provenance(obj), **facts}
+    try:
+        object.__setattr__(obj, ATTRIBUTE, notes)
+    except (AttributeError, TypeError):  # slotted or built-in objects
+        pass
+
+
+def provenance(obj: Any) -> dict[str, Any]:
+    """The notes of ``obj`` (empty when it did not come through autoprune's factories)."""
+    notes = getattr(obj, ATTRIBUTE, None)
+    return dict(notes) if isinstance(notes, dict) else {}
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's state (names, shapes, dtypes and values), to tell weights apart."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,96 @@
+"""A trial's pruned model, rebuilt from the study record alone (or from a baseline you give).
+
+The record says which registered model and dataset the study searched, where the
+baseline's weights are (a file or an Optuna artifact) and their fingerprint; the
+trial's plan is applied exactly as the search did, with the same calibration
+batches, so the rebuilt model is the trial's model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from ..checkpoint import load_checkpoint
+from ..errors import AutopruneError
+from ..provenance import fingerprint
+from ..searcher.evaluation import apply_plan, calibration_batches
+from ..zoo import create_dataset, create_model
+from .record import Plan, StudyRecord
+
+
+@dataclass
+class Rebuilt:
+    """The baseline, the pruned and recalibrated model of a trial, the data, the trial and its plan."""
+
+    baseline: nn.Module
+    model: nn.Module
+    data: Any
+    trial: FrozenTrial
+    plan: Plan
+
+
+def rebuild(record: StudyRecord, number: int | None = None, *, baseline: nn.Module | None = None,
+            data: Any = None) -> Rebuilt:
+    """Rebuild trial ``number`` (default: the chosen trial) of a study.
+
+    ``baseline`` and ``data`` replace what the record names: a study searched on a
+    model or data that did not come from autoprune's registries needs them.
+    """
+    trial = record.trial(number)
+    data = rebuild_data(record) if data is None else data
+    baseline = rebuild_baseline(record, data) if baseline is None else baseline.eval()
+    _check_fingerprint(record, baseline)
+    settings = record.settings
+    calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
+    plan = record.plan(trial)
+    model = apply_plan(baseline, data.val[0][0].unsqueeze(0), plan, calibration)
+    return Rebuilt(baseline, model, data, trial, plan)
+
+
+def rebuild_data(record: StudyRecord) -> Any:
+    source = record.source
+    if "dataset" not in source:
+        raise AutopruneError(
+            f"study {record.name!r} does not name a registered dataset (its data did not come from "
+            "autoprune.create_dataset); pass data= to rebuild it"
+        )
+    return create_dataset(source["dataset"], **source.get("dataset_params", {}))
+
+
+def rebuild_baseline(record: StudyRecord, data: Any) -> nn.Module:
+    source = record.source
+    if "model" not in source:
+        raise AutopruneError(
+            f"study {record.name!r} does not name a registered model (its baseline did not come from "
+            "autoprune.create_model); pass baseline=model to rebuild it"
+        )
+    model = create_model(source["model"], num_classes=source.get("num_classes", data.num_classes),
+                         in_channels=source.get("in_channels", data.input_shape[0]),
+                         **source.get("model_params", {}))
+    with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
+        weights = record.baseline_weights_file(Path(tmp))
+        if weights is None:
+            raise AutopruneError(
+                f"study {record.name!r} kept no baseline weights (its model was trained in memory and "
+                "the storage has no artifact folder); pass baseline=model to rebuild it"
+            )
+        if not weights.is_file():
+            raise AutopruneError(f"the baseline weights {str(weights)!r} of study {record.name!r} are gone; "
+                                 "pass baseline=model to rebuild it")
+        load_checkpoint(model, weights, what="the baseline weights")
+    return model.eval()
+
+
+def _check_fingerprint(record: StudyRecord, baseline: nn.Module) -> None:
+    expected = record.source.get("baseline_sha256")
+    if expected and fingerprint(baseline) != expected:
+        raise AutopruneError(
+            f"the baseline's weights are not the ones study {record.name!r} was searched with "
+            "(their SHA-256 fingerprint differs): rebuilding would give another model"
+        )

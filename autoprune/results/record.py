@@ -1,0 +1,285 @@
+"""The study record: what an autoprune study keeps in its Optuna storage, read and written here alone.
+
+An autoprune study is an ordinary Optuna study; this module owns every key it
+stores, so the search, the report, the export and :class:`autoprune.Study` agree on
+what a study holds, and any Optuna client can read it.
+
+Study user attributes:
+
+- the search settings, one attribute per :class:`~autoprune.SearchSettings` field;
+- ``groups``: the prunable groups, in layer order;
+- ``baseline_accuracy``, ``baseline_flops``, ``baseline_params`` (and
+  ``baseline_latency`` when latency is an objective);
+- where the baseline came from, as far as it is known: ``model``, ``model_params``,
+  ``num_classes``, ``in_channels`` (a registered model), ``dataset``,
+  ``dataset_params`` (a registered dataset), ``baseline_weights`` (the absolute
+  path of the weights file) or ``baseline_artifact`` with ``artifact_store`` (the
+  weights as an Optuna artifact), ``baseline_sha256`` (a fingerprint of the
+  weights), and ``autoprune_version``.
+
+Trial parameters: ``<group>.rate`` and ``<group>.method``. Trial user attributes:
+the metrics (``accuracy``, ``accuracy_drop``, ``flops``, ``params``, ``latency``)
+and timings (``prune_seconds``, ``eval_seconds``). The constraint
+``accuracy_drop`` holds ``accuracy_drop - max_accuracy_drop``.
+
+A trial is feasible when it completed and recorded every constraint of the study
+with a value <= 0 (Optuna's rule, which also refuses trials without constraints).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import AutopruneError, unknown_name
+from ..settings import SearchSettings
+
+Plan = dict[str, dict[str, Any]]
+
+#: Trial metrics, in the order tables show them.
+METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency")
+TIMINGS = ("prune_seconds", "eval_seconds")
+#: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
+CONSTRAINT = "accuracy_drop"
+CONSTRAINTS = (CONSTRAINT,)
+GROUPS = "groups"
+#: What the study says about where its baseline came from.
+SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
+               "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
+               "autoprune_version")
+
+
+def rate_param(group: str) -> str:
+    return f"{group}.rate"
+
+
+def method_param(group: str) -> str:
+    return f"{group}.method"
+
+
+class StudyRecord:
+    """Reads and writes the autoprune keys of an ``optuna.Study``."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.study.user_attrs
+
+    # -- the study -------------------------------------------------------------------
+
+    @property
+    def is_new(self) -> bool:
+        """True until :meth:`create` has written the study's settings."""
+        return GROUPS not in self.attrs
+
+    def create(self, settings: SearchSettings, groups: list[str], baseline: dict[str, float],
+               source: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Write a new study's settings, groups, baseline metrics and source.
+
+        ``extra`` holds user attributes of the caller's own (the CLI notes the study
+        file); they may not use a key the record owns.
+        """
+        unknown = set(source) - set(SOURCE_KEYS)
+        if unknown:
+            raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
+        values = {**settings.to_attrs(), GROUPS: list(groups), **source}
+        values.update({f"baseline_{k}": v for k, v in baseline.items()})
+        taken = sorted(set(extra or {}) & (set(values) | {f"baseline_{m}" for m in METRICS}))
+        if taken:
+            raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
+        for key, value in {**values, **(extra or {})}.items():
+            self.study.set_user_attr(key, value)
+
+    def check_resumable(self, settings: SearchSettings, groups: list[str]) -> None:
+        """Refuse to resume with settings or groups other than the study's."""
+        stored = self.settings
+        conflicts = settings.resume_conflicts(stored)
+        if self.groups != list(groups):
+            conflicts.append((GROUPS, self.groups, list(groups)))
+        if conflicts:
+            key, before, now = conflicts[0]
+            raise AutopruneError(
+                f"study {self.name!r} was created with {key}={before!r}, not {now!r}; "
+                "use another study name (or output folder) for new settings"
+            )
+
+    @property
+    def settings(self) -> SearchSettings:
+        return SearchSettings.from_attrs(self.attrs)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.attrs.get(GROUPS, []))
+
+    @property
+    def max_accuracy_drop(self) -> float | None:
+        return self.attrs.get("max_accuracy_drop")
+
+    @property
+    def importances(self) -> list[str]:
+        return list(self.attrs.get("importances", []))
+
+    @property
+    def objectives(self) -> list[str]:
+        objective = self.attrs.get("objective", "flops")
+        return [objective] if isinstance(objective, str) else list(objective)
+
+    @property
+    def size_objective(self) -> str:
+        """The measure drawn against accuracy: the first objective other than accuracy."""
+        return next((o for o in self.objectives if o != "accuracy"), "flops")
+
+    @property
+    def baseline(self) -> dict[str, float]:
+        """The unpruned model's metrics (``accuracy``, ``flops``, ``params``, maybe ``latency``)."""
+        return {m: self.attrs[f"baseline_{m}"] for m in METRICS if f"baseline_{m}" in self.attrs}
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What the study knows of its baseline's origin (see the module docstring)."""
+        return {k: self.attrs[k] for k in SOURCE_KEYS if k in self.attrs}
+
+    # -- the baseline's weights ---------------------------------------------------------
+
+    def store_baseline_weights(self, state_file: Path, artifact_store: Path) -> None:
+        """Keep the baseline's weights as an Optuna artifact of the study."""
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        store_dir = Path(artifact_store).resolve()
+        store_dir.mkdir(parents=True, exist_ok=True)
+        artifact_id = upload_artifact(study_or_trial=self.study, file_path=str(state_file),
+                                      artifact_store=FileSystemArtifactStore(str(store_dir)))
+        self.study.set_user_attr("baseline_artifact", artifact_id)
+        self.study.set_user_attr("artifact_store", str(store_dir))
+
+    def baseline_weights_file(self, workdir: Path) -> Path | None:
+        """A file holding the baseline's state_dict (downloaded into ``workdir`` if it is an artifact)."""
+        source = self.source
+        if "baseline_weights" in source:
+            return Path(source["baseline_weights"])
+        if "baseline_artifact" in source:
+            from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+            store = Path(source["artifact_store"])
+            if not store.is_dir():
+                raise AutopruneError(f"the artifact store {str(store)!r} of study {self.name!r} is gone")
+            target = Path(workdir) / "baseline.pt"
+            download_artifact(artifact_store=FileSystemArtifactStore(str(store)),
+                              artifact_id=source["baseline_artifact"], file_path=str(target))
+            return target
+        return None
+
+    # -- trials -----------------------------------------------------------------------
+
+    def write_trial(self, trial: optuna.Trial, metrics: dict[str, float]) -> list[float] | float:
+        """Record a trial's metrics and constraint; return its objective value(s)."""
+        for key in (*METRICS, *TIMINGS):
+            if key in metrics:
+                trial.set_user_attr(key, metrics[key])
+        trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.attrs["max_accuracy_drop"])
+        values = [float(metrics[o]) for o in self.objectives]
+        return values[0] if len(values) == 1 else values
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def completed(self) -> list[FrozenTrial]:
+        return self.trials(states=(TrialState.COMPLETE,))
+
+    @staticmethod
+    def metrics(trial: FrozenTrial) -> dict[str, float]:
+        """The trial's recorded metrics (NaN where one was not measured)."""
+        return {m: trial.user_attrs.get(m, math.nan) for m in METRICS}
+
+    @staticmethod
+    def is_feasible(trial: FrozenTrial) -> bool:
+        """Completed, with every constraint recorded and <= 0."""
+        constraints = trial.constraints
+        return (trial.state == TrialState.COMPLETE and all(c in constraints for c in CONSTRAINTS)
+                and all(v <= 0 for v in constraints.values()))
+
+    def feasible(self) -> list[FrozenTrial]:
+        return [t for t in self.completed() if self.is_feasible(t)]
+
+    def pareto_trials(self) -> list[FrozenTrial]:
+        """The feasible trials no other feasible trial dominates, sorted by the size objective.
+
+        Multi-objective: on the study's objectives and directions. Single objective:
+        on accuracy (higher) and the objective (lower), so the front shows the trade-off.
+        """
+        feasible = self.feasible()
+        if len(self.study.directions) > 1:
+            signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in self.study.directions]
+            points = {t.number: [s * v for s, v in zip(signs, t.values)] for t in feasible}
+        else:
+            points = {t.number: [-t.user_attrs["accuracy"], t.value] for t in feasible}
+        front = [t for t in feasible if not any(_dominates(points[o.number], points[t.number]) for o in feasible)]
+        key = self.size_objective
+        return sorted(front, key=lambda t: (t.user_attrs.get(key, math.inf), t.number))
+
+    def chosen_trial(self) -> FrozenTrial | None:
+        """The trial a search delivers: the feasible trial with the lowest objective; in a
+        multi-objective study, the feasible Pareto point with the highest accuracy."""
+        if len(self.study.directions) > 1:
+            front = self.pareto_trials()
+            return max(front, key=lambda t: (t.user_attrs["accuracy"], -t.number)) if front else None
+        feasible = self.feasible()
+        return min(feasible, key=lambda t: (t.value, t.number)) if feasible else None
+
+    def trial(self, number: int | None = None) -> FrozenTrial:
+        """Completed trial ``number``, or the chosen trial; a clear error otherwise."""
+        if number is None:
+            chosen = self.chosen_trial()
+            if chosen is None:
+                raise AutopruneError(f"study {self.name!r} has no feasible trial; name one with --trial N")
+            return chosen
+        done = {t.number: t for t in self.completed()}
+        if number not in done:
+            if not done:
+                raise AutopruneError(f"study {self.name!r} has no completed trial")
+            raise AutopruneError(f"trial {number} is not a completed trial of {self.name!r}; "
+                                 f"completed: {min(done)}..{max(done)}")
+        return done[number]
+
+    def plan(self, trial: FrozenTrial) -> Plan:
+        """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial."""
+        default = self.importances[0] if self.importances else None
+        return {
+            "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
+            "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
+        }
+
+    def uniform_rate(self, trial: FrozenTrial) -> float | None:
+        """The rate of a plan that uses one rate and one method in every group, else None."""
+        rates = {trial.params.get(rate_param(g)) for g in self.groups}
+        methods = {trial.params.get(method_param(g)) for g in self.groups}
+        return rates.pop() if len(rates) == 1 and len(methods) == 1 and None not in rates else None
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = None) -> StudyRecord:
+    """The record of study ``name`` in ``storage`` (the only study there when ``name`` is None)."""
+    try:
+        names = optuna.get_all_study_names(storage)
+    except Exception as exc:  # SQLAlchemy and driver errors for unreachable or malformed URLs
+        raise AutopruneError(f"cannot read the storage {storage!r}: {type(exc).__name__}: {exc}") from None
+    if name is None:
+        if len(names) != 1:
+            raise AutopruneError(f"the storage holds studies {names}; choose one with --study NAME")
+        name = names[0]
+    elif name not in names:
+        raise unknown_name("study", name, names)
+    return StudyRecord(optuna.load_study(study_name=name, storage=storage))

@@ -1,0 +1,358 @@
+"""Every setting of a search, with its one default and its one check, and the study-file parser.
+
+:class:`SearchSettings` holds what a search does (budget, objective, rate grid,
+importances, recovery, warm starts) and :class:`TrainSettings` how a model is
+trained. Each field is declared once with :func:`setting`: its default, the
+study-file section it lives in, the rule its value must follow, and whether a
+resumed study may change it. Both objects validate themselves when they are
+built, so a value can only be wrong in one place, and an error names the key,
+the value received and what would be valid.
+
+A study file (TOML) parses into a :class:`StudyFile`: the settings objects plus
+what the study is about (model, dataset, checkpoint) and where it is kept
+(name, output folder, storage). Nothing downstream reads the file again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AutopruneError, unknown_name
+
+#: What a single-objective search minimizes.
+OBJECTIVES = ("flops", "params", "latency")
+#: What a multi-objective search may trade off (two or three of them); accuracy is maximized.
+MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency")
+
+_REQUIRED = dataclasses.MISSING
+
+
+class SettingError(AutopruneError):
+    """A setting with a wrong value; ``key`` is the setting's name."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key} {message}")
+        self.key = key
+        self.detail = message
+
+
+def setting(default: Any = _REQUIRED, *, section: str, rule: str, check: Callable[[Any], bool],
+            resumable: bool = False, choices: tuple[str, ...] = (), doc: str = "") -> Any:
+    """Declare one setting.
+
+    Args:
+        default: the one default (omit for a required setting).
+        section: the study-file section the key lives in (``study``, ``search``, ``train``).
+        rule: what a valid value is, in words ("an integer >= 1"); errors and the
+            study-file reference quote it.
+        check: true for a valid value (types included).
+        resumable: a resumed study may run with another value (a trial budget, a timeout).
+        choices: names to suggest when a string value is misspelled.
+        doc: one line for the study-file reference.
+    """
+    metadata = {"section": section, "rule": rule, "check": check, "resumable": resumable,
+                "choices": choices, "doc": doc}
+    return field(default=default, metadata=metadata)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_rate(v: Any) -> bool:
+    return _is_number(v) and 0 <= v < 1
+
+
+def _is_objective(v: Any) -> bool:
+    if isinstance(v, str):
+        return v in OBJECTIVES
+    return (isinstance(v, (list, tuple)) and all(isinstance(o, str) and o in MULTI_OBJECTIVES for o in v)
+            and 2 <= len(set(v)) == len(v) <= 3)
+
+
+def _is_names(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) and n for n in v)
+
+
+def _to_toml(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+class _Validated:
+    """Validation and conversions shared by the settings dataclasses."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata["check"](value):
+                close = difflib.get_close_matches(value, f.metadata["choices"], n=1) if isinstance(value, str) else []
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SettingError(f.name, f"must be {f.metadata['rule']}, got {_shown(value)}{hint}")
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            elif str(f.type).startswith("float") and _is_int(value):
+                object.__setattr__(self, f.name, float(value))
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules that involve several fields."""
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` (validated; an unknown name is an error naming the closest one)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key in changes:
+            if key not in names:
+                raise unknown_name(type(self).__name__ + " field", key, names)
+        return dataclasses.replace(self, **changes)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """One JSON-serializable entry per field, as stored in a study's user attributes."""
+        return {f.name: _to_toml(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]):
+        """The settings stored by :meth:`to_attrs` (fields a store lacks take their default)."""
+        return cls(**{f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs})
+
+
+def _shown(value: Any) -> str:
+    """A value as an error quotes it: with its type where the type is the likely mistake."""
+    if isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool) or value is None:
+        return repr(value)
+    return f"{type(value).__name__} {value!r}"
+
+
+@dataclass(frozen=True)
+class SearchSettings(_Validated):
+    """Every setting of a search, each with its single default, validated when built.
+
+    ``SearchSettings(max_accuracy_drop=1.0, trials=100)``; ``settings.replace(seed=1)``
+    gives a validated copy. :func:`autoprune.search` takes one, or its fields as
+    keyword arguments.
+    """
+
+    max_accuracy_drop: float = setting(
+        section="study", rule="a number >= 0", check=lambda v: _is_number(v) and v >= 0,
+        doc="percentage points of top-1 validation accuracy the pruned model may lose")
+    objective: str | tuple[str, ...] = setting(
+        "flops", section="study",
+        rule="one of 'flops', 'params', 'latency', or a list of two or three distinct of "
+             "'accuracy', 'flops', 'params', 'latency'",
+        check=_is_objective, choices=OBJECTIVES,
+        doc="minimized among feasible trials; a list makes a multi-objective study (accuracy maximized)")
+    trials: int = setting(
+        50, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
+        doc="completed trials the study holds when the search ends; a rerun runs only the missing ones")
+    timeout: float | None = setting(
+        None, section="study", rule="a number of seconds > 0", check=lambda v: v is None or _is_number(v) and v > 0,
+        resumable=True, doc="no new trial starts after this many seconds")
+    seed: int = setting(
+        0, section="study", rule="an integer", check=_is_int,
+        doc="seeds the sampler, the calibration batches and the baseline's training")
+    latency_batch_size: int = setting(
+        1, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        doc="batch size of latency measurements (median of timed forward passes)")
+    importances: tuple[str, ...] = setting(
+        ("l1",), section="search", rule="a non-empty list of registered importance names", check=_is_names,
+        doc="importances each group chooses from")
+    rate_min: float = setting(
+        0.0, section="search", rule="a number in [0, 1)", check=_is_rate,
+        doc="the smallest rate of every group's grid")
+    rate_max: float = setting(
+        0.8, section="search", rule="a number in [rate_min, 1)", check=_is_rate,
+        doc="the largest rate of every group's grid")
+    rate_step: float = setting(
+        0.05, section="search", rule="a number > 0", check=lambda v: _is_number(v) and v > 0,
+        doc="the grid's step: rate_min, rate_min + rate_step, ... up to rate_max")
+    calibration_batches: int = setting(
+        20, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        doc="training batches each trial recalibrates BatchNorm on (the same for every trial)")
+    batch_size: int = setting(
+        128, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        doc="batch size of calibration and evaluation")
+    uniform_starts: tuple[float, ...] = setting(
+        (0.1, 0.2, 0.3, 0.4, 0.5), section="search", rule="a list of rates in [rate_min, rate_max]",
+        check=lambda v: isinstance(v, (list, tuple)) and all(_is_rate(r) for r in v),
+        doc="uniform plans (the same rate in every group) tried first")
+
+    def _check_together(self) -> None:
+        if self.rate_max < self.rate_min:
+            raise SettingError("rate_max", f"must be {_rule('rate_max')}, got {self.rate_max!r} "
+                                           f"(rate_min is {self.rate_min!r})")
+        for rate in self.uniform_starts:
+            if not self.rate_min <= rate <= self.rate_max:
+                raise SettingError("uniform_starts", f"must be {_rule('uniform_starts')} = "
+                                   f"[{self.rate_min}, {self.rate_max}], got {rate!r}")
+        if len(set(self.importances)) != len(self.importances):
+            raise SettingError("importances", f"must not repeat a name, got {list(self.importances)!r}")
+
+    @property
+    def objectives(self) -> list[str]:
+        """The objectives as a list (one name for a single-objective study)."""
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+    @property
+    def multi_objective(self) -> bool:
+        return not isinstance(self.objective, str)
+
+    def resume_conflicts(self, stored: SearchSettings) -> list[tuple[str, Any, Any]]:
+        """``(name, stored value, this value)`` for every setting a resumed study cannot change."""
+        return [(f.name, getattr(stored, f.name), getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not f.metadata["resumable"] and getattr(stored, f.name) != getattr(self, f.name)]
+
+
+def _rule(name: str) -> str:
+    return next(f.metadata["rule"] for f in dataclasses.fields(SearchSettings) if f.name == name)
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Validated):
+    """A training recipe: SGD with Nesterov momentum and a cosine schedule.
+
+    The study file's ``[train]`` trains the baseline when no checkpoint is given;
+    fine-tuning at export uses the same loop with its own epochs and learning rate.
+    """
+
+    epochs: int = setting(15, section="train", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0,
+                          doc="epochs over the training split")
+    batch_size: int = setting(64, section="train", rule="an integer >= 1",
+                              check=lambda v: _is_int(v) and v >= 1, doc="training batch size")
+    lr: float = setting(0.05, section="train", rule="a number > 0", check=lambda v: _is_number(v) and v > 0,
+                        doc="initial learning rate, decayed to 0 on a cosine schedule")
+    momentum: float = setting(0.9, section="train", rule="a number in [0, 1)", check=_is_rate,
+                              doc="SGD momentum (Nesterov when > 0)")
+    weight_decay: float = setting(0.0005, section="train", rule="a number >= 0",
+                                  check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay")
+
+
+# ---------------------------------------------------------------------------------------
+# The study file
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A parsed study file: what to prune, on which data, how to search, where to keep it."""
+
+    name: str
+    model: str
+    dataset: str
+    settings: SearchSettings
+    train: TrainSettings = TrainSettings()
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    dataset_params: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    out: str | None = None
+    storage: str | None = None
+    path: str | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def replace(self, **changes: Any) -> StudyFile:
+        return dataclasses.replace(self, **changes)
+
+
+#: Study-file keys that are not search or training settings: (type, rule, default, doc).
+FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
+    "study": {
+        "name": (str, "a string", "the file name without `.toml`", "the study's name in the storage"),
+        "out": (str, "a path", "`runs/<name>`", "the output folder"),
+        "storage": (str, "an Optuna storage URL", "`sqlite:///<out>/study.db`", "where the study is kept"),
+    },
+    "model": {
+        "name": (str, "a registered model", "required", "`autoprune plugins --kind model` lists them"),
+        "params": (dict, "a table", "`{}`", "keyword parameters of the model's factory"),
+        "checkpoint": (str, "a path to a state_dict", "none: train and cache",
+                       "trained weights; without them the baseline is trained with [train]"),
+    },
+    "dataset": {
+        "name": (str, "a registered dataset", "required", "`autoprune plugins --kind dataset` lists them"),
+        "params": (dict, "a table", "`{}`", "keyword parameters of the dataset's factory"),
+    },
+}
+#: Other spellings of a key: ``objectives = [...]`` reads better for a list.
+ALIASES = {("study", "objectives"): "objective"}
+def section_keys() -> dict[str, list[str]]:
+    """Every key a study file may hold, by section (aliases included)."""
+    keys: dict[str, list[str]] = {s: list(k) for s, k in FILE_KEYS.items()}
+    for cls in (SearchSettings, TrainSettings):
+        for f in dataclasses.fields(cls):
+            keys.setdefault(f.metadata["section"], []).append(f.name)
+    for (section, alias), _ in ALIASES.items():
+        keys[section].append(alias)
+    return keys
+
+
+def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: str | None = None) -> StudyFile:
+    """Validate a parsed study file (a dict of sections) into a :class:`StudyFile`."""
+    valid = section_keys()
+    values: dict[str, dict[str, Any]] = {"study": {}, "search": {}, "train": {}, "model": {}, "dataset": {}}
+    for section, body in raw.items():
+        if section not in valid:
+            raise unknown_name("section", section, valid)
+        if not isinstance(body, dict):
+            raise AutopruneError(f"[{section}] must be a table, got {type(body).__name__}")
+        for key, value in body.items():
+            if key not in valid[section]:
+                raise unknown_name(f"key in [{section}]", key, valid[section])
+            target = ALIASES.get((section, key), key)
+            if target in values[section]:
+                raise AutopruneError(f"give {section}.{target} or {section}.{key}, not both")
+            values[section][target] = value
+    for section, keys in FILE_KEYS.items():
+        for key, (kind, rule, default, _) in keys.items():
+            if key in values[section] and not isinstance(values[section][key], kind):
+                value = values[section][key]
+                raise AutopruneError(f"{section}.{key} must be {rule}, got {type(value).__name__} {value!r}")
+            if default == "required" and key not in values[section]:
+                raise AutopruneError(f"the study file needs {section}.{key}")
+    file_keys = {s: {k: v for k, v in values[s].items() if k in FILE_KEYS.get(s, {})} for s in values}
+    search_values = {k: v for s in ("study", "search") for k, v in values[s].items() if k not in file_keys[s]}
+    if "max_accuracy_drop" not in search_values:
+        raise AutopruneError("the study file needs study.max_accuracy_drop")
+    settings = _build(SearchSettings, search_values)
+    train = _build(TrainSettings, values["train"])
+    model, dataset = file_keys["model"], file_keys["dataset"]
+    reserved = sorted({"num_classes", "in_channels"} & set(model.get("params", {})))
+    if reserved:
+        raise AutopruneError(f"model.params cannot set {', '.join(reserved)}: the dataset decides them")
+    return StudyFile(
+        name=file_keys["study"].get("name") or name or "study",
+        model=model["name"], dataset=dataset["name"], settings=settings, train=train,
+        model_params=dict(model.get("params", {})), dataset_params=dict(dataset.get("params", {})),
+        checkpoint=model.get("checkpoint"), out=file_keys["study"].get("out"),
+        storage=file_keys["study"].get("storage"), path=path,
+    )
+
+
+def _build(cls: type, values: dict[str, Any]):
+    try:
+        return cls(**values)
+    except SettingError as exc:
+        section = next(f.metadata["section"] for f in dataclasses.fields(cls) if f.name == exc.key)
+        raise AutopruneError(f"{section}.{exc.key} {exc.detail}") from None
+
+
+def load_study_file(path: str | Path) -> StudyFile:
+    """Read and validate the study file at ``path``."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AutopruneError(f"study file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise AutopruneError(f"study file {str(path)!r} is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AutopruneError(f"{path} is not valid TOML: {exc}") from None
+    return parse_study_file(raw, path=str(path.resolve()), name=path.stem)

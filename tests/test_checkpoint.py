@@ -1,0 +1,46 @@
+"""Checkpoints: one loader, weights only, clear errors, the file remembered with absolute path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import autoprune
+from autoprune.provenance import fingerprint, provenance
+from autoprune.results import save_model
+
+
+def _model():
+    return autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=4)
+
+
+def test_load_checkpoint_records_the_absolute_path_and_a_fingerprint(tmp_path, monkeypatch):
+    source = _model()
+    monkeypatch.chdir(tmp_path)
+    torch.save({"state_dict": source.state_dict()}, "weights.pt")
+    model = _model()
+    path = autoprune.load_checkpoint(model, "weights.pt")
+    assert path == tmp_path / "weights.pt" and path.is_absolute()
+    notes = provenance(model)
+    assert notes["weights"] == str(tmp_path / "weights.pt") and notes["weights_sha256"] == fingerprint(source)
+    assert notes["model"] == "small_cnn" and notes["model_params"] == {"width": 4}
+    torch.save(source.state_dict(), "plain.pt")  # a bare state_dict works too
+    autoprune.load_checkpoint(_model(), "plain.pt")
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint at all" * 10)
+    with pytest.raises(autoprune.AutopruneError, match="is not a PyTorch checkpoint") as err:
+        autoprune.load_checkpoint(_model(), garbage)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    whole = tmp_path / "best.pt"
+    save_model(_model(), whole)
+    with pytest.raises(autoprune.AutopruneError, match="holds Python objects, not only weights"):
+        autoprune.load_checkpoint(_model(), whole)
+    other = tmp_path / "other.pt"
+    torch.save(autoprune.create_model("small_cnn", num_classes=3, in_channels=1, width=4).state_dict(), other)
+    with pytest.raises(autoprune.AutopruneError, match="does not fit the model"):
+        autoprune.load_checkpoint(_model(), other)
+    with pytest.raises(autoprune.AutopruneError, match="does not exist"):
+        autoprune.load_checkpoint(_model(), tmp_path / "missing.pt")

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from autoprune import SearchSettings, TrainSettings
+from autoprune.errors import AutopruneError
+from autoprune.settings import load_study_file, parse_study_file
+
+MINIMAL = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, "dataset": {"name": "digits"}}
+
+
+def test_quickstart_parses_with_every_section():
+    study = load_study_file("studies/quickstart.toml")
+    assert study.name == "quickstart" and study.model == "small_cnn" and study.dataset == "digits"
+    assert study.settings.importances == ("l1", "fpgm", "bn_scale")
+    assert study.settings.max_accuracy_drop == 1.0 and study.settings.objective == "flops"
+    assert study.train.epochs == 15 and study.path.endswith("studies/quickstart.toml")
+
+
+def test_objectives_list_makes_a_multi_objective_study():
+    study = parse_study_file({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy", "latency"]}})
+    assert study.settings.objective == ("accuracy", "latency") and study.settings.multi_objective
+
+
+def test_defaults_come_from_the_settings_objects():
+    study = parse_study_file(MINIMAL, name="mini")
+    assert study.name == "mini" and str(study.out_dir) == "runs/mini"
+    assert study.settings == SearchSettings(max_accuracy_drop=1.0)
+    assert study.train == TrainSettings()
+
+
+def test_settings_validate_themselves_and_convert():
+    settings = SearchSettings(max_accuracy_drop=1, importances=["l1", "fpgm"], uniform_starts=[0.2])
+    assert settings.max_accuracy_drop == 1.0 and isinstance(settings.max_accuracy_drop, float)
+    assert settings.importances == ("l1", "fpgm") and settings.uniform_starts == (0.2,)
+    assert settings.replace(seed=3).seed == 3
+    with pytest.raises(AutopruneError, match="rate_max must be a number in \\[rate_min, 1\\), got 1.5"):
+        settings.replace(rate_max=1.5)
+    with pytest.raises(AutopruneError, match="unknown SearchSettings field 'rate_mx'; did you mean 'rate_max'"):
+        settings.replace(rate_mx=0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 2
+
+
+def test_settings_round_trip_through_study_attributes():
+    settings = SearchSettings(max_accuracy_drop=0.5, objective=["accuracy", "flops"], timeout=30,
+                              importances=["l1", "taylor"])
+    attrs = settings.to_attrs()
+    assert attrs["objective"] == ["accuracy", "flops"] and attrs["timeout"] == 30.0
+    assert SearchSettings.from_attrs(attrs) == settings
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({**MINIMAL, "serch": {}}, "unknown section 'serch'; did you mean 'search'?"),
+    ({**MINIMAL, "search": {"rate_mx": 0.5}}, "unknown key in [search] 'rate_mx'; did you mean 'rate_max'"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": "1"}}, "study.max_accuracy_drop must be a number >= 0, got str '1'"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": -1.0}}, "study.max_accuracy_drop must be a number >= 0, got -1.0"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objective": "flop"}}, "did you mean 'flops'?"),
+    ({"model": {"name": "x"}, "dataset": {"name": "digits"}}, "needs study.max_accuracy_drop"),
+    ({"study": {"max_accuracy_drop": 1.0}, "dataset": {"name": "digits"}}, "needs model.name"),
+    ({**MINIMAL, "search": {"rate_max": 1.0}}, "search.rate_max must be a number in [rate_min, 1), got 1.0"),
+    ({**MINIMAL, "search": {"rate_min": 0.5, "rate_max": 0.3}}, "rate_max must be a number in [rate_min, 1)"),
+    ({**MINIMAL, "search": {"uniform_starts": [0.9]}}, "search.uniform_starts must be a list of rates in"),
+    ({**MINIMAL, "search": {"importances": []}}, "search.importances must be a non-empty list"),
+    ({**MINIMAL, "search": {"importances": ["l1", "l1"]}}, "must not repeat a name"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "trials": True}}, "study.trials must be an integer >= 1, got bool"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "timeout": -5}}, "study.timeout must be a number of seconds > 0"),
+    ({**MINIMAL, "train": {"lr": 0}}, "train.lr must be a number > 0, got 0"),
+    ({**MINIMAL, "model": {"name": "x", "params": {"num_classes": 3}}}, "cannot set num_classes: the dataset"),
+    ({**MINIMAL, "model": {"name": 3}}, "model.name must be a registered model, got int 3"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy"]}}, "two or three"),
+    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objective": "flops", "objectives": ["accuracy", "flops"]}},
+     "not both"),
+])
+def test_bad_study_files_are_one_clear_error(raw, fragment):
+    with pytest.raises(AutopruneError) as err:
+        parse_study_file(raw)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_or_broken_files(tmp_path):
+    with pytest.raises(AutopruneError, match="does not exist"):
+        load_study_file(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\n")
+    with pytest.raises(AutopruneError, match="not valid TOML"):
+        load_study_file(bad)
