@@ -49,7 +49,7 @@ def _human(n: float) -> str:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .baseline import build_model, load_or_train
-    from .searcher import search
+    from .searcher import preflight, search
     from .settings import load_study_file
     from .zoo import create_dataset
 
@@ -64,8 +64,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     data = create_dataset(study_file.dataset, **study_file.dataset_params)
     model = build_model(study_file, data)
-    model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
     storage = study_file.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
+    model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
     result = search(model, data, study_file.settings, storage=storage, study_name=study_file.name,
                     artifacts=out / "artifacts", progress=not args.quiet,
                     study_attrs={"study_file": study_file.path} if study_file.path else None)
@@ -88,8 +89,11 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     best = result.best_trial
     max_drop = record.max_accuracy_drop
     if best is None:
-        print(f"  no trial stayed within the {max_drop} point budget; "
-              "allow a larger drop, more trials or a lower search.rate_max")
+        if failed and not done:
+            print(f"  every trial failed; the last one: {record.fail_reason(failed[-1]) or 'no reason recorded'}")
+        else:
+            print(f"  no trial stayed within the {max_drop} point budget; "
+                  "allow a larger drop, more trials or a lower search.rate_max")
         print(f"  report              {report}")
         return 1
     metrics = record.metrics(best)

@@ -11,6 +11,8 @@ rebuild its models later, from any working directory.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +35,33 @@ def provenance(obj: Any) -> dict[str, Any]:
     """The notes of ``obj`` (empty when it did not come through autoprune's factories)."""
     notes = getattr(obj, ATTRIBUTE, None)
     return dict(notes) if isinstance(notes, dict) else {}
+
+
+def storable(params: dict[str, Any]) -> dict[str, Any] | None:
+    """``params`` as a study can store them (JSON), with paths made absolute; None if impossible.
+
+    A path (a ``Path``, or a string naming an existing file or folder relative to the
+    working directory) becomes absolute, so the study rebuilds the same data from any
+    folder. Values JSON cannot hold (a transform object, say) make the whole set
+    unrecordable: a study then asks for the object instead of rebuilding a wrong one.
+    """
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path) or isinstance(value, str) and value and not os.path.isabs(value) \
+                and os.path.exists(value):
+            return str(Path(value).resolve())
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return {k: convert(v) for k, v in value.items()}
+        raise TypeError(type(value).__name__)
+
+    try:
+        return {k: convert(v) for k, v in params.items()}
+    except TypeError:
+        return None
 
 
 def fingerprint(model: nn.Module) -> str:

@@ -194,8 +194,7 @@ class SearchSettings(_Validated):
             if not self.rate_min <= rate <= self.rate_max:
                 raise SettingError("uniform_starts", f"must be {_rule('uniform_starts')} = "
                                    f"[{self.rate_min}, {self.rate_max}], got {rate!r}")
-        if len(set(self.importances)) != len(self.importances):
-            raise SettingError("importances", f"must not repeat a name, got {list(self.importances)!r}")
+        object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
 
     @property
     def objectives(self) -> list[str]:
@@ -206,10 +205,23 @@ class SearchSettings(_Validated):
     def multi_objective(self) -> bool:
         return not isinstance(self.objective, str)
 
+    @staticmethod
+    def is_resumable(name: str) -> bool:
+        """Whether a resumed study may run with another value of setting ``name``."""
+        return SearchSettings.__dataclass_fields__[name].metadata["resumable"]
+
     def resume_conflicts(self, stored: SearchSettings) -> list[tuple[str, Any, Any]]:
         """``(name, stored value, this value)`` for every setting a resumed study cannot change."""
         return [(f.name, getattr(stored, f.name), getattr(self, f.name)) for f in dataclasses.fields(self)
                 if not f.metadata["resumable"] and getattr(stored, f.name) != getattr(self, f.name)]
+
+
+def setting_key(name: str) -> str:
+    """A setting as a study file spells it: ``search.batch_size``, ``study.seed``."""
+    for cls in (SearchSettings, TrainSettings):
+        if name in cls.__dataclass_fields__:
+            return f"{cls.__dataclass_fields__[name].metadata['section']}.{name}"
+    raise KeyError(name)
 
 
 def _rule(name: str) -> str:
@@ -298,6 +310,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     """Validate a parsed study file (a dict of sections) into a :class:`StudyFile`."""
     valid = section_keys()
     values: dict[str, dict[str, Any]] = {"study": {}, "search": {}, "train": {}, "model": {}, "dataset": {}}
+    spelled: dict[str, str] = {}  # a setting's name -> the key the file used for it
     for section, body in raw.items():
         if section not in valid:
             raise unknown_name("section", section, valid)
@@ -310,6 +323,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
             if target in values[section]:
                 raise AutopruneError(f"give {section}.{target} or {section}.{key}, not both")
             values[section][target] = value
+            spelled[target] = f"{section}.{key}"
     for section, keys in FILE_KEYS.items():
         for key, (kind, rule, default, _) in keys.items():
             if key in values[section] and not isinstance(values[section][key], kind):
@@ -321,8 +335,8 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     search_values = {k: v for s in ("study", "search") for k, v in values[s].items() if k not in file_keys[s]}
     if "max_accuracy_drop" not in search_values:
         raise AutopruneError("the study file needs study.max_accuracy_drop")
-    settings = _build(SearchSettings, search_values)
-    train = _build(TrainSettings, values["train"])
+    settings = _build(SearchSettings, search_values, spelled)
+    train = _build(TrainSettings, values["train"], spelled)
     model, dataset = file_keys["model"], file_keys["dataset"]
     reserved = sorted({"num_classes", "in_channels"} & set(model.get("params", {})))
     if reserved:
@@ -336,12 +350,11 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     )
 
 
-def _build(cls: type, values: dict[str, Any]):
+def _build(cls: type, values: dict[str, Any], spelled: dict[str, str]):
     try:
         return cls(**values)
     except SettingError as exc:
-        section = next(f.metadata["section"] for f in dataclasses.fields(cls) if f.name == exc.key)
-        raise AutopruneError(f"{section}.{exc.key} {exc.detail}") from None
+        raise AutopruneError(f"{spelled.get(exc.key, setting_key(exc.key))} {exc.detail}") from None
 
 
 def load_study_file(path: str | Path) -> StudyFile:

@@ -38,9 +38,17 @@ def train(model: nn.Module, data, recipe: TrainSettings = TrainSettings(), *, se
         seed: seeds the shuffling and anything random in the model (dropout).
         teacher: distil from this model's outputs (it is not trained).
         log: called with one line per epoch (progress and time left).
+
+    The caller's random generator state is left as it was.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train(model, data, recipe, seed, teacher, log)
+
+
+def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn.Module | None,
+           log: Callable[[str], None] | None) -> nn.Module:
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
     loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,

@@ -9,7 +9,7 @@ from torch import nn
 
 from .errors import AutopruneError
 from .plugins import get_registries
-from .provenance import note
+from .provenance import note, storable
 from .registry import Entry
 
 
@@ -45,7 +45,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **params: An
     entry = get_registries().models.get(name)
     _check_params(entry, dict(num_classes=num_classes, in_channels=in_channels, **params))
     model = entry.obj(num_classes=num_classes, in_channels=in_channels, **params)
-    note(model, model=name, model_params=dict(params), num_classes=num_classes, in_channels=in_channels)
+    recordable = storable(params)
+    if recordable is not None:
+        note(model, model=name, model_params=recordable, num_classes=num_classes, in_channels=in_channels)
     return model
 
 
@@ -57,7 +59,9 @@ def create_dataset(name: str, **params: Any) -> Any:
     entry = get_registries().datasets.get(name)
     _check_params(entry, params)
     data = entry.obj(**params)
-    note(data, dataset=name, dataset_params=dict(params))
+    recordable = storable(params)
+    if recordable is not None:
+        note(data, dataset=name, dataset_params=recordable)
     return data
 
 

@@ -44,3 +44,17 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
         autoprune.load_checkpoint(_model(), other)
     with pytest.raises(autoprune.AutopruneError, match="does not exist"):
         autoprune.load_checkpoint(_model(), tmp_path / "missing.pt")
+
+
+def test_parameters_are_recorded_as_a_study_can_store_them(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from autoprune.provenance import storable
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    assert storable({"path": "imgs", "size": 8, "name": "not-a-path", "p": Path("x")}) == {
+        "path": str(tmp_path / "imgs"), "size": 8, "name": "not-a-path", "p": str(tmp_path / "x")}
+    assert storable({"transform": object()}) is None
+    data = autoprune.create_dataset("digits", val_fraction=0.25)
+    assert provenance(data) == {"dataset": "digits", "dataset_params": {"val_fraction": 0.25}}

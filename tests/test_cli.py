@@ -106,3 +106,40 @@ def test_search_user_errors_exit_2(tmp_path, capsys):
     assert cli.main(["search", str(study), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown model 'resnet21'; did you mean" in err and "'resnet20'" in err
+
+
+def test_study_errors_come_before_the_baseline_is_trained(tmp_path, capsys, monkeypatch):
+    from autoprune import baseline
+
+    out = tmp_path / "run"
+    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+
+    def no_training(*a, **k):
+        raise AssertionError("the baseline was trained before the study was checked")
+
+    monkeypatch.setattr(baseline, "train", no_training)
+    assert cli.main(args + ["--seed", "1"]) == 2  # another seed would train another baseline
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was created with study.seed=0 (not 1)" in err
+    assert len(list(out.glob("baseline-*.pt"))) == 1
+    study = tmp_path / "typo.toml"
+    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+                     '[search]\nimportances = ["l1", "fpmg"]\n')
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "typo")]) == 2
+    assert "unknown importance 'fpmg'; did you mean 'fpgm'?" in capsys.readouterr().err
+
+
+def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch):
+    from autoprune.searcher.evaluation import Evaluator
+
+    def broken(self, plan):
+        raise autoprune.PruningError("Torch-Pruning failed on group 'x'")
+
+    monkeypatch.setattr(Evaluator, "evaluate", broken)
+    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "0 trials, 0 feasible, 2 failed" in out and "every trial failed; the last one:" in out
+    assert "Torch-Pruning failed on group 'x'" in out

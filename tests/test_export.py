@@ -156,7 +156,7 @@ def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_pa
                      storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="custom")
     assert cli.main(["export", str(tmp_path), "-o", str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "does not name a registered model" in err and "pass baseline=model" in err
+    assert err.count("\n") == 1 and "does not name a registered model" in err and "baseline=model" in err
     study = autoprune.Study.load(tmp_path)
     result = study.export(tmp_path / "m.pt", baseline=model)  # the dataset was registered
     assert result["pruned"]["params"] < result["baseline"]["params"]

@@ -9,6 +9,7 @@ import pytest
 
 from autoprune import AutopruneError, SearchSettings
 from autoprune.results import StudyRecord
+from autoprune.settings import setting_key
 
 SETTINGS = SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"))
 GROUPS = ["conv1", "layer1.0.conv1"]
@@ -35,10 +36,57 @@ def test_the_resume_check_compares_every_setting():
     record.check_resumable(SETTINGS, GROUPS)
     record.check_resumable(SETTINGS.replace(trials=500, timeout=60), GROUPS)
     for key, value in OTHER_VALUES.items():
-        with pytest.raises(AutopruneError, match=f"created with {key}="):
+        with pytest.raises(AutopruneError, match=f"created with {setting_key(key)}="):
             record.check_resumable(SETTINGS.replace(**{key: value}), GROUPS)
     with pytest.raises(AutopruneError, match="created with groups="):
         record.check_resumable(SETTINGS, GROUPS[:1])
+    with pytest.raises(AutopruneError) as err:  # every difference is named at once
+        record.check_resumable(SETTINGS.replace(seed=4, batch_size=32), GROUPS)
+    assert "study.seed=0 (not 4), search.batch_size=128 (not 32)" in str(err.value)
+
+
+def test_the_resume_check_compares_the_baseline():
+    record = _record()
+    record.check_resumable(SETTINGS, GROUPS, {"model": "resnet20", "baseline_sha256": "00"})
+    with pytest.raises(AutopruneError, match="created with model='resnet20' \\(not 'resnet32'\\)"):
+        record.check_resumable(SETTINGS, GROUPS, {"model": "resnet32", "baseline_sha256": "00"})
+    with pytest.raises(AutopruneError, match="baseline with other weights"):
+        record.check_resumable(SETTINGS, GROUPS, {"model": "resnet20", "baseline_sha256": "11"})
+
+
+def test_a_resumed_study_records_its_new_budget():
+    record = _record()
+    record.update_budget(SETTINGS.replace(trials=200, timeout=60))
+    assert record.settings == SETTINGS.replace(trials=200, timeout=60)
+
+
+def test_a_study_is_new_until_its_creation_is_complete(monkeypatch):
+    record = StudyRecord(optuna.create_study())
+    written = []
+    original = record.study.set_user_attr
+
+    def crash_before_the_groups(key, value):
+        if key == "groups":
+            raise KeyboardInterrupt
+        written.append(key)
+        original(key, value)
+
+    monkeypatch.setattr(record.study, "set_user_attr", crash_before_the_groups)
+    with pytest.raises(KeyboardInterrupt):
+        record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {"model": "resnet20"})
+    assert "max_accuracy_drop" in written and "baseline_accuracy" in written and record.is_new
+
+
+def test_values_a_study_cannot_store_are_refused_before_anything_is_written():
+    record = StudyRecord(optuna.create_study())
+    with pytest.raises(AutopruneError, match="cannot be stored in an Optuna study"):
+        record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {"model_params": {"transform": object()}})
+    assert record.study.user_attrs == {}
+
+
+def test_a_study_not_made_by_autoprune_is_named_as_such():
+    with pytest.raises(AutopruneError, match="is not an autoprune study"):
+        StudyRecord(optuna.create_study(study_name="plain")).settings
 
 
 def test_the_record_reads_back_what_it_wrote():
@@ -51,8 +99,9 @@ def test_the_record_reads_back_what_it_wrote():
 
 def test_user_attributes_cannot_take_the_records_keys():
     record = StudyRecord(optuna.create_study())
-    with pytest.raises(AutopruneError, match="cannot set baseline_accuracy, seed"):
-        record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {}, extra={"seed": 3, "baseline_accuracy": 1.0})
+    with pytest.raises(AutopruneError, match="cannot set baseline_accuracy, baseline_weights, seed"):
+        record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {},
+                      extra={"seed": 3, "baseline_accuracy": 1.0, "baseline_weights": "/x.pt"})
 
 
 def test_trials_plans_and_feasibility():

@@ -77,6 +77,7 @@ def test_report_files_and_tables(tmp_path):
 def test_front_of_a_study_without_feasible_trials_is_empty(tmp_path):
     study = optuna.create_study()
     study.set_user_attr("groups", GROUPS)
+    study.set_user_attr("max_accuracy_drop", 1.0)
     for drop in (2.0, 3.0):
         trial = study.ask()
         trial.set_user_attr("accuracy", 90.0 - drop)
@@ -95,6 +96,7 @@ def test_multi_objective_front_applies_the_search_feasibility_rule(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("groups", GROUPS)
     study.set_user_attr("objective", ["accuracy", "flops"])
+    study.set_user_attr("max_accuracy_drop", 1.0)
     dist = {f"{g}.rate": FloatDistribution(0.0, 0.8) for g in GROUPS}
 
     def add(accuracy, flops, constraint, rate):
@@ -133,6 +135,7 @@ def test_trials_frame_skips_running_trials():
 def test_report_of_a_study_with_no_finished_trial(tmp_path):
     study = optuna.create_study()
     study.set_user_attr("objective", "flops")
+    study.set_user_attr("max_accuracy_drop", 1.0)
     study.ask()
     write_report(study, tmp_path)
     assert pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()

@@ -61,9 +61,9 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
     more = _search(baseline, digits, storage=storage, study_name="resume", trials=6)
     assert len(more.study.trials) == 6
     assert [t.params for t in more.study.trials[:4]] == params
-    with pytest.raises(autoprune.AutopruneError, match="created with objective='flops'"):
+    with pytest.raises(autoprune.AutopruneError, match="created with study.objective='flops' \\(not 'params'\\)"):
         _search(baseline, digits, storage=storage, study_name="resume", objective="params")
-    with pytest.raises(autoprune.AutopruneError, match="created with seed=0"):
+    with pytest.raises(autoprune.AutopruneError, match="created with study.seed=0"):
         _search(baseline, digits, storage=storage, study_name="resume", seed=7)
 
 
@@ -132,12 +132,24 @@ def test_resuming_with_another_batch_size_is_refused(baseline, digits, tmp_path)
     """Regression: the resume check compared a hand-picked list of settings without batch_size."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     _search(baseline, digits, storage=storage, study_name="b", trials=2)
-    with pytest.raises(autoprune.AutopruneError, match="created with batch_size=128, not 64"):
+    with pytest.raises(autoprune.AutopruneError, match="created with search.batch_size=128 \\(not 64\\)"):
         _search(baseline, digits, storage=storage, study_name="b", trials=2, batch_size=64)
-    with pytest.raises(autoprune.AutopruneError, match="created with latency_batch_size=1, not 4"):
+    with pytest.raises(autoprune.AutopruneError, match="created with study.latency_batch_size=1 \\(not 4\\)"):
         _search(baseline, digits, storage=storage, study_name="b", trials=2, latency_batch_size=4)
     more = _search(baseline, digits, storage=storage, study_name="b", trials=3, timeout=60)  # budget may change
     assert len(more.record.completed()) == 3
+    assert more.record.settings.trials == 3 and more.record.settings.timeout == 60.0
+
+
+def test_resuming_on_a_baseline_with_other_weights_is_refused(baseline, digits, tmp_path):
+    """A rerun whose baseline was trained anew must not mix its trials with the old baseline's."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _search(baseline, digits, storage=storage, study_name="w", trials=2)
+    other = copy.deepcopy(baseline)
+    with torch.no_grad():
+        other.fc.weight.mul_(1.01)
+    with pytest.raises(autoprune.AutopruneError, match="baseline with other weights"):
+        _search(other, digits, storage=storage, study_name="w", trials=3)
 
 
 def _failing_every_other(monkeypatch):

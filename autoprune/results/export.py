@@ -25,7 +25,7 @@ FORMATS = ("torch", "torchscript", "onnx")
 MODEL_FORMAT = "autoprune-model-v1"
 
 
-def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int = 1,
+def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
                   batch_size: int = 256) -> dict[str, float]:
     """Validation and test accuracy, FLOPs, parameters and latency (ms at ``latency_batch_size``)."""
     example = data.val[0][0].unsqueeze(0)

@@ -8,6 +8,7 @@ batches, so the rebuilt model is the trial's model.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ def rebuild(record: StudyRecord, number: int | None = None, *, baseline: nn.Modu
     """
     trial = record.trial(number)
     data = rebuild_data(record) if data is None else data
-    baseline = rebuild_baseline(record, data) if baseline is None else baseline.eval()
+    baseline = rebuild_baseline(record, data) if baseline is None else _on_cpu(baseline)
     _check_fingerprint(record, baseline)
     settings = record.settings
     calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
@@ -58,7 +59,7 @@ def rebuild_data(record: StudyRecord) -> Any:
     if "dataset" not in source:
         raise AutopruneError(
             f"study {record.name!r} does not name a registered dataset (its data did not come from "
-            "autoprune.create_dataset); pass data= to rebuild it"
+            "autoprune.create_dataset); rebuild it from Python with autoprune.Study.load(...).export(..., data=data)"
         )
     return create_dataset(source["dataset"], **source.get("dataset_params", {}))
 
@@ -68,7 +69,7 @@ def rebuild_baseline(record: StudyRecord, data: Any) -> nn.Module:
     if "model" not in source:
         raise AutopruneError(
             f"study {record.name!r} does not name a registered model (its baseline did not come from "
-            "autoprune.create_model); pass baseline=model to rebuild it"
+            "autoprune.create_model); rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)"
         )
     model = create_model(source["model"], num_classes=source.get("num_classes", data.num_classes),
                          in_channels=source.get("in_channels", data.input_shape[0]),
@@ -78,12 +79,19 @@ def rebuild_baseline(record: StudyRecord, data: Any) -> nn.Module:
         if weights is None:
             raise AutopruneError(
                 f"study {record.name!r} kept no baseline weights (its model was trained in memory and "
-                "the storage has no artifact folder); pass baseline=model to rebuild it"
+                "the storage has no artifact folder); rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)"
             )
         if not weights.is_file():
             raise AutopruneError(f"the baseline weights {str(weights)!r} of study {record.name!r} are gone; "
-                                 "pass baseline=model to rebuild it")
+                                 "rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)")
         load_checkpoint(model, weights, what="the baseline weights")
+    return model.eval()
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """The given baseline in eval mode, copied to the CPU if it lives elsewhere (exports run there)."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()
     return model.eval()
 
 

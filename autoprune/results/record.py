@@ -19,7 +19,7 @@ Study user attributes:
 
 Trial parameters: ``<group>.rate`` and ``<group>.method``. Trial user attributes:
 the metrics (``accuracy``, ``accuracy_drop``, ``flops``, ``params``, ``latency``)
-and timings (``prune_seconds``, ``eval_seconds``). The constraint
+and timings (``prune_seconds``, ``eval_seconds``); a failed trial's ``fail_reason``. The constraint
 ``accuracy_drop`` holds ``accuracy_drop - max_accuracy_drop``.
 
 A trial is feasible when it completed and recorded every constraint of the study
@@ -28,6 +28,7 @@ with a value <= 0 (Optuna's rule, which also refuses trials without constraints)
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutopruneError, unknown_name
-from ..settings import SearchSettings
+from ..settings import SearchSettings, setting_key
 
 Plan = dict[str, dict[str, Any]]
 
 #: Trial metrics, in the order tables show them.
 METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency")
 TIMINGS = ("prune_seconds", "eval_seconds")
+#: Why a failed trial failed (the error's message).
+FAIL_REASON = "fail_reason"
 #: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
 CONSTRAINT = "accuracy_drop"
 CONSTRAINTS = (CONSTRAINT,)
@@ -84,55 +87,80 @@ class StudyRecord:
 
     def create(self, settings: SearchSettings, groups: list[str], baseline: dict[str, float],
                source: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-        """Write a new study's settings, groups, baseline metrics and source.
+        """Write a new study's settings, baseline metrics, source, and last its groups.
 
         ``extra`` holds user attributes of the caller's own (the CLI notes the study
-        file); they may not use a key the record owns.
+        file); they may not use a key the record owns. ``groups`` is written last,
+        so a study interrupted while it is being created is still new.
         """
         unknown = set(source) - set(SOURCE_KEYS)
         if unknown:
             raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
-        values = {**settings.to_attrs(), GROUPS: list(groups), **source}
-        values.update({f"baseline_{k}": v for k, v in baseline.items()})
-        taken = sorted(set(extra or {}) & (set(values) | {f"baseline_{m}" for m in METRICS}))
+        extra = dict(extra or {})
+        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS)}
+        taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
-        for key, value in {**values, **(extra or {})}.items():
+        values = {**extra, **settings.to_attrs(), **source, **{f"baseline_{k}": v for k, v in baseline.items()}}
+        for key, value in values.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise AutopruneError(f"{key}={value!r} cannot be stored in an Optuna study (not JSON)") from None
+        for key, value in values.items():
             self.study.set_user_attr(key, value)
+        self.study.set_user_attr(GROUPS, list(groups))
 
-    def check_resumable(self, settings: SearchSettings, groups: list[str]) -> None:
-        """Refuse to resume with settings or groups other than the study's."""
-        stored = self.settings
-        conflicts = settings.resume_conflicts(stored)
+    def check_resumable(self, settings: SearchSettings, groups: list[str],
+                        source: dict[str, Any] | None = None) -> None:
+        """Refuse to resume with other settings, groups or baseline than the study's, naming every difference."""
+        conflicts = [(setting_key(name), before, now) for name, before, now in settings.resume_conflicts(self.settings)]
         if self.groups != list(groups):
             conflicts.append((GROUPS, self.groups, list(groups)))
+        stored = self.source
+        for key in ("model", "model_params", "dataset", "dataset_params"):
+            if source is not None and key in stored and stored.get(key) != source.get(key):
+                conflicts.append((key, stored.get(key), source.get(key)))
         if conflicts:
-            key, before, now = conflicts[0]
+            listed = ", ".join(f"{key}={before!r} (not {now!r})" for key, before, now in conflicts)
+            raise AutopruneError(f"study {self.name!r} was created with {listed}; "
+                                 "use another study name (or output folder) for new settings")
+        sha, now = stored.get("baseline_sha256"), (source or {}).get("baseline_sha256")
+        if sha and now and now != sha:
             raise AutopruneError(
-                f"study {self.name!r} was created with {key}={before!r}, not {now!r}; "
-                "use another study name (or output folder) for new settings"
+                f"study {self.name!r} was searched on a baseline with other weights (their SHA-256 fingerprint "
+                "differs); resuming would mix two models: use another study name (or output folder)"
             )
+
+    def update_budget(self, settings: SearchSettings) -> None:
+        """Record the settings a resumed study may change (its trial budget and timeout)."""
+        for key, value in settings.to_attrs().items():
+            if settings.is_resumable(key) and self.attrs.get(key) != value:
+                self.study.set_user_attr(key, value)
 
     @property
     def settings(self) -> SearchSettings:
-        return SearchSettings.from_attrs(self.attrs)
+        """The study's :class:`~autoprune.SearchSettings`."""
+        attrs = self.attrs
+        if "max_accuracy_drop" not in attrs:
+            raise AutopruneError(f"study {self.name!r} is not an autoprune study: it records no search settings")
+        return SearchSettings.from_attrs(attrs)
 
     @property
     def groups(self) -> list[str]:
         return list(self.attrs.get(GROUPS, []))
 
     @property
-    def max_accuracy_drop(self) -> float | None:
-        return self.attrs.get("max_accuracy_drop")
+    def max_accuracy_drop(self) -> float:
+        return self.settings.max_accuracy_drop
 
     @property
     def importances(self) -> list[str]:
-        return list(self.attrs.get("importances", []))
+        return list(self.settings.importances)
 
     @property
     def objectives(self) -> list[str]:
-        objective = self.attrs.get("objective", "flops")
-        return [objective] if isinstance(objective, str) else list(objective)
+        return self.settings.objectives
 
     @property
     def size_objective(self) -> str:
@@ -186,9 +214,18 @@ class StudyRecord:
         for key in (*METRICS, *TIMINGS):
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
-        trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.attrs["max_accuracy_drop"])
+        trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.max_accuracy_drop)
         values = [float(metrics[o]) for o in self.objectives]
         return values[0] if len(values) == 1 else values
+
+    @staticmethod
+    def write_failure(trial: optuna.Trial, error: Exception) -> None:
+        """Record why a trial failed."""
+        trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
+
+    @staticmethod
+    def fail_reason(trial: FrozenTrial) -> str | None:
+        return trial.user_attrs.get(FAIL_REASON)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -241,7 +278,8 @@ class StudyRecord:
         if number is None:
             chosen = self.chosen_trial()
             if chosen is None:
-                raise AutopruneError(f"study {self.name!r} has no feasible trial; name one with --trial N")
+                raise AutopruneError(f"study {self.name!r} has no feasible trial; choose one by its number "
+                                     "(--trial N on the command line)")
             return chosen
         done = {t.number: t for t in self.completed()}
         if number not in done:
@@ -253,7 +291,7 @@ class StudyRecord:
 
     def plan(self, trial: FrozenTrial) -> Plan:
         """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial."""
-        default = self.importances[0] if self.importances else None
+        default = self.importances[0]
         return {
             "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
             "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
@@ -272,13 +310,19 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = None) -> StudyRecord:
     """The record of study ``name`` in ``storage`` (the only study there when ``name`` is None)."""
+    if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        path = Path(storage.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, which does not exist")
     try:
         names = optuna.get_all_study_names(storage)
     except Exception as exc:  # SQLAlchemy and driver errors for unreachable or malformed URLs
         raise AutopruneError(f"cannot read the storage {storage!r}: {type(exc).__name__}: {exc}") from None
+    if not names:
+        raise AutopruneError(f"the storage {storage!r} holds no study")
     if name is None:
         if len(names) != 1:
-            raise AutopruneError(f"the storage holds studies {names}; choose one with --study NAME")
+            raise AutopruneError(f"the storage holds studies {names}; choose one by name (--study NAME)")
         name = names[0]
     elif name not in names:
         raise unknown_name("study", name, names)

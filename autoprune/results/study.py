@@ -39,7 +39,7 @@ class Study:
                 raise AutopruneError("give the search's output folder or a storage URL")
             db = Path(out_dir) / "study.db"
             if not db.is_file():
-                raise AutopruneError(f"{db} does not exist; pass --storage URL for a study stored elsewhere")
+                raise AutopruneError(f"{db} does not exist; give the storage URL of a study stored elsewhere")
             storage = f"sqlite:///{db.resolve()}"
         return cls(open_study(storage, name).study, out_dir)
 

@@ -4,7 +4,7 @@
 """
 
 from .evaluation import Evaluator, apply_plan, calibration_batches
-from .optimize import SearchResult, search
+from .optimize import SearchResult, baseline_source, check_importances, preflight, search
 from .recovery import recalibrate_batchnorm
 from .space import rate_grid, suggest_plan, uniform_params
 
@@ -12,6 +12,9 @@ __all__ = [
     "Evaluator",
     "SearchResult",
     "apply_plan",
+    "baseline_source",
+    "check_importances",
+    "preflight",
     "calibration_batches",
     "rate_grid",
     "recalibrate_batchnorm",

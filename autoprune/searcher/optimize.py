@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ..checkpoint import atomic_save
-from ..engine import resolve_importance
+from ..engine import prunable_groups, resolve_importance
 from ..errors import AutopruneError, PruningError, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
@@ -116,20 +116,62 @@ def search(
     sharing one storage stop together once the study holds ``trials`` completed trials.
     """
     settings = _settings(settings, overrides)
-    for name in settings.importances:
-        resolve_importance(name)  # an unknown name fails before any work
+    check_importances(settings)
     evaluator = Evaluator.build(model, data, settings)
+    source = baseline_source(evaluator.baseline, data)
     record = StudyRecord(_open_study(settings, storage, study_name))
     if record.is_new:
-        _create(record, evaluator, data, settings, _artifact_dir(storage, artifacts), study_attrs)
+        _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs)
     else:
-        record.check_resumable(settings, evaluator.groups)
+        record.check_resumable(settings, evaluator.groups, source)
+        record.update_budget(settings)
 
     def objective(trial: optuna.Trial) -> float | list[float]:
-        return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, evaluator.groups, settings)))
+        try:
+            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, evaluator.groups, settings)))
+        except PruningError as exc:
+            record.write_failure(trial, exc)
+            raise
 
     _run_trials(record, objective, settings, progress)
     return SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+
+
+def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
+              storage: str | optuna.storages.BaseStorage, study_name: str | None) -> None:
+    """The checks of :func:`search` that need no trained weights, to run before training a baseline.
+
+    Every importance must be registered, and a study that exists already must have
+    the same settings, groups, model and dataset.
+    """
+    check_importances(settings)
+    example = data.val[0][0].unsqueeze(0).to(next(model.parameters()).device)
+    groups = prunable_groups(model.eval(), example)
+    record = StudyRecord(_open_study(settings, storage, study_name))
+    if not record.is_new:
+        record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
+
+
+def check_importances(settings: SearchSettings) -> None:
+    """An unknown importance name fails here, before any work."""
+    for name in settings.importances:
+        resolve_importance(name)
+
+
+def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -> dict[str, Any]:
+    """What the study records of its baseline's origin (:mod:`autoprune.provenance`)."""
+    from .. import __version__
+
+    model_notes, data_notes = provenance(model), provenance(data)
+    source: dict[str, Any] = {k: model_notes[k] for k in ("model", "model_params", "num_classes", "in_channels")
+                              if k in model_notes}
+    source.update({k: data_notes[k] for k in ("dataset", "dataset_params") if k in data_notes})
+    source["autoprune_version"] = __version__
+    if with_weights:
+        source["baseline_sha256"] = fingerprint(model)
+        if model_notes.get("weights_sha256") == source["baseline_sha256"]:
+            source["baseline_weights"] = model_notes["weights"]
+    return source
 
 
 def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> SearchSettings:
@@ -154,25 +196,15 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
                                    sampler=sampler, load_if_exists=True)
 
 
-def _create(record: StudyRecord, evaluator: Evaluator, data: Any, settings: SearchSettings,
+def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings, source: dict[str, Any],
             artifact_dir: Path | None, study_attrs: dict[str, Any] | None) -> None:
-    """Record a new study and enqueue its uniform starts."""
-    from .. import __version__
-
-    model_notes, data_notes = provenance(evaluator.baseline), provenance(data)
-    source: dict[str, Any] = {k: model_notes[k] for k in ("model", "model_params", "num_classes", "in_channels")
-                              if k in model_notes}
-    source.update({k: data_notes[k] for k in ("dataset", "dataset_params") if k in data_notes})
-    source["baseline_sha256"] = fingerprint(evaluator.baseline)
-    source["autoprune_version"] = __version__
-    if model_notes.get("weights_sha256") == source["baseline_sha256"]:
-        source["baseline_weights"] = model_notes["weights"]
-    record.create(settings, evaluator.groups, evaluator.base, source, extra=study_attrs)
+    """Record a new study, keep its baseline's weights if no file holds them, enqueue its uniform starts."""
     if "baseline_weights" not in source and artifact_dir is not None:
         with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
             state_file = Path(tmp) / "baseline.pt"
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
+    record.create(settings, evaluator.groups, evaluator.base, source, extra=study_attrs)
     for rate in settings.uniform_starts:
         record.study.enqueue_trial(uniform_params(rate, evaluator.groups, settings), skip_if_exists=True)
 
