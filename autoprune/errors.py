@@ -34,13 +34,17 @@ class PruningError(AutopruneError):
     """A pruning request that cannot be carried out on this model."""
 
 
-def unknown_name(kind: str, name: object, valid: Iterable[str]) -> UnknownNameError:
-    """Build the error for an unknown ``name``, suggesting the closest valid ones."""
+def unknown_name(kind: str, name: object, valid: Iterable[str], *, list_all: bool = False) -> UnknownNameError:
+    """Build the error for an unknown ``name``, suggesting the closest valid ones.
+
+    Without a close one, the valid names are listed when there are few (or
+    ``list_all``); many registered plugins are pointed to ``autoprune plugins``.
+    """
     valid = sorted(valid)
     close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
     if close:
         hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    elif len(valid) <= 12:
+    elif len(valid) <= 12 or list_all:
         hint = "valid: " + ", ".join(repr(v) for v in valid) if valid else "none are registered"
     else:
         hint = f"{len(valid)} are registered; list them with `autoprune plugins`"

@@ -113,7 +113,7 @@ class _Validated:
         names = {f.name for f in dataclasses.fields(self)}
         for key in changes:
             if key not in names:
-                raise unknown_name(type(self).__name__ + " field", key, names)
+                raise unknown_name(type(self).__name__ + " field", key, names, list_all=True)
         return dataclasses.replace(self, **changes)
 
     def to_attrs(self) -> dict[str, Any]:
@@ -318,7 +318,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
             raise AutopruneError(f"[{section}] must be a table, got {type(body).__name__}")
         for key, value in body.items():
             if key not in valid[section]:
-                raise unknown_name(f"key in [{section}]", key, valid[section])
+                raise unknown_name(f"key in [{section}]", key, valid[section], list_all=True)
             target = ALIASES.get((section, key), key)
             if target in values[section]:
                 raise AutopruneError(f"give {section}.{target} or {section}.{key}, not both")

@@ -180,7 +180,7 @@ def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> Sea
     names = SearchSettings.__dataclass_fields__
     for key in overrides:
         if key not in names:
-            raise unknown_name("search() argument", key, names)
+            raise unknown_name("search() argument", key, names, list_all=True)
     if "max_accuracy_drop" not in overrides:
         raise AutopruneError("search() needs max_accuracy_drop= (or a SearchSettings)")
     return SearchSettings(**overrides)
