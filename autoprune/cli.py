@@ -47,30 +47,55 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
+def _study_baseline(args: argparse.Namespace):
+    """The study file (with the command line's overrides), its data and trained baseline, checked first."""
     from .baseline import build_model, load_or_train
-    from .searcher import preflight, search
+    from .searcher import preflight
     from .settings import load_study_file
     from .zoo import create_dataset
 
     study_file = load_study_file(args.study)
-    overrides = {k: v for k, v in {"trials": args.trials, "timeout": args.timeout, "seed": args.seed}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None),
+                                   "seed": args.seed}.items() if v is not None}
     study_file = study_file.replace(settings=study_file.settings.replace(**overrides),
                                     **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v})
-    out = study_file.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-
+    study_file.out_dir.mkdir(parents=True, exist_ok=True)
     data = create_dataset(study_file.dataset, **study_file.dataset_params)
     model = build_model(study_file, data)
-    storage = study_file.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
     preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
     model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
-    result = search(model, data, study_file.settings, storage=storage, study_name=study_file.name,
-                    artifacts=out / "artifacts", progress=not args.quiet,
-                    study_attrs={"study_file": study_file.path} if study_file.path else None)
-    return _summarize(result, storage, out, time.perf_counter() - started, trained)
+    where = {"storage": storage, "study_name": study_file.name, "artifacts": study_file.out_dir / "artifacts",
+             "study_attrs": {"study_file": study_file.path} if study_file.path else None}
+    return study_file, data, model, trained, where
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .searcher import search
+
+    started = time.perf_counter()
+    study_file, data, model, trained, where = _study_baseline(args)
+    result = search(model, data, study_file.settings, progress=not args.quiet, **where)
+    return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .results import write_sensitivity
+    from .searcher import ensure_sensitivity, open_search
+
+    study_file, data, model, _, where = _study_baseline(args)
+    record, evaluator = open_search(model, data, study_file.settings, **where)
+    rows = ensure_sensitivity(record, evaluator)
+    table, figure = write_sensitivity(record, study_file.out_dir)
+    budget = record.max_accuracy_drop
+    print(f"sensitivity of {len(record.groups)} groups ({len(rows)} plans, each group pruned alone), "
+          f"baseline accuracy {record.baseline['accuracy']:.2f} %")
+    print(f"  {'group':<28} {'largest rate within ' + str(budget) + ' points':>30} {'searched up to':>15}")
+    for group, limit in record.rate_limits.items():
+        within = [r["rate"] for r in rows if r["group"] == group and "failed" not in r and r["accuracy_drop"] <= budget]
+        print(f"  {group:<28} {max(within, default=0.0):>30.2f} {limit:>15.2f}")
+    print(f"saved {table} and {figure}")
+    return 0
 
 
 def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
@@ -102,6 +127,12 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     for key in ("flops", "params"):
         before, after = baseline[key], metrics[key]
         print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")
+    compared = record.comparison(best)
+    if compared:
+        name = {"uniform": "one uniform rate", "global": "global pruning"}[compared["baseline"]]
+        print(f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
+              f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
+              f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)")
     plan = result.best_plan
     save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan})
     plan_path = out / "best_plan.json"
@@ -173,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the sampler and the baseline training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("sensitivity", help="prune each group alone at each rate; write a CSV and a plot (cached in the study)")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
+    p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
+    p.add_argument("--seed", type=int, help="seed of the calibration batches and the baseline training")
+    p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("report", help="write the report of a search (also while it runs) into OUT_DIR/report")
     p.add_argument("out_dir", help="the search's output folder")

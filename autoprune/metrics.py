@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,20 +39,32 @@ def measure(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     return {"flops": count_flops(model, example_inputs), "params": count_params(model)}
 
 
-def accuracy(model: nn.Module, batches) -> float:
-    """Top-1 accuracy in percent over ``(inputs, targets)`` batches, in eval mode."""
+def count_correct(model: nn.Module, batches, stop: Callable[[int, int], bool] | None = None) -> tuple[int, int]:
+    """Top-1 correct predictions and samples seen over ``(inputs, targets)`` batches, in eval mode.
+
+    ``stop(correct, seen)`` is asked after every batch; when it answers True the
+    count ends there (an evaluation that can no longer change its verdict).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = total = 0
+    correct = seen = 0
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for inputs, targets in batches:
                 predictions = model(inputs.to(device)).argmax(1).cpu()
                 correct += int((predictions == targets).sum())
-                total += len(targets)
+                seen += len(targets)
+                if stop is not None and stop(correct, seen):
+                    break
     finally:
         model.train(was_training)
+    return correct, seen
+
+
+def accuracy(model: nn.Module, batches) -> float:
+    """Top-1 accuracy in percent over ``(inputs, targets)`` batches, in eval mode."""
+    correct, total = count_correct(model, batches)
     if total == 0:
         raise ValueError("accuracy() got no samples")
     return 100.0 * correct / total

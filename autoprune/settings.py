@@ -30,6 +30,9 @@ from .errors import AutopruneError, unknown_name
 OBJECTIVES = ("flops", "params", "latency")
 #: What a multi-objective search may trade off (two or three of them); accuracy is maximized.
 MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency")
+#: Optuna samplers a study may use, and how a search picks its first trials.
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
+WARM_STARTS = ("sensitivity", "uniform", "none")
 
 _REQUIRED = dataclasses.MISSING
 
@@ -181,10 +184,24 @@ class SearchSettings(_Validated):
     batch_size: int = setting(
         128, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
         doc="batch size of calibration and evaluation")
+    sampler: str = setting(
+        "tpe", section="search", rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
+        check=lambda v: v in SAMPLERS, choices=SAMPLERS,
+        doc="Optuna's sampler: multivariate TPE, Gaussian process, CMA-ES, random search or NSGA-II")
+    warm_start: str = setting(
+        "sensitivity", section="search", rule="one of 'sensitivity', 'uniform', 'none'",
+        check=lambda v: v in WARM_STARTS, choices=WARM_STARTS,
+        doc="the first trials: plans built from per-group sensitivity curves (which also bound each "
+            "group's range), or the uniform_starts; the uniform-rate baseline is tried first in every case")
+    early_stop: str = setting(
+        "exact", section="search", rule="one of 'exact', 'statistical', 'off'",
+        check=lambda v: v in ("exact", "statistical", "off"), choices=("exact", "statistical", "off"),
+        doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
+            "'statistical': at a 0.1% false-stop risk per check)")
     uniform_starts: tuple[float, ...] = setting(
         (0.1, 0.2, 0.3, 0.4, 0.5), section="search", rule="a list of rates in [rate_min, rate_max]",
         check=lambda v: isinstance(v, (list, tuple)) and all(_is_rate(r) for r in v),
-        doc="uniform plans (the same rate in every group) tried first")
+        doc="uniform plans (the same rate in every group) tried first with warm_start = 'uniform'")
 
     def _check_together(self) -> None:
         if self.rate_max < self.rate_min:

@@ -134,7 +134,7 @@ def test_study_errors_come_before_the_baseline_is_trained(tmp_path, capsys, monk
 def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch):
     from autoprune.searcher.evaluation import Evaluator
 
-    def broken(self, plan):
+    def broken(self, plan, **kwargs):
         raise autoprune.PruningError("Torch-Pruning failed on group 'x'")
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)

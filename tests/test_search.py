@@ -25,7 +25,7 @@ def baseline(digits):
 
 def _search(baseline, digits, **kw):
     options = dict(max_accuracy_drop=2.0, trials=6, importances=("l1", "fpgm"), seed=0,
-                   calibration_batches=4, uniform_starts=(0.0, 0.2))
+                   calibration_batches=4, uniform_starts=(0.0, 0.2), warm_start="uniform")
     options.update(kw)
     return search(copy.deepcopy(baseline), digits, **options)
 
@@ -46,9 +46,12 @@ def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
             assert key in trial.user_attrs
         assert trial.value == trial.user_attrs["flops"]
         assert trial.constraints["accuracy_drop"] == pytest.approx(trial.user_attrs["accuracy_drop"] - 2.0)
-    # the two uniform starts come first
-    assert {study.trials[0].params[f"{g}.rate"] for g in groups} == {0.0}
-    assert {study.trials[1].params[f"{g}.rate"] for g in groups} == {0.2}
+    # the uniform-rate baseline (rounded down to the grid) comes first, then the uniform starts
+    reference = attrs["references"]["uniform"]["rate"]
+    grid = autoprune.searcher.rate_grid(0.0, 0.8, 0.05)
+    assert {study.trials[0].params[f"{g}.rate"] for g in groups} == {max(r for r in grid if r <= reference + 1e-9)}
+    assert {study.trials[1].params[f"{g}.rate"] for g in groups} == {0.0}
+    assert {study.trials[2].params[f"{g}.rate"] for g in groups} == {0.2}
     assert result.best_trial.number == study.best_trial.number == StudyRecord(study).chosen_trial().number
 
 
@@ -68,15 +71,15 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
-    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=2, uniform_starts=(0.0, 0.8),
+    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=3, uniform_starts=(0.0, 0.8),
                      importances=("l1",))
-    untouched, crushed = result.study.trials
+    _, untouched, crushed = result.study.trials
     # rate 0 only recalibrates BatchNorm, which keeps (here: raises) the accuracy of a briefly trained baseline
     assert untouched.user_attrs["accuracy_drop"] < 1.5
     assert untouched.constraints["accuracy_drop"] <= 0
     assert crushed.user_attrs["accuracy_drop"] > 1.5 and crushed.constraints["accuracy_drop"] > 0
     assert crushed.value < untouched.value  # smaller, but over budget
-    assert result.best_trial.number == untouched.number
+    assert result.best_trial.number != crushed.number
 
 
 def test_same_seed_gives_the_same_trials(baseline, digits):
@@ -158,11 +161,11 @@ def _failing_every_other(monkeypatch):
     calls = {"n": 0}
     evaluate = Evaluator.evaluate
 
-    def flaky(self, plan):
+    def flaky(self, plan, **kwargs):
         calls["n"] += 1
         if calls["n"] % 2 == 0:
             raise autoprune.PruningError("this plan cannot be pruned")
-        return evaluate(self, plan)
+        return evaluate(self, plan, **kwargs)
 
     monkeypatch.setattr(Evaluator, "evaluate", flaky)
 
@@ -170,6 +173,7 @@ def _failing_every_other(monkeypatch):
 def test_failed_trials_do_not_count_towards_the_budget(baseline, digits, monkeypatch):
     """Regression: study.optimize(n_trials=remaining) counted failed trials, so a study with
     failures ended with fewer completed trials than asked for."""
+    monkeypatch.setattr(autoprune.searcher.optimize, "prepare", lambda record, evaluator: None)
     _failing_every_other(monkeypatch)
     result = _search(baseline, digits, trials=5)
     states = [t.state.name for t in result.study.trials]
@@ -180,13 +184,16 @@ def test_failed_trials_do_not_count_towards_the_budget(baseline, digits, monkeyp
 def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch):
     from autoprune.searcher.evaluation import Evaluator
 
-    def broken(self, plan):
+    def broken(self, plan, **kwargs):
         raise autoprune.PruningError("never prunable")
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)
-    result = _search(baseline, digits, trials=3)
+    result = _search(baseline, digits, trials=3, warm_start="sensitivity")
     assert [t.state.name for t in result.study.trials] == ["FAIL"] * 3
     assert result.best_trial is None
+    references, curves = result.record.references, result.record.sensitivity
+    assert references["uniform"]["rate"] is None and references["global"]["rate"] is None
+    assert curves and all("never prunable" in row["failed"] for row in curves)
 
 
 def test_search_needs_no_builtin_importance_it_does_not_use(baseline, digits, monkeypatch):

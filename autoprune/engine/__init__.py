@@ -7,7 +7,7 @@ the groups a plan may set; ``channel_groups`` shows them as importances see them
 from .groups import ChannelGroup, CoupledLayer
 from .importance import DEFAULT_IMPORTANCE, Importance, ImportanceSpec, resolve_importance
 from .inputs import call_model, output_shapes
-from .prune import channel_groups, prunable_groups, prune, unprunable_groups
+from .prune import channel_groups, group_scores, group_sizes, prunable_groups, prune, unprunable_groups
 
 __all__ = [
     "DEFAULT_IMPORTANCE",
@@ -17,6 +17,8 @@ __all__ = [
     "ImportanceSpec",
     "call_model",
     "channel_groups",
+    "group_scores",
+    "group_sizes",
     "output_shapes",
     "prunable_groups",
     "prune",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -59,6 +59,30 @@ def channel_groups(model: nn.Module, example_inputs: Any, *, calibration: Batche
             return [graph.channel_group(spec, with_grads=calibration is not None) for spec in graph.groups.values()]
 
 
+def group_scores(model: nn.Module, example_inputs: Any, importance: ImportanceSpec, *,
+                 calibration: Batches | None = None, loss_fn: LossFn = F.cross_entropy,
+                 scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The checked scores of every prunable group under one importance, ``{group: scores}``.
+
+    ``scores`` is the same cache :func:`prune` takes. The model is not changed.
+    """
+    with _mode_kept(model):
+        graph = ChannelGraph(model, example_inputs)
+        method = resolve_importance(importance)
+        cache = {} if scores is None else scores
+        missing = [n for n in graph.groups if (n, method.name) not in cache]
+        with _gradients(model, calibration, loss_fn, needed=method.needs_grads and bool(missing), users=[method.name]):
+            for name in missing:
+                cache[name, method.name] = method.scores(graph.channel_group(graph.groups[name], method.needs_grads))
+        return {n: cache[n, method.name] for n in graph.groups}
+
+
+def group_sizes(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, int]]:
+    """``{group: (channels, channel groups)}``: a rate removes the same channels from each channel group."""
+    with _mode_kept(model):
+        return {n: (spec.num_channels, _channel_groups(spec)) for n, spec in ChannelGraph(model, example_inputs).groups.items()}
+
+
 def prune(
     model: nn.Module,
     example_inputs: Any,
@@ -67,6 +91,7 @@ def prune(
     *,
     calibration: Batches | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
 ) -> nn.Module:
     """Remove channels from ``model`` in place and return it.
 
@@ -84,6 +109,10 @@ def prune(
             gradients of ``loss_fn`` accumulated over these batches (in eval
             mode, so BatchNorm statistics are not changed).
         loss_fn: the loss whose gradients are accumulated (cross-entropy by default).
+        scores: a cache of importance scores, ``{(group, importance name): scores}``,
+            read where it has an entry and filled where it has none. Scores depend
+            only on the unpruned model (and the calibration batches), so a search
+            that prunes copies of one baseline computes each of them once.
 
     The output shape never changes; the pruned model is checked with a forward pass.
     """
@@ -92,13 +121,15 @@ def prune(
         graph = ChannelGraph(model, example_inputs)
         group_rates = _rates_per_group(rates, graph)
         methods = _importances_per_group(importance, graph, [n for n, r in group_rates.items() if r > 0])
-        gradient_users = sorted({m.name for m in methods.values() if m.needs_grads})
+        cache = {} if scores is None else scores
+        missing = {n: m for n, m in methods.items() if (n, m.name) not in cache}
+        gradient_users = sorted({m.name for m in missing.values() if m.needs_grads})
         with _gradients(model, calibration, loss_fn, needed=bool(gradient_users), users=gradient_users):
-            removals = []
-            for name, method in methods.items():
-                spec = graph.groups[name]
-                scores = method.scores(graph.channel_group(spec, with_grads=method.needs_grads))
-                removals.append((spec, pruning_indices(scores, spec, group_rates[name])))
+            for name, method in missing.items():
+                group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
+                cache[name, method.name] = method.scores(group)
+        removals = [(graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n]))
+                    for n, m in methods.items()]
         for spec, idxs in removals:
             _remove(graph, spec, idxs)
         adapters.sync_attributes(model)
@@ -106,11 +137,13 @@ def prune(
         return model
 
 
+def _channel_groups(spec: GroupSpec) -> int:
+    return spec.channel_groups if spec.num_channels % spec.channel_groups == 0 else 1
+
+
 def pruning_indices(scores: torch.Tensor, spec: GroupSpec, rate: float) -> list[int]:
     """The channels to remove: the lowest-scored ``floor(rate * size)``, the same in every channel group."""
-    cg = spec.channel_groups
-    if spec.num_channels % cg:
-        cg = 1
+    cg = _channel_groups(spec)
     size = spec.num_channels // cg
     per_channel = scores.view(cg, size).mean(0) if cg > 1 else scores
     n_prune = min(int(math.floor(rate * size + 1e-9)), size - 1)

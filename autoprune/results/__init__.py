@@ -3,7 +3,7 @@
 from .export import FORMATS, load, measure_model, save, save_model
 from .rebuild import Rebuilt, rebuild
 from .record import StudyRecord, open_study
-from .report import trials_frame, write_report
+from .report import sensitivity_frame, trials_frame, write_report, write_sensitivity
 from .study import Study
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "rebuild",
     "save",
     "save_model",
+    "sensitivity_frame",
     "trials_frame",
     "write_report",
+    "write_sensitivity",
 ]

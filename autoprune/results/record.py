@@ -6,6 +6,9 @@ what a study holds, and any Optuna client can read it.
 
 Study user attributes:
 
+- ``sensitivity`` (per-group curves), ``rate_limits`` (each group's searched
+  range), ``references`` (the uniform and global baselines, found by bisection)
+  and ``warm_started``, written before the trials;
 - the search settings, one attribute per :class:`~autoprune.SearchSettings` field;
 - ``groups``: the prunable groups, in layer order;
 - ``baseline_accuracy``, ``baseline_flops``, ``baseline_params`` (and
@@ -19,7 +22,10 @@ Study user attributes:
 
 Trial parameters: ``<group>.rate`` and ``<group>.method``. Trial user attributes:
 the metrics (``accuracy``, ``accuracy_drop``, ``flops``, ``params``, ``latency``)
-and timings (``prune_seconds``, ``eval_seconds``); a failed trial's ``fail_reason``. The constraint
+and timings (``prune_seconds``, ``recalibrate_seconds``, ``eval_seconds``,
+``measure_seconds``), ``evaluated`` (validation images counted: fewer than the
+split when the count stopped early, with a drop certain or likely to exceed the
+budget); a failed trial's ``fail_reason``. The constraint
 ``accuracy_drop`` holds ``accuracy_drop - max_accuracy_drop``.
 
 A trial is feasible when it completed and recorded every constraint of the study
@@ -43,7 +49,9 @@ Plan = dict[str, dict[str, Any]]
 
 #: Trial metrics, in the order tables show them.
 METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency")
-TIMINGS = ("prune_seconds", "eval_seconds")
+TIMINGS = ("prune_seconds", "recalibrate_seconds", "eval_seconds", "measure_seconds")
+#: Validation images a trial's count saw (fewer than the split when it stopped early).
+EVALUATED = "evaluated"
 #: Why a failed trial failed (the error's message).
 FAIL_REASON = "fail_reason"
 #: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
@@ -51,6 +59,10 @@ CONSTRAINT = "accuracy_drop"
 CONSTRAINTS = (CONSTRAINT,)
 GROUPS = "groups"
 #: What the study says about where its baseline came from.
+#: What a study learns before its trials, written once: the per-group sensitivity
+#: curves, each group's searched range, the simple baselines, and that its warm
+#: starts were enqueued.
+SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED = "sensitivity", "rate_limits", "references", "warm_started"
 SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
                "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
                "autoprune_version")
@@ -97,7 +109,8 @@ class StudyRecord:
         if unknown:
             raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
         extra = dict(extra or {})
-        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS)}
+        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS),
+                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED}
         taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
@@ -168,6 +181,11 @@ class StudyRecord:
         return next((o for o in self.objectives if o != "accuracy"), "flops")
 
     @property
+    def size_objective_measure(self) -> str:
+        """The size measure counted for every plan that stands in for the size objective (latency: FLOPs)."""
+        return "params" if self.size_objective == "params" else "flops"
+
+    @property
     def baseline(self) -> dict[str, float]:
         """The unpruned model's metrics (``accuracy``, ``flops``, ``params``, maybe ``latency``)."""
         return {m: self.attrs[f"baseline_{m}"] for m in METRICS if f"baseline_{m}" in self.attrs}
@@ -176,6 +194,58 @@ class StudyRecord:
     def source(self) -> dict[str, Any]:
         """What the study knows of its baseline's origin (see the module docstring)."""
         return {k: self.attrs[k] for k in SOURCE_KEYS if k in self.attrs}
+
+    # -- what the study learns before its trials ----------------------------------------
+
+    @property
+    def sensitivity(self) -> list[dict[str, Any]] | None:
+        """Rows ``group, rate, accuracy_drop, flops, params, evaluated``, or None before they are measured."""
+        return self.attrs.get(SENSITIVITY)
+
+    @property
+    def rate_limits(self) -> dict[str, float]:
+        """Each group's largest searched rate (every group's is ``rate_max`` unless sensitivity narrowed it)."""
+        limits = self.attrs.get(RATE_LIMITS) or {}
+        rate_max = self.settings.rate_max
+        return {g: limits.get(g, rate_max) for g in self.groups}
+
+    def write_sensitivity(self, rows: list[dict[str, Any]], limits: dict[str, float]) -> None:
+        self.study.set_user_attr(RATE_LIMITS, limits)
+        self.study.set_user_attr(SENSITIVITY, rows)
+
+    @property
+    def references(self) -> dict[str, dict[str, Any]] | None:
+        """The uniform and global baselines: ``{"uniform": {"rate", "accuracy", "flops", ...}, "global": ...}``."""
+        return self.attrs.get(REFERENCES)
+
+    def write_references(self, references: dict[str, dict[str, Any]]) -> None:
+        self.study.set_user_attr(REFERENCES, references)
+
+    @property
+    def warm_started(self) -> bool:
+        return bool(self.attrs.get(WARM_STARTED))
+
+    def mark_warm_started(self) -> None:
+        self.study.set_user_attr(WARM_STARTED, True)
+
+    def comparison(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The trial's reduction of the size objective next to the better simple baseline's.
+
+        ``{"measure", "reduction", "baseline": "uniform" | "global", "baseline_reduction",
+        "uniform_reduction", "global_reduction", "ratio"}``, or None before the
+        baselines are measured.
+        """
+        references, measure = self.references, self.size_objective
+        base = self.baseline.get(measure)
+        if not references or not base or measure not in trial.user_attrs:
+            return None
+        reductions = {k: (base / r[measure] if r.get("rate") is not None and r.get(measure) else 1.0)
+                      for k, r in references.items()}
+        better = max(reductions, key=lambda k: reductions[k])
+        reduction = base / trial.user_attrs[measure]
+        return {"measure": measure, "reduction": reduction, "baseline": better,
+                "baseline_reduction": reductions[better], "ratio": reduction / reductions[better],
+                **{f"{k}_reduction": v for k, v in reductions.items()}}
 
     # -- the baseline's weights ---------------------------------------------------------
 
@@ -211,7 +281,7 @@ class StudyRecord:
 
     def write_trial(self, trial: optuna.Trial, metrics: dict[str, float]) -> list[float] | float:
         """Record a trial's metrics and constraint; return its objective value(s)."""
-        for key in (*METRICS, *TIMINGS):
+        for key in (*METRICS, *TIMINGS, EVALUATED):
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
         trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.max_accuracy_drop)

@@ -35,7 +35,7 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
     record = as_record(study)
     rows = []
     for t in record.trials():
-        if t.state == optuna.trial.TrialState.RUNNING:
+        if not t.state.is_finished():
             continue
         uniform = record.uniform_rate(t)
         rows.append({
@@ -89,6 +89,13 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
     if len(front):
         ax.plot(_scaled(front[objective], objective), front["accuracy"], "o-", color="#1f77b4", ms=7,
                 lw=2, label="Pareto front (searched per layer)", zorder=5)
+    for kind, marker, colour, label in (("uniform", "D", "#ff7f0e", "uniform-rate baseline"),
+                                        ("global", "P", "#9467bd", "global-pruning baseline")):
+        reference = (record.references or {}).get(kind, {})
+        if reference.get("rate") is not None and objective in reference:
+            ax.scatter([_scaled(reference[objective], objective)], [reference["accuracy"]], marker=marker, s=110,
+                       color=colour, edgecolor="black", zorder=7,
+                       label=f"{label} (rate {reference['rate']:.3f}, by bisection)")
     baseline, max_drop = record.baseline, record.max_accuracy_drop
     base_acc = baseline.get("accuracy")
     if base_acc is not None and max_drop is not None:
@@ -130,6 +137,47 @@ def plot_rates(record: StudyRecord, trial: optuna.trial.FrozenTrial):
     return fig
 
 
+def sensitivity_frame(record: StudyRecord) -> pd.DataFrame:
+    """The study's sensitivity curves, one row per (group, rate), groups in layer order."""
+    columns = ["group", "rate", "accuracy_drop", "flops", "params", "evaluated", "failed"]
+    return pd.DataFrame(record.sensitivity or [], columns=columns)
+
+
+def plot_sensitivity(record: StudyRecord):
+    """One curve per group: the accuracy drop with that group alone pruned, against its rate."""
+    frame = sensitivity_frame(record)
+    max_drop = record.max_accuracy_drop
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    groups = list(dict.fromkeys(frame["group"])) if len(frame) else []
+    colours = plt.cm.viridis([i / max(1, len(groups) - 1) for i in range(len(groups))])
+    for colour, group in zip(colours, groups):
+        rows = frame[(frame["group"] == group) & frame["accuracy_drop"].notna()]
+        ax.plot(rows["rate"], rows["accuracy_drop"], "o-", ms=3, lw=1.2, color=colour, label=group)
+    ax.axhline(max_drop, color="#2ca02c", ls=":", lw=1.5, label=f"budget: {max_drop} points")
+    ax.set_ylim(-0.5 * max_drop, 2.5 * max_drop)
+    ax.set_xlabel("rate of the one group pruned (fraction of its channels removed)")
+    ax.set_ylabel("validation accuracy drop, points")
+    ax.set_title(f"sensitivity of each group alone ({len(groups)} groups)")
+    ax.grid(alpha=0.25)
+    if len(groups) <= 24:
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def write_sensitivity(study: optuna.Study | StudyRecord, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``sensitivity.csv`` and ``sensitivity.png`` into ``folder``; return their paths."""
+    record = as_record(study)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table, figure = folder / "sensitivity.csv", folder / "sensitivity.png"
+    sensitivity_frame(record).to_csv(table, index=False)
+    fig = plot_sensitivity(record)
+    fig.savefig(figure)
+    plt.close(fig)
+    return table, figure
+
+
 def _png_data(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -160,6 +208,9 @@ def write_report(study: optuna.Study | StudyRecord, folder: str | Path) -> Path:
         fig.savefig(folder / "rates.png")
         figures["rates"] = _png_data(fig)
         plt.close(fig)
+    if record.sensitivity:
+        write_sensitivity(record, folder)
+        figures["sensitivity"] = base64.b64encode((folder / "sensitivity.png").read_bytes()).decode()
 
     index = folder / "index.html"
     index.write_text(_html(record, frame, front, figures, chosen, objective))
@@ -180,13 +231,22 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
     seconds = complete["seconds"].dropna() if len(complete) else pd.Series(dtype=float)
     settings = "".join(
-        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(attrs.items()) if k != "groups"
+        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(attrs.items())
+        if k not in ("groups", "sensitivity", "rate_limits", "references")
     )
+    best = record.chosen_trial()
+    compared = record.comparison(best) if best is not None else None
+    versus = "" if compared is None else (
+        f"<p>Against the simple baselines, each at its largest rate within the budget (found by bisection): "
+        f"trial #{best.number} has {compared['reduction']:.2f}x fewer {e(compared['measure'])}, one uniform rate "
+        f"{compared['uniform_reduction']:.2f}x, global pruning {compared['global_reduction']:.2f}x: "
+        f"<strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
     columns = ["trial", "accuracy", "accuracy_drop", "flops", "params"]
     table = front[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
-        for key, title in (("pareto", "Accuracy against " + objective), ("rates", f"Per-layer plan of trial #{chosen}"))
+        for key, title in (("pareto", "Accuracy against " + objective), ("rates", f"Per-layer plan of trial #{chosen}"),
+                           ("sensitivity", "Sensitivity of each group alone"))
         if key in figures
     )
     return f"""<!doctype html>
@@ -201,6 +261,7 @@ Budget: at most {e(str(record.max_accuracy_drop))} points of accuracy lost.</p>
 <p>Search cost: {len(complete)} finished trials ({int(complete['feasible'].sum()) if len(complete) else 0} within the budget),
 {_wall_seconds(record):.0f} s of wall time from the first trial's start to the last one's end
 ({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
+{versus}
 <h2>Pareto front ({len(front)} trials)</h2>{table}
 {images}
 <h2>Settings</h2><table>{settings}</table>

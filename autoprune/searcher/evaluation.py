@@ -1,15 +1,24 @@
-"""How a trial's plan is scored: prune a copy, recalibrate BatchNorm, measure.
+"""How a plan is scored: prune a copy, recalibrate BatchNorm, count correct answers, measure.
 
-Everything a trial needs that does not depend on its plan is built once per study
+Everything that does not depend on the plan is built once per study
 (:class:`Evaluator`): the example input, the fixed calibration batches, the
-validation batches and the baseline's own metrics, so every trial is scored on
-exactly the same images. Scoring after BatchNorm recalibration ranks candidates
-far better than accuracy right after pruning (Li et al., "EagleEye", ECCV 2020).
+validation batches in a fixed shuffled order, the baseline's own metrics, and the
+importance scores of every group (a cache that every trial reuses). Scoring after
+BatchNorm recalibration ranks candidates far better than accuracy right after
+pruning (Li et al., "EagleEye", ECCV 2020).
+
+Validation runs batch by batch and can stop as soon as the verdict is known
+(:class:`Budget`): ``"exact"`` stops once the errors counted so far exceed what
+the budget allows even if every remaining image were right, so it never marks a
+feasible plan infeasible; ``"statistical"`` also stops once a one-sided Wilson
+upper confidence bound on the accuracy (Wilson, JASA 1927), at a false-stop
+probability of ``STATISTICAL_DELTA`` per check, puts the plan over the budget.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,13 +31,17 @@ from torch.utils.data import DataLoader
 
 from ..engine import prunable_groups, prune
 from ..errors import AutopruneError
-from ..metrics import accuracy, latency_ms, measure
+from ..metrics import count_correct, latency_ms, measure
 from ..results.record import Plan
 from ..settings import SearchSettings
 from .recovery import recalibrate_batchnorm
 
 #: Calibration batches whose gradients feed importances registered with ``needs_grads``.
 GRADIENT_BATCHES = 4
+#: The statistical early stop's one-sided error probability per check, and the
+#: fewest images it needs before it may stop.
+STATISTICAL_DELTA = 1e-3
+STATISTICAL_MIN_IMAGES = 256
 
 
 def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> list:
@@ -53,11 +66,63 @@ def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> li
             np.random.set_state(numpy_state)
 
 
-def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list) -> nn.Module:
+def validation_batches(data: Any, batch_size: int, seed: int) -> list:
+    """The whole validation split in a fixed shuffled order, so a stopped count has seen every class."""
+    loader = DataLoader(data.val, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return list(loader)
+
+
+def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
+               scores: dict | None = None) -> nn.Module:
     """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
     model = prune(copy.deepcopy(baseline), example_inputs, plan["rates"], importance=plan["methods"],
-                  calibration=calibration[:GRADIENT_BATCHES])
+                  calibration=calibration[:GRADIENT_BATCHES], scores=scores)
     return recalibrate_batchnorm(model, calibration)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The accuracy constraint in counts: ``base_correct`` of ``total`` images, at most ``max_drop`` points lost."""
+
+    base_correct: int
+    total: int
+    max_drop: float
+
+    def drop(self, correct: int) -> float:
+        """Points of accuracy lost with ``correct`` right answers in all."""
+        return 100.0 * (self.base_correct - correct) / self.total
+
+    def allows(self, correct: int) -> bool:
+        return self.drop(correct) <= self.max_drop
+
+    def stop_rule(self, mode: str):
+        """``stop(correct, seen)`` for :func:`autoprune.metrics.count_correct`, or None for ``"off"``."""
+        if mode == "off":
+            return None
+        z = _normal_quantile(1 - STATISTICAL_DELTA)
+
+        def stop(correct: int, seen: int) -> bool:
+            remaining = self.total - seen
+            if not self.allows(correct + remaining):
+                return True  # even a perfect rest cannot bring it within the budget
+            if mode == "statistical" and seen >= STATISTICAL_MIN_IMAGES and remaining:
+                likely_best = correct + wilson_upper(correct, seen, z) * remaining
+                return not self.allows(math.floor(likely_best))
+            return False
+
+        return stop
+
+
+def wilson_upper(successes: int, n: int, z: float) -> float:
+    """One-sided Wilson score upper bound of a binomial proportion (Wilson, JASA 1927)."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z * z / n))
+
+
+def _normal_quantile(q: float) -> float:
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(q, dtype=torch.float64)))
 
 
 @dataclass
@@ -70,12 +135,14 @@ class Evaluator:
     groups: list[str]
     calibration: list = field(repr=False)
     val_batches: list = field(repr=False)
-    with_latency: bool = False
+    settings: SearchSettings
     base: dict[str, float] = field(default_factory=dict)
+    budget: Budget | None = None
+    scores: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, model: nn.Module, data: Any, settings: SearchSettings) -> Evaluator:
-        """Trace the baseline, draw the calibration batches and measure the baseline."""
+        """Trace the baseline, draw the calibration and validation batches, and measure the baseline."""
         baseline = model.eval()
         device = next(baseline.parameters()).device
         example = data.val[0][0].unsqueeze(0).to(device)
@@ -84,26 +151,44 @@ class Evaluator:
         if not groups:
             raise AutopruneError("the model has no prunable channel groups")
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
-        val_batches = list(DataLoader(data.val, batch_size=settings.batch_size))
-        evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches,
-                        with_latency="latency" in settings.objectives)
-        evaluator.base = evaluator.measure(baseline)
+        val_batches = validation_batches(data, settings.batch_size, settings.seed)
+        evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings)
+        correct, total = count_correct(baseline, val_batches)
+        evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
+        evaluator.base = {"accuracy": 100.0 * correct / total, **evaluator.size(baseline)}
         return evaluator
 
-    def measure(self, model: nn.Module) -> dict[str, float]:
-        """``accuracy``, ``flops``, ``params`` (and ``latency`` in ms when it is an objective)."""
-        metrics: dict[str, float] = {"accuracy": accuracy(model, self.val_batches), **measure(model, self.example)}
-        if self.with_latency:
+    def size(self, model: nn.Module) -> dict[str, float]:
+        """``flops``, ``params`` (and ``latency`` in ms when it is an objective)."""
+        metrics: dict[str, float] = dict(measure(model, self.example))
+        if "latency" in self.settings.objectives:
             metrics["latency"] = latency_ms(model, self.timing_input, min_run_time=0.2)
         return metrics
 
-    def evaluate(self, plan: Plan) -> dict[str, float]:
-        """The metrics of ``plan``, with ``accuracy_drop`` and the seconds spent pruning and evaluating."""
+    def evaluate(self, plan: Plan, early_stop: str | None = None, budget: Budget | None = None) -> dict[str, float]:
+        """The metrics of ``plan``: accuracy and its drop, sizes, and the seconds each step took.
+
+        A count that stopped early records ``evaluated`` (images seen) below the
+        validation size, and a drop that is certain (``"exact"``) or likely
+        (``"statistical"``) to exceed the budget: the larger of the drop that a
+        perfect rest would give and the drop the images seen so far estimate.
+        """
+        mode = self.settings.early_stop if early_stop is None else early_stop
+        budget = self.budget if budget is None else budget
         start = time.perf_counter()
-        pruned = apply_plan(self.baseline, self.example, plan, self.calibration)
+        model = prune(copy.deepcopy(self.baseline), self.example, plan["rates"], importance=plan["methods"],
+                      calibration=self.calibration[:GRADIENT_BATCHES], scores=self.scores)
         pruned_at = time.perf_counter()
-        metrics = self.measure(pruned)
-        metrics["accuracy_drop"] = self.base["accuracy"] - metrics["accuracy"]
-        metrics["prune_seconds"] = pruned_at - start
-        metrics["eval_seconds"] = time.perf_counter() - pruned_at
+        recalibrate_batchnorm(model, self.calibration)
+        recalibrated_at = time.perf_counter()
+        correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
+        evaluated_at = time.perf_counter()
+        if seen == budget.total:
+            accuracy, drop = 100.0 * correct / seen, budget.drop(correct)
+        else:
+            drop = max(budget.drop(correct + budget.total - seen), self.base["accuracy"] - 100.0 * correct / seen)
+            accuracy = self.base["accuracy"] - drop
+        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **self.size(model)}
+        metrics.update(prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
+                       eval_seconds=evaluated_at - recalibrated_at, measure_seconds=time.perf_counter() - evaluated_at)
         return metrics

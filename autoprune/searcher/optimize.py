@@ -10,9 +10,11 @@ sampler (Bergstra et al., NeurIPS 2011; with constraints as in Optuna's c-TPE
 support). The study record (:mod:`autoprune.results.record`) is the search's only
 output: any Optuna client can read it.
 
-The search starts from uniform plans (the same rate in every group), enqueued as
-the first trials: a uniform rate is what a user would try by hand, and the
-sampler then moves each group away from it.
+Before its trials a study measures what guides and judges the search
+(:func:`prepare`): per-group sensitivity curves, which bound each group's range
+and give warm-start plans (:mod:`.sensitivity`), and the uniform-rate and
+global-pruning baselines (:mod:`.references`). The uniform baseline and the
+warm-start plans are the first trials; the sampler then moves each group from them.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import SearchSettings
 from .evaluation import Evaluator, apply_plan
-from .space import suggest_plan, uniform_params
+from .references import find_references, uniform_plan
+from .samplers import make_sampler
+from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
+from .space import plan_params, suggest_plan
+
+#: Trials a sampler draws at random before it models the results (warm starts come first).
+STARTUP_TRIALS = 10
 
 
 @dataclass
@@ -116,6 +124,27 @@ def search(
     sharing one storage stop together once the study holds ``trials`` completed trials.
     """
     settings = _settings(settings, overrides)
+    record, evaluator = open_search(model, data, settings, storage=storage, study_name=study_name,
+                                    artifacts=artifacts, study_attrs=study_attrs)
+    prepare(record, evaluator)
+    limits = record.rate_limits
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
+        try:
+            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings)))
+        except PruningError as exc:
+            record.write_failure(trial, exc)
+            raise
+
+    _run_trials(record, objective, settings, progress)
+    return SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+
+
+def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
+                storage: str | optuna.storages.BaseStorage | None = None, study_name: str | None = None,
+                artifacts: str | Path | None = None,
+                study_attrs: dict[str, Any] | None = None) -> tuple[StudyRecord, Evaluator]:
+    """The study's record (created, or checked and resumed) and the evaluator of its plans."""
     check_importances(settings)
     evaluator = Evaluator.build(model, data, settings)
     source = baseline_source(evaluator.baseline, data)
@@ -125,16 +154,41 @@ def search(
     else:
         record.check_resumable(settings, evaluator.groups, source)
         record.update_budget(settings)
+    return record, evaluator
 
-    def objective(trial: optuna.Trial) -> float | list[float]:
-        try:
-            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, evaluator.groups, settings)))
-        except PruningError as exc:
-            record.write_failure(trial, exc)
-            raise
 
-    _run_trials(record, objective, settings, progress)
-    return SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+def ensure_sensitivity(record: StudyRecord, evaluator: Evaluator) -> list[dict[str, Any]]:
+    """The study's sensitivity curves, measured now unless the study holds them already."""
+    if record.sensitivity is None:
+        settings = evaluator.settings
+        rows = measure_sensitivity(evaluator)
+        record.write_sensitivity(rows, rate_limits(rows, evaluator.groups, settings.rate_min, settings.rate_max,
+                                                   settings.rate_step, settings.max_accuracy_drop))
+    return record.sensitivity
+
+
+def prepare(record: StudyRecord, evaluator: Evaluator) -> None:
+    """What a study learns before its trials, each part once: the sensitivity curves (and the
+    groups' ranges they bound), the uniform and global baselines, and the warm-start trials."""
+    settings = evaluator.settings
+    if settings.warm_start == "sensitivity":
+        ensure_sensitivity(record, evaluator)
+    if record.references is None:
+        record.write_references(find_references(evaluator))
+    if record.warm_started:
+        return
+    limits, plans = record.rate_limits, []
+    uniform = record.references["uniform"]
+    if uniform.get("rate"):
+        plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
+    if settings.warm_start == "sensitivity":
+        plans += warm_start_plans(record.sensitivity, evaluator.groups, evaluator.base[record.size_objective_measure],
+                                  record.size_objective_measure, settings.max_accuracy_drop, settings.importances[0])
+    elif settings.warm_start == "uniform":
+        plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
+    for plan in plans:
+        record.study.enqueue_trial(plan_params(plan, limits, settings), skip_if_exists=True)
+    record.mark_warm_started()
 
 
 def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
@@ -187,10 +241,8 @@ def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> Sea
 
 
 def _open_study(settings: SearchSettings, storage, study_name: str | None) -> optuna.Study:
-    with _quiet_optuna(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # TPE's `group`
-        sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True,
-                                             n_startup_trials=max(10, len(settings.uniform_starts)))
+    with _quiet_optuna():
+        sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
         directions = ["maximize" if o == "accuracy" else "minimize" for o in settings.objectives]
         return optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                    sampler=sampler, load_if_exists=True)
@@ -205,8 +257,6 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
     record.create(settings, evaluator.groups, evaluator.base, source, extra=study_attrs)
-    for rate in settings.uniform_starts:
-        record.study.enqueue_trial(uniform_params(rate, evaluator.groups, settings), skip_if_exists=True)
 
 
 def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:
@@ -232,7 +282,8 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
         left = None if deadline is None else deadline - time.monotonic()
         if missing <= 0 or failures >= settings.trials or (left is not None and left <= 0):
             return
-        with _quiet_optuna():
+        with _quiet_optuna(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Constraints have been set, but CmaEsSampler")  # documented
             record.study.optimize(objective, n_trials=missing, timeout=left, show_progress_bar=progress,
                                   catch=(PruningError,), callbacks=[full])
 

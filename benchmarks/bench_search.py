@@ -1,0 +1,184 @@
+"""Benchmark autoprune's search against the simple baselines and random search; write docs/benchmarks.md.
+
+    python benchmarks/bench_search.py [studies/bench-fashion-mnist.toml] [--budgets 0.5 1.0 2.0]
+                                      [--trials 100] [--finetune-epochs 1] [--doc docs/benchmarks.md]
+
+For every accuracy budget (points of validation accuracy), on the study file's
+model and data:
+
+- **uniform** and **global**: one uniform rate and global pruning, each at its
+  largest rate within the budget, found by bisection (the study's own baselines);
+- **random**: Optuna's random sampler over the same per-group space, the same trials;
+- **autoprune**: the study file's settings (the default search), the same trials.
+
+Every candidate is scored as a trial is (BatchNorm recalibration on the same
+batches, the same validation images). Each method's best plan is then fine-tuned
+with the same short recipe and scored again. The table gives the FLOPs reduction
+of each, trials per minute, the median per-trial overhead ratio (a trial's wall
+time over the time of the forward passes it ran), and the machine and versions.
+`make bench` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import optuna
+import torch
+
+from autoprune import TrainSettings, train
+from autoprune.baseline import build_model, load_or_train
+from autoprune.results import StudyRecord
+from autoprune.searcher import Evaluator, search
+from autoprune.settings import load_study_file
+from autoprune.zoo import create_dataset
+
+METHODS = ("uniform", "global", "random", "autoprune")
+
+
+def run_budget(study_file, data, model, budget: float, trials: int, storage: str) -> dict:
+    """Both searches at one budget; the baselines come with the default study."""
+    rows = {}
+    for method, changes in (("autoprune", {}), ("random", {"sampler": "random", "warm_start": "none"})):
+        settings = study_file.settings.replace(max_accuracy_drop=budget, trials=trials, **changes)
+        name = f"{study_file.name}-{method}-{budget}"
+        started = time.perf_counter()
+        result = search(copy.deepcopy(model), data, settings, storage=storage, study_name=name)
+        seconds = time.perf_counter() - started
+        record = result.record
+        best = result.best_trial
+        complete = record.completed()
+        overhead = [t.duration.total_seconds() / (t.user_attrs["recalibrate_seconds"] + t.user_attrs["eval_seconds"])
+                    for t in complete]
+        rows[method] = {"plan": result.best_plan, "flops": best.user_attrs["flops"] if best else None,
+                        "accuracy": best.user_attrs["accuracy"] if best else None, "seconds": seconds,
+                        "trial_seconds": sum(t.duration.total_seconds() for t in complete),
+                        "trials": len(complete), "overhead": statistics.median(overhead) if overhead else None,
+                        "record": record, "best_number": best.number if best else None}
+        if method == "autoprune":
+            for kind in ("uniform", "global"):
+                reference = record.references[kind]
+                plan = None
+                if reference.get("rate") is not None:
+                    plan = {"rates": reference["plan"], "methods": {g: reference["importance"] for g in record.groups}}
+                rows[kind] = {"plan": plan, "flops": reference.get("flops"), "accuracy": reference.get("accuracy"),
+                              "rate": reference.get("rate"), "evaluations": reference["evaluations"]}
+    return rows
+
+
+def finetuned_accuracy(evaluator: Evaluator, data, plan, epochs: int, seed: int) -> float | None:
+    """Validation accuracy of ``plan`` after the same short fine-tune for every method."""
+    if plan is None:
+        return None
+    from autoprune.metrics import accuracy
+    from autoprune.searcher import apply_plan
+
+    model = apply_plan(evaluator.baseline, evaluator.example, plan, evaluator.calibration)
+    train(model, data, TrainSettings(epochs=epochs, lr=0.01), seed=seed)
+    return accuracy(model, evaluator.val_batches)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", default="studies/bench-fashion-mnist.toml")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--doc", default="docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    study_file = load_study_file(args.study)
+    out = study_file.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    data = create_dataset(study_file.dataset, **study_file.dataset_params)
+    model, _ = load_or_train(study_file, build_model(study_file, data), data,
+                             log=lambda m: print(m, file=sys.stderr))
+    storage = f"sqlite:///{(out / 'bench.db').resolve()}"
+    for name in optuna.get_all_study_names(storage):  # a benchmark starts afresh
+        optuna.delete_study(study_name=name, storage=storage)
+
+    results = {}
+    for budget in args.budgets:
+        print(f"budget {budget} points ...", file=sys.stderr)
+        rows = run_budget(study_file, data, model, budget, args.trials, storage)
+        evaluator = Evaluator.build(copy.deepcopy(model), data, study_file.settings.replace(max_accuracy_drop=budget))
+        for method in METHODS:
+            rows[method]["finetuned"] = finetuned_accuracy(evaluator, data, rows[method]["plan"],
+                                                           args.finetune_epochs, study_file.settings.seed)
+            print(f"  {method:<10} {_reduction(evaluator.base['flops'], rows[method]['flops'])}", file=sys.stderr)
+        results[budget] = (evaluator.base, rows)
+    Path(args.doc).write_text(render(study_file, results, args))
+    print(f"wrote {args.doc}")
+    return 0
+
+
+def _reduction(base: float, flops: float | None) -> str:
+    return "none within the budget" if not flops else f"{base / flops:.2f}x"
+
+
+def render(study_file, results: dict, args) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python benchmarks/bench_search.py " + " ".join(sys.argv[1:]) + "`);",
+        "every number below is what that command printed on the machine it names.",
+        "",
+        f"**Task.** `{study_file.model}` on `{study_file.dataset}` ({args.study}), the baseline trained by",
+        "the study file's `[train]` recipe. Every candidate is scored after BatchNorm recalibration on the",
+        "same training batches, on the same validation images, without fine-tuning; the FLOPs reduction is",
+        "the baseline's FLOPs over the candidate's. Each method's best plan is then fine-tuned with the same",
+        f"short recipe ({args.finetune_epochs} epoch(s), SGD, lr 0.01, cosine) and scored again.",
+        "",
+        "**Methods.** *uniform*: one rate in every group, the largest within the budget (bisection).",
+        "*global*: one importance threshold over all groups (mean-normalized scores, as Torch-Pruning's",
+        "global pruning), the largest rate within the budget (bisection). *random*: Optuna's random sampler",
+        f"over the per-group space, {args.trials} trials. *autoprune*: the default search (sensitivity warm",
+        f"start, TPE, early stopping), {args.trials} trials, its baselines' and sensitivity's evaluations",
+        "included in its wall time.",
+        "",
+    ]
+    for budget, (base, rows) in results.items():
+        auto, better = rows["autoprune"], max(("uniform", "global"),
+                                              key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
+        lines += [f"## Budget: {budget} points (baseline {base['accuracy']:.2f} %, {base['flops'] / 1e6:.1f} MFLOPs)", "",
+                  "| method | FLOPs reduction | accuracy, recalibrated | accuracy, fine-tuned | wall time | trials/min |"
+                  " median overhead ratio |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for method in METHODS:
+            row = rows[method]
+            acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f} %"
+            tuned = "-" if row["finetuned"] is None else f"{row['finetuned']:.2f} %"
+            if method in ("random", "autoprune"):
+                rate = f"{row['trials'] / (row['seconds'] / 60):.1f}"
+                timing = f"{row['seconds']:.0f} s"
+                overhead = "-" if row["overhead"] is None else f"{row['overhead']:.2f}"
+            else:
+                rate, timing, overhead = "-", f"{row['evaluations']} evaluations", "-"
+            lines.append(f"| {method} | {_reduction(base['flops'], row['flops'])} | {acc} | {tuned} | {timing} | "
+                         f"{rate} | {overhead} |")
+        if auto["flops"] and rows[better]["flops"]:
+            ratio = rows[better]["flops"] / auto["flops"]
+            lines += ["", f"autoprune found **{ratio:.2f}x** the FLOPs reduction of the better baseline ({better})."]
+        lines.append("")
+    lines += [
+        "## Machine",
+        "",
+        f"- {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}",
+        f"- autoprune {version('autoprune')}, torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
+        f"optuna {optuna.__version__}",
+        f"- run on {time.strftime('%Y-%m-%d')}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

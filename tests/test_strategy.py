@@ -1,0 +1,232 @@
+"""What guides and judges a search: early stopping, the simple baselines, sensitivity, warm starts, samplers."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import autoprune
+from autoprune import SearchSettings, TrainSettings, search, train
+from autoprune.metrics import count_correct
+from autoprune.searcher import (
+    SAMPLERS,
+    Budget,
+    Evaluator,
+    global_plan,
+    largest_feasible,
+    plan_params,
+    warm_start_plans,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return autoprune.create_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    torch.manual_seed(0)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    return train(model, digits, TrainSettings(epochs=8), seed=0)
+
+
+# -- early stopping --------------------------------------------------------------------
+
+class Oracle(nn.Module):
+    """Answers right exactly where ``right[i]`` is true, for inputs that are sample indices."""
+
+    def __init__(self, right: list[bool]) -> None:
+        super().__init__()
+        self.right = torch.tensor(right)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, index):
+        logits = torch.zeros(len(index), 2)
+        logits[torch.arange(len(index)), self.right[index].long()] = 1.0
+        return logits * self.scale
+
+
+def _batches(n: int, size: int) -> list:
+    index = torch.arange(n)
+    return [(index[i:i + size], torch.ones(len(index[i:i + size]), dtype=torch.long)) for i in range(0, n, size)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_exact_early_stop_stops_at_the_first_batch_that_proves_the_budget_lost(seed):
+    rng = random.Random(seed)
+    n, size = 200, 16
+    error_rate = rng.choice([0.02, 0.05, 0.1, 0.2, 0.4])
+    right = [rng.random() > error_rate for _ in range(n)]
+    budget = Budget(base_correct=190, total=n, max_drop=rng.choice([0.5, 1.0, 2.0, 5.0]))
+    correct, seen = count_correct(Oracle(right), _batches(n, size), stop=budget.stop_rule("exact"))
+    full = sum(right)
+    if budget.allows(full):
+        assert seen == n and correct == full  # a feasible candidate is never stopped
+    else:
+        # the count ends at the first batch after which even a perfect rest would not do
+        ends = [min(i + size, n) for i in range(0, n, size)]
+        first = next(e for e in ends if not budget.allows(sum(right[:e]) + n - e))
+        assert seen == first and correct == sum(right[:first])
+
+
+def test_statistical_early_stop_stops_clear_losers_early_and_keeps_clear_winners():
+    n = 2000
+    good = [i % 100 != 0 for i in range(n)]  # 99% right
+    bad = [i % 10 != 0 for i in range(n)]  # 90% right, the budget needs 98%
+    budget = Budget(base_correct=int(0.99 * n), total=n, max_drop=1.0)
+    assert count_correct(Oracle(good), _batches(n, 64), stop=budget.stop_rule("statistical")) == (sum(good), n)
+    correct, seen = count_correct(Oracle(bad), _batches(n, 64), stop=budget.stop_rule("statistical"))
+    exact_seen = count_correct(Oracle(bad), _batches(n, 64), stop=budget.stop_rule("exact"))[1]
+    assert seen <= 320 and exact_seen >= 384
+    assert budget.stop_rule("off") is None
+
+
+def test_early_stopped_trials_are_infeasible_and_full_counts_exact(trained, digits):
+    evaluator = Evaluator.build(copy.deepcopy(trained), digits,
+                                SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact"))
+    groups = evaluator.groups
+    crushed = evaluator.evaluate({"rates": {g: 0.85 for g in groups}, "methods": {g: "l1" for g in groups}})
+    assert crushed["evaluated"] < evaluator.budget.total and crushed["accuracy_drop"] > 1.0
+    full = evaluator.evaluate({"rates": {g: 0.85 for g in groups}, "methods": {g: "l1" for g in groups}},
+                              early_stop="off")
+    assert full["evaluated"] == evaluator.budget.total and full["accuracy_drop"] > 1.0
+
+
+def test_recalibration_at_rate_zero_keeps_the_baselines_accuracy(trained, digits):
+    evaluator = Evaluator.build(copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0))
+    groups = evaluator.groups
+    metrics = evaluator.evaluate({"rates": {g: 0.0 for g in groups}, "methods": {g: "l1" for g in groups}})
+    one_image = 100.0 / evaluator.budget.total
+    assert abs(metrics["accuracy_drop"]) <= one_image
+    assert metrics["flops"] == evaluator.base["flops"]
+
+
+# -- the simple baselines ---------------------------------------------------------------
+
+@pytest.mark.parametrize("boundary", [0.0, 0.13, 0.37, 0.61, 0.79])
+def test_bisection_finds_the_boundary_of_a_monotone_drop(boundary):
+    calls = []
+
+    def evaluate(rate):
+        calls.append(rate)
+        return {"accuracy_drop": 10 * (rate - boundary) + 1.0, "flops": 1 - rate}
+
+    found = largest_feasible(evaluate, high=0.8, max_drop=1.0, steps=6)
+    assert found["rate"] <= boundary + 1e-12
+    assert boundary - found["rate"] <= 0.8 / 2**6 + 1e-12
+    assert found["evaluations"] == len(calls) <= 8
+
+
+def test_bisection_with_nothing_within_the_budget():
+    found = largest_feasible(lambda rate: {"accuracy_drop": 5.0}, high=0.8, max_drop=1.0, steps=3)
+    assert found == {"rate": None, "evaluations": 5}
+
+
+def test_global_pruning_ranks_channels_across_groups_by_normalized_score():
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([10.0, 10.0, 10.0, 50.0])}
+    sizes = {"a": (4, 1), "b": (4, 1)}
+    # normalized: a = [0.4, 0.8, 1.2, 1.6], b = [0.5, 0.5, 0.5, 2.5]
+    plan = global_plan(0.5, scores, sizes, "l1", rate_cap=0.8)
+    assert plan["rates"] == {"a": 0.25, "b": 0.75}
+    capped = global_plan(0.5, scores, sizes, "l1", rate_cap=0.5)
+    assert capped["rates"] == {"a": 0.5, "b": 0.5}
+
+
+def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them(trained, digits, tmp_path):
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=12, calibration_batches=4,
+                    storage=f"sqlite:///{tmp_path / 's.db'}")
+    record = result.record
+    references = record.references
+    for kind in ("uniform", "global"):
+        reference = references[kind]
+        assert reference["rate"] is not None and reference["accuracy_drop"] <= 1.0 and reference["evaluations"] >= 2
+    best = result.best_trial
+    compared = record.comparison(best)
+    assert compared["ratio"] >= 1.0  # the uniform baseline is the first trial, so the search never does worse
+    assert compared["reduction"] == pytest.approx(record.baseline["flops"] / best.user_attrs["flops"])
+
+
+# -- sensitivity and warm starts ---------------------------------------------------------
+
+def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trained, digits, tmp_path):
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=3, calibration_batches=4,
+                    storage=f"sqlite:///{tmp_path / 's.db'}")
+    record = result.record
+    rows = record.sensitivity
+    assert {r["group"] for r in rows} == set(record.groups)
+    for group in record.groups:
+        curve = [r for r in rows if r["group"] == group]
+        assert [r["rate"] for r in curve] == sorted(r["rate"] for r in curve)
+        assert all(r["accuracy_drop"] <= 2.0 for r in curve[:-1])  # only the last point may pass the limit
+        over = [r["rate"] for r in curve if r["accuracy_drop"] > 2.0]
+        assert record.rate_limits[group] == (0.8 if not over else pytest.approx(over[0] - 0.05))
+    for trial in record.completed():
+        assert all(trial.params[f"{g}.rate"] <= record.rate_limits[g] + 1e-9 for g in record.groups)
+
+
+def test_warm_start_plans_run_first(trained, digits, tmp_path):
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=8, calibration_batches=4,
+                    importances=("l1", "fpgm"), storage=f"sqlite:///{tmp_path / 's.db'}")
+    record = result.record
+    settings = record.settings
+    uniform = record.references["uniform"]
+    expected = [{"rates": {g: uniform["rate"] for g in record.groups}, "methods": {}}]
+    expected += warm_start_plans(record.sensitivity, record.groups, record.baseline["flops"], "flops", 1.0, "l1")
+    params = [plan_params(p, record.rate_limits, settings) for p in expected]
+    unique = [p for i, p in enumerate(params) if p not in params[:i]]
+    assert len(unique) >= 2
+    assert [t.params for t in result.study.trials[:len(unique)]] == unique
+
+
+def test_the_knapsack_spends_the_budget_where_it_saves_the_most():
+    rows = [
+        {"group": "cheap", "rate": 0.5, "accuracy_drop": 0.1, "flops": 60, "params": 0},
+        {"group": "cheap", "rate": 0.8, "accuracy_drop": 0.4, "flops": 40, "params": 0},
+        {"group": "dear", "rate": 0.5, "accuracy_drop": 0.9, "flops": 90, "params": 0},
+        {"group": "dear", "rate": 0.8, "accuracy_drop": 3.0, "flops": 50, "params": 0},
+    ]
+    plans = warm_start_plans(rows, ["cheap", "dear"], 100, "flops", 1.0, "l1")
+    # half the budget and all of it: 0.4 points for 60 FLOPs; 1.5 budgets and more: 1.3 points for 70
+    # (the dear group's 0.8 is past the curve's limit, and the same plan is not repeated)
+    assert [p["rates"] for p in plans] == [{"cheap": 0.8, "dear": 0.0}, {"cheap": 0.8, "dear": 0.5}]
+    assert plans[0]["methods"] == {"cheap": "l1", "dear": "l1"}
+
+
+def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from autoprune import cli
+    from autoprune.searcher import optimize
+
+    args = ["sensitivity", "studies/quickstart.toml", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "sensitivity of 3 groups" in out and "features.0" in out
+    table = pd.read_csv(tmp_path / "sensitivity.csv")
+    assert set(table["group"]) == {"features.0", "features.3", "features.7"}
+    assert (tmp_path / "sensitivity.png").stat().st_size > 0
+
+    def measured_again(evaluator):
+        raise AssertionError("the cached curves were measured again")
+
+    monkeypatch.setattr(optimize, "measure_sensitivity", measured_again)
+    assert cli.main(args) == 0
+    assert cli.main(["search", "studies/quickstart.toml", "--out", str(tmp_path), "--trials", "3", "--quiet"]) == 0
+    assert (tmp_path / "report" / "sensitivity.png").is_file()
+
+
+# -- samplers ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_runs(trained, digits, sampler):
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=2.0, trials=12, calibration_batches=2,
+                    sampler=sampler, warm_start="none", importances=("l1", "fpgm"))
+    trials = result.study.trials
+    assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) >= 8  # the sampler proposes new plans
+    assert result.record.settings.sampler == sampler
