@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,15 @@ test: install $(EXAMPLE_STAMP)
 demo: install
 	$(BIN)/autoprune search studies/quickstart.toml
 	@echo "results: runs/quickstart/ (study.db: the Optuna study; best.pt: the pruned model; best_plan.json: its rates and methods; report/index.html: the Pareto front)"
+
+# The search benchmark (docs/benchmarks.md): ResNet-20 on Fashion-MNIST, which Debian's
+# dataset-fashion-mnist package provides (installed here when apt is there and we are
+# root; otherwise the dataset plugin falls back to torchvision's download). About an
+# hour and a half on two CPU cores, baseline training included.
+bench: install
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	$(BIN)/python benchmarks/bench_search.py studies/bench-fashion-mnist.toml --doc docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

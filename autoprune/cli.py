@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import plugins
 from .errors import AutopruneError
-from .training import FINETUNE_LR
+from .settings import FINETUNE
 
 KINDS = ("importance", "model", "dataset")
 
@@ -75,7 +75,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     study_file, data, model, trained, where = _study_baseline(args)
-    result = search(model, data, study_file.settings, progress=not args.quiet, **where)
+    result = search(model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune, **where)
     return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
 
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("torch", "torchscript", "onnx"), default="torch")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
-    p.add_argument("--lr", type=float, default=FINETUNE_LR, help=f"fine-tuning learning rate (default {FINETUNE_LR})")
+    p.add_argument("--lr", type=float, default=FINETUNE.lr, help=f"fine-tuning learning rate (default {FINETUNE.lr})")
     p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
     p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_export)

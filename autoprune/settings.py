@@ -194,10 +194,14 @@ class SearchSettings(_Validated):
         doc="the first trials: plans built from per-group sensitivity curves (which also bound each "
             "group's range), or the uniform_starts; the uniform-rate baseline is tried first in every case")
     early_stop: str = setting(
-        "exact", section="search", rule="one of 'exact', 'statistical', 'off'",
+        "statistical", section="search", rule="one of 'exact', 'statistical', 'off'",
         check=lambda v: v in ("exact", "statistical", "off"), choices=("exact", "statistical", "off"),
         doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
             "'statistical': at a 0.1% false-stop risk per check)")
+    finalists: int = setting(
+        0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0, resumable=True,
+        doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "
+            "their accuracy, to show how well the recalibrated score ranks plans")
     uniform_starts: tuple[float, ...] = setting(
         (0.1, 0.2, 0.3, 0.4, 0.5), section="search", rule="a list of rates in [rate_min, rate_max]",
         check=lambda v: isinstance(v, (list, tuple)) and all(_is_rate(r) for r in v),
@@ -265,6 +269,11 @@ class TrainSettings(_Validated):
                                   check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay")
 
 
+#: Fine-tuning a pruned model (``[finetune]``: export's fine-tuning and the search's
+#: finalists): the training recipe with one epoch and a smaller learning rate.
+FINETUNE = TrainSettings(epochs=1, lr=0.01)
+
+
 # ---------------------------------------------------------------------------------------
 # The study file
 
@@ -277,6 +286,7 @@ class StudyFile:
     dataset: str
     settings: SearchSettings
     train: TrainSettings = TrainSettings()
+    finetune: TrainSettings = FINETUNE
     model_params: Mapping[str, Any] = field(default_factory=dict)
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
@@ -318,6 +328,7 @@ def section_keys() -> dict[str, list[str]]:
     for cls in (SearchSettings, TrainSettings):
         for f in dataclasses.fields(cls):
             keys.setdefault(f.metadata["section"], []).append(f.name)
+    keys["finetune"] = list(TrainSettings.__dataclass_fields__)
     for (section, alias), _ in ALIASES.items():
         keys[section].append(alias)
     return keys
@@ -326,7 +337,7 @@ def section_keys() -> dict[str, list[str]]:
 def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: str | None = None) -> StudyFile:
     """Validate a parsed study file (a dict of sections) into a :class:`StudyFile`."""
     valid = section_keys()
-    values: dict[str, dict[str, Any]] = {"study": {}, "search": {}, "train": {}, "model": {}, "dataset": {}}
+    values: dict[str, dict[str, Any]] = {s: {} for s in ("study", "search", "train", "finetune", "model", "dataset")}
     spelled: dict[str, str] = {}  # a setting's name -> the key the file used for it
     for section, body in raw.items():
         if section not in valid:
@@ -340,7 +351,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
             if target in values[section]:
                 raise AutopruneError(f"give {section}.{target} or {section}.{key}, not both")
             values[section][target] = value
-            spelled[target] = f"{section}.{key}"
+            spelled[f"{section}.{target}"] = f"{section}.{key}"
     for section, keys in FILE_KEYS.items():
         for key, (kind, rule, default, _) in keys.items():
             if key in values[section] and not isinstance(values[section][key], kind):
@@ -353,25 +364,28 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     if "max_accuracy_drop" not in search_values:
         raise AutopruneError("the study file needs study.max_accuracy_drop")
     settings = _build(SearchSettings, search_values, spelled)
-    train = _build(TrainSettings, values["train"], spelled)
+    train = _build(TrainSettings(), values["train"], spelled, "train")
+    finetune = _build(FINETUNE, values["finetune"], spelled, "finetune")
     model, dataset = file_keys["model"], file_keys["dataset"]
     reserved = sorted({"num_classes", "in_channels"} & set(model.get("params", {})))
     if reserved:
         raise AutopruneError(f"model.params cannot set {', '.join(reserved)}: the dataset decides them")
     return StudyFile(
         name=file_keys["study"].get("name") or name or "study",
-        model=model["name"], dataset=dataset["name"], settings=settings, train=train,
+        model=model["name"], dataset=dataset["name"], settings=settings, train=train, finetune=finetune,
         model_params=dict(model.get("params", {})), dataset_params=dict(dataset.get("params", {})),
         checkpoint=model.get("checkpoint"), out=file_keys["study"].get("out"),
         storage=file_keys["study"].get("storage"), path=path,
     )
 
 
-def _build(cls: type, values: dict[str, Any], spelled: dict[str, str]):
+def _build(base: Any, values: dict[str, Any], spelled: dict[str, str], section: str | None = None):
+    """``base(**values)`` for a settings class, ``base.replace(**values)`` for defaults of a section's own."""
     try:
-        return cls(**values)
+        return base(**values) if isinstance(base, type) else base.replace(**values)
     except SettingError as exc:
-        raise AutopruneError(f"{spelled.get(exc.key, setting_key(exc.key))} {exc.detail}") from None
+        key = f"{section}.{exc.key}" if section else setting_key(exc.key)
+        raise AutopruneError(f"{spelled.get(key, key)} {exc.detail}") from None
 
 
 def load_study_file(path: str | Path) -> StudyFile:

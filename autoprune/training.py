@@ -20,8 +20,6 @@ from torch.utils.data import DataLoader
 
 from .settings import TrainSettings
 
-#: Fine-tuning a pruned model: the same recipe with a smaller learning rate.
-FINETUNE_LR = 0.01
 #: Softmax temperature and weight of the distillation term.
 DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7

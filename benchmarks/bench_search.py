@@ -40,13 +40,19 @@ from autoprune.searcher import Evaluator, search
 from autoprune.settings import load_study_file
 from autoprune.zoo import create_dataset
 
-METHODS = ("uniform", "global", "random", "autoprune")
+METHODS = ("uniform", "global", "random", "uniform-start TPE", "autoprune")
+#: The searches run at every budget, as changes to the study file's settings.
+SEARCHES = (
+    ("autoprune", {}),
+    ("random", {"sampler": "random", "warm_start": "none"}),
+    ("uniform-start TPE", {"sampler": "tpe", "warm_start": "uniform", "early_stop": "off"}),
+)
 
 
 def run_budget(study_file, data, model, budget: float, trials: int, storage: str) -> dict:
     """Both searches at one budget; the baselines come with the default study."""
     rows = {}
-    for method, changes in (("autoprune", {}), ("random", {"sampler": "random", "warm_start": "none"})):
+    for method, changes in SEARCHES:
         settings = study_file.settings.replace(max_accuracy_drop=budget, trials=trials, **changes)
         name = f"{study_file.name}-{method}-{budget}"
         started = time.perf_counter()
@@ -119,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _reduction(base: float, flops: float | None) -> str:
     return "none within the budget" if not flops else f"{base / flops:.2f}x"
 
@@ -155,7 +171,7 @@ def render(study_file, results: dict, args) -> str:
             row = rows[method]
             acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f} %"
             tuned = "-" if row["finetuned"] is None else f"{row['finetuned']:.2f} %"
-            if method in ("random", "autoprune"):
+            if method in dict(SEARCHES):
                 rate = f"{row['trials'] / (row['seconds'] / 60):.1f}"
                 timing = f"{row['seconds']:.0f} s"
                 overhead = "-" if row["overhead"] is None else f"{row['overhead']:.2f}"
@@ -170,7 +186,7 @@ def render(study_file, results: dict, args) -> str:
     lines += [
         "## Machine",
         "",
-        f"- {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {platform.system()} "
+        f"- {_cpu()}, {torch.get_num_threads()} threads, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}",
         f"- autoprune {version('autoprune')}, torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
         f"optuna {optuna.__version__}",

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from autoprune import SearchSettings, TrainSettings, hookspecs
-from autoprune.settings import ALIASES, FILE_KEYS, section_keys
+from autoprune.settings import ALIASES, FILE_KEYS, FINETUNE, section_keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -59,6 +59,9 @@ def test_every_setting_is_documented_with_its_rule_and_its_default():
             assert key in rows, f"{key} is not in docs/study_file.md"
             default = "required" if f.default is dataclasses.MISSING else _toml(f.default)
             assert rows[key] == (f.metadata["rule"], default), f"docs/study_file.md describes {key} otherwise"
+    for f in dataclasses.fields(TrainSettings):  # [finetune]: the training recipe with its own defaults
+        key = f"finetune.{f.name}"
+        assert rows.get(key) == (f.metadata["rule"], _toml(getattr(FINETUNE, f.name))), key
     for section, keys in FILE_KEYS.items():
         for key, (_, rule, default, _) in keys.items():
             assert rows.get(f"{section}.{key}") == (rule, default), f"{section}.{key} in docs/study_file.md"

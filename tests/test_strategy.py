@@ -74,6 +74,23 @@ def test_exact_early_stop_stops_at_the_first_batch_that_proves_the_budget_lost(s
         assert seen == first and correct == sum(right[:first])
 
 
+@pytest.mark.parametrize("mode", ["exact", "statistical"])
+@pytest.mark.parametrize("seed", range(30))
+def test_a_stopped_count_always_records_a_drop_over_the_budget(mode, seed):
+    """Regression: the statistical rule rounded its projection down, so a stopped count could record
+    a drop within the budget and pass as feasible without having been counted in full."""
+    rng = random.Random(seed)
+    n = 288
+    budget = Budget(base_correct=284, total=n, max_drop=1.0)  # the quickstart's validation split
+    error_rate = rng.uniform(0.005, 0.08)
+    right = [rng.random() > error_rate for _ in range(n)]
+    correct, seen = count_correct(Oracle(right), _batches(n, 16), stop=budget.stop_rule(mode))
+    if seen < n:
+        assert budget.counted_drop(correct, seen) > budget.max_drop
+    else:
+        assert budget.counted_drop(correct, seen) == budget.drop(sum(right))
+
+
 def test_statistical_early_stop_stops_clear_losers_early_and_keeps_clear_winners():
     n = 2000
     good = [i % 100 != 0 for i in range(n)]  # 99% right
@@ -230,3 +247,34 @@ def test_each_sampler_runs(trained, digits, sampler):
     assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) >= 8  # the sampler proposes new plans
     assert result.record.settings.sampler == sampler
+
+
+# -- finalists --------------------------------------------------------------------------
+
+def test_finalists_are_fine_tuned_and_ranked_against_their_score(trained, digits, tmp_path):
+    from autoprune.results import write_report
+
+    recipe = TrainSettings(epochs=1, lr=0.01, batch_size=128)
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=3.0, trials=8, calibration_batches=2,
+                    finalists=3, finetune=recipe, storage=f"sqlite:///{tmp_path / 's.db'}")
+    record = result.record
+    finalists = record.finalists
+    feasible = sorted(record.feasible(), key=lambda t: (t.value, -t.user_attrs["accuracy"], t.number))
+    assert [row["trial"] for row in finalists["trials"]] == [t.number for t in feasible[:3]]
+    assert finalists["recipe"] == recipe.to_attrs()
+    for row in finalists["trials"]:
+        assert 0 < row["finetuned_accuracy"] <= 100 and row["accuracy"] == record.study.trials[row["trial"]].user_attrs["accuracy"]
+    assert finalists["spearman"] is None or -1.0 <= finalists["spearman"] <= 1.0
+    write_report(record, tmp_path / "report")
+    assert (tmp_path / "report" / "finalists.png").is_file() and (tmp_path / "report" / "finalists.csv").is_file()
+
+
+def test_the_study_files_finetune_section_is_the_finalists_recipe():
+    from autoprune.settings import FINETUNE, parse_study_file
+
+    study = parse_study_file({"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"},
+                              "dataset": {"name": "digits"}, "finetune": {"epochs": 3}})
+    assert study.finetune == FINETUNE.replace(epochs=3) and study.train.epochs == 15
+    with pytest.raises(autoprune.AutopruneError, match="finetune.lr must be a number > 0, got -1"):
+        parse_study_file({"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"},
+                          "dataset": {"name": "digits"}, "finetune": {"lr": -1}})

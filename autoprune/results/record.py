@@ -8,7 +8,8 @@ Study user attributes:
 
 - ``sensitivity`` (per-group curves), ``rate_limits`` (each group's searched
   range), ``references`` (the uniform and global baselines, found by bisection)
-  and ``warm_started``, written before the trials;
+  and ``warm_started``, written before the trials; ``finetuned_finalists`` (the best
+  feasible plans fine-tuned, with the recipe and the rank correlation), after them;
 - the search settings, one attribute per :class:`~autoprune.SearchSettings` field;
 - ``groups``: the prunable groups, in layer order;
 - ``baseline_accuracy``, ``baseline_flops``, ``baseline_params`` (and
@@ -63,6 +64,8 @@ GROUPS = "groups"
 #: curves, each group's searched range, the simple baselines, and that its warm
 #: starts were enqueued.
 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED = "sensitivity", "rate_limits", "references", "warm_started"
+#: Written after the trials: the best feasible plans fine-tuned.
+FINALISTS = "finetuned_finalists"
 SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
                "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
                "autoprune_version")
@@ -110,7 +113,7 @@ class StudyRecord:
             raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
         extra = dict(extra or {})
         owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS),
-                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED}
+                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS}
         taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
@@ -227,6 +230,14 @@ class StudyRecord:
 
     def mark_warm_started(self) -> None:
         self.study.set_user_attr(WARM_STARTED, True)
+
+    @property
+    def finalists(self) -> dict[str, Any] | None:
+        """``{"recipe": {...}, "trials": [{"trial", "accuracy", "finetuned_accuracy"}], "spearman"}`` or None."""
+        return self.attrs.get(FINALISTS)
+
+    def write_finalists(self, finalists: dict[str, Any]) -> None:
+        self.study.set_user_attr(FINALISTS, finalists)
 
     def comparison(self, trial: FrozenTrial) -> dict[str, Any] | None:
         """The trial's reduction of the size objective next to the better simple baseline's.

@@ -165,6 +165,25 @@ def plot_sensitivity(record: StudyRecord):
     return fig
 
 
+def plot_finalists(record: StudyRecord):
+    """The finalists' recalibrated accuracy (the search's score) against their fine-tuned accuracy."""
+    finalists = record.finalists
+    frame = pd.DataFrame(finalists["trials"])
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=110)
+    ax.scatter(frame["accuracy"], frame["finetuned_accuracy"], s=30, color="#1f77b4")
+    for _, row in frame.iterrows():
+        ax.annotate(f"#{int(row['trial'])}", (row["accuracy"], row["finetuned_accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 3))
+    rho = finalists.get("spearman")
+    ax.set_title(f"{len(frame)} finalists: Spearman rank correlation "
+                 f"{'n/a' if rho is None else f'{rho:.2f}'}")
+    ax.set_xlabel("validation accuracy after BatchNorm recalibration, % (the search's score)")
+    ax.set_ylabel(f"after fine-tuning {finalists['recipe']['epochs']} epoch(s), %")
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
 def write_sensitivity(study: optuna.Study | StudyRecord, folder: str | Path) -> tuple[Path, Path]:
     """Write ``sensitivity.csv`` and ``sensitivity.png`` into ``folder``; return their paths."""
     record = as_record(study)
@@ -211,6 +230,12 @@ def write_report(study: optuna.Study | StudyRecord, folder: str | Path) -> Path:
     if record.sensitivity:
         write_sensitivity(record, folder)
         figures["sensitivity"] = base64.b64encode((folder / "sensitivity.png").read_bytes()).decode()
+    if record.finalists:
+        pd.DataFrame(record.finalists["trials"]).to_csv(folder / "finalists.csv", index=False)
+        fig = plot_finalists(record)
+        fig.savefig(folder / "finalists.png")
+        figures["finalists"] = _png_data(fig)
+        plt.close(fig)
 
     index = folder / "index.html"
     index.write_text(_html(record, frame, front, figures, chosen, objective))
@@ -232,7 +257,7 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
     seconds = complete["seconds"].dropna() if len(complete) else pd.Series(dtype=float)
     settings = "".join(
         f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(attrs.items())
-        if k not in ("groups", "sensitivity", "rate_limits", "references")
+        if k not in ("groups", "sensitivity", "rate_limits", "references", "finetuned_finalists")
     )
     best = record.chosen_trial()
     compared = record.comparison(best) if best is not None else None
@@ -246,7 +271,8 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
         for key, title in (("pareto", "Accuracy against " + objective), ("rates", f"Per-layer plan of trial #{chosen}"),
-                           ("sensitivity", "Sensitivity of each group alone"))
+                           ("sensitivity", "Sensitivity of each group alone"),
+                           ("finalists", "How well the search's score ranks fine-tuned plans"))
         if key in figures
     )
     return f"""<!doctype html>

@@ -16,8 +16,8 @@ import pandas as pd
 from torch import nn
 
 from ..errors import AutopruneError
-from ..settings import TrainSettings
-from ..training import FINETUNE_LR, train
+from ..settings import FINETUNE
+from ..training import train
 from .export import measure_model, real_batch, save
 from .rebuild import Rebuilt, rebuild
 from .record import Plan, StudyRecord, open_study
@@ -72,14 +72,14 @@ class Study:
         return rebuild(self.record, trial, baseline=baseline, data=data)
 
     def export(self, path: str | Path, trial: int | None = None, *, format: str = "torch",
-               finetune_epochs: int = 0, distill: bool = False, lr: float = FINETUNE_LR,
+               finetune_epochs: int = 0, distill: bool = False, lr: float = FINETUNE.lr,
                baseline: nn.Module | None = None, data: Any = None) -> dict:
         """Rebuild, optionally fine-tune, and save a trial's model; return its measurements."""
         rebuilt = self.rebuild(trial, baseline=baseline, data=data)
         settings = self.record.settings
         if finetune_epochs:
             teacher = copy.deepcopy(rebuilt.baseline) if distill else None
-            train(rebuilt.model, rebuilt.data, TrainSettings(epochs=finetune_epochs, lr=lr), seed=settings.seed,
+            train(rebuilt.model, rebuilt.data, FINETUNE.replace(epochs=finetune_epochs, lr=lr), seed=settings.seed,
                   teacher=teacher)
         measured = {name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
                     for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}

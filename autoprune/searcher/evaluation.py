@@ -106,11 +106,20 @@ class Budget:
             if not self.allows(correct + remaining):
                 return True  # even a perfect rest cannot bring it within the budget
             if mode == "statistical" and seen >= STATISTICAL_MIN_IMAGES and remaining:
-                likely_best = correct + wilson_upper(correct, seen, z) * remaining
-                return not self.allows(math.floor(likely_best))
+                likely_best = correct + max(wilson_upper(correct, seen, z), correct / seen) * remaining
+                return not self.allows(likely_best)
             return False
 
         return stop
+
+    def counted_drop(self, correct: int, seen: int) -> float:
+        """The drop a count records: exact when every image was seen; for a count that stopped, the
+        larger of the certain drop (a perfect rest) and the estimated one (the rest like the seen),
+        which is over the budget whichever rule stopped it."""
+        if seen == self.total:
+            return self.drop(correct)
+        remaining = self.total - seen
+        return max(self.drop(correct + remaining), self.drop(correct + correct / seen * remaining))
 
 
 def wilson_upper(successes: int, n: int, z: float) -> float:
@@ -183,11 +192,8 @@ class Evaluator:
         recalibrated_at = time.perf_counter()
         correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
         evaluated_at = time.perf_counter()
-        if seen == budget.total:
-            accuracy, drop = 100.0 * correct / seen, budget.drop(correct)
-        else:
-            drop = max(budget.drop(correct + budget.total - seen), self.base["accuracy"] - 100.0 * correct / seen)
-            accuracy = self.base["accuracy"] - drop
+        drop = budget.counted_drop(correct, seen)
+        accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
         metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **self.size(model)}
         metrics.update(prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
                        eval_seconds=evaluated_at - recalibrated_at, measure_seconds=time.perf_counter() - evaluated_at)

@@ -40,8 +40,9 @@ from ..engine import prunable_groups, resolve_importance
 from ..errors import AutopruneError, PruningError, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
-from ..settings import SearchSettings
+from ..settings import FINETUNE, SearchSettings, TrainSettings
 from .evaluation import Evaluator, apply_plan
+from .finalists import fine_tune_finalists
 from .references import find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
@@ -97,6 +98,7 @@ def search(
     study_name: str | None = None,
     artifacts: str | Path | None = None,
     progress: bool = False,
+    finetune: TrainSettings = FINETUNE,
     study_attrs: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> SearchResult:
@@ -117,6 +119,7 @@ def search(
             are kept there unless they came from a checkpoint file
             (:func:`autoprune.load_checkpoint`), whose path is recorded instead.
         progress: show Optuna's progress bar.
+        finetune: the recipe that fine-tunes the finalists (``finalists`` setting).
         study_attrs: user attributes of your own, recorded when the study is created.
 
     A resumed study (same storage and name) runs only the missing trials and must
@@ -137,6 +140,8 @@ def search(
             raise
 
     _run_trials(record, objective, settings, progress)
+    if settings.finalists:
+        fine_tune_finalists(record, evaluator, data, finetune)
     return SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
 
 

@@ -26,7 +26,7 @@ from .evaluation import Budget, Evaluator
 from .space import rate_grid
 
 #: The coarsest step between the rates of a curve.
-SENSITIVITY_STEP = 0.1
+SENSITIVITY_STEP = 0.2
 #: A curve stops once a group alone loses this many times the budget.
 LIMIT_FACTOR = 2.0
 #: Shares of the budget that the warm-start plans spend by the curves' count.

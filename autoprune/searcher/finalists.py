@@ -1,0 +1,55 @@
+"""Finalists: the best feasible plans fine-tuned after the search, to check the cheap score.
+
+A trial's accuracy is measured after BatchNorm recalibration only, a proxy for
+the accuracy the plan reaches once fine-tuned. With ``finalists = k`` the search
+ends by fine-tuning its ``k`` best feasible plans (lowest objective first) with
+the study's ``[finetune]`` recipe and recording their fine-tuned validation
+accuracy; the report draws one against the other with Spearman's rank
+correlation, the measure EagleEye (Li et al., ECCV 2020) uses for the same question.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..metrics import accuracy
+from ..results.record import StudyRecord
+from ..settings import TrainSettings
+from ..training import train
+from .evaluation import Evaluator, apply_plan
+
+
+def best_feasible(record: StudyRecord, count: int) -> list:
+    """The ``count`` feasible trials with the lowest objective (the highest accuracy breaking ties)."""
+    key = record.size_objective
+    ranked = sorted(record.feasible(), key=lambda t: (t.user_attrs[key], -t.user_attrs["accuracy"], t.number))
+    return ranked[:count]
+
+
+def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, recipe: TrainSettings) -> None:
+    """Fine-tune the study's finalists unless the record holds these very ones with this recipe."""
+    finalists = best_feasible(record, evaluator.settings.finalists)
+    numbers = [t.number for t in finalists]
+    stored = record.finalists
+    if not finalists or stored and stored["recipe"] == recipe.to_attrs() and \
+            [row["trial"] for row in stored["trials"]] == numbers:
+        return
+    rows = []
+    for trial in finalists:
+        model = apply_plan(evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration,
+                           scores=evaluator.scores)
+        train(model, data, recipe, seed=evaluator.settings.seed)
+        rows.append({"trial": trial.number, "accuracy": trial.user_attrs["accuracy"],
+                     "finetuned_accuracy": accuracy(model, evaluator.val_batches)})
+    record.write_finalists({"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)})
+
+
+def rank_correlation(rows: list[dict[str, Any]]) -> float | None:
+    """Spearman's rank correlation of the recalibrated and the fine-tuned accuracy (None below 3 plans)."""
+    if len(rows) < 3:
+        return None
+    frame = pd.DataFrame(rows)
+    rho = frame["accuracy"].rank().corr(frame["finetuned_accuracy"].rank())
+    return None if pd.isna(rho) else float(rho)
