@@ -41,6 +41,7 @@ from ..errors import AutopruneError, PruningError, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
+from ..storage import open_storage
 from .evaluation import Evaluator, apply_plan
 from .finalists import fine_tune_finalists
 from .references import find_references, uniform_plan
@@ -249,7 +250,7 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
     with _quiet_optuna():
         sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
         directions = ["maximize" if o == "accuracy" else "minimize" for o in settings.objectives]
-        return optuna.create_study(study_name=study_name, storage=storage, directions=directions,
+        return optuna.create_study(study_name=study_name, storage=open_storage(storage), directions=directions,
                                    sampler=sampler, load_if_exists=True)
 
 
