@@ -59,15 +59,40 @@ def _study_baseline(args: argparse.Namespace):
                                    "seed": args.seed}.items() if v is not None}
     study_file = study_file.replace(settings=study_file.settings.replace(**overrides),
                                     **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v})
-    study_file.out_dir.mkdir(parents=True, exist_ok=True)
+    storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
+    _claim_folder(study_file.out_dir, study_file.name, storage, force=args.force)
     data = create_dataset(study_file.dataset, **study_file.dataset_params)
     model = build_model(study_file, data)
-    storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
     preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
     model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
     where = {"storage": storage, "study_name": study_file.name, "artifacts": study_file.out_dir / "artifacts",
              "study_attrs": {"study_file": study_file.path} if study_file.path else None}
     return study_file, data, model, trained, where
+
+
+FOLDER_MARK = ".autoprune-study.json"
+
+
+def _claim_folder(out, name: str, storage: str, *, force: bool) -> None:
+    """One study per output folder: its best.pt, plan and report belong to that study alone."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    mark = out / FOLDER_MARK
+    mine = {"study": name, "storage": storage}
+    if mark.is_file() and not force:
+        try:
+            theirs = json.loads(mark.read_text())
+        except ValueError:
+            theirs = None
+        if isinstance(theirs, dict) and theirs != mine:
+            raise AutopruneError(
+                f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
+                f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
+                "(or --force to take the folder over)")
+    tmp = out / f".{FOLDER_MARK}.tmp"
+    tmp.write_text(json.dumps(mine) + "\n")
+    tmp.replace(mark)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -203,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
     p.add_argument("--seed", type=int, help="seed of the sampler and the baseline training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("sensitivity", help="prune each group alone at each rate; write a CSV and a plot (cached in the study)")
@@ -210,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
     p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
     p.add_argument("--seed", type=int, help="seed of the calibration batches and the baseline training")
+    p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("report", help="write the report of a search (also while it runs) into OUT_DIR/report")

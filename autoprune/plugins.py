@@ -9,6 +9,7 @@ declared, so ``autoprune plugins`` lists both side by side. Tests and the
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Callable
@@ -54,8 +55,25 @@ def get_plugin_manager() -> pluggy.PluginManager:
         else:
             for name in filter(None, (n.strip() for n in only.split(","))):
                 pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+        for plugin in pm.get_plugins():
+            check_hook_names(pm, plugin)
         _manager = pm
     return _manager
+
+
+def check_hook_names(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Refuse a plugin that implements a hook autoprune does not have (a misspelled name would be ignored).
+
+    The same check as pluggy's ``check_pending``, with the plugin and the closest hook named.
+    """
+    for hook in pm.get_hookcallers(plugin) or []:
+        if hook.has_spec():
+            continue
+        hooks = sorted(name for name, fn in vars(hookspecs).items() if name.startswith("autoprune_") and callable(fn))
+        close = difflib.get_close_matches(hook.name, hooks, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "autoprune's hooks: " + ", ".join(hooks)
+        raise AutopruneError(f"plugin {pm.get_name(plugin)!r} implements {hook.name!r}, which is not a hook of "
+                             f"autoprune; {hint}")
 
 
 def register(plugin: ModuleType | object, name: str | None = None) -> str:
@@ -67,6 +85,11 @@ def register(plugin: ModuleType | object, name: str | None = None) -> str:
         raise AutopruneError(f"cannot register plugin {name or plugin!r}: {exc}") from None
     if registered is None:
         raise AutopruneError(f"plugin {name or plugin!r} is blocked")
+    try:
+        check_hook_names(pm, plugin)
+    except AutopruneError:
+        pm.unregister(plugin)
+        raise
     _invalidate()
     return registered
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -305,7 +306,8 @@ class StudyFile:
 #: Study-file keys that are not search or training settings: (type, rule, default, doc).
 FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
     "study": {
-        "name": (str, "a string", "the file name without `.toml`", "the study's name in the storage"),
+        "name": (str, "letters, digits, '-', '_' and '.', starting with a letter or digit",
+                 "the file name without `.toml`", "the study's name in the storage (and of its default folder)"),
         "out": (str, "a path", "`runs/<name>`", "the output folder"),
         "storage": (str, "an Optuna storage URL", "`sqlite:///<out>/study.db`", "where the study is kept"),
     },
@@ -320,6 +322,8 @@ FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
         "params": (dict, "a table", "`{}`", "keyword parameters of the dataset's factory"),
     },
 }
+#: What a study name may be: it names a folder, so no separators, no leading dot.
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Other spellings of a key: ``objectives = [...]`` reads better for a list.
 ALIASES = {("study", "objectives"): "objective"}
 def section_keys() -> dict[str, list[str]]:
@@ -367,11 +371,15 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     train = _build(TrainSettings(), values["train"], spelled, "train")
     finetune = _build(FINETUNE, values["finetune"], spelled, "finetune")
     model, dataset = file_keys["model"], file_keys["dataset"]
+    study_name = file_keys["study"]["name"] if "name" in file_keys["study"] else name or "study"
+    if not STUDY_NAME.match(study_name):
+        where = "study.name" if "name" in file_keys["study"] else f"the file name {name!r} (give study.name)"
+        raise AutopruneError(f"{where} must be {FILE_KEYS['study']['name'][1]}, got {study_name!r}")
     reserved = sorted({"num_classes", "in_channels"} & set(model.get("params", {})))
     if reserved:
         raise AutopruneError(f"model.params cannot set {', '.join(reserved)}: the dataset decides them")
     return StudyFile(
-        name=file_keys["study"].get("name") or name or "study",
+        name=study_name,
         model=model["name"], dataset=dataset["name"], settings=settings, train=train, finetune=finetune,
         model_params=dict(model.get("params", {})), dataset_params=dict(dataset.get("params", {})),
         checkpoint=model.get("checkpoint"), out=file_keys["study"].get("out"),

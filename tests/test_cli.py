@@ -143,3 +143,30 @@ def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "0 trials, 0 feasible, 2 failed" in out and "every trial failed; the last one:" in out
     assert "Torch-Pruning failed on group 'x'" in out
+
+
+def test_one_study_per_output_folder(tmp_path, capsys):
+    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.toml"
+    other.write_text('[study]\nname = "other"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
+                     '[dataset]\nname = "digits"\n[train]\nepochs = 1\n')
+    before = (tmp_path / "best.pt").read_bytes()
+    assert cli.main(["search", str(other), "--trials", "2", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds study 'quickstart'" in err and "study 'other'" in err and "--force" in err
+    assert (tmp_path / "best.pt").read_bytes() == before
+    assert cli.main(args) == 0  # the folder's own study resumes
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "with space", ""])
+def test_study_names_that_are_not_folder_names_are_refused(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "s.toml"
+    study.write_text(f'[study]\nname = "{name}"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
+                     '[dataset]\nname = "digits"\n')
+    assert cli.main(["search", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "letters, digits" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # no folder made anywhere

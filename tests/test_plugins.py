@@ -155,3 +155,18 @@ def test_plugins_env_restricts_loaded_entry_points():
         capture_output=True, text=True, env={**_env(), plugins.PLUGINS_ENV: "importance_magnitude"}, check=True,
     ).stdout
     assert "l1" in out and "fpgm" not in out and "resnet20" not in out
+
+
+def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(temporary_plugin):
+    def importances(register):
+        register("never_seen", lambda group: torch.ones(group.num_channels))
+
+    module = types.ModuleType("typo_plugin")
+    module.autoprune_register_importance = autoprune.hookimpl(importances)  # the hook ends in "importances"
+    with pytest.raises(AutopruneError) as err:
+        plugins.register(module, name="typo_plugin")
+    message = str(err.value)
+    assert "'typo_plugin'" in message and "'autoprune_register_importance'" in message
+    assert "did you mean 'autoprune_register_importances'?" in message
+    assert "typo_plugin" not in [plugins.get_plugin_manager().get_name(p) for p in plugins.get_plugin_manager().get_plugins()]
+    temporary_plugin(_plugin("harmless3"), "harmless3")

@@ -158,6 +158,7 @@ def test_per_group_importance_names_are_resolved_through_the_registry(example):
         (lambda g: torch.ones(g.num_channels, 2), "expected"),
         (lambda g: torch.full((g.num_channels,), float("nan")), "non-finite"),
         (lambda g: [1.0] * g.num_channels, "torch.Tensor"),
+        (lambda g: torch.arange(g.num_channels), "dtype torch.int64; scores must be floating point"),
     ],
 )
 def test_bad_importance_results_are_rejected_naming_the_importance(example, scores, fragment):

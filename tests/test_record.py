@@ -125,3 +125,14 @@ def test_trials_plans_and_feasibility():
     assert record.trial().number == chosen.number
     with pytest.raises(AutopruneError, match="trial 7 is not a completed trial"):
         record.trial(7)
+
+
+def test_the_chosen_trial_is_the_more_accurate_of_equally_small_ones():
+    record = _record()
+    for accuracy in (89.5, 89.8, 89.6):  # three plans of the same size within the budget
+        trial = record.study.ask()
+        value = record.write_trial(trial, {"accuracy": accuracy, "accuracy_drop": 90.0 - accuracy,
+                                           "flops": 500.0, "params": 50.0})
+        record.study.tell(trial, value)
+    chosen = record.chosen_trial()
+    assert chosen.user_attrs["accuracy"] == 89.8 and chosen in record.pareto_trials()

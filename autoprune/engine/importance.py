@@ -63,6 +63,8 @@ def validate_scores(scores: object, group: ChannelGroup, name: str) -> torch.Ten
             f"{where} returned shape {tuple(scores.shape)}; expected ({group.num_channels},), "
             "one score per channel"
         )
+    if not scores.is_floating_point():  # the conformance suite asks the same of every plugin
+        raise PluginError(f"{where} returned dtype {scores.dtype}; scores must be floating point")
     scores = scores.detach().to("cpu", torch.float64)
     if not torch.isfinite(scores).all():
         bad = int((~torch.isfinite(scores)).sum())

@@ -207,9 +207,11 @@ class StudyRecord:
 
     @property
     def rate_limits(self) -> dict[str, float]:
-        """Each group's largest searched rate (every group's is ``rate_max`` unless sensitivity narrowed it)."""
-        limits = self.attrs.get(RATE_LIMITS) or {}
-        rate_max = self.settings.rate_max
+        """Each group's largest searched rate: ``rate_max``, unless a study warm-started from sensitivity
+        narrowed it (curves measured for a study with another warm start do not change its space)."""
+        settings = self.settings
+        limits = (self.attrs.get(RATE_LIMITS) or {}) if settings.warm_start == "sensitivity" else {}
+        rate_max = settings.rate_max
         return {g: limits.get(g, rate_max) for g in self.groups}
 
     def write_sensitivity(self, rows: list[dict[str, Any]], limits: dict[str, float]) -> None:
@@ -346,13 +348,14 @@ class StudyRecord:
         return sorted(front, key=lambda t: (t.user_attrs.get(key, math.inf), t.number))
 
     def chosen_trial(self) -> FrozenTrial | None:
-        """The trial a search delivers: the feasible trial with the lowest objective; in a
-        multi-objective study, the feasible Pareto point with the highest accuracy."""
+        """The trial a search delivers: the feasible trial with the lowest objective (the more
+        accurate of equals); in a multi-objective study, the feasible Pareto point with the
+        highest accuracy. Either way it is on the Pareto front."""
         if len(self.study.directions) > 1:
             front = self.pareto_trials()
             return max(front, key=lambda t: (t.user_attrs["accuracy"], -t.number)) if front else None
         feasible = self.feasible()
-        return min(feasible, key=lambda t: (t.value, t.number)) if feasible else None
+        return min(feasible, key=lambda t: (t.value, -t.user_attrs["accuracy"], t.number)) if feasible else None
 
     def trial(self, number: int | None = None) -> FrozenTrial:
         """Completed trial ``number``, or the chosen trial; a clear error otherwise."""
