@@ -7,10 +7,12 @@ exits with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import plugins
 from .errors import AutopruneError
@@ -259,6 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineToStderr(logging.Handler):
+    """autoprune's warnings (a failed trial, say) as one line each on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"autoprune: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _one_line_logging() -> Iterator[None]:
+    logger = logging.getLogger("autoprune")
+    handler, propagate = _OneLineToStderr(logging.INFO), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -266,9 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        for module in args.plugin:
-            plugins.load_plugin_module(module)
-        return args.func(args)
+        with _one_line_logging():
+            for module in args.plugin:
+                plugins.load_plugin_module(module)
+            return args.func(args)
     except AutopruneError as exc:
         if args.debug:
             raise

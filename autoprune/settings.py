@@ -199,6 +199,10 @@ class SearchSettings(_Validated):
         check=lambda v: v in ("exact", "statistical", "off"), choices=("exact", "statistical", "off"),
         doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
             "'statistical': at a 0.1% false-stop risk per check)")
+    max_failures: int = setting(
+        10, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
+        doc="stop the search with an error after this many failed trials in a row (a broken plugin, a "
+            "model that cannot be pruned)")
     finalists: int = setting(
         0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0, resumable=True,
         doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "

@@ -139,10 +139,11 @@ def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)
     args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
-    assert cli.main(args) == 1
-    out = capsys.readouterr().out
-    assert "0 trials, 0 feasible, 2 failed" in out and "every trial failed; the last one:" in out
-    assert "Torch-Pruning failed on group 'x'" in out
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("autoprune: trial ") == 10  # search.max_failures, one line each
+    last = err.splitlines()[-1]
+    assert last.startswith("autoprune: error: 10 trials in a row failed") and "failed on group 'x'" in last
 
 
 def test_one_study_per_output_folder(tmp_path, capsys):
@@ -170,3 +171,22 @@ def test_study_names_that_are_not_folder_names_are_refused(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "letters, digits" in err
     assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # no folder made anywhere
+
+
+def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tmp_path, capsys, temporary_plugin):
+    def boom(group):
+        if group.name == "features.3":
+            raise ValueError("cannot score this layer")
+        return group.weights[0].flatten(1).abs().sum(1).double()
+
+    plugin = types.ModuleType("boom_plugin")
+    plugin.autoprune_register_importances = autoprune.hookimpl(lambda register: register("boom", boom))
+    temporary_plugin(plugin, "boom_plugin")
+    study = tmp_path / "boom.toml"
+    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+                     '[search]\nimportances = ["l1", "boom"]\n')
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("autoprune: error: importance 'boom' on group 'features.3' raised ValueError: "
+                            "cannot score this layer\n")
+    assert "training" not in captured.out and not list((tmp_path / "out").glob("baseline-*.pt"))

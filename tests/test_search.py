@@ -8,7 +8,7 @@ import torch
 
 import autoprune
 from autoprune import SearchSettings, TrainSettings, search, train
-from autoprune.results import StudyRecord
+from autoprune.results import StudyRecord, open_study
 
 
 @pytest.fixture(scope="module")
@@ -181,17 +181,20 @@ def test_failed_trials_do_not_count_towards_the_budget(baseline, digits, monkeyp
     assert len(result.failed_trials) == 4
 
 
-def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch):
+def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch, tmp_path):
     from autoprune.searcher.evaluation import Evaluator
 
     def broken(self, plan, **kwargs):
         raise autoprune.PruningError("never prunable")
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)
-    result = _search(baseline, digits, trials=3, warm_start="sensitivity")
-    assert [t.state.name for t in result.study.trials] == ["FAIL"] * 3
-    assert result.best_trial is None
-    references, curves = result.record.references, result.record.sensitivity
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(autoprune.AutopruneError, match="4 trials in a row failed.*never prunable"):
+        _search(baseline, digits, trials=3, warm_start="sensitivity", max_failures=4, storage=storage,
+                study_name="broken")
+    record = open_study(storage, "broken")
+    assert [t.state.name for t in record.study.trials] == ["FAIL"] * 4
+    references, curves = record.references, record.sensitivity
     assert references["uniform"]["rate"] is None and references["global"]["rate"] is None
     assert curves and all("never prunable" in row["failed"] for row in curves)
 

@@ -37,8 +37,18 @@ class Importance:
     needs_grads: bool
 
     def scores(self, group: ChannelGroup) -> torch.Tensor:
-        """The checked scores of ``group``: 1-D, one finite float64 per channel, on the CPU."""
-        return validate_scores(self.fn(group), group, self.name)
+        """The checked scores of ``group``: 1-D, one finite float64 per channel, on the CPU.
+
+        A plugin that raises is reported as a :class:`PluginError` naming it and the group.
+        """
+        try:
+            scores = self.fn(group)
+        except AutopruneError:
+            raise
+        except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
+            raise PluginError(f"importance {self.name!r} on group {group.name!r} raised "
+                              f"{type(exc).__name__}: {exc}") from exc
+        return validate_scores(scores, group, self.name)
 
 
 def resolve_importance(spec: ImportanceSpec) -> Importance:

@@ -36,18 +36,20 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ..checkpoint import atomic_save
-from ..engine import prunable_groups, resolve_importance
-from ..errors import AutopruneError, PruningError, unknown_name
+from ..engine import group_scores, prunable_groups, resolve_importance
+from ..errors import AutopruneError, PluginError, PruningError, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import open_storage
-from .evaluation import Evaluator, apply_plan
+from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .references import find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
 from .space import plan_params, suggest_plan
+
+_logger = logging.getLogger("autoprune")
 
 #: Trials a sampler draws at random before it models the results (warm starts come first).
 STARTUP_TRIALS = 10
@@ -136,7 +138,7 @@ def search(
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
             return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings)))
-        except PruningError as exc:
+        except (PruningError, PluginError) as exc:
             record.write_failure(trial, exc)
             raise
 
@@ -204,18 +206,30 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
     Every importance must be registered, and a study that exists already must have
     the same settings, groups, model and dataset.
     """
-    check_importances(settings)
     example = data.val[0][0].unsqueeze(0).to(next(model.parameters()).device)
+    check_importances(settings, model, example, data)
     groups = prunable_groups(model.eval(), example)
     record = StudyRecord(_open_study(settings, storage, study_name))
     if not record.is_new:
         record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
 
 
-def check_importances(settings: SearchSettings) -> None:
-    """An unknown importance name fails here, before any work."""
-    for name in settings.importances:
-        resolve_importance(name)
+def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,
+                      data: Any = None) -> None:
+    """An unknown importance name fails here, before any work.
+
+    Given a model (trained or not), each importance also scores every group once, so
+    a plugin that raises or returns bad scores fails before a baseline is trained.
+    """
+    methods = [resolve_importance(name) for name in settings.importances]
+    if model is None:
+        return
+    with torch.random.fork_rng(devices=[]):  # a plugin drawing random numbers changes nothing after
+        calibration = None
+        if any(method.needs_grads for method in methods):
+            calibration = calibration_batches(data, 1, min(settings.batch_size, 16), settings.seed)
+        for name in settings.importances:
+            group_scores(model, example, name, calibration=calibration)
 
 
 def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -> dict[str, Any]:
@@ -276,29 +290,49 @@ def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:
 def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progress: bool) -> None:
     """Run trials until the study holds ``settings.trials`` completed ones.
 
-    Failed trials do not count; the search gives up after as many failures as
-    the trial budget. Other workers may share the study: each stops once it is full.
+    Failed trials do not count; each is logged in one line, and ``max_failures``
+    of them in a row stop the search with an error. Other workers may share the
+    study: each stops once it is full.
     """
     full = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,))
-    failed_before = len(record.trials(states=(TrialState.FAIL,)))
+    failures = _Failures(record, settings.max_failures)
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     while True:
         missing = settings.trials - len(record.completed())
-        failures = len(record.trials(states=(TrialState.FAIL,))) - failed_before
         left = None if deadline is None else deadline - time.monotonic()
-        if missing <= 0 or failures >= settings.trials or (left is not None and left <= 0):
+        if missing <= 0 or (left is not None and left <= 0):
             return
-        with _quiet_optuna(), warnings.catch_warnings():
+        with _quiet_optuna(logging.ERROR), warnings.catch_warnings():  # failures are logged by _Failures
             warnings.filterwarnings("ignore", "Constraints have been set, but CmaEsSampler")  # documented
             record.study.optimize(objective, n_trials=missing, timeout=left, show_progress_bar=progress,
-                                  catch=(PruningError,), callbacks=[full])
+                                  catch=(PruningError, PluginError), callbacks=[full, failures])
+        if failures.in_a_row >= settings.max_failures:
+            raise AutopruneError(f"{failures.in_a_row} trials in a row failed, so the search stopped "
+                                 f"(search.max_failures); the last: {failures.last}")
+
+
+class _Failures:
+    """Logs each failed trial in one line and stops the study after ``limit`` in a row."""
+
+    def __init__(self, record: StudyRecord, limit: int) -> None:
+        self.record, self.limit, self.in_a_row, self.last = record, limit, 0, None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.in_a_row = 0 if trial.state == TrialState.COMPLETE else self.in_a_row
+            return
+        self.in_a_row += 1
+        self.last = self.record.fail_reason(trial) or "no reason recorded"
+        _logger.warning("trial %d failed: %s", trial.number, self.last)
+        if self.in_a_row >= self.limit:
+            study.stop()
 
 
 @contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
+def _quiet_optuna(level_within: int = logging.WARNING) -> Iterator[None]:
     """Optuna's per-trial log lines would drown the progress bar; keep warnings."""
     level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(logging.WARNING)
+    optuna.logging.set_verbosity(level_within)
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..engine import group_scores, group_sizes
-from ..errors import PruningError
+from ..errors import PluginError, PruningError
 from ..results.record import Plan
 from .evaluation import GRADIENT_BATCHES, Evaluator
 
@@ -75,7 +75,7 @@ def largest_feasible(evaluate: Callable[[float], dict[str, float]], high: float,
         count += 1
         try:
             return evaluate(rate)
-        except PruningError:  # a plan the model cannot take is no better than one over the budget
+        except (PruningError, PluginError):  # a plan the model (or a plugin) cannot take is no better than one over the budget
             return {"accuracy_drop": math.inf}
 
     best: dict[str, Any] | None = None

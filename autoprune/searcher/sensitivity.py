@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..errors import PruningError
+from ..errors import PluginError, PruningError
 from ..results.record import Plan
 from .evaluation import Budget, Evaluator
 from .space import rate_grid
@@ -56,7 +56,7 @@ def measure_sensitivity(evaluator: Evaluator) -> list[dict[str, Any]]:
         for rate in curve_rates(settings.rate_min, settings.rate_max, settings.rate_step):
             try:
                 metrics = evaluator.evaluate({"rates": {group: rate}, "methods": {group: method}}, budget=budget)
-            except PruningError as exc:  # the curve ends where the model cannot be pruned further
+            except (PruningError, PluginError) as exc:  # the curve ends where pruning fails
                 rows.append({"group": group, "rate": rate, "failed": f"{type(exc).__name__}: {exc}"})
                 break
             rows.append({"group": group, "rate": rate, **{k: metrics[k] for k in
