@@ -16,4 +16,4 @@ psql_as_postgres() { su postgres -c "psql -qtA -c \"$1\""; }
   psql_as_postgres "CREATE ROLE autoprune LOGIN PASSWORD 'autoprune'" >&2
 [ "$(psql_as_postgres "SELECT 1 FROM pg_database WHERE datname='autoprune_test'")" = 1 ] ||
   su postgres -c "createdb -O autoprune autoprune_test" >&2
-echo "postgresql+psycopg2://autoprune:autoprune@127.0.0.1:5432/autoprune_test"
+echo "postgresql+psycopg://autoprune:autoprune@127.0.0.1:5432/autoprune_test"

@@ -36,6 +36,7 @@ from .errors import (
     DuplicateNameError,
     PluginError,
     PruningError,
+    SearchInterrupted,
     UnknownNameError,
 )
 from .hookspecs import hookimpl
@@ -69,6 +70,7 @@ __all__ = [
     "Entry",
     "PluginError",
     "PruningError",
+    "SearchInterrupted",
     "SearchResult",
     "SearchSettings",
     "Source",

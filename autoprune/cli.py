@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 from . import plugins
-from .errors import AutopruneError
+from .errors import AutopruneError, SearchInterrupted
+from .files import atomic_write_text
 from .settings import FINETUNE
 
 KINDS = ("importance", "model", "dataset")
@@ -52,6 +53,7 @@ def _human(n: float) -> str:
 def _study_baseline(args: argparse.Namespace):
     """The study file (with the command line's overrides), its data and trained baseline, checked first."""
     from .baseline import build_model, load_or_train
+    from .checkpoint import load_checkpoint
     from .searcher import preflight
     from .settings import load_study_file
     from .zoo import create_dataset
@@ -62,10 +64,14 @@ def _study_baseline(args: argparse.Namespace):
     study_file = study_file.replace(settings=study_file.settings.replace(**overrides),
                                     **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v})
     storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
-    _claim_folder(study_file.out_dir, study_file.name, storage, force=args.force)
+    _check_folder(study_file.out_dir, study_file.name, storage, force=args.force)
+    study_file.out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives there
     data = create_dataset(study_file.dataset, **study_file.dataset_params)
     model = build_model(study_file, data)
+    if study_file.checkpoint:  # readable, and fits the model, before any work
+        load_checkpoint(model, study_file.checkpoint, what="model.checkpoint")
     preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
+    _claim_folder(study_file.out_dir, study_file.name, storage)
     model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
     where = {"storage": storage, "study_name": study_file.name, "artifacts": study_file.out_dir / "artifacts",
              "study_attrs": {"study_file": study_file.path} if study_file.path else None}
@@ -75,26 +81,30 @@ def _study_baseline(args: argparse.Namespace):
 FOLDER_MARK = ".autoprune-study.json"
 
 
-def _claim_folder(out, name: str, storage: str, *, force: bool) -> None:
+def _check_folder(out, name: str, storage: str, *, force: bool) -> None:
     """One study per output folder: its best.pt, plan and report belong to that study alone."""
     import json
 
-    out.mkdir(parents=True, exist_ok=True)
     mark = out / FOLDER_MARK
-    mine = {"study": name, "storage": storage}
-    if mark.is_file() and not force:
-        try:
-            theirs = json.loads(mark.read_text())
-        except ValueError:
-            theirs = None
-        if isinstance(theirs, dict) and theirs != mine:
-            raise AutopruneError(
-                f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
-                f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
-                "(or --force to take the folder over)")
-    tmp = out / f".{FOLDER_MARK}.tmp"
-    tmp.write_text(json.dumps(mine) + "\n")
-    tmp.replace(mark)
+    if not mark.is_file() or force:
+        return
+    try:
+        theirs = json.loads(mark.read_text())
+    except ValueError:
+        theirs = None
+    if isinstance(theirs, dict) and theirs != {"study": name, "storage": storage}:
+        raise AutopruneError(
+            f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
+            f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
+            "(or --force to take the folder over)")
+
+
+def _claim_folder(out, name: str, storage: str) -> None:
+    """Mark ``out`` as the folder of this study (once its inputs have passed every check)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / FOLDER_MARK, json.dumps({"study": name, "storage": storage}) + "\n")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -102,7 +112,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     study_file, data, model, trained, where = _study_baseline(args)
-    result = search(model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune, **where)
+    try:
+        result = search(model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune,
+                        **where)
+    except SearchInterrupted as stop:
+        done = len(stop.result.record.completed())
+        print(f"autoprune: interrupted; the running trial is marked failed, the {done} finished trials are "
+              "saved (run the same command to resume)", file=sys.stderr)
+        _summarize(stop.result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
+        return 130
     return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
 
 
@@ -161,9 +179,10 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
               f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
               f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)")
     plan = result.best_plan
-    save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan})
+    save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan},
+               input_shape=tuple(result.example_inputs.shape[1:]))
     plan_path = out / "best_plan.json"
-    plan_path.write_text(json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
+    atomic_write_text(plan_path, json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
     print(f"  report              {report}")
     return 0

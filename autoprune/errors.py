@@ -34,6 +34,14 @@ class PruningError(AutopruneError):
     """A pruning request that cannot be carried out on this model."""
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search's trials: the running trial is failed, ``result`` holds what finished."""
+
+    def __init__(self, result) -> None:
+        super().__init__("the search was interrupted")
+        self.result = result
+
+
 def unknown_name(kind: str, name: object, valid: Iterable[str], *, list_all: bool = False) -> UnknownNameError:
     """Build the error for an unknown ``name``, suggesting the closest valid ones.
 

@@ -203,6 +203,10 @@ class SearchSettings(_Validated):
         10, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
         doc="stop the search with an error after this many failed trials in a row (a broken plugin, a "
             "model that cannot be pruned)")
+    heartbeat_interval: int = setting(
+        10, section="search", rule="an integer >= 1 (seconds)", check=lambda v: _is_int(v) and v >= 1, resumable=True,
+        doc="a running trial records a heartbeat this often; a trial silent for 3 intervals (its worker was "
+            "killed) is failed and its parameters run again")
     finalists: int = setting(
         0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0, resumable=True,
         doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "
@@ -313,7 +317,10 @@ FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
         "name": (str, "letters, digits, '-', '_' and '.', starting with a letter or digit",
                  "the file name without `.toml`", "the study's name in the storage (and of its default folder)"),
         "out": (str, "a path", "`runs/<name>`", "the output folder"),
-        "storage": (str, "an Optuna storage URL", "`sqlite:///<out>/study.db`", "where the study is kept"),
+        "storage": (str, "an Optuna storage URL: sqlite:///F.db, postgresql+psycopg://U:P@HOST/DB, "
+                    "mysql+pymysql://U:P@HOST/DB or journal:///F.log", "`sqlite:///<out>/study.db`",
+                    "where the study is kept (PostgreSQL needs `pip install 'autoprune[postgres]'`; see "
+                    "docs/multi_machine.md)"),
     },
     "model": {
         "name": (str, "a registered model", "required", "`autoprune plugins --kind model` lists them"),

@@ -1,37 +1,191 @@
-"""Optuna storages as autoprune opens them: SQLite made safe for several processes.
+"""Optuna storages as autoprune opens them: crash-safe, safe for several processes, clear errors.
 
-Optuna's RDB storage claims a queued (enqueued) trial by reading it as WAITING and
-then marking it RUNNING, with ``SELECT ... FOR UPDATE``, which SQLite ignores: two
-worker processes can both claim the same queued trial, and the second then fails
-with "Cannot tell a COMPLETE trial". For SQLite URLs every transaction therefore
-begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for serializable SQLite
-transactions), which takes the database's write lock up front, and waits up to a
-minute for it. Other URLs go to Optuna unchanged.
+Every storage a URL names gets Optuna's heartbeat (``heartbeat_interval``): a
+running trial records a heartbeat every interval, and a trial whose worker was
+killed stops beating. Once its last heartbeat is older than the grace period
+(``GRACE_FACTOR`` intervals), the next worker to start a trial fails it
+(``optuna.storages.fail_stale_trials``) and queues its parameters again
+(:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`).
+
+URLs:
+
+- ``sqlite:///study.db`` (relative to the working directory) or
+  ``sqlite:////abs/study.db``. Optuna claims a queued trial by reading it as
+  WAITING and then marking it RUNNING with ``SELECT ... FOR UPDATE``, which SQLite
+  ignores, so two processes could claim the same one; every SQLite transaction
+  therefore begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for serializable
+  SQLite transactions) and waits up to a minute for the write lock.
+- ``postgresql+psycopg://user:pass@host/db`` (the ``postgres`` extra installs
+  psycopg 3; with SQLAlchemy 2.1 ``postgresql://`` means the same), ``mysql+pymysql://...``:
+  any URL SQLAlchemy and Optuna's RDB storage take.
+- ``journal:///study.log`` (relative) or ``journal:////abs/study.log``: Optuna's
+  journal file storage, for a shared file system without a database server. Optuna
+  gives journals no heartbeat, so autoprune records one as a trial system
+  attribute; workers' clocks must agree to within the grace period.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
 import optuna
-from sqlalchemy import event
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from .errors import AutopruneError
 
 #: Seconds a SQLite connection waits for another process's write lock.
 SQLITE_LOCK_TIMEOUT = 60
+#: Seconds between a running trial's heartbeats (the ``heartbeat_interval`` setting's default).
+HEARTBEAT_INTERVAL = 10
+#: A trial is stale once its last heartbeat is this many intervals old.
+GRACE_FACTOR = 3
+#: Times a stale trial's parameters are queued again.
+MAX_RETRY = 2
+JOURNAL = "journal:///"
+URL_FORMS = ("sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST/DB, "
+             "mysql+pymysql://USER:PASSWORD@HOST/DB, journal:///PATH.log")
+
+_DRIVER_HINTS = {
+    "postgresql": "pip install 'autoprune[postgres]' (psycopg 3) and give a postgresql+psycopg:// URL",
+    "mysql": "pip install pymysql and give a mysql+pymysql:// URL",
+}
+
+_logger = logging.getLogger("autoprune")
 
 
-def open_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna.storages.BaseStorage | str | None:
-    """The storage to give Optuna for ``storage`` (a URL, a storage object, or None for memory)."""
-    if not isinstance(storage, str) or not storage.startswith("sqlite:") or storage == "sqlite:///:memory:":
+def open_storage(storage: str | BaseStorage | None,
+                 heartbeat_interval: int = HEARTBEAT_INTERVAL) -> BaseStorage | str | None:
+    """The storage to give Optuna for ``storage`` (a URL, a storage object, or None for memory).
+
+    A URL that names no storage, a missing driver and a server that cannot be reached
+    are each an :class:`AutopruneError` of one line, raised here, before any work.
+    """
+    if not isinstance(storage, str) or storage == "sqlite:///:memory:":
         return storage
-    rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}})
-    engine = rdb.engine
+    grace = GRACE_FACTOR * heartbeat_interval
+    with warnings.catch_warnings():  # Optuna's heartbeat has been "experimental" since v2.8
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        retry = _Recover(RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        if storage.startswith(JOURNAL):
+            path = Path(storage.removeprefix(JOURNAL))
+            if not path.parent.is_dir():
+                raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, whose folder does not exist")
+            return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace, retry)
+        return _rdb_storage(storage, heartbeat_interval, grace, retry)
 
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection, connection_record):  # pragma: no cover - driver hook
-        dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # pragma: no cover - driver hook
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+def storage_file(storage: str | BaseStorage | None) -> Path | None:
+    """The file of a SQLite or journal storage URL (None for other storages)."""
+    if not isinstance(storage, str) or storage == "sqlite:///:memory:":
+        return None
+    for prefix in ("sqlite:///", JOURNAL):
+        if storage.startswith(prefix):
+            return Path(storage.removeprefix(prefix))
+    return None
 
-    engine.dispose()  # connections made before the hooks would skip them
+
+def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna.storages.RDBStorage:
+    import sqlalchemy
+    from sqlalchemy import event
+
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise AutopruneError(f"storage {url!r} is not a storage URL; valid forms: {URL_FORMS}") from None
+    sqlite = url.startswith("sqlite:")
+    if sqlite:
+        path = storage_file(url)
+        if path is not None and not path.parent.is_dir():
+            raise AutopruneError(f"the storage {url!r} names {str(path)!r}, whose folder does not exist")
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if sqlite else None
+    try:
+        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                         grace_period=grace, heartbeat_stale_trial_callback=retry)
+    except ImportError:
+        raise AutopruneError(f"storage {shown!r} needs a database driver that is not installed: "
+                             f"{_DRIVER_HINTS.get(url.split(':')[0].split('+')[0], 'install the driver the URL names')}"
+                             ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise AutopruneError(f"storage {shown!r} names a database SQLAlchemy does not know; valid forms: "
+                             f"{URL_FORMS}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise AutopruneError(f"cannot open the storage {shown!r}: {reason}") from None
+    if sqlite:
+        engine = rdb.engine
+
+        @event.listens_for(engine, "connect")
+        def _no_implicit_transactions(dbapi_connection, connection_record):  # pragma: no cover - driver hook
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection):  # pragma: no cover - driver hook
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        engine.dispose()  # connections made before the hooks would skip them
     return rdb
+
+
+class _Recover:
+    """Optuna's retry of a stale trial, counted and told in one line."""
+
+    def __init__(self, retry: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        self.retry, self.recovered = retry, []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+        self.recovered.append(trial.number)
+        _logger.warning("trial %d was left running by a worker that stopped; failed it and queued its "
+                        "parameters again", trial.number)
+
+
+def recovered_trials(storage: BaseStorage | str | None) -> list[int]:
+    """The numbers of the stale trials this process has failed and queued again."""
+    callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    return list(callback.recovered) if isinstance(callback, _Recover) else []
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with the heartbeat its RDB storage has.
+
+    A running trial's heartbeat is the wall-clock time in its system attribute
+    ``autoprune:heartbeat``, or its start when that is later.
+    """
+
+    ATTR = "autoprune:heartbeat"
+
+    def __init__(self, backend, heartbeat_interval: int, grace_period: int,
+                 stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
+        super().__init__(backend)
+        self.heartbeat_interval, self.grace_period, self.stale_callback = heartbeat_interval, grace_period, stale_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, self.ATTR, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished (or failed as stale) meanwhile
+            pass
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beats = [trial.system_attrs.get(self.ATTR)]  # a retried trial inherits its original's
+            if trial.datetime_start is not None:
+                beats.append(trial.datetime_start.timestamp())
+            beat = max((b for b in beats if b is not None), default=None)
+            if beat is not None and now - beat > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self.stale_callback

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from typing import Any
 
 from torch import nn
@@ -44,7 +46,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **params: An
             raise AutopruneError(f"{arg} must be a positive integer, got {value!r}")
     entry = get_registries().models.get(name)
     _check_params(entry, dict(num_classes=num_classes, in_channels=in_channels, **params))
-    model = entry.obj(num_classes=num_classes, in_channels=in_channels, **params)
+    model = _build(entry, dict(num_classes=num_classes, in_channels=in_channels, **params))
     recordable = storable(params)
     if recordable is not None:
         note(model, model=name, model_params=recordable, num_classes=num_classes, in_channels=in_channels)
@@ -58,23 +60,65 @@ def create_dataset(name: str, **params: Any) -> Any:
     """
     entry = get_registries().datasets.get(name)
     _check_params(entry, params)
-    data = entry.obj(**params)
+    data = _build(entry, params)
     recordable = storable(params)
     if recordable is not None:
         note(data, dataset=name, dataset_params=recordable)
     return data
 
 
-def _check_params(entry: Entry, params: dict[str, Any]) -> None:
+def _build(entry: Entry, params: dict[str, Any]) -> Any:
+    """Call a factory; its failure is one line naming it and the parameters (the cause kept for --debug)."""
     try:
-        signature = inspect.signature(entry.obj)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return
+        return entry.obj(**params)
+    except AutopruneError:
+        raise
+    except Exception as exc:
+        raise AutopruneError(f"{entry.kind} {entry.name!r} ({entry.source}) could not be built with "
+                             f"{params}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_params(entry: Entry, params: dict[str, Any]) -> None:
+    """Refuse parameters the factory does not take, or of a type its annotations exclude."""
+    try:
+        signature = inspect.signature(entry.obj, eval_str=True)
+    except Exception:  # builtins without a signature, annotations that do not evaluate: let the call decide
+        try:
+            signature = inspect.signature(entry.obj)
+        except (TypeError, ValueError):
+            return
+    fields = signature.parameters
+    accepted = ", ".join(fields) or "none"
+    what = f"{entry.kind} {entry.name!r} ({entry.source})"
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in fields.values()):
+        unknown = [key for key in params if key not in fields]
+        if unknown:
+            raise AutopruneError(f"{what} has no parameter {', '.join(map(repr, unknown))}; its parameters: {accepted}")
     try:
         signature.bind(**params)
     except TypeError as exc:
-        accepted = ", ".join(signature.parameters) or "none"
-        raise AutopruneError(
-            f"{entry.kind} {entry.name!r} ({entry.source}) does not accept "
-            f"{sorted(params)}: {exc}; its parameters: {accepted}"
-        ) from None
+        raise AutopruneError(f"{what}: {exc}; its parameters: {accepted}") from None
+    for key, value in params.items():
+        expected = _simple_types(fields[key].annotation) if key in fields else None
+        if expected and not any(_is_a(value, kind) for kind in expected):
+            names = " or ".join(kind.__name__ for kind in expected)
+            raise AutopruneError(f"{what} parameter {key!r} must be {names}, got {value!r}")
+
+
+def _simple_types(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types (int, float, bool, str, None) an annotation allows, or None when it says more."""
+    simple = (int, float, bool, str, type(None))
+    if annotation in simple:
+        return (annotation,)
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    if options and all(option in simple for option in options):
+        return options
+    return None
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:  # an integer is a fine float; a bool is neither
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

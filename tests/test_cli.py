@@ -4,6 +4,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 import autoprune
 from autoprune import cli, plugins
@@ -190,3 +191,51 @@ def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tm
     assert captured.err == ("autoprune: error: importance 'boom' on group 'features.3' raised ValueError: "
                             "cannot score this layer\n")
     assert "training" not in captured.out and not list((tmp_path / "out").glob("baseline-*.pt"))
+
+
+SMALL_STUDY = ('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n{model}[dataset]\nname = "digits"\n'
+               '[train]\nepochs = 1\n')
+
+
+@pytest.mark.parametrize("model, message", [
+    ('params = { width = "eight" }\n', "model 'small_cnn' (autoprune"),
+    ('params = { widht = 8 }\n', "has no parameter 'widht'; its parameters: num_classes, in_channels, width"),
+    ('checkpoint = "garbage.pt"\n', "is not a PyTorch checkpoint"),
+])
+def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, model, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "s.toml").write_text(SMALL_STUDY.format(model=model))
+    assert cli.main(["search", "s.toml", "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "weights_only=False" not in err
+    assert "parameter 'width' must be int, got 'eight'" in err or "eight" not in model
+    assert not list(tmp_path.glob("out/baseline-*.pt")) and not (tmp_path / "out" / ".autoprune-study.json").exists()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://u:secret@127.0.0.1:1/db", "needs a database driver that is not installed: pip install pymysql"),
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot open the storage 'postgresql+psycopg://u:***@127.0.0.1:1/db'"),
+    ("foo://x", "names a database SQLAlchemy does not know; valid forms: sqlite:///PATH.db"),
+    ("not a url", "is not a storage URL; valid forms:"),
+    ("sqlite:///no/such/folder/s.db", "whose folder does not exist"),
+    ("journal:///no/such/folder/s.log", "whose folder does not exist"),
+])
+def test_storages_that_cannot_be_opened_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, url, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SMALL_STUDY.format(model=""))
+    assert cli.main(["search", "s.toml", "--out", "out", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "secret" not in err
+    assert not list(tmp_path.glob("out/baseline-*.pt"))
+
+
+def test_autoprune_load_of_a_file_that_is_not_a_model_is_one_error(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(autoprune.AutopruneError, match="is not a model saved by autoprune"):
+        autoprune.load(garbage)
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, weights)
+    with pytest.raises(autoprune.AutopruneError, match="is not a model saved by autoprune"):
+        autoprune.load(weights)

@@ -47,6 +47,8 @@ def test_export_round_trip(finished, tmp_path, capsys, fmt):
     if fmt == "torch":
         loaded = autoprune.load(target)
         assert torch.allclose(loaded(x), saved(x), atol=1e-5)
+        plain = torch.load(target, weights_only=True)  # tensors and plain data: nothing to unpickle
+        assert plain["architecture"]["model"] == "small_cnn" and plain["metadata"]["rates"]
     elif fmt == "torchscript":
         assert torch.allclose(torch.jit.load(str(target))(x), saved(x), atol=1e-5)
     else:
@@ -160,6 +162,11 @@ def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_pa
     study = autoprune.Study.load(tmp_path)
     result = study.export(tmp_path / "m.pt", baseline=model)  # the dataset was registered
     assert result["pruned"]["params"] < result["baseline"]["params"]
+    with pytest.raises(autoprune.AutopruneError, match=r"give the unpruned model: autoprune.load\(path, model=...\)"):
+        autoprune.load(tmp_path / "m.pt")
+    x = data.val[0][0].unsqueeze(0)
+    assert torch.allclose(autoprune.load(tmp_path / "m.pt", model=model)(x), study.rebuild(baseline=model).model(x), atol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) == result["baseline"]["params"]  # the model given is kept
     model[0].weight.data.mul_(2)  # not the weights that were searched
     with pytest.raises(autoprune.AutopruneError, match="fingerprint differs"):
         study.export(tmp_path / "m.pt", baseline=model)

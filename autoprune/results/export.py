@@ -1,6 +1,7 @@
 """Saving a pruned model for deployment, checking the saved file, and measuring it.
 
-Formats: ``torch`` (the whole module, read back with :func:`load`),
+Formats: ``torch`` (weights, plan and the registered model's name, read back with
+:func:`load` using ``torch.load(..., weights_only=True)`` only: no pickled code),
 ``torchscript`` and ``onnx``. TorchScript and ONNX files are reloaded (ONNX with
 onnxruntime) and their outputs compared with the PyTorch model's on real inputs.
 Latency is measured, not estimated: the median of repeated timed forward passes
@@ -9,6 +10,7 @@ with ``torch.utils.benchmark``, at the study's latency batch size.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import atomic_save
+from ..files import atomic_write
 from ..errors import AutopruneError
 from ..metrics import accuracy, latency_ms, measure
+from ..provenance import note, provenance
 
 FORMATS = ("torch", "torchscript", "onnx")
-MODEL_FORMAT = "autoprune-model-v1"
+MODEL_FORMAT = "autoprune-model-v2"
 
 
 def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
@@ -44,33 +48,38 @@ def real_batch(data: Any, count: int) -> torch.Tensor:
 
 
 def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, check: torch.Tensor,
-         metadata: dict | None = None, atol: float = 1e-4) -> float:
-    """Save ``model`` as ``fmt`` and return the largest output difference on ``check`` after reloading."""
+         metadata: dict | None = None, atol: float = 1e-4, unpruned: nn.Module | None = None) -> float:
+    """Save ``model`` as ``fmt`` and return the largest output difference on ``check`` after reloading.
+
+    ``unpruned``: the model before pruning, which :func:`load` needs to rebuild a
+    ``torch`` file of a model that :func:`autoprune.create_model` did not build.
+    """
     if fmt not in FORMATS:
         raise AutopruneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     path = Path(path)
     model = model.eval()
     with torch.no_grad():
         expected = model(check)
-    tmp = path.with_name(path.name + ".tmp")
     if fmt == "torch":
-        save_model(model, path, metadata)
+        save_model(model, path, metadata, input_shape=tuple(example.shape[1:]))
         with torch.no_grad():
-            got = load(path)(check)
+            got = load(path, model=unpruned)(check)
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still deployed widely
-            torch.jit.trace(model, example).save(str(tmp))
-            tmp.replace(path)
+            traced = torch.jit.trace(model, example)
+            atomic_write(path, lambda tmp: traced.save(str(tmp)))
             got = torch.jit.load(str(path))(check)
     else:
         import onnxruntime
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-        tmp.replace(path)
+        def write_onnx(tmp: Path) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+
+        atomic_write(path, write_onnx)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, {"input": check.numpy()})[0])
     difference = float((got - expected).abs().max())
@@ -79,20 +88,61 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, ch
     return difference
 
 
-def save_model(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
-    """Save a whole pruned model (written atomically) so that :func:`load` reads it without its plan."""
-    atomic_save({"format": MODEL_FORMAT, "model": model, "metadata": metadata or {}}, Path(path))
+def save_model(model: nn.Module, path: str | Path, metadata: dict | None = None,
+               input_shape: tuple[int, ...] | None = None) -> None:
+    """Save a pruned model (atomically) so that :func:`load` rebuilds it from tensors and plain data.
 
-
-def load(path: str | Path) -> nn.Module:
-    """Load a model saved by ``autoprune export --format torch`` (no plan needed).
-
-    The file holds a pickled module: load only files you trust.
+    The file holds the weights, the plan (``metadata["rates"]``), one input's shape and,
+    when the model came from :func:`autoprune.create_model`, its registered name and
+    parameters: :func:`load` builds the model, prunes it to the plan's widths and loads
+    the weights, so reading the file unpickles nothing.
     """
+    source = provenance(model)
+    architecture = {k: source[k] for k in ("model", "model_params", "num_classes", "in_channels") if k in source}
+    atomic_save({"format": MODEL_FORMAT, "state_dict": model.state_dict(), "architecture": architecture,
+                 "input_shape": None if input_shape is None else [int(n) for n in input_shape],
+                 "metadata": metadata or {}}, Path(path))
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The pruned model in a file written by ``autoprune export --format torch`` (or a search's ``best.pt``).
+
+    The file is read with ``weights_only=True``. ``model``: the unpruned model, needed
+    only when the saved one was not built by :func:`autoprune.create_model` (a model of
+    your own); it is not changed.
+    """
+    from ..engine import prune
+    from ..zoo import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise AutopruneError(f"{str(path)!r} does not exist")
+    not_a_model = f"{str(path)!r} is not a model saved by autoprune (autoprune export --format torch or best.pt)"
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise AutopruneError(f"{str(path)!r} does not exist") from None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable or pickled-code file: never retried without weights_only
+        raise AutopruneError(not_a_model) from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise AutopruneError(f"{str(path)!r} is not a model saved by autoprune export --format torch")
-    return saved["model"].eval()
+        raise AutopruneError(not_a_model)
+    architecture, metadata = saved.get("architecture") or {}, saved.get("metadata") or {}
+    if model is not None:
+        model = copy.deepcopy(model)
+    elif "model" in architecture:
+        model = create_model(architecture["model"], architecture["num_classes"], architecture["in_channels"],
+                             **architecture.get("model_params", {}))
+    else:
+        raise AutopruneError(f"{str(path)!r} holds a model autoprune did not build; give the unpruned model: "
+                             "autoprune.load(path, model=...)")
+    rates = metadata.get("rates")
+    if rates:
+        if saved.get("input_shape") is None:
+            raise AutopruneError(f"{str(path)!r} does not record the input shape its plan was pruned for")
+        example = torch.zeros(1, *saved["input_shape"])
+        model = prune(model.eval(), example, rates, "l1")  # the plan's widths; the weights come next
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise AutopruneError(f"the weights in {str(path)!r} do not fit the rebuilt model: {detail}") from None
+    note(model, **architecture)
+    return model.eval()

@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutopruneError, unknown_name
 from ..settings import SearchSettings, setting_key
+from ..storage import open_storage, storage_file
 
 Plan = dict[str, dict[str, Any]]
 
@@ -394,13 +395,13 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = None) -> StudyRecord:
     """The record of study ``name`` in ``storage`` (the only study there when ``name`` is None)."""
-    if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        path = Path(storage.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, which does not exist")
+    path = storage_file(storage)
+    if path is not None and not path.is_file():
+        raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, which does not exist")
+    opened = open_storage(storage)  # a one-line error for a URL that cannot be opened
     try:
-        names = optuna.get_all_study_names(storage)
-    except Exception as exc:  # SQLAlchemy and driver errors for unreachable or malformed URLs
+        names = optuna.get_all_study_names(opened)
+    except Exception as exc:  # driver errors of a server that went away
         raise AutopruneError(f"cannot read the storage {storage!r}: {type(exc).__name__}: {exc}") from None
     if not names:
         raise AutopruneError(f"the storage {storage!r} holds no study")
@@ -410,4 +411,4 @@ def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = No
         name = names[0]
     elif name not in names:
         raise unknown_name("study", name, names)
-    return StudyRecord(optuna.load_study(study_name=name, storage=storage))
+    return StudyRecord(optuna.load_study(study_name=name, storage=opened))

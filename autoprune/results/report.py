@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..files import atomic_savefig, atomic_to_csv, atomic_write_text  # noqa: E402
 from .record import METRICS, StudyRecord  # noqa: E402
 
 
@@ -190,9 +191,9 @@ def write_sensitivity(study: optuna.Study | StudyRecord, folder: str | Path) -> 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table, figure = folder / "sensitivity.csv", folder / "sensitivity.png"
-    sensitivity_frame(record).to_csv(table, index=False)
+    atomic_to_csv(sensitivity_frame(record), table)
     fig = plot_sensitivity(record)
-    fig.savefig(figure)
+    atomic_savefig(fig, figure)
     plt.close(fig)
     return table, figure
 
@@ -211,34 +212,34 @@ def write_report(study: optuna.Study | StudyRecord, folder: str | Path) -> Path:
     objective = record.size_objective
     frame = trials_frame(record)
     front = front_frame(record, frame)
-    frame.to_csv(folder / "trials.csv", index=False)
-    front.to_csv(folder / "pareto.csv", index=False)
+    atomic_to_csv(frame, folder / "trials.csv")
+    atomic_to_csv(front, folder / "pareto.csv")
 
     figures = {}
     fig = plot_pareto(frame, front, record, objective)
-    fig.savefig(folder / "pareto.png")
-    fig.savefig(folder / "pareto.svg")
+    atomic_savefig(fig, folder / "pareto.png")
+    atomic_savefig(fig, folder / "pareto.svg")
     figures["pareto"] = _png_data(fig)
     plt.close(fig)
     best = record.chosen_trial()  # the trial that best.pt and best_plan.json hold
     chosen = None if best is None else best.number
     if best is not None:
         fig = plot_rates(record, best)
-        fig.savefig(folder / "rates.png")
+        atomic_savefig(fig, folder / "rates.png")
         figures["rates"] = _png_data(fig)
         plt.close(fig)
     if record.sensitivity:
         write_sensitivity(record, folder)
         figures["sensitivity"] = base64.b64encode((folder / "sensitivity.png").read_bytes()).decode()
     if record.finalists:
-        pd.DataFrame(record.finalists["trials"]).to_csv(folder / "finalists.csv", index=False)
+        atomic_to_csv(pd.DataFrame(record.finalists["trials"]), folder / "finalists.csv")
         fig = plot_finalists(record)
-        fig.savefig(folder / "finalists.png")
+        atomic_savefig(fig, folder / "finalists.png")
         figures["finalists"] = _png_data(fig)
         plt.close(fig)
 
     index = folder / "index.html"
-    index.write_text(_html(record, frame, front, figures, chosen, objective))
+    atomic_write_text(index, _html(record, frame, front, figures, chosen, objective))
     return index
 
 

@@ -86,7 +86,7 @@ class Study:
         example = rebuilt.data.val[0][0].unsqueeze(0)
         difference = save(rebuilt.model, path, format, example, real_batch(rebuilt.data, 8),
                           metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
-                                    "metrics": measured["pruned"]})
+                                    "metrics": measured["pruned"]}, unpruned=rebuilt.baseline)
         return {"trial": rebuilt.trial.number, **measured, "max_difference": difference,
                 "latency_batch_size": settings.latency_batch_size}
 

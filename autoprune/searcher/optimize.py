@@ -37,11 +37,11 @@ from torch import nn
 
 from ..checkpoint import atomic_save
 from ..engine import group_scores, prunable_groups, resolve_importance
-from ..errors import AutopruneError, PluginError, PruningError, unknown_name
+from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
-from ..storage import open_storage
+from ..storage import GRACE_FACTOR, open_storage, storage_file
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .references import find_references, uniform_plan
@@ -136,16 +136,21 @@ def search(
     limits = record.rate_limits
 
     def objective(trial: optuna.Trial) -> float | list[float]:
+        _skip_if_full(record, trial, settings.trials)
         try:
             return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings)))
         except (PruningError, PluginError) as exc:
             record.write_failure(trial, exc)
             raise
 
-    _run_trials(record, objective, settings, progress)
+    result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+    try:
+        _run_trials(record, objective, settings, progress)
+    except KeyboardInterrupt as exc:  # Optuna has failed the running trial
+        raise SearchInterrupted(result) from exc
     if settings.finalists:
         fine_tune_finalists(record, evaluator, data, finetune)
-    return SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+    return result
 
 
 def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
@@ -264,7 +269,8 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
     with _quiet_optuna():
         sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
         directions = ["maximize" if o == "accuracy" else "minimize" for o in settings.objectives]
-        return optuna.create_study(study_name=study_name, storage=open_storage(storage), directions=directions,
+        return optuna.create_study(study_name=study_name, storage=open_storage(storage, settings.heartbeat_interval),
+                                   directions=directions,
                                    sampler=sampler, load_if_exists=True)
 
 
@@ -282,33 +288,67 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
 def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:
     if artifacts is not None:
         return Path(artifacts)
-    if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        return Path(storage.removeprefix("sqlite:///")).resolve().parent / "artifacts"
-    return None
+    path = storage_file(storage)  # beside a SQLite database or a journal file
+    return None if path is None else path.resolve().parent / "artifacts"
 
 
 def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progress: bool) -> None:
     """Run trials until the study holds ``settings.trials`` completed ones.
 
-    Failed trials do not count; each is logged in one line, and ``max_failures``
-    of them in a row stop the search with an error. Other workers may share the
-    study: each stops once it is full.
+    Other workers may share the study: a trial running elsewhere counts towards the
+    budget, so the workers stop together with exactly ``trials`` completed. A trial
+    left running by a killed worker is failed once its heartbeat is stale, and its
+    parameters run again (:mod:`autoprune.storage`); when only such trials are left,
+    this worker waits for them to finish or go stale. Failed trials do not count;
+    each is logged in one line, and ``max_failures`` of them in a row stop the
+    search with an error.
     """
-    full = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,))
+    study = record.study
+    full = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.RUNNING))
     failures = _Failures(record, settings.max_failures)
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    grace = GRACE_FACTOR * settings.heartbeat_interval
+    waiting_since = None
     while True:
-        missing = settings.trials - len(record.completed())
+        _fail_stale_trials(study)
+        running = len(record.trials(states=(TrialState.RUNNING,)))
+        missing = settings.trials - len(record.completed()) - running
         left = None if deadline is None else deadline - time.monotonic()
-        if missing <= 0 or (left is not None and left <= 0):
+        if left is not None and left <= 0:
             return
+        if missing <= 0:
+            waiting_since = waiting_since or time.monotonic()
+            if running == 0 or time.monotonic() - waiting_since > grace + settings.heartbeat_interval:
+                return  # done, or the running trials have live workers that will finish them
+            time.sleep(min(1.0, settings.heartbeat_interval / 2))
+            continue
+        waiting_since = None
         with _quiet_optuna(logging.ERROR), warnings.catch_warnings():  # failures are logged by _Failures
             warnings.filterwarnings("ignore", "Constraints have been set, but CmaEsSampler")  # documented
-            record.study.optimize(objective, n_trials=missing, timeout=left, show_progress_bar=progress,
-                                  catch=(PruningError, PluginError), callbacks=[full, failures])
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=missing, timeout=left, show_progress_bar=progress,
+                           catch=(PruningError, PluginError), callbacks=[full, failures])
         if failures.in_a_row >= settings.max_failures:
             raise AutopruneError(f"{failures.in_a_row} trials in a row failed, so the search stopped "
                                  f"(search.max_failures); the last: {failures.last}")
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _skip_if_full(record: StudyRecord, trial: optuna.Trial, trials: int) -> None:
+    """A trial started while the budget was already taken (two workers asked at once) stops here.
+
+    Of trials running together, the lower numbers go on; this one is closed as
+    PRUNED with the user attribute ``skipped``, so the study never exceeds ``trials``.
+    """
+    ahead = [t for t in record.trials(states=(TrialState.RUNNING,)) if t.number < trial.number]
+    if len(record.completed()) + len(ahead) >= trials:
+        trial.set_user_attr("skipped", "the study had its trials when this one started")
+        raise optuna.TrialPruned("the study had its trials")
 
 
 class _Failures:

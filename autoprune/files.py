@@ -1,0 +1,45 @@
+"""Every file autoprune writes is written atomically: a kill mid-write leaves the old file or none.
+
+The content goes to a temporary file beside the target, which is then renamed
+into place (``os.replace``, atomic on POSIX and Windows within one folder).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_savefig(fig, path: str | Path) -> Path:
+    """A matplotlib figure saved atomically, in the format of ``path``'s suffix."""
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".")))
+
+
+def atomic_to_csv(frame, path: str | Path) -> Path:
+    """A pandas frame saved as CSV atomically, without its index."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))

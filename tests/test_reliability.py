@@ -1,0 +1,247 @@
+"""Nothing lost: kills, Ctrl-C and crashes mid-write, on every storage autoprune documents.
+
+The searches run as separate processes (`python -m autoprune search`), killed with
+SIGKILL while a trial is running, and run again. A plugin model that sleeps in
+every evaluation forward pass keeps each trial running long enough to be caught.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import autoprune
+from autoprune import cli
+from autoprune.files import atomic_write, atomic_write_text
+from autoprune.storage import open_storage
+
+SLOW_PLUGIN = textwrap.dedent('''
+    import time
+    from torch import nn
+    import autoprune
+
+    class SlowCNN(nn.Module):
+        """Two convolutions; every forward pass in eval mode sleeps ``delay`` seconds."""
+
+        def __init__(self, num_classes: int, in_channels: int, delay: float = 0.0):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(8, num_classes)
+            self.delay = delay
+
+        def forward(self, x):
+            if not self.training and self.delay:
+                time.sleep(self.delay)
+            return self.head(self.features(x))
+
+    @autoprune.hookimpl
+    def autoprune_register_models(register):
+        register("slow_cnn", SlowCNN)
+''')
+
+STUDY = """
+[study]
+name = "{name}"
+max_accuracy_drop = 50.0
+trials = {trials}
+[model]
+name = "slow_cnn"
+params = {{ delay = {delay} }}
+[dataset]
+name = "digits"
+[train]
+epochs = 1
+[search]
+heartbeat_interval = 1
+warm_start = "uniform"
+uniform_starts = [0.1]
+early_stop = "off"
+calibration_batches = 1
+"""
+
+
+@pytest.fixture
+def slow_study(tmp_path):
+    """A study file on the sleeping model, and the command that searches it."""
+    (tmp_path / "slow_plugin.py").write_text(SLOW_PLUGIN)
+
+    def make(storage: str, trials: int, delay: float = 0.1, out: str = "out"):
+        name = f"kill-{uuid.uuid4().hex[:8]}"
+        study = tmp_path / f"{name}.toml"
+        study.write_text(STUDY.format(name=name, trials=trials, delay=delay))
+        command = [sys.executable, "-m", "autoprune", "--plugin", "slow_plugin", "search", str(study),
+                   "--storage", storage, "--out", str(tmp_path / out), "--quiet"]
+        return name, command
+
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return make, env
+
+
+def _states(storage: str, name: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    counts: dict[str, int] = {}
+    for trial in study.trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def _kill_while_running(process: subprocess.Popen, storage: str, name: str, completed: int,
+                        timeout: float = 300) -> None:
+    """SIGKILL ``process`` once the study has ``completed`` trials and one of them is running."""
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            states = _states(storage, name)
+        except (KeyError, autoprune.AutopruneError):  # the study is not created yet
+            states = {}
+        if states.get("COMPLETE", 0) >= completed and states.get("RUNNING", 0):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.05)
+    raise AssertionError("the search never had a running trial to kill")
+
+
+def _check_complete(storage: str, name: str, trials: int) -> optuna.Study:
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == trials
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    queued = [t for t in study.trials if t.state == TrialState.COMPLETE and "fixed_params" in t.system_attrs]
+    params = [tuple(sorted(t.params.items())) for t in queued]
+    assert len(params) == len(set(params))  # no queued trial ran twice
+    return study
+
+
+def _storage_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    if backend == "journal":
+        return f"journal:///{tmp_path / 'study.log'}"
+    url = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
+    if not url:
+        pytest.skip("AUTOPRUNE_TEST_POSTGRES is set by `make test`, which starts PostgreSQL")
+    return url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_a_killed_search_run_again_ends_with_exactly_its_trials_and_none_running(backend, tmp_path, slow_study):
+    make, env = slow_study
+    storage = _storage_url(backend, tmp_path)
+    name, command = make(storage, trials=8)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_while_running(first, storage, name, completed=3)
+    assert _states(storage, name).get("RUNNING") == 1  # the killed worker's trial
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "left running by a worker that stopped; failed it and queued its parameters again" in again.stderr
+    assert "training the baseline" not in again.stderr  # the cache was written before the kill
+    study = _check_complete(storage, name, trials=8)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(failed) == 1 and len(retried) == 1 and retried[0].params == failed[0].params
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_two_workers_each_killed_once_and_restarted_share_exactly_the_budget(backend, tmp_path, slow_study):
+    make, env = slow_study
+    storage = _storage_url(backend, tmp_path)
+    name, command = make(storage, trials=12)
+    try:
+        subprocess.run([*command[:-1], "--trials", "1", "--quiet"], env=env, check=True, capture_output=True,
+                       timeout=600)  # trains the baseline and creates the study
+        workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for _ in range(2)]
+        for number, completed in ((0, 3), (1, 6)):
+            _kill_while_running(workers[number], storage, name, completed=completed)
+            workers[number] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True)
+        for worker in workers:
+            _, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err
+        _check_complete(storage, name, trials=12)
+    finally:
+        if backend == "postgres":
+            optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, capsys, monkeypatch):
+    from autoprune.searcher import optimize
+
+    suggest = optimize.suggest_plan
+
+    def interrupted_at_trial_3(trial, *args, **kwargs):
+        if trial.number == 3:
+            raise KeyboardInterrupt
+        return suggest(trial, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "suggest_plan", interrupted_at_trial_3)
+    out, study_file = tmp_path / "out", tmp_path / "quick.toml"
+    study_file.write_text('[study]\nmax_accuracy_drop = 5.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+                          '[train]\nepochs = 1\n[search]\nwarm_start = "uniform"\ncalibration_batches = 2\n')
+    args = ["search", str(study_file), "--trials", "10", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 130
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if not line.startswith(("training the baseline", "  epoch"))]
+    assert len(lines) == 1 and lines[0].startswith("autoprune: interrupted;")
+    assert "the 3 finished trials are saved" in lines[0]
+    assert "3 trials" in captured.out
+    for name in ("best.pt", "best_plan.json", "report/index.html", "report/trials.csv"):
+        assert (out / name).is_file()
+    study = optuna.load_study(study_name="quick", storage=f"sqlite:///{out / 'study.db'}")
+    finished = [t.state.name for t in study.trials if t.state != TrialState.WAITING]  # queued warm starts wait
+    assert finished == ["COMPLETE"] * 3 + ["FAIL"]
+    monkeypatch.setattr(optimize, "suggest_plan", suggest)
+    assert cli.main([*args[:3], "4", *args[4:]]) == 0  # the same command resumes
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+
+
+def test_a_write_stopped_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "best_plan.json"
+    atomic_write_text(target, "old")
+
+    def half_then_crash(tmp: Path) -> None:
+        tmp.write_text("ne")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half_then_crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["best_plan.json"]
+
+
+def test_a_process_killed_while_writing_leaves_the_old_file(tmp_path):
+    target = tmp_path / "best.pt"
+    atomic_write_text(target, "old")
+    script = textwrap.dedent(f'''
+        import time
+        from autoprune.files import atomic_write
+
+        def slow(tmp):
+            with open(tmp, "w") as f:
+                f.write("new, half written")
+                f.flush()
+                print("writing", flush=True)
+                time.sleep(60)
+
+        atomic_write({str(target)!r}, slow)
+    ''')
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert target.read_text() == "old"
