@@ -41,6 +41,9 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
         ) from None
     except Exception as exc:  # torch raises several kinds for files that are not checkpoints
         raise AutopruneError(f"{what} {str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__})") from None
+    if isinstance(saved, dict) and str(saved.get("format", "")).startswith("autoprune-model"):
+        raise AutopruneError(f"{what} {str(path)!r} is a pruned model saved by autoprune (best.pt or an export); "
+                             "give the unpruned model's weights (read the pruned one with autoprune.load)")
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AutopruneError(f"{what} {str(path)!r} holds no state_dict of tensors")

@@ -34,10 +34,15 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(autoprune.AutopruneError, match="is not a PyTorch checkpoint") as err:
         autoprune.load_checkpoint(_model(), garbage)
     assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
-    whole = tmp_path / "best.pt"
-    save_model(_model(), whole)
-    with pytest.raises(autoprune.AutopruneError, match="holds Python objects, not only weights"):
+    best = tmp_path / "best.pt"
+    save_model(_model(), best)
+    with pytest.raises(autoprune.AutopruneError, match="is a pruned model saved by autoprune"):
+        autoprune.load_checkpoint(_model(), best)
+    whole = tmp_path / "whole.pt"
+    torch.save(_model(), whole)  # a pickled module: never unpickled
+    with pytest.raises(autoprune.AutopruneError, match="holds Python objects, not only weights") as err:
         autoprune.load_checkpoint(_model(), whole)
+    assert "weights_only=False" not in str(err.value)
     other = tmp_path / "other.pt"
     torch.save(autoprune.create_model("small_cnn", num_classes=3, in_channels=1, width=4).state_dict(), other)
     with pytest.raises(autoprune.AutopruneError, match="does not fit the model"):

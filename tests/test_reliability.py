@@ -20,7 +20,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import autoprune
 from autoprune import cli
 from autoprune.files import atomic_write, atomic_write_text
 from autoprune.storage import open_storage
@@ -90,8 +89,8 @@ def slow_study(tmp_path):
     return make, env
 
 
-def _states(storage: str, name: str) -> dict[str, int]:
-    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+def _states(storage, name: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=storage)
     counts: dict[str, int] = {}
     for trial in study.trials:
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
@@ -101,12 +100,12 @@ def _states(storage: str, name: str) -> dict[str, int]:
 def _kill_while_running(process: subprocess.Popen, storage: str, name: str, completed: int,
                         timeout: float = 300) -> None:
     """SIGKILL ``process`` once the study has ``completed`` trials and one of them is running."""
-    ends = time.monotonic() + timeout
+    ends, opened = time.monotonic() + timeout, open_storage(storage)  # one connection pool for the polling
     while time.monotonic() < ends:
         assert process.poll() is None, process.communicate()[1]
         try:
-            states = _states(storage, name)
-        except (KeyError, autoprune.AutopruneError):  # the study is not created yet
+            states = _states(opened, name)
+        except KeyError:  # the study is not created yet
             states = {}
         if states.get("COMPLETE", 0) >= completed and states.get("RUNNING", 0):
             process.send_signal(signal.SIGKILL)
@@ -145,7 +144,7 @@ def test_a_killed_search_run_again_ends_with_exactly_its_trials_and_none_running
     name, command = make(storage, trials=8)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _kill_while_running(first, storage, name, completed=3)
-    assert _states(storage, name).get("RUNNING") == 1  # the killed worker's trial
+    assert _states(open_storage(storage), name).get("RUNNING") == 1  # the killed worker's trial
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "left running by a worker that stopped; failed it and queued its parameters again" in again.stderr
