@@ -34,6 +34,9 @@ MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency")
 #: Optuna samplers a study may use, and how a search picks its first trials.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("sensitivity", "uniform", "none")
+SCOPES = ("local", "global", "both")
+#: Samplers that handle parameters present in some trials only (scope = "both").
+CONDITIONAL_SAMPLERS = ("tpe", "random")
 
 _REQUIRED = dataclasses.MISSING
 
@@ -185,6 +188,12 @@ class SearchSettings(_Validated):
     batch_size: int = setting(
         128, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
         doc="batch size of calibration and evaluation")
+    scope: str = setting(
+        "local", section="search", rule="one of 'local', 'global', 'both'", check=lambda v: v in SCOPES,
+        choices=SCOPES,
+        doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
+            "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
+            "sampler picks per trial")
     sampler: str = setting(
         "tpe", section="search", rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
         check=lambda v: v in SAMPLERS, choices=SAMPLERS,
@@ -224,6 +233,9 @@ class SearchSettings(_Validated):
             if not self.rate_min <= rate <= self.rate_max:
                 raise SettingError("uniform_starts", f"must be {_rule('uniform_starts')} = "
                                    f"[{self.rate_min}, {self.rate_max}], got {rate!r}")
+        if self.scope == "both" and self.sampler not in CONDITIONAL_SAMPLERS:
+            raise SettingError("scope", f"'both' needs a sampler that handles parameters some trials lack: "
+                               f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}")
         object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
 
     @property

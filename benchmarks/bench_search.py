@@ -139,6 +139,31 @@ def _reduction(base: float, flops: float | None) -> str:
     return "none within the budget" if not flops else f"{base / flops:.2f}x"
 
 
+#: The targets of the search (docs/benchmarks.md): the ratio to the better baseline at each budget.
+TARGET_RATIO = {1.0: 1.3}
+TARGET_OVERHEAD = 1.2
+
+
+def targets(results: dict) -> list[str]:
+    """Each target, with what this run measured and whether it was met."""
+    lines = ["## Targets", "",
+             "| target | measured | met |", "| --- | --- | --- |"]
+    for budget, (base, rows) in results.items():
+        auto = rows["autoprune"]["flops"]
+        best = max((base["flops"] / rows[k]["flops"] for k in ("uniform", "global") if rows[k]["flops"]), default=None)
+        ratio = None if not auto or best is None else (base["flops"] / auto) / best
+        wanted = TARGET_RATIO.get(budget)
+        goal = (f">= {wanted:.1f}x the better baseline at {budget} points" if wanted
+                else f"ahead of the better baseline at {budget} points")
+        met = ratio is not None and (ratio >= wanted if wanted else ratio > 1.0)
+        lines.append(f"| {goal} | {'-' if ratio is None else f'{ratio:.2f}x'} | {'yes' if met else 'no'} |")
+        overhead = rows["autoprune"]["overhead"]
+        if overhead is not None:
+            lines.append(f"| median per-trial overhead ratio <= {TARGET_OVERHEAD} at {budget} points | "
+                         f"{overhead:.2f} | {'yes' if overhead <= TARGET_OVERHEAD else 'no'} |")
+    return lines + [""]
+
+
 def render(study_file, results: dict, args) -> str:
     lines = [
         "# Benchmarks",
@@ -183,6 +208,7 @@ def render(study_file, results: dict, args) -> str:
             ratio = rows[better]["flops"] / auto["flops"]
             lines += ["", f"autoprune found **{ratio:.2f}x** the FLOPs reduction of the better baseline ({better})."]
         lines.append("")
+    lines += targets(results)
     lines += [
         "## Machine",
         "",

@@ -72,6 +72,12 @@ SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset",
                "autoprune_version")
 
 
+#: Parameters of global-scope trials, and the parameter that picks the scope (``scope = "both"``).
+GLOBAL_RATE, GLOBAL_MAX_RATE, GLOBAL_METHOD, SCOPE_PARAM = "global.rate", "global.max_rate", "global.method", "scope"
+#: The user attribute of a global-scope trial that holds its resolved per-group plan.
+PLAN_ATTR = "plan"
+
+
 def rate_param(group: str) -> str:
     return f"{group}.rate"
 
@@ -374,8 +380,18 @@ class StudyRecord:
                                  f"completed: {min(done)}..{max(done)}")
         return done[number]
 
+    @staticmethod
+    def scope(trial: FrozenTrial) -> str:
+        """"global" for a trial of global scope, else "local"."""
+        return "global" if GLOBAL_RATE in trial.params else "local"
+
     def plan(self, trial: FrozenTrial) -> Plan:
         """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial."""
+        if self.scope(trial) == "global":
+            plan = trial.user_attrs.get(PLAN_ATTR)
+            if plan is None:
+                raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
+            return {"rates": dict(plan["rates"]), "methods": dict(plan["methods"])}
         default = self.importances[0]
         return {
             "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
@@ -384,6 +400,8 @@ class StudyRecord:
 
     def uniform_rate(self, trial: FrozenTrial) -> float | None:
         """The rate of a plan that uses one rate and one method in every group, else None."""
+        if self.scope(trial) == "global":
+            return None
         rates = {trial.params.get(rate_param(g)) for g in self.groups}
         methods = {trial.params.get(method_param(g)) for g in self.groups}
         return rates.pop() if len(rates) == 1 and len(methods) == 1 and None not in rates else None

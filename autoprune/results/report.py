@@ -44,6 +44,7 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
             "state": t.state.name,
             **record.metrics(t),
             "feasible": record.is_feasible(t),
+            "scope": record.scope(t),
             "uniform_rate": math.nan if uniform is None else uniform,
             "seconds": t.duration.total_seconds() if t.duration else math.nan,
             **t.params,
@@ -51,7 +52,8 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
     if not rows:  # nothing finished yet: keep the columns and their types
         return pd.DataFrame({"trial": pd.Series(dtype=int), "state": pd.Series(dtype=str),
                              **{m: pd.Series(dtype=float) for m in METRICS},
-                             "feasible": pd.Series(dtype=bool), "uniform_rate": pd.Series(dtype=float),
+                             "feasible": pd.Series(dtype=bool), "scope": pd.Series(dtype=str),
+                             "uniform_rate": pd.Series(dtype=float),
                              "seconds": pd.Series(dtype=float)})
     return pd.DataFrame(rows)
 
@@ -80,6 +82,10 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
                color="#d62728", alpha=0.45, label=f"over the budget ({len(infeasible)} trials)")
     ax.scatter(_scaled(feasible[objective], objective), feasible["accuracy"], s=18, color="#7f7f7f",
                alpha=0.45, label=f"within the budget ({len(feasible)} trials)")
+    scoped = feasible[feasible["scope"] == "global"]
+    if len(scoped) and len(scoped) < len(feasible):  # scope = "both": tell the two apart
+        ax.scatter(_scaled(scoped[objective], objective), scoped["accuracy"], marker="^", s=30, facecolor="none",
+                   edgecolor="#9467bd", label=f"global scope, within the budget ({len(scoped)} trials)")
     uniform = complete[complete["uniform_rate"].notna()].sort_values(objective)
     if len(uniform):
         ax.plot(_scaled(uniform[objective], objective), uniform["accuracy"], "s--", color="#ff7f0e", ms=6,
@@ -268,6 +274,8 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         f"{compared['uniform_reduction']:.2f}x, global pruning {compared['global_reduction']:.2f}x: "
         f"<strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
     columns = ["trial", "accuracy", "accuracy_drop", "flops", "params"]
+    if len(front) and record.settings.scope != "local":
+        columns.append("scope")  # the scope each Pareto trial pruned in
     table = front[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'

@@ -44,10 +44,10 @@ from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, open_storage, storage_file
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
-from .references import find_references, uniform_plan
+from .references import GlobalRanking, find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
-from .space import plan_params, suggest_plan
+from .space import global_params, plan_params, suggest_plan
 
 _logger = logging.getLogger("autoprune")
 
@@ -132,13 +132,14 @@ def search(
     settings = _settings(settings, overrides)
     record, evaluator = open_search(model, data, settings, storage=storage, study_name=study_name,
                                     artifacts=artifacts, study_attrs=study_attrs)
-    prepare(record, evaluator)
+    ranking = GlobalRanking(evaluator)
+    prepare(record, evaluator, ranking)
     limits = record.rate_limits
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         _skip_if_full(record, trial, settings.trials)
         try:
-            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings)))
+            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings, ranking)))
         except (PruningError, PluginError) as exc:
             record.write_failure(trial, exc)
             raise
@@ -180,27 +181,36 @@ def ensure_sensitivity(record: StudyRecord, evaluator: Evaluator) -> list[dict[s
     return record.sensitivity
 
 
-def prepare(record: StudyRecord, evaluator: Evaluator) -> None:
+def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | None = None) -> None:
     """What a study learns before its trials, each part once: the sensitivity curves (and the
-    groups' ranges they bound), the uniform and global baselines, and the warm-start trials."""
+    groups' ranges they bound), the uniform and global baselines, and the warm-start trials.
+
+    The warm starts of a local scope are the uniform baseline and the sensitivity
+    (or uniform) plans; of a global scope, the global baseline's rate; ``both`` gets both.
+    """
     settings = evaluator.settings
     if settings.warm_start == "sensitivity":
         ensure_sensitivity(record, evaluator)
     if record.references is None:
-        record.write_references(find_references(evaluator))
+        record.write_references(find_references(evaluator, ranking))
     if record.warm_started:
         return
     limits, plans = record.rate_limits, []
-    uniform = record.references["uniform"]
-    if uniform.get("rate"):
-        plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
-    if settings.warm_start == "sensitivity":
-        plans += warm_start_plans(record.sensitivity, evaluator.groups, evaluator.base[record.size_objective_measure],
-                                  record.size_objective_measure, settings.max_accuracy_drop, settings.importances[0])
-    elif settings.warm_start == "uniform":
-        plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
-    for plan in plans:
-        record.study.enqueue_trial(plan_params(plan, limits, settings), skip_if_exists=True)
+    if settings.scope != "global":
+        uniform = record.references["uniform"]
+        if uniform.get("rate"):
+            plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
+        if settings.warm_start == "sensitivity":
+            plans += warm_start_plans(record.sensitivity, evaluator.groups,
+                                      evaluator.base[record.size_objective_measure], record.size_objective_measure,
+                                      settings.max_accuracy_drop, settings.importances[0])
+        elif settings.warm_start == "uniform":
+            plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
+    queued = [plan_params(plan, limits, settings) for plan in plans]
+    if settings.scope != "local":
+        queued.insert(0, global_params(record.references["global"].get("rate") or settings.rate_min, settings))
+    for params in queued:
+        record.study.enqueue_trial(params, skip_if_exists=True)
     record.mark_warm_started()
 
 

@@ -34,12 +34,14 @@ def uniform_plan(groups: list[str], rate: float, method: str) -> Plan:
 
 
 def global_plan(rate: float, scores: dict[str, torch.Tensor], sizes: dict[str, tuple[int, int]], method: str,
-                rate_cap: float) -> Plan:
+                rate_cap: float | dict[str, float]) -> Plan:
     """Remove the lowest-ranked ``rate`` of all channels, ranked by mean-normalized importance.
 
-    A group with channel groups (grouped convolutions, attention heads) loses
-    whole units, one channel per channel group, scored by their mean.
+    No group loses more than its cap (``rate_cap``: one for all, or one per group),
+    nor its last channel. A group with channel groups (grouped convolutions,
+    attention heads) loses whole units, one channel per channel group, scored by their mean.
     """
+    caps = rate_cap if isinstance(rate_cap, dict) else dict.fromkeys(sizes, rate_cap)
     units, total = [], 0
     for name, (channels, cg) in sizes.items():
         size = channels // cg
@@ -49,7 +51,7 @@ def global_plan(rate: float, scores: dict[str, torch.Tensor], sizes: dict[str, t
         units += [(float(v), name, cg) for v in normalized]
         total += channels
     removed = dict.fromkeys(sizes, 0)
-    cap = {n: min(int(math.floor(rate_cap * (c // cg) + 1e-9)), c // cg - 1) for n, (c, cg) in sizes.items()}
+    cap = {n: min(int(math.floor(caps[n] * (c // cg) + 1e-9)), c // cg - 1) for n, (c, cg) in sizes.items()}
     target, taken = rate * total, 0
     for _, name, cg in sorted(units, key=lambda u: u[0]):
         if taken + cg / 2 > target:
@@ -97,16 +99,29 @@ def largest_feasible(evaluate: Callable[[float], dict[str, float]], high: float,
     return {**best, "evaluations": count}
 
 
-def find_references(evaluator: Evaluator) -> dict[str, dict[str, Any]]:
+class GlobalRanking:
+    """Global plans of one study: the baseline's scores per importance, computed once, ranked together."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.sizes = group_sizes(evaluator.baseline, evaluator.example)
+
+    def plan(self, rate: float, method: str, rate_cap: float | dict[str, float]) -> Plan:
+        """:func:`global_plan` of the study's baseline under importance ``method``."""
+        evaluator = self.evaluator
+        scores = group_scores(evaluator.baseline, evaluator.example, method,
+                              calibration=evaluator.calibration[:GRADIENT_BATCHES], scores=evaluator.scores)
+        return global_plan(rate, scores, self.sizes, method, rate_cap)
+
+
+def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) -> dict[str, dict[str, Any]]:
     """The uniform and global baselines of a study, each at its largest rate within the budget."""
     settings = evaluator.settings
     method = settings.importances[0]
-    scores = group_scores(evaluator.baseline, evaluator.example, method,
-                          calibration=evaluator.calibration[:GRADIENT_BATCHES], scores=evaluator.scores)
-    sizes = group_sizes(evaluator.baseline, evaluator.example)
+    ranking = ranking or GlobalRanking(evaluator)
     plans = {
         "uniform": lambda rate: uniform_plan(evaluator.groups, rate, method),
-        "global": lambda rate: global_plan(rate, scores, sizes, method, settings.rate_max),
+        "global": lambda rate: ranking.plan(rate, method, settings.rate_max),
     }
     keep = ("rate", "accuracy", "accuracy_drop", "flops", "params", "latency", "evaluations")
     found = {}

@@ -1,8 +1,17 @@
 """The search space: a rate (and an importance, when several are offered) per channel group.
 
-Each prunable group ``g`` is the Optuna parameter ``g.rate``, a step of the grid
-``rate_min, rate_min + rate_step, ... rate_max``, and, when the study offers
-several importances, ``g.method``, a categorical choice among them.
+Scope ``local``: each prunable group ``g`` is the Optuna parameter ``g.rate``, a
+step of the grid ``rate_min, rate_min + rate_step, ... rate_max``, and, when the
+study offers several importances, ``g.method``, a categorical choice among them.
+
+Scope ``global`` (Torch-Pruning's global pruning; Fang et al., "DepGraph", CVPR
+2023): the parameters are ``global.rate``, the fraction of all channels removed,
+``global.max_rate``, the most any group may lose, and ``global.method``; the
+channels of all groups are ranked together by mean-normalized importance, so each
+group's rate follows from its scores. The resolved per-group plan is recorded as
+the trial's user attribute ``plan``.
+
+Scope ``both``: the categorical parameter ``scope`` picks one of the two per trial.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ from typing import Any
 
 import optuna
 
-from ..results.record import Plan, method_param, rate_param
+from ..results.record import (GLOBAL_MAX_RATE, GLOBAL_METHOD, GLOBAL_RATE, PLAN_ATTR, SCOPE_PARAM, Plan,
+                              method_param, rate_param)
 from ..settings import SearchSettings
 
 
@@ -22,8 +32,19 @@ def rate_grid(rate_min: float, rate_max: float, step: float) -> list[float]:
     return [round(rate_min + k * step, 10) for k in range(n + 1)]
 
 
-def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings) -> Plan:
-    """Ask the sampler for a rate (up to the group's limit, on the grid) and a method per group."""
+def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings,
+                 ranking: Any = None) -> Plan:
+    """Ask the sampler for a plan in the study's scope.
+
+    Local: a rate (up to the group's limit, on the grid) and a method per group.
+    Global: a global rate and cap, resolved into per-group rates by ``ranking``
+    (a :class:`~autoprune.searcher.references.GlobalRanking`).
+    """
+    scope = settings.scope
+    if scope == "both":
+        scope = trial.suggest_categorical(SCOPE_PARAM, ("local", "global"))
+    if scope == "global":
+        return _suggest_global(trial, limits, settings, ranking)
     groups = list(limits)
     rates = {g: trial.suggest_float(rate_param(g), settings.rate_min, limits[g], step=settings.rate_step)
              for g in groups}
@@ -34,10 +55,41 @@ def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: Search
     return {"rates": rates, "methods": methods}
 
 
+def _suggest_global(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings, ranking: Any) -> Plan:
+    rate = trial.suggest_float(GLOBAL_RATE, settings.rate_min, settings.rate_max, step=settings.rate_step)
+    cap = trial.suggest_float(GLOBAL_MAX_RATE, _cap_min(settings), settings.rate_max, step=settings.rate_step)
+    method = (trial.suggest_categorical(GLOBAL_METHOD, settings.importances) if len(settings.importances) > 1
+              else settings.importances[0])
+    plan = ranking.plan(rate, method, {g: min(cap, limit) for g, limit in limits.items()})
+    trial.set_user_attr(PLAN_ATTR, plan)
+    return plan
+
+
+def _cap_min(settings: SearchSettings) -> float:
+    """The smallest cap a global trial may take: the grid's second rate (a cap of 0 would prune nothing)."""
+    grid = rate_grid(settings.rate_min, settings.rate_max, settings.rate_step)
+    return grid[1] if len(grid) > 1 else grid[0]
+
+
+def global_params(rate: float, settings: SearchSettings, cap: float | None = None) -> dict[str, Any]:
+    """The trial parameters of a global plan at ``rate`` (rounded down to the grid), capped at ``cap``."""
+    grid = rate_grid(settings.rate_min, settings.rate_max, settings.rate_step)
+    params: dict[str, Any] = {
+        GLOBAL_RATE: max([r for r in grid if r <= rate + 1e-9], default=grid[0]),
+        GLOBAL_MAX_RATE: max([r for r in grid if r <= (settings.rate_max if cap is None else cap) + 1e-9
+                              and r >= _cap_min(settings) - 1e-9], default=_cap_min(settings)),
+    }
+    if len(settings.importances) > 1:
+        params[GLOBAL_METHOD] = settings.importances[0]
+    if settings.scope == "both":
+        params[SCOPE_PARAM] = "global"
+    return params
+
+
 def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) -> dict[str, Any]:
     """The trial parameters of ``plan``: each rate rounded down to the grid and kept within its group's limit."""
     grid = rate_grid(settings.rate_min, settings.rate_max, settings.rate_step)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {SCOPE_PARAM: "local"} if settings.scope == "both" else {}
     for g, limit in limits.items():
         rate = plan["rates"].get(g, 0.0)
         params[rate_param(g)] = max([r for r in grid if r <= min(rate, limit) + 1e-9], default=grid[0])

@@ -1,0 +1,73 @@
+"""Search scope: a rate per group (local), one global rate over all channels (global), or both."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import autoprune
+from autoprune import TrainSettings, search, train
+from autoprune.results import trials_frame, write_report
+from autoprune.searcher import global_plan
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return autoprune.create_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    torch.manual_seed(0)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    return train(model, digits, TrainSettings(epochs=2, batch_size=64, lr=0.05), seed=0)
+
+
+def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
+    scores = {"even": torch.full((8,), 100.0, dtype=torch.float64),  # all high, all alike
+              "skewed": torch.tensor([0.1, 0.2, 0.3, 0.4, 1.6, 1.7, 1.8, 1.9], dtype=torch.float64)}
+    sizes = {"even": (8, 1), "skewed": (8, 1)}
+    plan = global_plan(0.25, scores, sizes, "l1", 0.8)
+    assert plan["rates"] == {"even": 0.0, "skewed": 0.5}  # the 4 lowest of 16, all in the skewed group
+    capped = global_plan(0.25, scores, sizes, "l1", {"even": 0.8, "skewed": 0.25})
+    assert capped["rates"] == {"even": 0.25, "skewed": 0.25}  # the cap moves the rest to the next-lowest
+
+
+def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(baseline, digits, tmp_path):
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=5, scope="global", seed=0,
+                    calibration_batches=2, warm_start="uniform")
+    record = result.record
+    for trial in record.completed():
+        assert set(trial.params) == {"global.rate", "global.max_rate"}
+        plan = record.plan(trial)
+        assert plan == trial.user_attrs["plan"] and set(plan["rates"]) == set(record.groups)
+        assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan["rates"].values())
+    first = record.completed()[0]  # the warm start: the global baseline's rate
+    assert first.params["global.rate"] == pytest.approx(
+        max(r for r in autoprune.searcher.rate_grid(0.0, 0.8, 0.05) if r <= record.references["global"]["rate"] + 1e-9))
+    frame = trials_frame(record)
+    assert set(frame["scope"]) == {"global"} and frame["uniform_rate"].isna().all()
+    rebuilt = autoprune.Study(record.study).rebuild(result.best_trial.number, baseline=baseline, data=digits)
+    assert rebuilt.plan == record.plan(result.best_trial)
+
+
+def test_scope_both_lets_the_sampler_pick_per_trial_and_the_report_tells_them_apart(baseline, digits, tmp_path):
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=8, scope="both", seed=0,
+                    calibration_batches=2, warm_start="uniform", uniform_starts=(0.1,))
+    record = result.record
+    scopes = {t.params["scope"] for t in record.completed()}
+    assert scopes == {"local", "global"}
+    for trial in record.completed():
+        assert record.scope(trial) == trial.params["scope"]
+        assert ("global.rate" in trial.params) == (trial.params["scope"] == "global")
+    index = write_report(record, tmp_path / "report")
+    table = (tmp_path / "report" / "trials.csv").read_text().splitlines()
+    assert "scope" in table[0].split(",")
+    assert "<th>scope</th>" in index.read_text()
+
+
+def test_scope_both_needs_a_sampler_for_parameters_some_trials_lack():
+    with pytest.raises(autoprune.AutopruneError, match="'both' needs a sampler .*'tpe' or 'random', got sampler 'gp'"):
+        autoprune.SearchSettings(max_accuracy_drop=1.0, scope="both", sampler="gp")
