@@ -194,6 +194,16 @@ class SearchSettings(_Validated):
         doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
             "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
             "sampler picks per trial")
+    steps: int | tuple[int, ...] = setting(
+        1, section="search", rule="an integer >= 1, or a list of them for the sampler to choose from",
+        check=lambda v: (_is_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                    and all(_is_int(k) and k >= 1 for k in v)),
+        doc="prune towards each trial's rates in this many equal steps, each followed by BatchNorm "
+            "recalibration (and recovery_steps of fine-tuning); a list makes it the searched parameter 'steps'")
+    recovery_steps: int = setting(
+        0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0,
+        doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
+            "(SGD with momentum, learning rate 0.01, cosine schedule)")
     sampler: str = setting(
         "tpe", section="search", rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
         check=lambda v: v in SAMPLERS, choices=SAMPLERS,

@@ -44,30 +44,56 @@ def train(model: nn.Module, data, recipe: TrainSettings = TrainSettings(), *, se
         return _train(model, data, recipe, seed, teacher, log)
 
 
+def train_steps(model: nn.Module, batches: list, steps: int, recipe: TrainSettings, *, seed: int = 0) -> nn.Module:
+    """``steps`` optimizer steps of ``recipe`` on ``batches`` (cycled, in order); return the model in eval mode.
+
+    The short recovery of iterative pruning: the same step and schedule as :func:`train`.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        optimizer, schedule = _optimizer(model, recipe, steps)
+        device = next(model.parameters()).device
+        model.train()
+        for step in range(steps):
+            inputs, targets = batches[step % len(batches)]
+            _step(model, optimizer, schedule, inputs.to(device), targets.to(device), None)
+    return model.eval()
+
+
+def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int):
+    """SGD (Nesterov momentum with momentum > 0) and a cosine schedule over ``total_steps``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+    total = max(1, total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    return optimizer, schedule
+
+
+def _step(model: nn.Module, optimizer, schedule, inputs: torch.Tensor, targets: torch.Tensor,
+          teacher: nn.Module | None) -> None:
+    logits = model(inputs)
+    loss = F.cross_entropy(logits, targets)
+    if teacher is not None:
+        loss = (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * distillation_loss(logits, teacher, inputs)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
 def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn.Module | None,
            log: Callable[[str], None] | None) -> nn.Module:
     device = next(model.parameters()).device
     loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
-    steps = max(1, recipe.epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader))
     if teacher is not None:
         teacher.eval()
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
         for inputs, targets in loader:
-            inputs, targets = inputs.to(device), targets.to(device)
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
-            if teacher is not None:
-                loss = (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * distillation_loss(logits, teacher, inputs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            _step(model, optimizer, schedule, inputs.to(device), targets.to(device), teacher)
         if log:
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)

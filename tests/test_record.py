@@ -19,7 +19,7 @@ OTHER_VALUES = {
     "max_accuracy_drop": 2.0, "objective": "params", "seed": 1, "latency_batch_size": 8,
     "importances": ("l1",), "rate_min": 0.1, "rate_max": 0.6, "rate_step": 0.1,
     "calibration_batches": 5, "batch_size": 64, "uniform_starts": (0.2,), "early_stop": "off",
-    "sampler": "random", "warm_start": "none",
+    "sampler": "random", "warm_start": "none", "scope": "global", "steps": (1, 2), "recovery_steps": 3,
 }
 
 

@@ -74,6 +74,8 @@ SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset",
 
 #: Parameters of global-scope trials, and the parameter that picks the scope (``scope = "both"``).
 GLOBAL_RATE, GLOBAL_MAX_RATE, GLOBAL_METHOD, SCOPE_PARAM = "global.rate", "global.max_rate", "global.method", "scope"
+#: The parameter of the number of pruning steps, when the study searches it (``steps = [1, 2, 4]``).
+STEPS_PARAM = "steps"
 #: The user attribute of a global-scope trial that holds its resolved per-group plan.
 PLAN_ATTR = "plan"
 
@@ -386,17 +388,28 @@ class StudyRecord:
         return "global" if GLOBAL_RATE in trial.params else "local"
 
     def plan(self, trial: FrozenTrial) -> Plan:
-        """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial."""
+        """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial.
+
+        An iterative trial's plan also holds ``steps`` (and ``recovery_steps``).
+        """
         if self.scope(trial) == "global":
             plan = trial.user_attrs.get(PLAN_ATTR)
             if plan is None:
                 raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
-            return {"rates": dict(plan["rates"]), "methods": dict(plan["methods"])}
-        default = self.importances[0]
-        return {
-            "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
-            "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
-        }
+            plan = {"rates": dict(plan["rates"]), "methods": dict(plan["methods"])}
+        else:
+            default = self.importances[0]
+            plan = {
+                "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
+                "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
+            }
+        settings = self.attrs
+        steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
+        if isinstance(steps, int) and steps > 1:
+            plan["steps"] = steps
+            if settings.get("recovery_steps"):
+                plan["recovery_steps"] = int(settings["recovery_steps"])
+        return plan
 
     def uniform_rate(self, trial: FrozenTrial) -> float | None:
         """The rate of a plan that uses one rate and one method in every group, else None."""

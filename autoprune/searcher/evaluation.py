@@ -29,12 +29,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import prunable_groups, prune
+from ..engine import group_sizes, prunable_groups, prune
 from ..errors import AutopruneError
 from ..metrics import count_correct, latency_ms, measure
 from ..results.record import Plan
-from ..settings import SearchSettings
+from ..settings import FINETUNE, SearchSettings
+from ..training import train_steps
 from .recovery import recalibrate_batchnorm
+
+#: The fine-tuning recipe of iterative pruning's recovery steps (its learning rate, momentum, weight decay).
+RECOVERY = FINETUNE
 
 #: Calibration batches whose gradients feed importances registered with ``needs_grads``.
 GRADIENT_BATCHES = 4
@@ -74,10 +78,46 @@ def validation_batches(data: Any, batch_size: int, seed: int) -> list:
 
 def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
                scores: dict | None = None) -> nn.Module:
-    """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
-    model = prune(copy.deepcopy(baseline), example_inputs, plan["rates"], importance=plan["methods"],
-                  calibration=calibration[:GRADIENT_BATCHES], scores=scores)
-    return recalibrate_batchnorm(model, calibration)
+    """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics.
+
+    With ``plan["steps"] = K`` (iterative pruning), the plan's channel counts are
+    reached in K equal steps, each followed by BatchNorm recalibration and
+    ``plan["recovery_steps"]`` optimizer steps of fine-tuning on the calibration
+    batches; channels are ranked anew on the partly pruned model at every step.
+    """
+    model = copy.deepcopy(baseline)
+    for step_rates, cached in pruning_steps(model, example_inputs, plan, scores):
+        model = prune(model, example_inputs, step_rates, importance=plan["methods"],
+                      calibration=calibration[:GRADIENT_BATCHES], scores=cached)
+        recalibrate_batchnorm(model, calibration)
+        if plan.get("steps", 1) > 1 and plan.get("recovery_steps"):
+            train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
+            recalibrate_batchnorm(model, calibration)
+    return model
+
+
+def pruning_steps(model: nn.Module, example_inputs: Any, plan: Plan, scores: dict | None):
+    """The rates of each of the plan's steps, relative to the channels left, with the score cache each may use.
+
+    Step k removes channels until ``floor(rate * k / K * size)`` of a group's
+    ``size`` are gone, so the last step ends at exactly the one-shot plan's widths.
+    Only the first step prunes the baseline itself, so only it may use ``scores``.
+    """
+    steps = int(plan.get("steps", 1))
+    if steps == 1:
+        yield plan["rates"], scores
+        return
+    sizes = group_sizes(model, example_inputs)
+    removed = dict.fromkeys(plan["rates"], 0)
+    for k in range(1, steps + 1):
+        rates = {}
+        for group, rate in plan["rates"].items():
+            channels, channel_groups = sizes[group]
+            size = channels // channel_groups
+            target = min(int(math.floor(rate * size * k / steps + 1e-9)), size - 1)
+            rates[group] = (target - removed[group]) / (size - removed[group])
+            removed[group] = target
+        yield rates, scores if k == 1 else None
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 import optuna
 
-from ..results.record import (GLOBAL_MAX_RATE, GLOBAL_METHOD, GLOBAL_RATE, PLAN_ATTR, SCOPE_PARAM, Plan,
-                              method_param, rate_param)
+from ..results.record import (GLOBAL_MAX_RATE, GLOBAL_METHOD, GLOBAL_RATE, PLAN_ATTR, SCOPE_PARAM, STEPS_PARAM,
+                              Plan, method_param, rate_param)
 from ..settings import SearchSettings
 
 
@@ -43,8 +43,23 @@ def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: Search
     scope = settings.scope
     if scope == "both":
         scope = trial.suggest_categorical(SCOPE_PARAM, ("local", "global"))
-    if scope == "global":
-        return _suggest_global(trial, limits, settings, ranking)
+    steps = (trial.suggest_categorical(STEPS_PARAM, settings.steps) if isinstance(settings.steps, tuple)
+             else settings.steps)
+    plan = _suggest_global(trial, limits, settings, ranking) if scope == "global" else _suggest_local(trial, limits, settings)
+    return with_schedule(plan, steps, settings.recovery_steps)
+
+
+def with_schedule(plan: Plan, steps: int, recovery_steps: int) -> Plan:
+    """``plan`` with its pruning schedule: ``steps`` (and ``recovery_steps``) recorded when above 1 (0)."""
+    plan = {"rates": plan["rates"], "methods": plan["methods"]}
+    if steps > 1:
+        plan["steps"] = int(steps)
+        if recovery_steps:
+            plan["recovery_steps"] = int(recovery_steps)
+    return plan
+
+
+def _suggest_local(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings) -> Plan:
     groups = list(limits)
     rates = {g: trial.suggest_float(rate_param(g), settings.rate_min, limits[g], step=settings.rate_step)
              for g in groups}
@@ -83,6 +98,8 @@ def global_params(rate: float, settings: SearchSettings, cap: float | None = Non
         params[GLOBAL_METHOD] = settings.importances[0]
     if settings.scope == "both":
         params[SCOPE_PARAM] = "global"
+    if isinstance(settings.steps, tuple):
+        params[STEPS_PARAM] = settings.steps[0]
     return params
 
 
@@ -95,6 +112,8 @@ def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) 
         params[rate_param(g)] = max([r for r in grid if r <= min(rate, limit) + 1e-9], default=grid[0])
         if len(settings.importances) > 1:
             params[method_param(g)] = plan["methods"].get(g, settings.importances[0])
+    if isinstance(settings.steps, tuple):
+        params[STEPS_PARAM] = plan.get("steps", settings.steps[0])
     return params
 
 

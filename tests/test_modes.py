@@ -1,4 +1,4 @@
-"""Search scope: a rate per group (local), one global rate over all channels (global), or both."""
+"""Pruning modes: the search's scope (a rate per group, one global rate, or both) and iterative pruning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import autoprune
 from autoprune import TrainSettings, search, train
 from autoprune.results import trials_frame, write_report
-from autoprune.searcher import global_plan
+from autoprune.searcher import apply_plan, global_plan
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,45 @@ def test_scope_both_lets_the_sampler_pick_per_trial_and_the_report_tells_them_ap
 def test_scope_both_needs_a_sampler_for_parameters_some_trials_lack():
     with pytest.raises(autoprune.AutopruneError, match="'both' needs a sampler .*'tpe' or 'random', got sampler 'gp'"):
         autoprune.SearchSettings(max_accuracy_drop=1.0, scope="both", sampler="gp")
+
+
+def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baseline, digits, monkeypatch):
+    from autoprune.searcher import evaluation
+
+    calibration = evaluation.calibration_batches(digits, 2, 64, seed=0)
+    example = digits.val[0][0].unsqueeze(0)
+    plan = {"rates": {"features.0": 0.5, "features.3": 0.3, "features.7": 0.7},
+            "methods": dict.fromkeys(("features.0", "features.3", "features.7"), "l1")}
+    one_shot = evaluation.apply_plan(baseline, example, plan, calibration)
+    calls, prune = [], evaluation.prune
+
+    def counted(model, example_inputs, rates, **kwargs):
+        calls.append(dict(rates))
+        return prune(model, example_inputs, rates, **kwargs)
+
+    monkeypatch.setattr(evaluation, "prune", counted)
+    stepped = evaluation.apply_plan(baseline, example, {**plan, "steps": 3, "recovery_steps": 2}, calibration)
+    assert len(calls) == 3 and all(0 < rates["features.0"] < 0.5 for rates in calls)
+    assert [p.shape for p in stepped.parameters()] == [p.shape for p in one_shot.parameters()]
+    assert not torch.equal(stepped(example), one_shot(example))  # re-ranked and recovered between steps
+    assert [p.shape for p in baseline.parameters()][0][0] == 8  # the baseline is not touched
+
+
+def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baseline, digits, tmp_path):
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=8, steps=[1, 2], seed=0,
+                    calibration_batches=2, warm_start="uniform", uniform_starts=(0.3,))
+    record = result.record
+    chosen = {t.params["steps"] for t in record.completed()}
+    assert chosen == {1, 2}
+    two = next(t for t in record.completed() if t.params["steps"] == 2)
+    assert record.plan(two)["steps"] == 2
+    rebuilt = autoprune.Study(record.study).rebuild(two.number, baseline=baseline, data=digits)  # as export does
+    assert rebuilt.plan == record.plan(two)
+    x = torch.stack([digits.val[i][0] for i in range(8)])
+    one_shot = apply_plan(baseline, x[:1], {**rebuilt.plan, "steps": 1}, result.calibration)
+    again = apply_plan(baseline, x[:1], rebuilt.plan, result.calibration)  # the trial's own schedule
+    assert torch.allclose(again(x), rebuilt.model(x), atol=1e-5)
+    assert not torch.allclose(one_shot(x), rebuilt.model(x), atol=1e-5)
+    write_report(record, tmp_path / "report")
+    header = (tmp_path / "report" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "steps" in header
