@@ -2,12 +2,14 @@
 
 ``prune(model, x, rates, importance)`` removes channels; ``prunable_groups`` names
 the groups a plan may set; ``channel_groups`` shows them as importances see them.
+``prune_weights`` and ``prune_n_m`` zero single weights instead (masks, :mod:`.sparsity`).
 """
 
 from .groups import ChannelGroup, CoupledLayer
 from .importance import DEFAULT_IMPORTANCE, Importance, ImportanceSpec, resolve_importance
 from .inputs import call_model, output_shapes
 from .prune import channel_groups, group_scores, group_sizes, prunable_groups, prune, unprunable_groups
+from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 
 __all__ = [
     "DEFAULT_IMPORTANCE",
@@ -19,9 +21,14 @@ __all__ = [
     "channel_groups",
     "group_scores",
     "group_sizes",
+    "make_permanent",
+    "n_m_violations",
     "output_shapes",
     "prunable_groups",
     "prune",
+    "prune_n_m",
+    "prune_weights",
     "resolve_importance",
+    "sparsity_stats",
     "unprunable_groups",
 ]
