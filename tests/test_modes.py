@@ -90,6 +90,11 @@ def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baselin
     monkeypatch.setattr(evaluation, "prune", counted)
     stepped = evaluation.apply_plan(baseline, example, {**plan, "steps": 3, "recovery_steps": 2}, calibration)
     assert len(calls) == 3 and all(0 < rates["features.0"] < 0.5 for rates in calls)
+    evaluator = evaluation.Evaluator.build(baseline, digits, autoprune.SearchSettings(
+        max_accuracy_drop=100.0, calibration_batches=2, batch_size=64))
+    calls.clear()
+    assert evaluator.evaluate({**plan, "steps": 3, "recovery_steps": 2})["flops"] == evaluator.evaluate(plan)["flops"]
+    assert len(calls) == 3 + 1  # a trial's evaluation follows the schedule too
     assert [p.shape for p in stepped.parameters()] == [p.shape for p in one_shot.parameters()]
     assert not torch.equal(stepped(example), one_shot(example))  # re-ranked and recovered between steps
     assert [p.shape for p in baseline.parameters()][0][0] == 8  # the baseline is not touched

@@ -78,7 +78,13 @@ def validation_batches(data: Any, batch_size: int, seed: int) -> list:
 
 def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
                scores: dict | None = None) -> nn.Module:
-    """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics.
+    """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
+    return recalibrate_batchnorm(pruned_copy(baseline, example_inputs, plan, calibration, scores), calibration)
+
+
+def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
+                scores: dict | None = None) -> nn.Module:
+    """A copy of ``baseline`` pruned with ``plan``, before its final BatchNorm recalibration.
 
     With ``plan["steps"] = K`` (iterative pruning), the plan's channel counts are
     reached in K equal steps, each followed by BatchNorm recalibration and
@@ -86,13 +92,14 @@ def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration
     batches; channels are ranked anew on the partly pruned model at every step.
     """
     model = copy.deepcopy(baseline)
-    for step_rates, cached in pruning_steps(model, example_inputs, plan, scores):
+    steps = int(plan.get("steps", 1))
+    for k, (step_rates, cached) in enumerate(pruning_steps(model, example_inputs, plan, scores), start=1):
         model = prune(model, example_inputs, step_rates, importance=plan["methods"],
                       calibration=calibration[:GRADIENT_BATCHES], scores=cached)
-        recalibrate_batchnorm(model, calibration)
-        if plan.get("steps", 1) > 1 and plan.get("recovery_steps"):
-            train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
+        if steps > 1 and (k < steps or plan.get("recovery_steps")):
             recalibrate_batchnorm(model, calibration)
+            if plan.get("recovery_steps"):
+                train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
     return model
 
 
@@ -225,8 +232,7 @@ class Evaluator:
         mode = self.settings.early_stop if early_stop is None else early_stop
         budget = self.budget if budget is None else budget
         start = time.perf_counter()
-        model = prune(copy.deepcopy(self.baseline), self.example, plan["rates"], importance=plan["methods"],
-                      calibration=self.calibration[:GRADIENT_BATCHES], scores=self.scores)
+        model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores)
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()
