@@ -28,13 +28,14 @@ from typing import Any
 from .errors import AutopruneError, unknown_name
 
 #: What a single-objective search minimizes.
-OBJECTIVES = ("flops", "params", "latency")
+OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
 #: What a multi-objective search may trade off (two or three of them); accuracy is maximized.
-MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency")
+MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency", "nonzero_params", "size_bytes")
 #: Optuna samplers a study may use, and how a search picks its first trials.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("sensitivity", "uniform", "none")
 SCOPES = ("local", "global", "both")
+GRANULARITIES = ("channel", "weight", "nm")
 #: Samplers that handle parameters present in some trials only (scope = "both").
 CONDITIONAL_SAMPLERS = ("tpe", "random")
 
@@ -154,8 +155,8 @@ class SearchSettings(_Validated):
         doc="percentage points of top-1 validation accuracy the pruned model may lose")
     objective: str | tuple[str, ...] = setting(
         "flops", section="study",
-        rule="one of 'flops', 'params', 'latency', or a list of two or three distinct of "
-             "'accuracy', 'flops', 'params', 'latency'",
+        rule="one of 'flops', 'params', 'latency', 'nonzero_params', 'size_bytes', or a list of two or three "
+             "distinct of those and 'accuracy'",
         check=_is_objective, choices=OBJECTIVES,
         doc="minimized among feasible trials; a list makes a multi-objective study (accuracy maximized)")
     trials: int = setting(
@@ -194,6 +195,24 @@ class SearchSettings(_Validated):
         doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
             "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
             "sampler picks per trial")
+    granularity: str | tuple[str, ...] = setting(
+        "channel", section="search",
+        rule="'channel', 'weight' or 'nm', or a list of 'channel' with one of the others",
+        check=lambda v: (v in GRANULARITIES) or (
+            isinstance(v, (list, tuple)) and 0 < len(v) == len(set(v)) and all(g in GRANULARITIES for g in v)
+            and not {"weight", "nm"} <= set(v)),
+        choices=GRANULARITIES,
+        doc="what a plan removes in each group: channels (a rate; real speed-up), single weights of the "
+            "group's layers (a sparsity, by magnitude) or N:M blocks of them (on or off); a list combines "
+            "channels with one of the others (channels first)")
+    nm: tuple[int, ...] = setting(
+        (2, 4), section="search", rule="[N, M] with 0 < N < M",
+        check=lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(k) for k in v)
+        and 0 < v[0] < v[1],
+        doc="the N:M pattern of granularity 'nm': N weights kept in every M along the input dimension")
+    sparsity_max: float = setting(
+        0.9, section="search", rule="a number in [0, 1)", check=_is_rate,
+        doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)")
     steps: int | tuple[int, ...] = setting(
         1, section="search", rule="an integer >= 1, or a list of them for the sampler to choose from",
         check=lambda v: (_is_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) > 0
@@ -247,6 +266,11 @@ class SearchSettings(_Validated):
             raise SettingError("scope", f"'both' needs a sampler that handles parameters some trials lack: "
                                f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}")
         object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
+
+    @property
+    def granularities(self) -> tuple[str, ...]:
+        """The granularity setting as a tuple."""
+        return (self.granularity,) if isinstance(self.granularity, str) else tuple(self.granularity)
 
     @property
     def objectives(self) -> list[str]:

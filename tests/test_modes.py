@@ -118,3 +118,51 @@ def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baselin
     write_report(record, tmp_path / "report")
     header = (tmp_path / "report" / "trials.csv").read_text().splitlines()[0].split(",")
     assert "steps" in header
+
+
+def test_weight_granularity_reaches_each_groups_sparsity_within_one_weight_per_layer(baseline, digits):
+    from autoprune.engine import group_layers
+    from autoprune.engine.sparsity import maskable_layers
+
+    calibration = autoprune.searcher.calibration_batches(digits, 2, 64, seed=0)
+    example = digits.val[0][0].unsqueeze(0)
+    plan = {"rates": {"features.3": 0.25}, "methods": {"features.3": "l1"},
+            "sparsity": {"features.0": 0.3, "features.3": 0.6, "features.7": 0.85}}
+    model = apply_plan(baseline, example, plan, calibration)
+    layers, modules = group_layers(model, example), maskable_layers(model)
+    for group, sparsity in plan["sparsity"].items():
+        for name in layers[group]:
+            weight = modules[name].weight
+            assert abs(int((weight == 0).sum()) - sparsity * weight.numel()) <= 1, name
+    assert modules["features.3"].out_channels == 12  # 16 less 25 %: channels first, then weights of what remains
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(baseline, digits, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from autoprune.engine import group_layers, n_m_violations
+
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=3, granularity="nm",
+                    objective="size_bytes", seed=0, calibration_batches=2,
+                    storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="nm")
+    record = result.record
+    best = result.best_trial
+    assert record.plan(best)["nm"]["groups"] and best.user_attrs["sparsity"] > 0.3
+    assert best.user_attrs["size_bytes"] < record.baseline["size_bytes"]
+    assert best.user_attrs["flops"] == record.baseline["flops"]  # dense FLOPs stay as they are
+    study = autoprune.Study(record.study)
+    study.export(tmp_path / "m.pt", baseline=baseline, data=digits)
+    reloaded = autoprune.load(tmp_path / "m.pt")
+    layers = group_layers(reloaded, digits.val[0][0].unsqueeze(0))
+    masked = [name for group in record.plan(best)["nm"]["groups"] for name in layers[group]]
+    assert "features.3" in masked and n_m_violations(reloaded, 2, 4, masked) == {}
+    study.export(tmp_path / "m.onnx", format="onnx", baseline=baseline, data=digits)
+    convs = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer]
+    convs = [torch.from_numpy(w.copy()) for w in convs if w.ndim == 4 and w.shape[1] % 4 == 0]
+    assert convs
+    for weight in convs:
+        assert int(((weight.movedim(1, -1).reshape(-1, 4) != 0).sum(1) > 2).sum()) == 0
+    index = write_report(record, tmp_path / "report").read_text()
+    assert "sparse kernels" in index and "<th>size_bytes</th>" in index

@@ -20,6 +20,7 @@ OTHER_VALUES = {
     "importances": ("l1",), "rate_min": 0.1, "rate_max": 0.6, "rate_step": 0.1,
     "calibration_batches": 5, "batch_size": 64, "uniform_starts": (0.2,), "early_stop": "off",
     "sampler": "random", "warm_start": "none", "scope": "global", "steps": (1, 2), "recovery_steps": 3,
+    "granularity": "weight", "nm": (1, 4), "sparsity_max": 0.5,
 }
 
 

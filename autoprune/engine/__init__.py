@@ -8,7 +8,8 @@ the groups a plan may set; ``channel_groups`` shows them as importances see them
 from .groups import ChannelGroup, CoupledLayer
 from .importance import DEFAULT_IMPORTANCE, Importance, ImportanceSpec, resolve_importance
 from .inputs import call_model, output_shapes
-from .prune import channel_groups, group_scores, group_sizes, prunable_groups, prune, unprunable_groups
+from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
+                    unprunable_groups)
 from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ImportanceSpec",
     "call_model",
     "channel_groups",
+    "group_layers",
     "group_scores",
     "group_sizes",
     "make_permanent",

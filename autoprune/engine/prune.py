@@ -77,6 +77,23 @@ def group_scores(model: nn.Module, example_inputs: Any, importance: ImportanceSp
         return {n: cache[n, method.name] for n in graph.groups}
 
 
+def group_layers(model: nn.Module, example_inputs: Any) -> dict[str, list[str]]:
+    """``{group: names of the Conv and Linear layers whose output channels are the group's}``.
+
+    Each such layer belongs to one group: the layers a group's weight sparsity applies to.
+    """
+    from .sparsity import MASKABLE
+
+    with _mode_kept(model):
+        graph = ChannelGraph(model, example_inputs)
+        found: dict[str, list[str]] = {}
+        for name, spec in graph.groups.items():
+            layers = graph.channel_group(spec, with_grads=False).layers
+            found[name] = list(dict.fromkeys(
+                layer.name for layer in layers if layer.role == "out" and isinstance(layer.module, MASKABLE)))
+        return found
+
+
 def group_sizes(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, int]]:
     """``{group: (channels, channel groups)}``: a rate removes the same channels from each channel group."""
     with _mode_kept(model):

@@ -90,10 +90,11 @@ def prune_n_m(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None
     return skipped
 
 
-def n_m_violations(model: nn.Module, n: int = 2, m: int = 4) -> dict[str, int]:
-    """``{layer: blocks with more than n nonzeros}`` for every layer whose input dimension is a multiple of m."""
+def n_m_violations(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None) -> dict[str, int]:
+    """``{layer: blocks with more than n nonzeros}`` for every layer (of ``layers``, when given) whose
+    input dimension is a multiple of m."""
     found = {}
-    for name, layer in maskable_layers(model).items():
+    for name, layer in maskable_layers(model, layers).items():
         blocks = _input_last(_weight(layer))
         if blocks.shape[-1] % m == 0:
             bad = int(((blocks.reshape(-1, m) != 0).sum(1) > n).sum())

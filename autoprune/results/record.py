@@ -50,7 +50,7 @@ from ..storage import open_storage, storage_file
 Plan = dict[str, dict[str, Any]]
 
 #: Trial metrics, in the order tables show them.
-METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency")
+METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency", "sparsity", "nonzero_params", "size_bytes")
 TIMINGS = ("prune_seconds", "recalibrate_seconds", "eval_seconds", "measure_seconds")
 #: Validation images a trial's count saw (fewer than the split when it stopped early).
 EVALUATED = "evaluated"
@@ -78,6 +78,14 @@ GLOBAL_RATE, GLOBAL_MAX_RATE, GLOBAL_METHOD, SCOPE_PARAM = "global.rate", "globa
 STEPS_PARAM = "steps"
 #: The user attribute of a global-scope trial that holds its resolved per-group plan.
 PLAN_ATTR = "plan"
+
+
+def sparsity_param(group: str) -> str:
+    return f"{group}.sparsity"
+
+
+def nm_param(group: str) -> str:
+    return f"{group}.nm"
 
 
 def rate_param(group: str) -> str:
@@ -195,7 +203,7 @@ class StudyRecord:
     @property
     def size_objective_measure(self) -> str:
         """The size measure counted for every plan that stands in for the size objective (latency: FLOPs)."""
-        return "params" if self.size_objective == "params" else "flops"
+        return "params" if self.size_objective in ("params", "nonzero_params", "size_bytes") else "flops"
 
     @property
     def baseline(self) -> dict[str, float]:
@@ -404,6 +412,13 @@ class StudyRecord:
                 "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
             }
         settings = self.attrs
+        sparsity = {g: float(trial.params[sparsity_param(g)]) for g in self.groups
+                    if trial.params.get(sparsity_param(g), 0.0) > 0}
+        if sparsity:
+            plan["sparsity"] = sparsity
+        nm_groups = [g for g in self.groups if trial.params.get(nm_param(g))]
+        if nm_groups:
+            plan["nm"] = {"groups": nm_groups, "pattern": list(settings.get("nm", (2, 4)))}
         steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
         if isinstance(steps, int) and steps > 1:
             plan["steps"] = steps

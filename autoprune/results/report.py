@@ -66,11 +66,12 @@ def front_frame(study: optuna.Study | StudyRecord, frame: pd.DataFrame) -> pd.Da
 
 
 def _scaled(values, unit: str):
-    scale = {"flops": 1e6, "params": 1e3, "latency": 1.0}[unit]
+    scale = {"flops": 1e6, "params": 1e3, "latency": 1.0, "nonzero_params": 1e3, "size_bytes": 1e3}[unit]
     return values / scale
 
 
-_LABEL = {"flops": "MFLOPs", "params": "thousand parameters", "latency": "latency, ms"}
+_LABEL = {"flops": "MFLOPs", "params": "thousand parameters", "latency": "latency, ms",
+          "nonzero_params": "thousand nonzero parameters", "size_bytes": "kB stored sparsely"}
 
 
 def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, objective: str):
@@ -274,6 +275,13 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         f"{compared['uniform_reduction']:.2f}x, global pruning {compared['global_reduction']:.2f}x: "
         f"<strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
     columns = ["trial", "accuracy", "accuracy_drop", "flops", "params"]
+    granularities = record.settings.granularities
+    sparse = "" if granularities == ("channel",) else (
+        f"<p>Granularity {e(', '.join(granularities))}: zeroed weights leave the dense FLOPs as they are; they "
+        "save time only with sparse kernels (N:M on GPUs with sparse tensor cores) and save space when the "
+        "model is stored sparsely (<code>size_bytes</code>).</p>")
+    if len(front) and granularities != ("channel",):
+        columns += ["sparsity", "nonzero_params", "size_bytes"]
     if len(front) and record.settings.scope != "local":
         columns.append("scope")  # the scope each Pareto trial pruned in
     table = front[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
@@ -297,6 +305,7 @@ Budget: at most {e(str(record.max_accuracy_drop))} points of accuracy lost.</p>
 {_wall_seconds(record):.0f} s of wall time from the first trial's start to the last one's end
 ({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
 {versus}
+{sparse}
 <h2>Pareto front ({len(front)} trials)</h2>{table}
 {images}
 <h2>Settings</h2><table>{settings}</table>

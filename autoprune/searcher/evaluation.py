@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import group_sizes, prunable_groups, prune
+from ..engine import (group_layers, group_sizes, make_permanent, prunable_groups, prune, prune_n_m,
+                      prune_weights, sparsity_stats)
 from ..errors import AutopruneError
 from ..metrics import count_correct, latency_ms, measure
 from ..results.record import Plan
@@ -37,6 +38,8 @@ from ..settings import FINETUNE, SearchSettings
 from ..training import train_steps
 from .recovery import recalibrate_batchnorm
 
+#: What weight sparsity changes (:func:`autoprune.engine.sparsity_stats`).
+SPARSE_MEASURES = ("sparsity", "nonzero_params", "size_bytes")
 #: The fine-tuning recipe of iterative pruning's recovery steps (its learning rate, momentum, weight decay).
 RECOVERY = FINETUNE
 
@@ -100,7 +103,20 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
             recalibrate_batchnorm(model, calibration)
             if plan.get("recovery_steps"):
                 train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
+    if plan.get("sparsity") or plan.get("nm"):
+        apply_weight_sparsity(model, example_inputs, plan)
     return model
+
+
+def apply_weight_sparsity(model: nn.Module, example_inputs: Any, plan: Plan) -> nn.Module:
+    """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers, permanently."""
+    layers = group_layers(model, example_inputs)
+    if plan.get("sparsity"):
+        prune_weights(model, {layer: rate for group, rate in plan["sparsity"].items() for layer in layers[group]})
+    if plan.get("nm"):
+        n, m = plan["nm"].get("pattern", (2, 4))
+        prune_n_m(model, n, m, [layer for group in plan["nm"]["groups"] for layer in layers[group]])
+    return make_permanent(model)
 
 
 def pruning_steps(model: nn.Module, example_inputs: Any, plan: Plan, scores: dict | None):
@@ -215,8 +231,11 @@ class Evaluator:
         return evaluator
 
     def size(self, model: nn.Module) -> dict[str, float]:
-        """``flops``, ``params`` (and ``latency`` in ms when it is an objective)."""
+        """``flops``, ``params`` (and ``latency`` in ms when it is an objective; ``sparsity``,
+        ``nonzero_params`` and ``size_bytes`` when weights are pruned or one of them is an objective)."""
         metrics: dict[str, float] = dict(measure(model, self.example))
+        if self.settings.granularities != ("channel",) or set(self.settings.objectives) & set(SPARSE_MEASURES):
+            metrics.update(sparsity_stats(model))
         if "latency" in self.settings.objectives:
             metrics["latency"] = latency_ms(model, self.timing_input, min_run_time=0.2)
         return metrics

@@ -47,7 +47,7 @@ from .finalists import fine_tune_finalists
 from .references import GlobalRanking, find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
-from .space import global_params, plan_params, suggest_plan
+from .space import global_params, plan_params, suggest_plan, weight_params
 
 _logger = logging.getLogger("autoprune")
 
@@ -196,7 +196,13 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     if record.warm_started:
         return
     limits, plans = record.rate_limits, []
-    if settings.scope != "global":
+    if "channel" not in settings.granularities:  # weights only: uniform sparsities, or N:M everywhere
+        if "weight" in settings.granularities:
+            plans = [{"rates": {}, "methods": {}, "sparsity": dict.fromkeys(evaluator.groups, rate)}
+                     for rate in settings.uniform_starts]
+        else:
+            plans = [{"rates": {}, "methods": {}, "nm": {"groups": list(evaluator.groups)}}]
+    elif settings.scope != "global":
         uniform = record.references["uniform"]
         if uniform.get("rate"):
             plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
@@ -207,8 +213,9 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
         elif settings.warm_start == "uniform":
             plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
     queued = [plan_params(plan, limits, settings) for plan in plans]
-    if settings.scope != "local":
-        queued.insert(0, global_params(record.references["global"].get("rate") or settings.rate_min, settings))
+    if settings.scope != "local" and "channel" in settings.granularities:
+        queued.insert(0, {**global_params(record.references["global"].get("rate") or settings.rate_min, settings),
+                          **weight_params({}, list(limits), settings)})
     for params in queued:
         record.study.enqueue_trial(params, skip_if_exists=True)
     record.mark_warm_started()

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 
 from ..results.record import (GLOBAL_MAX_RATE, GLOBAL_METHOD, GLOBAL_RATE, PLAN_ATTR, SCOPE_PARAM, STEPS_PARAM,
-                              Plan, method_param, rate_param)
+                              Plan, method_param, nm_param, rate_param, sparsity_param)
 from ..settings import SearchSettings
 
 
@@ -45,13 +45,34 @@ def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: Search
         scope = trial.suggest_categorical(SCOPE_PARAM, ("local", "global"))
     steps = (trial.suggest_categorical(STEPS_PARAM, settings.steps) if isinstance(settings.steps, tuple)
              else settings.steps)
-    plan = _suggest_global(trial, limits, settings, ranking) if scope == "global" else _suggest_local(trial, limits, settings)
+    if "channel" not in settings.granularities:
+        plan = {"rates": dict.fromkeys(limits, 0.0), "methods": dict.fromkeys(limits, settings.importances[0])}
+    elif scope == "global":
+        plan = _suggest_global(trial, limits, settings, ranking)
+    else:
+        plan = _suggest_local(trial, limits, settings)
+    plan.update(_suggest_weights(trial, limits, settings))
     return with_schedule(plan, steps, settings.recovery_steps)
+
+
+def _suggest_weights(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings) -> dict[str, Any]:
+    """The weight-level part of a plan: a sparsity per group, or which groups take the N:M pattern."""
+    part: dict[str, Any] = {}
+    if "weight" in settings.granularities:
+        sparsity = {g: trial.suggest_float(sparsity_param(g), 0.0, settings.sparsity_max, step=settings.rate_step)
+                    for g in limits}
+        if any(sparsity.values()):
+            part["sparsity"] = {g: s for g, s in sparsity.items() if s > 0}
+    if "nm" in settings.granularities:
+        groups = [g for g in limits if trial.suggest_categorical(nm_param(g), (False, True))]
+        if groups:
+            part["nm"] = {"groups": groups, "pattern": list(settings.nm)}
+    return part
 
 
 def with_schedule(plan: Plan, steps: int, recovery_steps: int) -> Plan:
     """``plan`` with its pruning schedule: ``steps`` (and ``recovery_steps``) recorded when above 1 (0)."""
-    plan = {"rates": plan["rates"], "methods": plan["methods"]}
+    plan = dict(plan)
     if steps > 1:
         plan["steps"] = int(steps)
         if recovery_steps:
@@ -103,6 +124,20 @@ def global_params(rate: float, settings: SearchSettings, cap: float | None = Non
     return params
 
 
+def weight_params(plan: Plan, groups: list[str], settings: SearchSettings) -> dict[str, Any]:
+    """The weight-level trial parameters of ``plan`` (sparsity rounded down to the grid; N:M on or off)."""
+    params: dict[str, Any] = {}
+    if "weight" in settings.granularities:
+        grid = rate_grid(0.0, settings.sparsity_max, settings.rate_step)
+        for g in groups:
+            wanted = plan.get("sparsity", {}).get(g, 0.0)
+            params[sparsity_param(g)] = max([r for r in grid if r <= wanted + 1e-9], default=0.0)
+    if "nm" in settings.granularities:
+        chosen = set(plan.get("nm", {}).get("groups", ()))
+        params.update({nm_param(g): g in chosen for g in groups})
+    return params
+
+
 def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) -> dict[str, Any]:
     """The trial parameters of ``plan``: each rate rounded down to the grid and kept within its group's limit."""
     grid = rate_grid(settings.rate_min, settings.rate_max, settings.rate_step)
@@ -112,6 +147,9 @@ def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) 
         params[rate_param(g)] = max([r for r in grid if r <= min(rate, limit) + 1e-9], default=grid[0])
         if len(settings.importances) > 1:
             params[method_param(g)] = plan["methods"].get(g, settings.importances[0])
+    if "channel" not in settings.granularities:
+        params = {k: v for k, v in params.items() if not k.endswith((".rate", ".method"))}
+    params.update(weight_params(plan, list(limits), settings))
     if isinstance(settings.steps, tuple):
         params[STEPS_PARAM] = plan.get("steps", settings.steps[0])
     return params
