@@ -115,9 +115,9 @@ def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baselin
     again = apply_plan(baseline, x[:1], rebuilt.plan, result.calibration)  # the trial's own schedule
     assert torch.allclose(again(x), rebuilt.model(x), atol=1e-5)
     assert not torch.allclose(one_shot(x), rebuilt.model(x), atol=1e-5)
-    write_report(record, tmp_path / "report")
+    index = write_report(record, tmp_path / "report").read_text()
     header = (tmp_path / "report" / "trials.csv").read_text().splitlines()[0].split(",")
-    assert "steps" in header
+    assert "steps" in header and "<th>steps</th>" in index
 
 
 def test_weight_granularity_reaches_each_groups_sparsity_within_one_weight_per_layer(baseline, digits):

@@ -284,6 +284,8 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         columns += ["sparsity", "nonzero_params", "size_bytes"]
     if len(front) and record.settings.scope != "local":
         columns.append("scope")  # the scope each Pareto trial pruned in
+    if len(front) and "steps" in front:
+        columns.append("steps")  # searched: the steps each Pareto trial pruned in
     table = front[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
