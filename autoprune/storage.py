@@ -26,6 +26,7 @@ URLs:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import warnings
@@ -106,8 +107,8 @@ def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna
             raise AutopruneError(f"the storage {url!r} names {str(path)!r}, whose folder does not exist")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if sqlite else None
     try:
-        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                         grace_period=grace, heartbeat_stale_trial_callback=retry)
+        rdb = HeartbeatRDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace, heartbeat_stale_trial_callback=retry)
     except ImportError:
         raise AutopruneError(f"storage {shown!r} needs a database driver that is not installed: "
                              f"{_DRIVER_HINTS.get(url.split(':')[0].split('+')[0], 'install the driver the URL names')}"
@@ -150,6 +151,34 @@ def recovered_trials(storage: BaseStorage | str | None) -> list[int]:
     """The numbers of the stale trials this process has failed and queued again."""
     callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
     return list(callback.recovered) if isinstance(callback, _Recover) else []
+
+
+class HeartbeatRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, where a trial killed before its first heartbeat also goes stale.
+
+    Optuna counts a trial as stale only by its last heartbeat, so a worker killed
+    between claiming a trial and its first heartbeat would leave it RUNNING for
+    ever; such a trial counts from its start instead.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        stale = super()._get_stale_trial_ids(study_id)
+        running = {t._trial_id: t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))}
+        if not running:
+            return stale
+        with _create_scoped_session(self.scoped_session) as session:
+            beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id).filter(
+                models.TrialHeartbeatModel.trial_id.in_(list(running)))}
+        now = datetime.datetime.now()
+        for trial_id, trial in running.items():
+            started = trial.datetime_start
+            if trial_id not in beating and trial_id not in stale and started is not None \
+                    and (now - started).total_seconds() > self.grace_period:
+                stale.append(trial_id)
+        return stale
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
