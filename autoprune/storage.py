@@ -70,16 +70,23 @@ def open_storage(storage: str | BaseStorage | None,
     """
     if not isinstance(storage, str) or storage == "sqlite:///:memory:":
         return storage
+    path = storage_file(storage)
+    if path is not None and not path.parent.is_dir():
+        raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, whose folder does not exist")
     grace = GRACE_FACTOR * heartbeat_interval
     with warnings.catch_warnings():  # Optuna's heartbeat has been "experimental" since v2.8
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         retry = _Recover(RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
         if storage.startswith(JOURNAL):
-            path = Path(storage.removeprefix(JOURNAL))
-            if not path.parent.is_dir():
-                raise AutopruneError(f"the storage {storage!r} names {str(path)!r}, whose folder does not exist")
             return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace, retry)
         return _rdb_storage(storage, heartbeat_interval, grace, retry)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the study's stale trials and queue their parameters again (Optuna's, without its warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def storage_file(storage: str | BaseStorage | None) -> Path | None:
@@ -101,10 +108,6 @@ def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna
     except sqlalchemy.exc.ArgumentError:
         raise AutopruneError(f"storage {url!r} is not a storage URL; valid forms: {URL_FORMS}") from None
     sqlite = url.startswith("sqlite:")
-    if sqlite:
-        path = storage_file(url)
-        if path is not None and not path.parent.is_dir():
-            raise AutopruneError(f"the storage {url!r} names {str(path)!r}, whose folder does not exist")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if sqlite else None
     try:
         rdb = HeartbeatRDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
@@ -135,22 +138,15 @@ def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna
 
 
 class _Recover:
-    """Optuna's retry of a stale trial, counted and told in one line."""
+    """Optuna's retry of a stale trial, told in one line."""
 
     def __init__(self, retry: Callable[[optuna.Study, FrozenTrial], None]) -> None:
-        self.retry, self.recovered = retry, []
+        self.retry = retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
-        self.recovered.append(trial.number)
         _logger.warning("trial %d was left running by a worker that stopped; failed it and queued its "
                         "parameters again", trial.number)
-
-
-def recovered_trials(storage: BaseStorage | str | None) -> list[int]:
-    """The numbers of the stale trials this process has failed and queued again."""
-    callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
-    return list(callback.recovered) if isinstance(callback, _Recover) else []
 
 
 class HeartbeatRDBStorage(optuna.storages.RDBStorage):

@@ -33,12 +33,12 @@ from pathlib import Path
 import optuna
 import torch
 
+from common import study_setup
+
 from autoprune import TrainSettings, train
-from autoprune.baseline import build_model, load_or_train
+from autoprune.files import atomic_write_text
 from autoprune.results import StudyRecord
 from autoprune.searcher import Evaluator, search
-from autoprune.settings import load_study_file
-from autoprune.zoo import create_dataset
 
 METHODS = ("uniform", "global", "random", "uniform-start TPE", "autoprune")
 #: The searches run at every budget, as changes to the study file's settings.
@@ -100,15 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
 
-    study_file = load_study_file(args.study)
-    out = study_file.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    data = create_dataset(study_file.dataset, **study_file.dataset_params)
-    model, _ = load_or_train(study_file, build_model(study_file, data), data,
-                             log=lambda m: print(m, file=sys.stderr))
-    storage = f"sqlite:///{(out / 'bench.db').resolve()}"
-    for name in optuna.get_all_study_names(storage):  # a benchmark starts afresh
-        optuna.delete_study(study_name=name, storage=storage)
+    study_file, data, model, storage = study_setup(args.study, "bench.db")
 
     results = {}
     for budget in args.budgets:
@@ -120,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            args.finetune_epochs, study_file.settings.seed)
             print(f"  {method:<10} {_reduction(evaluator.base['flops'], rows[method]['flops'])}", file=sys.stderr)
         results[budget] = (evaluator.base, rows)
-    Path(args.doc).write_text(render(study_file, results, args))
+    atomic_write_text(args.doc, render(study_file, results, args))
     print(f"wrote {args.doc}")
     return 0
 

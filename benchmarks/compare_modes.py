@@ -18,18 +18,16 @@ import platform
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import optuna
 import torch
 
-from autoprune.baseline import build_model, load_or_train
+from common import study_setup
+
 from autoprune.engine import sparsity_stats
 from autoprune.files import atomic_write_text
 from autoprune.metrics import measure
 from autoprune.searcher import apply_plan, search
-from autoprune.settings import load_study_file
-from autoprune.zoo import create_dataset
 
 #: Each mode: a name, and its changes to the study file's [study] and [search] settings.
 MODES = (
@@ -48,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", nargs="?", default="studies/modes.toml")
     parser.add_argument("--doc", default="docs/pruning_modes.md")
     args = parser.parse_args(argv)
-    study_file = load_study_file(args.study)
-    out = study_file.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    data = create_dataset(study_file.dataset, **study_file.dataset_params)
-    model, _ = load_or_train(study_file, build_model(study_file, data), data, log=lambda m: print(m, file=sys.stderr))
-    storage = f"sqlite:///{(out / 'modes.db').resolve()}"
-    for name in optuna.get_all_study_names(storage):  # a comparison starts afresh
-        optuna.delete_study(study_name=name, storage=storage)
+    study_file, data, model, storage = study_setup(args.study, "modes.db")
     example = data.val[0][0].unsqueeze(0)
     base = {**measure(model, example), **sparsity_stats(model)}
     rows = []

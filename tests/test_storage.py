@@ -40,24 +40,19 @@ def test_workers_never_claim_the_same_queued_trial(tmp_path):
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale_too(kind, tmp_path):
     import time
-    import warnings
 
     from optuna.trial import TrialState
 
-    from autoprune.storage import open_storage
+    from autoprune.storage import fail_stale_trials, open_storage
 
     url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:///{tmp_path / 's.log'}"
     study = optuna.create_study(storage=open_storage(url, heartbeat_interval=1), study_name="s")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # claimed, then the worker died
     time.sleep(1.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     assert study.trials[trial.number].state == TrialState.RUNNING  # within the grace period: maybe alive
     time.sleep(2.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.WAITING]  # failed, and its parameters queued again
     assert study.trials[1].params == study.trials[0].params

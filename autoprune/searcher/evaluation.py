@@ -18,6 +18,7 @@ probability of ``STATISTICAL_DELTA`` per check, puts the plan over the budget.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
@@ -86,17 +87,20 @@ def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration
 
 
 def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
-                scores: dict | None = None) -> nn.Module:
+                scores: dict | None = None, structure: BaselineStructure | None = None) -> nn.Module:
     """A copy of ``baseline`` pruned with ``plan``, before its final BatchNorm recalibration.
 
     With ``plan["steps"] = K`` (iterative pruning), the plan's channel counts are
     reached in K equal steps, each followed by BatchNorm recalibration and
     ``plan["recovery_steps"]`` optimizer steps of fine-tuning on the calibration
     batches; channels are ranked anew on the partly pruned model at every step.
+    ``structure``: the baseline's groups as a study keeps them (traced here when None).
     """
+    structure = structure or BaselineStructure(baseline, example_inputs)
     model = copy.deepcopy(baseline)
     steps = int(plan.get("steps", 1))
-    for k, (step_rates, cached) in enumerate(pruning_steps(model, example_inputs, plan, scores), start=1):
+    sizes = structure.sizes if steps > 1 else {}  # traced only for a plan in several steps
+    for k, (step_rates, cached) in enumerate(pruning_steps(sizes, plan, scores), start=1):
         model = prune(model, example_inputs, step_rates, importance=plan["methods"],
                       calibration=calibration[:GRADIENT_BATCHES], scores=cached)
         if steps > 1 and (k < steps or plan.get("recovery_steps")):
@@ -104,13 +108,30 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
             if plan.get("recovery_steps"):
                 train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
     if plan.get("sparsity") or plan.get("nm"):
-        apply_weight_sparsity(model, example_inputs, plan)
+        apply_weight_sparsity(model, structure.layers, plan)
     return model
 
 
-def apply_weight_sparsity(model: nn.Module, example_inputs: Any, plan: Plan) -> nn.Module:
-    """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers, permanently."""
-    layers = group_layers(model, example_inputs)
+class BaselineStructure:
+    """What a plan needs to know of the baseline's groups, traced once and only when asked:
+    ``sizes`` (:func:`~autoprune.engine.group_sizes`) and ``layers`` (:func:`~autoprune.engine.group_layers`).
+    Pruning keeps every group's name and every layer's, so they hold for any plan of the baseline."""
+
+    def __init__(self, baseline: nn.Module, example_inputs: Any) -> None:
+        self.baseline, self.example_inputs = baseline, example_inputs
+
+    @functools.cached_property
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        return group_sizes(self.baseline, self.example_inputs)
+
+    @functools.cached_property
+    def layers(self) -> dict[str, list[str]]:
+        return group_layers(self.baseline, self.example_inputs)
+
+
+def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: Plan) -> nn.Module:
+    """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers (``layers``,
+    as :func:`~autoprune.engine.group_layers` gives them), permanently."""
     if plan.get("sparsity"):
         prune_weights(model, {layer: rate for group, rate in plan["sparsity"].items() for layer in layers[group]})
     if plan.get("nm"):
@@ -119,18 +140,18 @@ def apply_weight_sparsity(model: nn.Module, example_inputs: Any, plan: Plan) -> 
     return make_permanent(model)
 
 
-def pruning_steps(model: nn.Module, example_inputs: Any, plan: Plan, scores: dict | None):
+def pruning_steps(sizes: dict[str, tuple[int, int]], plan: Plan, scores: dict | None):
     """The rates of each of the plan's steps, relative to the channels left, with the score cache each may use.
 
     Step k removes channels until ``floor(rate * k / K * size)`` of a group's
     ``size`` are gone, so the last step ends at exactly the one-shot plan's widths.
     Only the first step prunes the baseline itself, so only it may use ``scores``.
+    ``sizes``: the baseline's ``{group: (channels, channel groups)}``.
     """
     steps = int(plan.get("steps", 1))
     if steps == 1:
         yield plan["rates"], scores
         return
-    sizes = group_sizes(model, example_inputs)
     removed = dict.fromkeys(plan["rates"], 0)
     for k in range(1, steps + 1):
         rates = {}
@@ -211,6 +232,11 @@ class Evaluator:
     base: dict[str, float] = field(default_factory=dict)
     budget: Budget | None = None
     scores: dict = field(default_factory=dict, repr=False)
+    structure: BaselineStructure | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
+            self.structure = BaselineStructure(self.baseline, self.example)
 
     @classmethod
     def build(cls, model: nn.Module, data: Any, settings: SearchSettings) -> Evaluator:
@@ -251,7 +277,7 @@ class Evaluator:
         mode = self.settings.early_stop if early_stop is None else early_stop
         budget = self.budget if budget is None else budget
         start = time.perf_counter()
-        model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores)
+        model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores, self.structure)
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()

@@ -41,7 +41,7 @@ from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupte
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
-from ..storage import GRACE_FACTOR, open_storage, storage_file
+from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .references import GlobalRanking, find_references, uniform_plan
@@ -327,7 +327,7 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
     grace = GRACE_FACTOR * settings.heartbeat_interval
     waiting_since = None
     while True:
-        _fail_stale_trials(study)
+        fail_stale_trials(study)
         running = len(record.trials(states=(TrialState.RUNNING,)))
         missing = settings.trials - len(record.completed()) - running
         left = None if deadline is None else deadline - time.monotonic()
@@ -348,12 +348,6 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
         if failures.in_a_row >= settings.max_failures:
             raise AutopruneError(f"{failures.in_a_row} trials in a row failed, so the search stopped "
                                  f"(search.max_failures); the last: {failures.last}")
-
-
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
 
 
 def _skip_if_full(record: StudyRecord, trial: optuna.Trial, trials: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..engine import group_scores, group_sizes
+from ..engine import group_scores
 from ..errors import PluginError, PruningError
 from ..results.record import Plan
 from .evaluation import GRADIENT_BATCHES, Evaluator
@@ -104,14 +104,13 @@ class GlobalRanking:
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
-        self.sizes = group_sizes(evaluator.baseline, evaluator.example)
 
     def plan(self, rate: float, method: str, rate_cap: float | dict[str, float]) -> Plan:
         """:func:`global_plan` of the study's baseline under importance ``method``."""
         evaluator = self.evaluator
         scores = group_scores(evaluator.baseline, evaluator.example, method,
                               calibration=evaluator.calibration[:GRADIENT_BATCHES], scores=evaluator.scores)
-        return global_plan(rate, scores, self.sizes, method, rate_cap)
+        return global_plan(rate, scores, evaluator.structure.sizes, method, rate_cap)
 
 
 def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) -> dict[str, dict[str, Any]]:

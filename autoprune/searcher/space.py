@@ -107,14 +107,15 @@ def _cap_min(settings: SearchSettings) -> float:
     return grid[1] if len(grid) > 1 else grid[0]
 
 
-def global_params(rate: float, settings: SearchSettings, cap: float | None = None) -> dict[str, Any]:
-    """The trial parameters of a global plan at ``rate`` (rounded down to the grid), capped at ``cap``."""
+def _grid_floor(value: float, grid: list[float]) -> float:
+    """The largest rate of ``grid`` at most ``value`` (the grid's first when all are above it)."""
+    return max([r for r in grid if r <= value + 1e-9], default=grid[0])
+
+
+def global_params(rate: float, settings: SearchSettings) -> dict[str, Any]:
+    """The trial parameters of a global plan at ``rate`` (rounded down to the grid), capped at ``rate_max``."""
     grid = rate_grid(settings.rate_min, settings.rate_max, settings.rate_step)
-    params: dict[str, Any] = {
-        GLOBAL_RATE: max([r for r in grid if r <= rate + 1e-9], default=grid[0]),
-        GLOBAL_MAX_RATE: max([r for r in grid if r <= (settings.rate_max if cap is None else cap) + 1e-9
-                              and r >= _cap_min(settings) - 1e-9], default=_cap_min(settings)),
-    }
+    params: dict[str, Any] = {GLOBAL_RATE: _grid_floor(rate, grid), GLOBAL_MAX_RATE: grid[-1]}
     if len(settings.importances) > 1:
         params[GLOBAL_METHOD] = settings.importances[0]
     if settings.scope == "both":
@@ -130,8 +131,7 @@ def weight_params(plan: Plan, groups: list[str], settings: SearchSettings) -> di
     if "weight" in settings.granularities:
         grid = rate_grid(0.0, settings.sparsity_max, settings.rate_step)
         for g in groups:
-            wanted = plan.get("sparsity", {}).get(g, 0.0)
-            params[sparsity_param(g)] = max([r for r in grid if r <= wanted + 1e-9], default=0.0)
+            params[sparsity_param(g)] = _grid_floor(plan.get("sparsity", {}).get(g, 0.0), grid)
     if "nm" in settings.granularities:
         chosen = set(plan.get("nm", {}).get("groups", ()))
         params.update({nm_param(g): g in chosen for g in groups})
@@ -144,7 +144,7 @@ def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) 
     params: dict[str, Any] = {SCOPE_PARAM: "local"} if settings.scope == "both" else {}
     for g, limit in limits.items():
         rate = plan["rates"].get(g, 0.0)
-        params[rate_param(g)] = max([r for r in grid if r <= min(rate, limit) + 1e-9], default=grid[0])
+        params[rate_param(g)] = _grid_floor(min(rate, limit), grid)
         if len(settings.importances) > 1:
             params[method_param(g)] = plan["methods"].get(g, settings.importances[0])
     if "channel" not in settings.granularities:

@@ -1,0 +1,27 @@
+"""What the benchmark scripts share: a study file's data and cached baseline, and a fresh storage."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import optuna
+from torch import nn
+
+from autoprune.baseline import build_model, load_or_train
+from autoprune.settings import StudyFile, load_study_file
+from autoprune.zoo import create_dataset
+
+
+def study_setup(path: str, database: str) -> tuple[StudyFile, Any, nn.Module, str]:
+    """The study file at ``path``, its data, its baseline (trained once and cached in the output folder)
+    and a SQLite storage ``database`` in that folder, emptied so that a run starts afresh."""
+    study_file = load_study_file(path)
+    out = study_file.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    data = create_dataset(study_file.dataset, **study_file.dataset_params)
+    model, _ = load_or_train(study_file, build_model(study_file, data), data, log=lambda m: print(m, file=sys.stderr))
+    storage = f"sqlite:///{(out / database).resolve()}"
+    for name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    return study_file, data, model, storage
