@@ -51,9 +51,11 @@ from .zoo import (
     create_dataset,
     create_model,
     get_importance,
+    get_weight_importance,
     list_datasets,
     list_importances,
     list_models,
+    list_weight_importances,
 )
 
 try:
@@ -84,12 +86,14 @@ __all__ = [
     "create_dataset",
     "create_model",
     "get_importance",
+    "get_weight_importance",
     "get_plugin_manager",
     "get_registries",
     "hookimpl",
     "list_datasets",
     "list_importances",
     "list_models",
+    "list_weight_importances",
     "load",
     "load_checkpoint",
     "measure",

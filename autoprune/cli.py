@@ -19,7 +19,7 @@ from .errors import AutopruneError, SearchInterrupted
 from .files import atomic_write_text
 from .settings import FINETUNE
 
-KINDS = ("importance", "model", "dataset")
+KINDS = ("importance", "model", "dataset", "weight_importance")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     for e in entries:
         if e.kind != kind:
             kind = e.kind
-            print(f"{'' if kind == entries[0].kind else chr(10)}{kind}s:")
+            print(f"{'' if kind == entries[0].kind else chr(10)}{kind.replace('_', ' ')}s:")
         extra = " [needs grads]" if e.options.get("needs_grads") else ""
         desc = textwrap.shorten(e.description, 70, placeholder="...") if e.description else ""
         print(f"  {e.name:<{width}}  {desc}{extra}  <- {e.source}")

@@ -10,7 +10,7 @@ says what it provides. Plugins implement hooks with :data:`hookimpl`::
     def autoprune_register_importances(register):
         register("my_metric", my_metric, description="...")
 
-All three hooks are called once per plugin when autoprune builds its
+Every hook is called once per plugin when autoprune builds its
 registries; their return values are ignored.
 """
 
@@ -38,6 +38,17 @@ class RegisterImportance(Protocol):
     ) -> None: ...
 
 
+class RegisterWeightImportance(Protocol):
+    def __call__(
+        self,
+        name: str,
+        fn: Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor],
+        *,
+        needs_grads: bool = False,
+        description: str = "",
+    ) -> None: ...
+
+
 class RegisterModel(Protocol):
     def __call__(
         self, name: str, factory: Callable[..., torch.nn.Module], *, description: str = ""
@@ -58,6 +69,19 @@ def autoprune_register_importances(register: RegisterImportance) -> None:
     ``group.num_channels``); higher means keep. With ``needs_grads=True`` the
     core accumulates loss gradients over calibration batches into
     ``group.grads`` before calling ``fn``; otherwise ``group.grads`` is None.
+    """
+
+
+@hookspec
+def autoprune_register_weight_importances(register: RegisterWeightImportance) -> None:
+    """Register weight-importance criteria: what weight pruning (granularity ``weight`` or ``nm``) keeps.
+
+    Call ``register(name, fn, *, needs_grads=False, description="")`` once per
+    criterion. ``fn(weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor``
+    returns one finite score per weight of a Conv or Linear layer (a tensor of
+    ``weight.shape``); higher means keep. With ``needs_grads=True`` ``grad`` holds
+    the loss gradients of ``weight`` accumulated over calibration batches (in eval
+    mode); otherwise it is None. The study setting ``weight_importance`` names one.
     """
 
 

@@ -38,9 +38,10 @@ class Registries:
     importances: Registry[Callable[..., Any]]
     models: Registry[Callable[..., Any]]
     datasets: Registry[Callable[..., Any]]
+    weight_importances: Registry[Callable[..., Any]]
 
     def __iter__(self):
-        return iter((self.importances, self.models, self.datasets))
+        return iter((self.importances, self.models, self.datasets, self.weight_importances))
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -132,12 +133,14 @@ def get_registries() -> Registries:
     global _registries
     if _registries is None:
         registries = Registries(
-            Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset")
+            Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset"),
+            Registry("weight_importance", {"needs_grads": bool}),
         )
         hooks = get_plugin_manager().hook
         _collect(hooks.autoprune_register_importances, registries.importances, "fn")
         _collect(hooks.autoprune_register_models, registries.models, "factory")
         _collect(hooks.autoprune_register_datasets, registries.datasets, "factory")
+        _collect(hooks.autoprune_register_weight_importances, registries.weight_importances, "fn")
         _registries = registries
     return _registries
 

@@ -203,13 +203,17 @@ class SearchSettings(_Validated):
             and not {"weight", "nm"} <= set(v)),
         choices=GRANULARITIES,
         doc="what a plan removes in each group: channels (a rate; real speed-up), single weights of the "
-            "group's layers (a sparsity, by magnitude) or N:M blocks of them (on or off); a list combines "
+            "group's layers (a sparsity, ranked by weight_importance) or N:M blocks of them (on or off); a list combines "
             "channels with one of the others (channels first)")
     nm: tuple[int, ...] = setting(
         (2, 4), section="search", rule="[N, M] with 0 < N < M",
         check=lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(k) for k in v)
         and 0 < v[0] < v[1],
         doc="the N:M pattern of granularity 'nm': N weights kept in every M along the input dimension")
+    weight_importance: str = setting(
+        "magnitude", section="search", rule="a registered weight-importance name (autoprune plugins --kind "
+        "weight_importance)", check=lambda v: isinstance(v, str) and bool(v),
+        doc="what weight and N:M pruning keep: a registered weight importance ('magnitude', 'snip', or a plugin's)")
     sparsity_max: float = setting(
         0.9, section="search", rule="a number in [0, 1)", check=_is_rate,
         doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)")

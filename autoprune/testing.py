@@ -3,10 +3,14 @@
 Subclass one of the classes below in your own test module (its name must start
 with ``Test`` for pytest to collect it) and set the class attributes::
 
-    from autoprune.testing import ImportanceConformance, ModelConformance, DatasetConformance
+    from autoprune.testing import (DatasetConformance, ImportanceConformance, ModelConformance,
+                                   WeightImportanceConformance)
 
     class TestMyImportance(ImportanceConformance):
         importance = "my_metric"          # a registered name, or the function itself
+
+    class TestMyWeightImportance(WeightImportanceConformance):
+        weight_importance = "my_weight_metric"
 
     class TestMyModel(ModelConformance):
         model = "my_model"
@@ -29,7 +33,9 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .plugins import get_registries
-from .engine import channel_groups, prune, resolve_importance
+from .engine import (channel_groups, make_permanent, n_m_violations, prune, prune_n_m, prune_weights,
+                     resolve_importance, resolve_weight_importance, weight_scores)
+from .engine.sparsity import maskable_layers
 from .zoo import create_dataset, create_model
 
 
@@ -145,6 +151,49 @@ class ImportanceConformance:
             assert model(x).shape == shape, f"pruning the {kind} model with {imp.name} changed its output"
 
 
+class WeightImportanceConformance:
+    """Checks a weight importance: one finite float per weight, determinism, no side effects,
+    and that weight and 2:4 pruning by its scores reach their targets."""
+
+    weight_importance: ClassVar[str | Callable[..., torch.Tensor] | None] = None
+
+    def _scored(self):
+        assert self.weight_importance is not None, f"{type(self).__name__} must set `weight_importance`"
+        method = resolve_weight_importance(self.weight_importance)
+        for kind, model, x, calibration in _models():
+            layers = list(maskable_layers(model))
+            yield kind, model, calibration, layers, method
+
+    def test_one_finite_float_score_per_weight(self):
+        for kind, model, calibration, layers, method in self._scored():
+            scores = weight_scores(model, layers, self.weight_importance, calibration)
+            for name in layers:  # weight_scores checks shape, dtype and finiteness, naming the layer
+                assert scores[name].shape == dict(model.named_modules())[name].weight.shape, (kind, name)
+
+    def test_deterministic_and_leaves_the_model_alone(self):
+        for kind, model, calibration, layers, method in self._scored():
+            before = copy.deepcopy(model.state_dict())
+            first = weight_scores(model, layers, self.weight_importance, calibration)
+            second = weight_scores(model, layers, self.weight_importance, calibration)
+            assert all(torch.equal(first[n], second[n]) for n in layers), f"{method.name} is not deterministic on {kind}"
+            after = model.state_dict()
+            assert all(torch.equal(before[k], after[k]) for k in before), f"{method.name} changed the {kind} model"
+            assert all(p.grad is None for p in model.parameters()), f"gradients left behind on {kind}"
+
+    def test_weight_and_2_4_pruning_reach_their_targets(self):
+        for kind, model, calibration, layers, method in self._scored():
+            shape = model(calibration[0][0]).shape
+            scores = weight_scores(model, layers, self.weight_importance, calibration)
+            prune_weights(model, dict.fromkeys(layers, 0.5), scores)
+            for name in layers:
+                weight = dict(model.named_modules())[name].weight
+                assert abs(int((weight == 0).sum()) - 0.5 * weight.numel()) <= 1, (kind, name)
+            make_permanent(model)
+            skipped = prune_n_m(model, 2, 4, layers, weight_scores(model, layers, self.weight_importance, calibration))
+            assert n_m_violations(model, 2, 4, [n for n in layers if n not in skipped]) == {}, kind
+            assert model(calibration[0][0]).shape == shape
+
+
 class ModelConformance:
     """Checks a model factory: ``num_classes`` and ``in_channels`` are honoured, and it prunes."""
 
@@ -210,7 +259,7 @@ class DatasetConformance:
 
 
 def registered(kind: str) -> list[str]:
-    """Names registered for ``kind`` ("importance", "model" or "dataset")."""
+    """Names registered for ``kind`` ("importance", "weight_importance", "model" or "dataset")."""
     registries = get_registries()
-    return {"importance": registries.importances, "model": registries.models,
-            "dataset": registries.datasets}[kind].names()
+    return {"importance": registries.importances, "weight_importance": registries.weight_importances,
+            "model": registries.models, "dataset": registries.datasets}[kind].names()

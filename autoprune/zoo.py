@@ -35,6 +35,16 @@ def get_importance(name: str) -> Entry:
     return get_registries().importances.get(name)
 
 
+def list_weight_importances(pattern: str = "*") -> list[str]:
+    """Registered weight-importance names (what weight and N:M pruning keep) matching ``pattern``."""
+    return get_registries().weight_importances.names(pattern)
+
+
+def get_weight_importance(name: str) -> Entry:
+    """The registry entry of weight importance ``name`` (``.obj`` is the function)."""
+    return get_registries().weight_importances.get(name)
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, **params: Any) -> nn.Module:
     """Build registered model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
 

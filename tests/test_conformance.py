@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import autoprune
-from autoprune.testing import DatasetConformance, ImportanceConformance, ModelConformance, registered
+from autoprune.testing import (DatasetConformance, ImportanceConformance, ModelConformance,
+                               WeightImportanceConformance, registered)
 
 for _name in registered("importance"):
     globals()[f"TestImportance_{_name}"] = type(f"TestImportance_{_name}", (ImportanceConformance,),
                                                 {"importance": _name})
+
+for _name in registered("weight_importance"):
+    globals()[f"TestWeightImportance_{_name}"] = type(f"TestWeightImportance_{_name}", (WeightImportanceConformance,),
+                                                      {"weight_importance": _name})
 
 for _name in [n for n in registered("model") if not n.startswith("torchvision/")]:
     globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
@@ -33,3 +38,16 @@ class TestCallableImportance(ImportanceConformance):
 def test_suite_covers_every_builtin_importance():
     names = {n.removeprefix("TestImportance_") for n in globals() if n.startswith("TestImportance_")}
     assert names == set(autoprune.list_importances())
+
+
+class TestCallableWeightImportance(WeightImportanceConformance):
+    """A plain function scores weights too: here the weight's square."""
+
+    @staticmethod
+    def weight_importance(weight, grad):
+        return weight.pow(2)
+
+
+def test_suite_covers_every_builtin_weight_importance():
+    names = {n.removeprefix("TestWeightImportance_") for n in globals() if n.startswith("TestWeightImportance_")}
+    assert names == set(autoprune.list_weight_importances()) == {"magnitude", "snip"}

@@ -21,7 +21,7 @@ def _hooks():
 def test_every_hook_is_documented_with_its_signature():
     text = (DOCS / "plugin_hooks.md").read_text()
     hooks = _hooks()
-    assert len(hooks) == 3
+    assert len(hooks) == 4
     for name, fn in hooks:
         assert f"## {name}(" in text, f"{name} has no section in docs/plugin_hooks.md"
         signature = f"def {name}{inspect.signature(fn)}".replace("'", "")

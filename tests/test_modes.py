@@ -166,3 +166,31 @@ def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(bas
         assert int(((weight.movedim(1, -1).reshape(-1, 4) != 0).sum(1) > 2).sum()) == 0
     index = write_report(record, tmp_path / "report").read_text()
     assert "sparse kernels" in index and "<th>size_bytes</th>" in index
+
+
+def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays_it(baseline, digits, tmp_path):
+    from autoprune.engine import group_layers
+    from autoprune.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="unknown weight_importance 'snap'.*'snip'"):
+        search(copy.deepcopy(baseline), digits, max_accuracy_drop=1.0, trials=1, granularity="weight",
+               weight_importance="snap",
+               storage=f"sqlite:///{tmp_path / 'bad.db'}", study_name="bad")
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=2, granularity="weight",
+                    weight_importance="snip", objective="nonzero_params", warm_start="none", seed=0,
+                    calibration_batches=2, storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="snip")
+    record, best = result.record, result.best_trial
+    plan = record.plan(best)
+    assert plan["weight_importance"] == "snip" and plan["sparsity"]
+    example = digits.val[0][0].unsqueeze(0)
+    replayed = apply_plan(baseline, example, plan, result.calibration)
+    by_magnitude = apply_plan(baseline, example, {**plan, "weight_importance": "magnitude"}, result.calibration)
+    layers = group_layers(replayed, example)
+    modules, magnitude_modules = dict(replayed.named_modules()), dict(by_magnitude.named_modules())
+    group = max(plan["sparsity"], key=plan["sparsity"].get)
+    name = layers[group][0]
+    zeros = modules[name].weight == 0
+    assert abs(int(zeros.sum()) - plan["sparsity"][group] * zeros.numel()) <= 1
+    assert not torch.equal(zeros, magnitude_modules[name].weight == 0)  # another criterion, other weights
+    assert best.user_attrs["nonzero_params"] == pytest.approx(
+        sum(int((p != 0).sum()) for p in replayed.parameters()))

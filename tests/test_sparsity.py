@@ -83,3 +83,49 @@ def test_bad_sparsity_requests_are_errors(example):
         prune_weights(model, 1.0)
     with pytest.raises(PruningError, match="0 < N < M, got 4:4"):
         prune_n_m(model, 4, 4)
+
+
+def test_scores_decide_which_weights_go_and_masked_weights_go_first(example):
+    torch.manual_seed(0)
+    model = tiny_resnet()
+    layers = maskable_layers(model)
+    inverse = {name: -layer.weight.detach().abs() for name, layer in layers.items()}  # keep the smallest
+    prune_weights(model, 0.5, inverse)
+    for name, layer in layers.items():
+        kept, gone = layer.weight_orig[layer.weight != 0].abs(), layer.weight_orig[layer.weight == 0].abs()
+        assert kept.max() <= gone.min(), name
+    before = {name: layer.weight == 0 for name, layer in layers.items()}
+    prune_weights(model, 0.75, {name: torch.rand(layer.weight.shape) for name, layer in layers.items()})
+    for name, layer in layers.items():  # a second, larger sparsity keeps every earlier zero
+        assert bool((layer.weight[before[name]] == 0).all()), name
+        assert abs(int((layer.weight == 0).sum()) - 0.75 * layer.weight.numel()) <= 1, name
+    with pytest.raises(PruningError, match=r"scores of layer '.*' have shape \(3,\); expected the weight's"):
+        prune_weights(tiny_resnet(), 0.5, dict.fromkeys(maskable_layers(tiny_resnet()), torch.ones(3)))
+
+
+def test_weight_importances_are_checked_and_snip_uses_loss_gradients(example):
+    from autoprune.engine import weight_scores
+    from autoprune.errors import AutopruneError, PluginError
+
+    torch.manual_seed(0)
+    model = tiny_resnet().eval()
+    layers = list(maskable_layers(model))
+    calibration = [(example, torch.tensor([0, 1]))]
+    with pytest.raises(AutopruneError, match="'snip' needs gradients; pass calibration batches"):
+        weight_scores(model, layers, "snip")
+    snip = weight_scores(model, layers, "snip", calibration)
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(example), torch.tensor([0, 1])).backward()
+    for name, layer in maskable_layers(model).items():
+        assert torch.allclose(snip[name], (layer.weight * layer.weight.grad).abs().double()), name
+    assert not torch.equal(snip[layers[0]], weight_scores(model, layers[:1], "magnitude")[layers[0]])
+
+    def flat(weight, grad):
+        return weight.flatten()
+
+    with pytest.raises(PluginError, match=r"weight importance '.*flat' on layer 'conv1' returned shape \(\d+,\); "
+                                          "expected the weight's"):
+        weight_scores(model, layers, flat)
+    with pytest.raises(PluginError, match=r"returned 1 non-finite score"):
+        weight_scores(model, layers[:1], lambda w, g: w.flatten().index_fill(0, torch.tensor([0]), float("nan"))
+                      .reshape(w.shape))

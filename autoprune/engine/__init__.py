@@ -2,11 +2,13 @@
 
 ``prune(model, x, rates, importance)`` removes channels; ``prunable_groups`` names
 the groups a plan may set; ``channel_groups`` shows them as importances see them.
-``prune_weights`` and ``prune_n_m`` zero single weights instead (masks, :mod:`.sparsity`).
+``prune_weights`` and ``prune_n_m`` zero single weights instead (masks, :mod:`.sparsity`),
+ranked by a weight importance (``weight_scores``).
 """
 
 from .groups import ChannelGroup, CoupledLayer
-from .importance import DEFAULT_IMPORTANCE, Importance, ImportanceSpec, resolve_importance
+from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importance, ImportanceSpec, WeightImportance,
+                         resolve_importance, resolve_weight_importance, weight_scores)
 from .inputs import call_model, output_shapes
 from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
                     unprunable_groups)
@@ -14,10 +16,12 @@ from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, 
 
 __all__ = [
     "DEFAULT_IMPORTANCE",
+    "DEFAULT_WEIGHT_IMPORTANCE",
     "ChannelGroup",
     "CoupledLayer",
     "Importance",
     "ImportanceSpec",
+    "WeightImportance",
     "call_model",
     "channel_groups",
     "group_layers",
@@ -31,6 +35,8 @@ __all__ = [
     "prune_n_m",
     "prune_weights",
     "resolve_importance",
+    "resolve_weight_importance",
     "sparsity_stats",
     "unprunable_groups",
+    "weight_scores",
 ]

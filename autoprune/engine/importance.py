@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AutopruneError, PluginError
-from ..zoo import get_importance
+from ..zoo import get_importance, get_weight_importance
 from .groups import ChannelGroup
 from .inputs import call_model
 
 #: The importance used where none is named.
 DEFAULT_IMPORTANCE = "l1"
+#: The weight importance used where none is named.
+DEFAULT_WEIGHT_IMPORTANCE = "magnitude"
 
 ImportanceFn = Callable[[ChannelGroup], torch.Tensor]
 ImportanceSpec = Union[str, ImportanceFn]
@@ -80,6 +83,76 @@ def validate_scores(scores: object, group: ChannelGroup, name: str) -> torch.Ten
         bad = int((~torch.isfinite(scores)).sum())
         raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
     return scores
+
+
+WeightImportanceFn = Callable[[torch.Tensor, Union[torch.Tensor, None]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WeightImportance:
+    """A resolved weight importance: its name, its function, and whether it needs loss gradients."""
+
+    name: str
+    fn: WeightImportanceFn
+    needs_grads: bool
+
+    def scores(self, layer: str, weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """The checked scores of one layer's weight: its shape, finite floats, on the CPU."""
+        where = f"weight importance {self.name!r} on layer {layer!r}"
+        try:
+            scores = self.fn(weight.detach().clone(), None if grad is None else grad.detach().clone())
+        except AutopruneError:
+            raise
+        except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
+            raise PluginError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(scores, torch.Tensor):
+            raise PluginError(f"{where} returned {type(scores).__name__}; it must return a torch.Tensor")
+        if scores.shape != weight.shape:
+            raise PluginError(f"{where} returned shape {tuple(scores.shape)}; expected the weight's "
+                              f"{tuple(weight.shape)}, one score per weight")
+        if not scores.is_floating_point():
+            raise PluginError(f"{where} returned dtype {scores.dtype}; scores must be floating point")
+        scores = scores.detach().to("cpu", torch.float64)
+        if not torch.isfinite(scores).all():
+            bad = int((~torch.isfinite(scores)).sum())
+            raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
+        return scores
+
+
+def resolve_weight_importance(spec: str | WeightImportanceFn) -> WeightImportance:
+    """A registered weight-importance name, or a callable (``needs_grads`` read from its attribute)."""
+    if isinstance(spec, str):
+        entry = get_weight_importance(spec)
+        return WeightImportance(spec, entry.obj, bool(entry.options.get("needs_grads", False)))
+    if callable(spec):
+        name = getattr(spec, "__qualname__", None) or type(spec).__name__
+        return WeightImportance(name, spec, bool(getattr(spec, "needs_grads", False)))
+    raise AutopruneError(
+        f"weight importance must be a registered name or a callable, got {type(spec).__name__} {spec!r}")
+
+
+def weight_scores(model: nn.Module, layers: Iterable[str], importance: str | WeightImportanceFn,
+                  calibration: Batches | None = None, loss_fn: Callable = F.cross_entropy) -> dict[str, torch.Tensor]:
+    """``{layer: scores}`` of the named Conv and Linear layers' weights by ``importance``.
+
+    An importance that needs gradients gets ``loss_fn``'s, accumulated over
+    ``calibration`` in eval mode (required then); the model's ``.grad`` are cleared after.
+    """
+    method = resolve_weight_importance(importance)
+    named = dict(model.named_modules())
+    layers = list(layers)
+    grads: dict[str, torch.Tensor | None] = dict.fromkeys(layers)
+    if method.needs_grads:
+        if calibration is None:
+            raise AutopruneError(f"weight importance {method.name!r} needs gradients; pass calibration batches")
+        if accumulate_grads(model, calibration, loss_fn) == 0:
+            raise AutopruneError("calibration gave no batches; importances that need gradients need at least one")
+        for name in layers:
+            param = getattr(named[name], "weight_orig", None)
+            param = named[name].weight if param is None else param
+            grads[name] = torch.zeros_like(param) if param.grad is None else param.grad.detach().clone()
+        model.zero_grad(set_to_none=True)
+    return {name: method.scores(name, named[name].weight, grads[name]) for name in layers}
 
 
 def accumulate_grads(model: nn.Module, calibration: Batches, loss_fn: Callable) -> int:

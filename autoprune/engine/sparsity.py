@@ -3,12 +3,12 @@
 Channel pruning (:func:`autoprune.prune`) removes whole channels and makes a model
 faster on any hardware. Weight pruning zeroes single weights instead:
 
-- **unstructured** (:func:`prune_weights`): the lowest-magnitude fraction of each
-  layer's weights (Han et al., "Learning both Weights and Connections for Efficient
-  Neural Networks", NeurIPS 2015), which needs sparse kernels or compressed storage
+- **unstructured** (:func:`prune_weights`): the least important fraction of each
+  layer's weights, by magnitude unless scores are given (Han et al., "Learning both
+  Weights and Connections for Efficient Neural Networks", NeurIPS 2015), which needs sparse kernels or compressed storage
   to pay off;
 - **N:M** (:func:`prune_n_m`): in every block of M consecutive weights along the
-  input dimension, only the N largest are kept (2:4 by default), the pattern that
+  input dimension, only the N most important are kept (2:4 by default), the pattern that
   NVIDIA's sparse tensor cores accelerate (Mishra et al., "Accelerating Sparse Deep
   Neural Networks", 2021). A Conv2d weight ``[out, in, kh, kw]`` is grouped over
   ``in`` at each kernel position, as NVIDIA's ASP does; a layer whose input
@@ -46,11 +46,14 @@ def maskable_layers(model: nn.Module, names: list[str] | None = None) -> dict[st
     return {n: layers[n] for n in names}
 
 
-def prune_weights(model: nn.Module, sparsity: float | dict[str, float]) -> nn.Module:
-    """Zero the lowest-magnitude ``sparsity`` fraction of each layer's weights (in place, as masks).
+def prune_weights(model: nn.Module, sparsity: float | dict[str, float],
+                  scores: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Zero the least important ``sparsity`` fraction of each layer's weights (in place, as masks).
 
     ``sparsity``: one fraction for every Conv and Linear layer, or ``{layer: fraction}``.
-    Each layer gets ``round(sparsity * weights)`` zeros.
+    Each layer gets ``round(sparsity * weights)`` zeros. ``scores``: ``{layer: tensor of
+    the weight's shape}``, higher means keep (:func:`~autoprune.engine.weight_scores`);
+    the weights' magnitude where a layer has none.
     """
     targets = sparsity if isinstance(sparsity, dict) else dict.fromkeys(maskable_layers(model), sparsity)
     for name, layer in maskable_layers(model, list(targets)).items():
@@ -61,28 +64,29 @@ def prune_weights(model: nn.Module, sparsity: float | dict[str, float]) -> nn.Mo
         count = int(round(fraction * weight.numel()))
         mask = torch.ones_like(weight, dtype=torch.bool)
         if count:
-            order = torch.argsort(weight.detach().abs().flatten(), stable=True)[:count]
+            order = torch.argsort(_ranking(layer, name, scores).flatten(), stable=True)[:count]
             mask.view(-1)[order] = False
         _set_mask(layer, mask & _mask(layer))
     return model
 
 
-def prune_n_m(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None) -> list[str]:
-    """Keep the ``n`` largest of every ``m`` consecutive input weights in each layer (in place, as masks).
+def prune_n_m(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None,
+              scores: dict[str, torch.Tensor] | None = None) -> list[str]:
+    """Keep the ``n`` most important of every ``m`` consecutive input weights in each layer (in place, as masks).
 
-    Returns the names of the layers left dense because their input dimension is not
-    a multiple of ``m``.
+    ``scores`` as for :func:`prune_weights` (magnitude by default). Returns the names
+    of the layers left dense because their input dimension is not a multiple of ``m``.
     """
     if not 0 < n < m:
         raise PruningError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
     skipped = []
     for name, layer in maskable_layers(model, layers).items():
         weight = _weight(layer)
-        blocks = _input_last(weight)
+        blocks = _input_last(_ranking(layer, name, scores))
         if blocks.shape[-1] % m:
             skipped.append(name)
             continue
-        grouped = blocks.detach().abs().reshape(-1, m)
+        grouped = blocks.reshape(-1, m)
         keep = torch.zeros_like(grouped, dtype=torch.bool)
         keep.scatter_(1, torch.topk(grouped, n, dim=1, sorted=False).indices, True)
         mask = _input_first(keep.reshape(blocks.shape), weight.shape)
@@ -151,6 +155,18 @@ def _parameters(model: nn.Module):
                 yield "weight", module.weight
             else:
                 yield name, param
+
+
+def _ranking(layer: nn.Module, name: str, scores: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """What to keep first in ``layer``: its scores (or magnitudes), with weights masked already ranked last."""
+    weight = _weight(layer).detach()
+    if scores is None or name not in scores:
+        return weight.abs()
+    ranking = scores[name].detach().to(weight.device, torch.float64)
+    if ranking.shape != weight.shape:
+        raise PruningError(f"the scores of layer {name!r} have shape {tuple(ranking.shape)}; "
+                           f"expected the weight's {tuple(weight.shape)}")
+    return ranking.masked_fill(~_mask(layer), -math.inf)
 
 
 def _weight(layer: nn.Module) -> torch.Tensor:

@@ -43,6 +43,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..engine.importance import DEFAULT_WEIGHT_IMPORTANCE
 from ..errors import AutopruneError, unknown_name
 from ..settings import SearchSettings, setting_key
 from ..storage import open_storage, storage_file
@@ -419,6 +420,8 @@ class StudyRecord:
         nm_groups = [g for g in self.groups if trial.params.get(nm_param(g))]
         if nm_groups:
             plan["nm"] = {"groups": nm_groups, "pattern": list(settings.get("nm", (2, 4)))}
+        if sparsity or nm_groups:
+            plan["weight_importance"] = settings.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE)
         steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
         if isinstance(steps, int) and steps > 1:
             plan["steps"] = steps

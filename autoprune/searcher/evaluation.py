@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import (group_layers, group_sizes, make_permanent, prunable_groups, prune, prune_n_m,
-                      prune_weights, sparsity_stats)
+from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, group_layers, group_sizes, make_permanent, prunable_groups, prune,
+                      prune_n_m, prune_weights, sparsity_stats, weight_scores)
 from ..errors import AutopruneError
 from ..metrics import count_correct, latency_ms, measure
 from ..results.record import Plan
@@ -108,7 +108,7 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
             if plan.get("recovery_steps"):
                 train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
     if plan.get("sparsity") or plan.get("nm"):
-        apply_weight_sparsity(model, structure.layers, plan)
+        apply_weight_sparsity(model, structure.layers, plan, calibration[:GRADIENT_BATCHES])
     return model
 
 
@@ -129,14 +129,20 @@ class BaselineStructure:
         return group_layers(self.baseline, self.example_inputs)
 
 
-def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: Plan) -> nn.Module:
+def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: Plan,
+                          calibration: list | None = None) -> nn.Module:
     """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers (``layers``,
-    as :func:`~autoprune.engine.group_layers` gives them), permanently."""
-    if plan.get("sparsity"):
-        prune_weights(model, {layer: rate for group, rate in plan["sparsity"].items() for layer in layers[group]})
-    if plan.get("nm"):
+    as :func:`~autoprune.engine.group_layers` gives them), permanently, ranked by the plan's
+    ``weight_importance`` (magnitude when it names none; ``calibration`` for one that needs gradients)."""
+    sparsity = {layer: rate for group, rate in plan.get("sparsity", {}).items() for layer in layers[group]}
+    nm_layers = [layer for group in plan.get("nm", {}).get("groups", ()) for layer in layers[group]]
+    scores = weight_scores(model, [*sparsity, *nm_layers], plan.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE),
+                           calibration)
+    if sparsity:
+        prune_weights(model, sparsity, scores)
+    if nm_layers:
         n, m = plan["nm"].get("pattern", (2, 4))
-        prune_n_m(model, n, m, [layer for group in plan["nm"]["groups"] for layer in layers[group]])
+        prune_n_m(model, n, m, nm_layers, scores)
     return make_permanent(model)
 
 

@@ -36,7 +36,8 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ..checkpoint import atomic_save
-from ..engine import group_scores, prunable_groups, resolve_importance
+from ..engine import (group_layers, group_scores, prunable_groups, resolve_importance, resolve_weight_importance,
+                      weight_scores)
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
@@ -238,12 +239,14 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
 
 def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,
                       data: Any = None) -> None:
-    """An unknown importance name fails here, before any work.
+    """An unknown importance or weight-importance name fails here, before any work.
 
     Given a model (trained or not), each importance also scores every group once, so
     a plugin that raises or returns bad scores fails before a baseline is trained.
     """
     methods = [resolve_importance(name) for name in settings.importances]
+    if {"weight", "nm"} & set(settings.granularities):
+        methods.append(resolve_weight_importance(settings.weight_importance))
     if model is None:
         return
     with torch.random.fork_rng(devices=[]):  # a plugin drawing random numbers changes nothing after
@@ -252,6 +255,9 @@ def check_importances(settings: SearchSettings, model: nn.Module | None = None, 
             calibration = calibration_batches(data, 1, min(settings.batch_size, 16), settings.seed)
         for name in settings.importances:
             group_scores(model, example, name, calibration=calibration)
+        if {"weight", "nm"} & set(settings.granularities):
+            layers = sorted({layer for group in group_layers(model, example).values() for layer in group})
+            weight_scores(model, layers, settings.weight_importance, calibration=calibration)
 
 
 def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -> dict[str, Any]:

@@ -67,6 +67,8 @@ def _suggest_weights(trial: optuna.Trial, limits: dict[str, float], settings: Se
         groups = [g for g in limits if trial.suggest_categorical(nm_param(g), (False, True))]
         if groups:
             part["nm"] = {"groups": groups, "pattern": list(settings.nm)}
+    if part:
+        part["weight_importance"] = settings.weight_importance
     return part
 
 
