@@ -217,6 +217,10 @@ class SearchSettings(_Validated):
     sparsity_max: float = setting(
         0.9, section="search", rule="a number in [0, 1)", check=_is_rate,
         doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)")
+    round_to: int = setting(
+        1, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        doc="keep every pruned group's channel count a multiple of this (8, 16 or 32 suit GPU tensor cores "
+            "and vector units; Torch-Pruning's round_to); the kept count is rounded up")
     steps: int | tuple[int, ...] = setting(
         1, section="search", rule="an integer >= 1, or a list of them for the sampler to choose from",
         check=lambda v: (_is_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) > 0

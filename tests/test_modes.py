@@ -194,3 +194,25 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
     assert not torch.equal(zeros, magnitude_modules[name].weight == 0)  # another criterion, other weights
     assert best.user_attrs["nonzero_params"] == pytest.approx(
         sum(int((p != 0).sum()) for p in replayed.parameters()))
+
+
+def test_round_to_holds_for_every_trial_and_for_plans_in_several_steps(baseline, digits, tmp_path):
+    from autoprune.engine import group_sizes
+
+    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=3, round_to=4, steps=[1, 2],
+                    warm_start="none", seed=1, calibration_batches=2,
+                    storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="round")
+    record = result.record
+    example = digits.val[0][0].unsqueeze(0)
+    for trial in record.completed():
+        plan = record.plan(trial)
+        assert plan["round_to"] == 4
+        model = apply_plan(baseline, example, plan, result.calibration)
+        sizes = group_sizes(model, example)
+        assert all(channels % 4 == 0 for channels, _ in sizes.values()), sizes
+        assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
+    assert any(record.plan(t)["rates"][g] > 0 for t in record.completed() for g in record.groups)
+    plan = {"rates": dict.fromkeys(record.groups, 0.3), "methods": dict.fromkeys(record.groups, "l1"), "round_to": 4}
+    one_shot = group_sizes(apply_plan(baseline, example, plan, result.calibration), example)
+    two_steps = group_sizes(apply_plan(baseline, example, {**plan, "steps": 2}, result.calibration), example)
+    assert one_shot == two_steps and all(channels % 4 == 0 for channels, _ in one_shot.values())

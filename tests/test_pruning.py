@@ -241,3 +241,25 @@ def test_builtin_importances_all_prune(example):
         autoprune.prune(model, example, 0.5, importance=name, calibration=calibration)
         assert model(example).shape == (2, 5)
         assert model.layer1[0].conv1.out_channels == 4, name
+
+
+def test_round_to_leaves_every_pruned_groups_channel_count_divisible_on_a_torchvision_model():
+    from autoprune.engine import group_sizes, removal_count
+
+    model = autoprune.create_model("torchvision/resnet18", num_classes=10, in_channels=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = group_sizes(model, x)
+    rates = {g: 0.1 + 0.05 * (i % 9) for i, g in enumerate(autoprune.prunable_groups(model, x))}
+    pruned = autoprune.prune(copy.deepcopy(model), x, rates, round_to=8)
+    after = group_sizes(pruned, x)
+    assert pruned(x).shape == (1, 10)
+    for group, rate in rates.items():
+        channels = after[group][0]
+        assert channels % 8 == 0, (group, channels)
+        assert before[group][0] - int(rate * before[group][0]) <= channels < before[group][0] - int(rate * before[group][0]) + 8
+    unrounded = group_sizes(autoprune.prune(copy.deepcopy(model), x, rates), x)
+    assert any(unrounded[g][0] % 8 for g in rates)  # the rates alone would not have given multiples of 8
+    assert removal_count(10, 0.5, 1, 16) == 0  # narrower than round_to: kept whole
+    assert removal_count(48, 0.3, 1, 16) == 0  # 34 kept, rounded up to 48
+    assert removal_count(48, 0.4, 1, 16) == 16  # 29 kept, rounded up to 32
+    assert removal_count(48, 0.4, 4, 8) == 18  # 4 blocks of 30 kept: 120 in all, a multiple of 8

@@ -11,7 +11,7 @@ from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importan
                          resolve_importance, resolve_weight_importance, weight_scores)
 from .inputs import call_model, output_shapes
 from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
-                    unprunable_groups)
+                    removal_count, unprunable_groups)
 from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "prune",
     "prune_n_m",
     "prune_weights",
+    "removal_count",
     "resolve_importance",
     "resolve_weight_importance",
     "sparsity_stats",

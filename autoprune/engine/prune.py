@@ -109,6 +109,7 @@ def prune(
     calibration: Batches | None = None,
     loss_fn: LossFn = F.cross_entropy,
     scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
+    round_to: int = 1,
 ) -> nn.Module:
     """Remove channels from ``model`` in place and return it.
 
@@ -130,6 +131,9 @@ def prune(
             read where it has an entry and filled where it has none. Scores depend
             only on the unpruned model (and the calibration batches), so a search
             that prunes copies of one baseline computes each of them once.
+        round_to: keep every pruned group's channel count a multiple of this
+            (Torch-Pruning's ``round_to``; 8 or 16 suit tensor cores): the kept
+            count is rounded up, so a group prunes at most its rate.
 
     The output shape never changes; the pruned model is checked with a forward pass.
     """
@@ -145,7 +149,8 @@ def prune(
             for name, method in missing.items():
                 group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
                 cache[name, method.name] = method.scores(group)
-        removals = [(graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n]))
+        removals = [(graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n],
+                                                              round_to))
                     for n, m in methods.items()]
         for spec, idxs in removals:
             _remove(graph, spec, idxs)
@@ -158,17 +163,32 @@ def _channel_groups(spec: GroupSpec) -> int:
     return spec.channel_groups if spec.num_channels % spec.channel_groups == 0 else 1
 
 
-def pruning_indices(scores: torch.Tensor, spec: GroupSpec, rate: float) -> list[int]:
-    """The channels to remove: the lowest-scored ``floor(rate * size)``, the same in every channel group."""
+def pruning_indices(scores: torch.Tensor, spec: GroupSpec, rate: float, round_to: int = 1) -> list[int]:
+    """The channels to remove: the lowest-scored :func:`removal_count`, the same in every channel group."""
     cg = _channel_groups(spec)
     size = spec.num_channels // cg
     per_channel = scores.view(cg, size).mean(0) if cg > 1 else scores
-    n_prune = min(int(math.floor(rate * size + 1e-9)), size - 1)
+    n_prune = removal_count(size, rate, cg, round_to)
     if n_prune <= 0:
         return []
     local = torch.argsort(per_channel, stable=True)[:n_prune]
     idxs = torch.cat([local + g * size for g in range(cg)])
     return sorted(idxs.tolist())
+
+
+def removal_count(size: int, rate: float, channel_groups: int = 1, round_to: int = 1) -> int:
+    """Channels a rate removes from each of a group's ``channel_groups`` blocks of ``size``.
+
+    ``floor(rate * size)``, at most ``size - 1``; with ``round_to``, fewer where needed
+    so that the channels kept in all blocks together are a multiple of it (rounded
+    up, as Torch-Pruning's ``round_to`` does). A group narrower than that keeps all.
+    """
+    n_prune = min(int(math.floor(rate * size + 1e-9)), size - 1)
+    if round_to > 1 and n_prune > 0:
+        step = round_to // math.gcd(round_to, channel_groups)  # kept per block: a multiple of this
+        kept = -(-(size - n_prune) // step) * step
+        n_prune = max(size - kept, 0)
+    return n_prune
 
 
 @contextlib.contextmanager

@@ -399,7 +399,8 @@ class StudyRecord:
     def plan(self, trial: FrozenTrial) -> Plan:
         """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial.
 
-        An iterative trial's plan also holds ``steps`` (and ``recovery_steps``).
+        An iterative trial's plan also holds ``steps`` (and ``recovery_steps``); a study with
+        ``round_to`` above 1 gives it to every plan.
         """
         if self.scope(trial) == "global":
             plan = trial.user_attrs.get(PLAN_ATTR)
@@ -422,6 +423,8 @@ class StudyRecord:
             plan["nm"] = {"groups": nm_groups, "pattern": list(settings.get("nm", (2, 4)))}
         if sparsity or nm_groups:
             plan["weight_importance"] = settings.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE)
+        if settings.get("round_to", 1) > 1:
+            plan["round_to"] = int(settings["round_to"])
         steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
         if isinstance(steps, int) and steps > 1:
             plan["steps"] = steps

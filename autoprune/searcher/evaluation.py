@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, group_layers, group_sizes, make_permanent, prunable_groups, prune,
-                      prune_n_m, prune_weights, sparsity_stats, weight_scores)
+                      prune_n_m, prune_weights, removal_count, sparsity_stats, weight_scores)
 from ..errors import AutopruneError
 from ..metrics import count_correct, latency_ms, measure
 from ..results.record import Plan
@@ -100,9 +100,10 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
     model = copy.deepcopy(baseline)
     steps = int(plan.get("steps", 1))
     sizes = structure.sizes if steps > 1 else {}  # traced only for a plan in several steps
+    round_to = int(plan.get("round_to", 1)) if steps == 1 else 1  # several steps: in their targets
     for k, (step_rates, cached) in enumerate(pruning_steps(sizes, plan, scores), start=1):
         model = prune(model, example_inputs, step_rates, importance=plan["methods"],
-                      calibration=calibration[:GRADIENT_BATCHES], scores=cached)
+                      calibration=calibration[:GRADIENT_BATCHES], scores=cached, round_to=round_to)
         if steps > 1 and (k < steps or plan.get("recovery_steps")):
             recalibrate_batchnorm(model, calibration)
             if plan.get("recovery_steps"):
@@ -149,8 +150,9 @@ def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: 
 def pruning_steps(sizes: dict[str, tuple[int, int]], plan: Plan, scores: dict | None):
     """The rates of each of the plan's steps, relative to the channels left, with the score cache each may use.
 
-    Step k removes channels until ``floor(rate * k / K * size)`` of a group's
-    ``size`` are gone, so the last step ends at exactly the one-shot plan's widths.
+    Step k removes channels until ``floor(n * k / K)`` of a group's are gone, where
+    ``n`` is what the one-shot plan removes (:func:`~autoprune.engine.removal_count`,
+    with the plan's ``round_to``), so the last step ends at exactly its widths.
     Only the first step prunes the baseline itself, so only it may use ``scores``.
     ``sizes``: the baseline's ``{group: (channels, channel groups)}``.
     """
@@ -159,12 +161,16 @@ def pruning_steps(sizes: dict[str, tuple[int, int]], plan: Plan, scores: dict | 
         yield plan["rates"], scores
         return
     removed = dict.fromkeys(plan["rates"], 0)
+    final = {}
+    for group, rate in plan["rates"].items():
+        channels, channel_groups = sizes[group]
+        final[group] = removal_count(channels // channel_groups, rate, channel_groups, int(plan.get("round_to", 1)))
     for k in range(1, steps + 1):
         rates = {}
-        for group, rate in plan["rates"].items():
+        for group in plan["rates"]:
             channels, channel_groups = sizes[group]
             size = channels // channel_groups
-            target = min(int(math.floor(rate * size * k / steps + 1e-9)), size - 1)
+            target = final[group] * k // steps
             rates[group] = (target - removed[group]) / (size - removed[group])
             removed[group] = target
         yield rates, scores if k == 1 else None
@@ -282,6 +288,8 @@ class Evaluator:
         """
         mode = self.settings.early_stop if early_stop is None else early_stop
         budget = self.budget if budget is None else budget
+        if self.settings.round_to > 1:
+            plan = {**plan, "round_to": self.settings.round_to}
         start = time.perf_counter()
         model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores, self.structure)
         pruned_at = time.perf_counter()
