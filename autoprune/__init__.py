@@ -40,7 +40,7 @@ from .errors import (
     UnknownNameError,
 )
 from .hookspecs import hookimpl
-from .metrics import count_flops, count_params, measure
+from .metrics import MetricContext, count_flops, count_params, measure, measure_metrics
 from .plugins import get_plugin_manager, get_registries
 from .registry import Entry, Source
 from .results import Study, load
@@ -51,9 +51,11 @@ from .zoo import (
     create_dataset,
     create_model,
     get_importance,
+    get_metric,
     get_weight_importance,
     list_datasets,
     list_importances,
+    list_metrics,
     list_models,
     list_weight_importances,
 )
@@ -70,6 +72,7 @@ __all__ = [
     "DataSplits",
     "DuplicateNameError",
     "Entry",
+    "MetricContext",
     "PluginError",
     "PruningError",
     "SearchInterrupted",
@@ -86,17 +89,20 @@ __all__ = [
     "create_dataset",
     "create_model",
     "get_importance",
+    "get_metric",
     "get_weight_importance",
     "get_plugin_manager",
     "get_registries",
     "hookimpl",
     "list_datasets",
     "list_importances",
+    "list_metrics",
     "list_models",
     "list_weight_importances",
     "load",
     "load_checkpoint",
     "measure",
+    "measure_metrics",
     "prunable_groups",
     "prune",
     "search",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
 import textwrap
 import time
@@ -19,7 +20,7 @@ from .errors import AutopruneError, SearchInterrupted
 from .files import atomic_write_text
 from .settings import FINETUNE
 
-KINDS = ("importance", "model", "dataset", "weight_importance")
+KINDS = ("importance", "model", "dataset", "weight_importance", "metric")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -38,6 +39,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             kind = e.kind
             print(f"{'' if kind == entries[0].kind else chr(10)}{kind.replace('_', ' ')}s:")
         extra = " [needs grads]" if e.options.get("needs_grads") else ""
+        if e.kind == "metric":
+            extra = f" [{e.options.get('direction', 'minimize')}{', ' + e.options['unit'] if e.options.get('unit') else ''}]"
         desc = textwrap.shorten(e.description, 70, placeholder="...") if e.description else ""
         print(f"  {e.name:<{width}}  {desc}{extra}  <- {e.source}")
     return 0
@@ -161,9 +164,16 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     if best is None:
         if failed and not done:
             print(f"  every trial failed; the last one: {record.fail_reason(failed[-1]) or 'no reason recorded'}")
-        else:
+        elif len(record.constraint_names) == 1:
             print(f"  no trial stayed within the {max_drop} point budget; "
                   "allow a larger drop, more trials or a lower search.rate_max")
+        else:  # say which bounds no trial met, and how close each came
+            closest = {name: min((t.constraints.get(name, math.inf) for t in done), default=math.inf)
+                       for name in record.constraint_names}
+            unmet = [name for name, over in closest.items() if over > 0]
+            print("  no trial met every constraint at once; " + ("never met: " + ", ".join(
+                f"{name} (closest {closest[name]:.4g} over)" for name in unmet) if unmet else
+                "each was met by some trial, none by one trial") + "; loosen them or allow more trials")
         print(f"  report              {report}")
         return 1
     metrics = record.metrics(best)

@@ -49,6 +49,18 @@ class RegisterWeightImportance(Protocol):
     ) -> None: ...
 
 
+class RegisterMetric(Protocol):
+    def __call__(
+        self,
+        name: str,
+        fn: Callable[[torch.nn.Module, Any], float],
+        *,
+        direction: str = "minimize",
+        unit: str = "",
+        description: str = "",
+    ) -> None: ...
+
+
 class RegisterModel(Protocol):
     def __call__(
         self, name: str, factory: Callable[..., torch.nn.Module], *, description: str = ""
@@ -82,6 +94,21 @@ def autoprune_register_weight_importances(register: RegisterWeightImportance) ->
     ``weight.shape``); higher means keep. With ``needs_grads=True`` ``grad`` holds
     the loss gradients of ``weight`` accumulated over calibration batches (in eval
     mode); otherwise it is None. The study setting ``weight_importance`` names one.
+    """
+
+
+@hookspec
+def autoprune_register_metrics(register: RegisterMetric) -> None:
+    """Register metrics: numbers measured on every pruned candidate, usable as objectives and constraints.
+
+    Call ``register(name, fn, *, direction="minimize", unit="", description="")``
+    once per metric. ``fn(model: torch.nn.Module, context: autoprune.MetricContext)
+    -> float`` measures the candidate (pruned, recalibrated, in eval mode); the
+    context holds the validation batches, an example input, the latency batch, the
+    seed, and ``context.baseline(name)``, any metric of the unpruned model (measured
+    once, cached). ``direction`` says which way is better. A study names metrics in
+    ``objective`` and ``[constraints]`` (``name = bound``: at most the bound for a
+    minimized metric, at least for a maximized one).
     """
 
 

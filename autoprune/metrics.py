@@ -1,8 +1,16 @@
-"""Model measurements: FLOPs, parameters, top-1 accuracy and latency."""
+"""Model measurements: FLOPs, parameters, top-1 accuracy and latency, and the context metrics get.
+
+Every metric a search can use (an objective, a constraint, a report column) is
+registered through the ``autoprune_register_metrics`` hook, the built-in ones
+included (``autoprune_plugins.metrics_builtin``); :func:`measure_metrics` measures
+the named ones on a candidate, with a :class:`MetricContext` built once per study.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -10,6 +18,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .engine import call_model
+from .errors import AutopruneError, PluginError
+from .zoo import get_metric
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
@@ -81,3 +91,73 @@ def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.
     with torch.no_grad():
         timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example})
         return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+@dataclass
+class MetricContext:
+    """What a metric may use besides the candidate model, fixed once per study.
+
+    ``example``: one input (batch of 1); ``timing_input``: the batch latency is timed
+    on; ``val_batches``: the validation ``(inputs, targets)`` batches, in the study's
+    fixed order; ``calibration``: the training batches BatchNorm is recalibrated on;
+    ``seed``: the study's seed (draw any randomness from it);
+    ``baseline_model``: the unpruned model (:meth:`baseline` gives any metric of it);
+    ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search).
+    """
+
+    example: Any
+    timing_input: Any
+    val_batches: list = field(repr=False)
+    seed: int = 0
+    baseline_model: nn.Module | None = field(default=None, repr=False)
+    calibration: list = field(default_factory=list, repr=False)
+    settings: Any = field(default=None, repr=False)
+    _baseline: dict[str, float] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def baseline(self, name: str) -> float:
+        """Metric ``name`` of the unpruned model, measured once and cached."""
+        if name not in self._baseline:
+            if self.baseline_model is None:
+                raise AutopruneError(f"metric {name!r} of the baseline was asked for, but the context has no baseline")
+            self._baseline[name] = measure_metrics(self.baseline_model, [name], self)[name]
+        return self._baseline[name]
+
+    def remember_baseline(self, values: dict[str, float]) -> None:
+        """Metrics of the unpruned model measured elsewhere (the search's own count of its accuracy)."""
+        self._baseline.update(values)
+
+    def cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` once per study under ``key`` (a corrupted validation set, a latency table)."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+
+def measure_metrics(model: nn.Module, names: Iterable[str], context: MetricContext) -> dict[str, float]:
+    """``{name: value}`` of the registered metrics ``names`` on ``model``, each checked to be a finite number."""
+    values = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for name in names:
+            entry = get_metric(name)
+            try:
+                value = entry.obj(model, context)
+            except AutopruneError:
+                raise
+            except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
+                raise PluginError(f"metric {name!r} raised {type(exc).__name__}: {exc}") from exc
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise PluginError(f"metric {name!r} returned {value!r}; it must return a finite number")
+            values[name] = value
+    finally:
+        model.train(was_training)
+    return values
+
+
+def metric_direction(name: str) -> str:
+    """``"minimize"`` or ``"maximize"``: which way metric ``name`` is better."""
+    return get_metric(name).options.get("direction", "minimize")

@@ -39,9 +39,10 @@ class Registries:
     models: Registry[Callable[..., Any]]
     datasets: Registry[Callable[..., Any]]
     weight_importances: Registry[Callable[..., Any]]
+    metrics: Registry[Callable[..., Any]]
 
     def __iter__(self):
-        return iter((self.importances, self.models, self.datasets, self.weight_importances))
+        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics))
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -135,12 +136,14 @@ def get_registries() -> Registries:
         registries = Registries(
             Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset"),
             Registry("weight_importance", {"needs_grads": bool}),
+            Registry("metric", {"direction": ("minimize", "maximize"), "unit": str}),
         )
         hooks = get_plugin_manager().hook
         _collect(hooks.autoprune_register_importances, registries.importances, "fn")
         _collect(hooks.autoprune_register_models, registries.models, "factory")
         _collect(hooks.autoprune_register_datasets, registries.datasets, "factory")
         _collect(hooks.autoprune_register_weight_importances, registries.weight_importances, "fn")
+        _collect(hooks.autoprune_register_metrics, registries.metrics, "fn")
         _registries = registries
     return _registries
 

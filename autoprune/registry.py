@@ -50,7 +50,8 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Registered objects of one kind, in registration order."""
 
-    def __init__(self, kind: str, options: dict[str, type] | None = None) -> None:
+    def __init__(self, kind: str, options: dict[str, type | tuple[Any, ...]] | None = None) -> None:
+        """``options``: the keyword options ``register`` accepts, each a type or a tuple of valid values."""
         self.kind = kind
         self._options = dict(options or {})
         self._entries: dict[str, Entry[T]] = {}
@@ -81,7 +82,13 @@ class Registry(Generic[T]):
                     f"{source.plugin} registered {self.kind} {name!r} with unknown option "
                     f"{key!r}; valid keyword options: {valid}"
                 )
-            if not isinstance(value, expected):
+            if isinstance(expected, tuple):  # one of these values
+                if value not in expected:
+                    raise AutopruneError(
+                        f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; "
+                        f"valid: {', '.join(map(repr, expected))}"
+                    )
+            elif not isinstance(value, expected):
                 raise AutopruneError(
                     f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; "
                     f"it must be a {expected.__name__}"

@@ -36,6 +36,8 @@ SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("sensitivity", "uniform", "none")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
+#: The corruptions robust_accuracy can apply (:mod:`autoprune.corruptions`).
+CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg")
 #: Samplers that handle parameters present in some trials only (scope = "both").
 CONDITIONAL_SAMPLERS = ("tpe", "random")
 
@@ -84,9 +86,17 @@ def _is_rate(v: Any) -> bool:
 
 def _is_objective(v: Any) -> bool:
     if isinstance(v, str):
-        return v in OBJECTIVES
-    return (isinstance(v, (list, tuple)) and all(isinstance(o, str) and o in MULTI_OBJECTIVES for o in v)
+        return bool(v)
+    return (isinstance(v, (list, tuple)) and all(isinstance(o, str) and o for o in v)
             and 2 <= len(set(v)) == len(v) <= 3)
+
+
+def _is_constraints(v: Any) -> bool:
+    pairs = v.items() if isinstance(v, Mapping) else v
+    try:
+        return all(isinstance(name, str) and name and _is_number(bound) for name, bound in pairs)
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_names(v: Any) -> bool:
@@ -155,10 +165,15 @@ class SearchSettings(_Validated):
         doc="percentage points of top-1 validation accuracy the pruned model may lose")
     objective: str | tuple[str, ...] = setting(
         "flops", section="study",
-        rule="one of 'flops', 'params', 'latency', 'nonzero_params', 'size_bytes', or a list of two or three "
-             "distinct of those and 'accuracy'",
+        rule="a registered metric ('flops', 'params', 'latency', 'nonzero_params', 'size_bytes', a plugin's), "
+             "or a list of two or three distinct ones ('accuracy' among them, say)",
         check=_is_objective, choices=OBJECTIVES,
-        doc="minimized among feasible trials; a list makes a multi-objective study (accuracy maximized)")
+        doc="optimized among feasible trials in the metric's direction; a list makes a multi-objective study")
+    constraints: tuple[tuple[str, float], ...] = setting(
+        (), section="constraints", rule="a table of registered metric names and numbers",
+        check=_is_constraints,
+        doc="bounds every feasible trial meets besides the accuracy budget, e.g. latency = 5.0: at most the "
+            "bound for a metric to minimize, at least for one to maximize")
     trials: int = setting(
         50, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
         doc="completed trials the study holds when the search ends; a rerun runs only the missing ones")
@@ -231,6 +246,19 @@ class SearchSettings(_Validated):
         0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0,
         doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
             "(SGD with momentum, learning rate 0.01, cosine schedule)")
+    corruptions: tuple[str, ...] = setting(
+        ("gaussian_noise", "gaussian_blur", "brightness", "contrast"), section="search",
+        rule="a non-empty list of 'gaussian_noise', 'gaussian_blur', 'brightness', 'contrast', 'jpeg'",
+        check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(c in CORRUPTIONS for c in v),
+        choices=CORRUPTIONS,
+        doc="the corruptions of robust_accuracy (Hendrycks & Dietterich, ICLR 2019), each at every severity")
+    corruption_severities: tuple[int, ...] = setting(
+        (3,), section="search", rule="a non-empty list of integers from 1 to 5",
+        check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and 1 <= k <= 5 for k in v),
+        doc="the severities of robust_accuracy's corruptions (ImageNet-C's scale)")
+    corruption_images: int = setting(
+        1000, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        doc="validation images robust_accuracy corrupts (the first of the study's fixed order)")
     sampler: str = setting(
         "tpe", section="search", rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
         check=lambda v: v in SAMPLERS, choices=SAMPLERS,
@@ -274,11 +302,20 @@ class SearchSettings(_Validated):
             raise SettingError("scope", f"'both' needs a sampler that handles parameters some trials lack: "
                                f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}")
         object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
+        pairs = self.constraints.items() if isinstance(self.constraints, Mapping) else self.constraints
+        object.__setattr__(self, "constraints", tuple(sorted((str(n), float(b)) for n, b in pairs)))
+        if "accuracy_drop" in self.bounds:
+            raise SettingError("constraints", "cannot bound accuracy_drop: study.max_accuracy_drop is that budget")
 
     @property
     def granularities(self) -> tuple[str, ...]:
         """The granularity setting as a tuple."""
         return (self.granularity,) if isinstance(self.granularity, str) else tuple(self.granularity)
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The ``[constraints]`` as ``{metric: bound}``."""
+        return dict(self.constraints)
 
     @property
     def objectives(self) -> list[str]:
@@ -301,7 +338,9 @@ class SearchSettings(_Validated):
 
 
 def setting_key(name: str) -> str:
-    """A setting as a study file spells it: ``search.batch_size``, ``study.seed``."""
+    """A setting as a study file spells it: ``search.batch_size``, ``study.seed``, ``[constraints]``."""
+    if name == "constraints":
+        return "[constraints]"
     for cls in (SearchSettings, TrainSettings):
         if name in cls.__dataclass_fields__:
             return f"{cls.__dataclass_fields__[name].metadata['section']}.{name}"
@@ -396,7 +435,9 @@ def section_keys() -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {s: list(k) for s, k in FILE_KEYS.items()}
     for cls in (SearchSettings, TrainSettings):
         for f in dataclasses.fields(cls):
-            keys.setdefault(f.metadata["section"], []).append(f.name)
+            if f.name != "constraints":  # [constraints] holds metric names, not fixed keys
+                keys.setdefault(f.metadata["section"], []).append(f.name)
+    keys["constraints"] = []
     keys["finetune"] = list(TrainSettings.__dataclass_fields__)
     for (section, alias), _ in ALIASES.items():
         keys[section].append(alias)
@@ -413,6 +454,13 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
             raise unknown_name("section", section, valid)
         if not isinstance(body, dict):
             raise AutopruneError(f"[{section}] must be a table, got {type(body).__name__}")
+        if section == "constraints":  # metric = bound; the names are checked against the registry at preflight
+            for key, bound in body.items():
+                if not _is_number(bound):
+                    raise AutopruneError(f"constraints.{key} must be a number (the metric's bound), "
+                                         f"got {_shown(bound)}")
+            values["search"]["constraints"] = body
+            continue
         for key, value in body.items():
             if key not in valid[section]:
                 raise unknown_name(f"key in [{section}]", key, valid[section], list_all=True)

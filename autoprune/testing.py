@@ -3,14 +3,17 @@
 Subclass one of the classes below in your own test module (its name must start
 with ``Test`` for pytest to collect it) and set the class attributes::
 
-    from autoprune.testing import (DatasetConformance, ImportanceConformance, ModelConformance,
-                                   WeightImportanceConformance)
+    from autoprune.testing import (DatasetConformance, ImportanceConformance, MetricConformance,
+                                   ModelConformance, WeightImportanceConformance)
 
     class TestMyImportance(ImportanceConformance):
         importance = "my_metric"          # a registered name, or the function itself
 
     class TestMyWeightImportance(WeightImportanceConformance):
         weight_importance = "my_weight_metric"
+
+    class TestMyMetric(MetricConformance):
+        metric = "my_metric"
 
     class TestMyModel(ModelConformance):
         model = "my_model"
@@ -36,7 +39,8 @@ from .plugins import get_registries
 from .engine import (channel_groups, make_permanent, n_m_violations, prune, prune_n_m, prune_weights,
                      resolve_importance, resolve_weight_importance, weight_scores)
 from .engine.sparsity import maskable_layers
-from .zoo import create_dataset, create_model
+from .metrics import MetricContext, measure_metrics
+from .zoo import create_dataset, create_model, get_metric
 
 
 class _Plain(nn.Module):
@@ -194,6 +198,36 @@ class WeightImportanceConformance:
             assert model(calibration[0][0]).shape == shape
 
 
+class MetricConformance:
+    """Checks a metric: a valid direction, one finite number on every coupling, the model left alone."""
+
+    metric: ClassVar[str | None] = None
+
+    def _measured(self):
+        assert self.metric is not None, f"{type(self).__name__} must set `metric`"
+        for kind, model, x, calibration in _models():
+            context = MetricContext(x[:1], x[:1], calibration, seed=0, baseline_model=copy.deepcopy(model),
+                                    calibration=calibration)
+            yield kind, model, context
+
+    def test_has_a_direction(self):
+        assert self.metric is not None, f"{type(self).__name__} must set `metric`"
+        assert get_metric(self.metric).options.get("direction", "minimize") in ("minimize", "maximize")
+
+    def test_one_finite_number_on_every_coupling(self):
+        for kind, model, context in self._measured():
+            value = measure_metrics(model, [self.metric], context)[self.metric]  # checks it is a finite number
+            assert isinstance(value, (int, float)), (kind, value)
+
+    def test_leaves_the_model_alone(self):
+        for kind, model, context in self._measured():
+            before = copy.deepcopy(model.state_dict())
+            measure_metrics(model, [self.metric], context)
+            after = model.state_dict()
+            assert all(torch.equal(before[k], after[k]) for k in before), f"{self.metric} changed the {kind} model"
+            assert not model.training, f"{self.metric} left the {kind} model in training mode"
+
+
 class ModelConformance:
     """Checks a model factory: ``num_classes`` and ``in_channels`` are honoured, and it prunes."""
 
@@ -259,7 +293,7 @@ class DatasetConformance:
 
 
 def registered(kind: str) -> list[str]:
-    """Names registered for ``kind`` ("importance", "weight_importance", "model" or "dataset")."""
+    """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model" or "dataset")."""
     registries = get_registries()
     return {"importance": registries.importances, "weight_importance": registries.weight_importances,
-            "model": registries.models, "dataset": registries.datasets}[kind].names()
+            "metric": registries.metrics, "model": registries.models, "dataset": registries.datasets}[kind].names()

@@ -45,6 +45,16 @@ def get_weight_importance(name: str) -> Entry:
     return get_registries().weight_importances.get(name)
 
 
+def list_metrics(pattern: str = "*") -> list[str]:
+    """Registered metric names (objectives, constraints) matching ``pattern``."""
+    return get_registries().metrics.names(pattern)
+
+
+def get_metric(name: str) -> Entry:
+    """The registry entry of metric ``name`` (``.obj`` is the function; ``.options``: direction, unit)."""
+    return get_registries().metrics.get(name)
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, **params: Any) -> nn.Module:
     """Build registered model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import autoprune
-from autoprune.testing import (DatasetConformance, ImportanceConformance, ModelConformance,
+from autoprune.testing import (DatasetConformance, ImportanceConformance, MetricConformance, ModelConformance,
                                WeightImportanceConformance, registered)
 
 for _name in registered("importance"):
@@ -13,6 +13,9 @@ for _name in registered("importance"):
 for _name in registered("weight_importance"):
     globals()[f"TestWeightImportance_{_name}"] = type(f"TestWeightImportance_{_name}", (WeightImportanceConformance,),
                                                       {"weight_importance": _name})
+
+for _name in registered("metric"):
+    globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})
 
 for _name in [n for n in registered("model") if not n.startswith("torchvision/")]:
     globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
@@ -51,3 +54,8 @@ class TestCallableWeightImportance(WeightImportanceConformance):
 def test_suite_covers_every_builtin_weight_importance():
     names = {n.removeprefix("TestWeightImportance_") for n in globals() if n.startswith("TestWeightImportance_")}
     assert names == set(autoprune.list_weight_importances()) == {"magnitude", "snip"}
+
+
+def test_suite_covers_every_builtin_metric():
+    names = {n.removeprefix("TestMetric_") for n in globals() if n.startswith("TestMetric_")}
+    assert names == set(autoprune.list_metrics()) >= {"accuracy", "flops", "params", "latency", "size_bytes"}

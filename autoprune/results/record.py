@@ -35,6 +35,7 @@ with a value <= 0 (Optuna's rule, which also refuses trials without constraints)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -45,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..engine.importance import DEFAULT_WEIGHT_IMPORTANCE
 from ..errors import AutopruneError, unknown_name
+from ..metrics import metric_direction
 from ..settings import SearchSettings, setting_key
 from ..storage import open_storage, storage_file
 
@@ -59,7 +61,6 @@ EVALUATED = "evaluated"
 FAIL_REASON = "fail_reason"
 #: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
 CONSTRAINT = "accuracy_drop"
-CONSTRAINTS = (CONSTRAINT,)
 GROUPS = "groups"
 #: What the study says about where its baseline came from.
 #: What a study learns before its trials, written once: the per-group sensitivity
@@ -209,7 +210,7 @@ class StudyRecord:
     @property
     def baseline(self) -> dict[str, float]:
         """The unpruned model's metrics (``accuracy``, ``flops``, ``params``, maybe ``latency``)."""
-        return {m: self.attrs[f"baseline_{m}"] for m in METRICS if f"baseline_{m}" in self.attrs}
+        return {m: self.attrs[f"baseline_{m}"] for m in self.metric_names if f"baseline_{m}" in self.attrs}
 
     @property
     def source(self) -> dict[str, Any]:
@@ -311,11 +312,20 @@ class StudyRecord:
     # -- trials -----------------------------------------------------------------------
 
     def write_trial(self, trial: optuna.Trial, metrics: dict[str, float]) -> list[float] | float:
-        """Record a trial's metrics and constraint; return its objective value(s)."""
-        for key in (*METRICS, *TIMINGS, EVALUATED):
+        """Record a trial's metrics and constraints; return its objective value(s).
+
+        Each ``[constraints]`` bound is recorded under the metric's name, as
+        ``value - bound`` for a metric to minimize and ``bound - value`` for one to
+        maximize, so it is met when <= 0, as the accuracy budget is.
+        """
+        for key in (*self.metric_names, *TIMINGS, EVALUATED):
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
         trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.max_accuracy_drop)
+        bounds = self.settings.bounds if len(self.constraint_names) > 1 else {}
+        for name, bound in bounds.items():
+            over = metrics[name] - bound
+            trial.set_constraint(name, -over if metric_direction(name) == "maximize" else over)
         values = [float(metrics[o]) for o in self.objectives]
         return values[0] if len(values) == 1 else values
 
@@ -334,16 +344,25 @@ class StudyRecord:
     def completed(self) -> list[FrozenTrial]:
         return self.trials(states=(TrialState.COMPLETE,))
 
-    @staticmethod
-    def metrics(trial: FrozenTrial) -> dict[str, float]:
-        """The trial's recorded metrics (NaN where one was not measured)."""
-        return {m: trial.user_attrs.get(m, math.nan) for m in METRICS}
+    @functools.cached_property  # objectives and constraints are fixed when a study is created
+    def metric_names(self) -> list[str]:
+        """The built-in metrics, then the study's objectives and constraints that are not among them."""
+        settings = self.settings
+        return list(dict.fromkeys((*METRICS, *settings.objectives, *settings.bounds)))
 
-    @staticmethod
-    def is_feasible(trial: FrozenTrial) -> bool:
-        """Completed, with every constraint recorded and <= 0."""
+    @functools.cached_property
+    def constraint_names(self) -> list[str]:
+        """What every feasible trial recorded: the accuracy budget, then each ``[constraints]`` metric."""
+        return [CONSTRAINT, *self.settings.bounds]
+
+    def metrics(self, trial: FrozenTrial) -> dict[str, float]:
+        """The trial's recorded metrics (NaN where one was not measured)."""
+        return {m: trial.user_attrs.get(m, math.nan) for m in self.metric_names}
+
+    def is_feasible(self, trial: FrozenTrial) -> bool:
+        """Completed, with every constraint of the study recorded and <= 0."""
         constraints = trial.constraints
-        return (trial.state == TrialState.COMPLETE and all(c in constraints for c in CONSTRAINTS)
+        return (trial.state == TrialState.COMPLETE and all(c in constraints for c in self.constraint_names)
                 and all(v <= 0 for v in constraints.values()))
 
     def feasible(self) -> list[FrozenTrial]:

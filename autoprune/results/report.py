@@ -24,7 +24,8 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..files import atomic_savefig, atomic_to_csv, atomic_write_text  # noqa: E402
-from .record import METRICS, StudyRecord  # noqa: E402
+from ..metrics import metric_direction  # noqa: E402
+from .record import StudyRecord  # noqa: E402
 
 
 def as_record(study: optuna.Study | StudyRecord) -> StudyRecord:
@@ -51,7 +52,7 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
         })
     if not rows:  # nothing finished yet: keep the columns and their types
         return pd.DataFrame({"trial": pd.Series(dtype=int), "state": pd.Series(dtype=str),
-                             **{m: pd.Series(dtype=float) for m in METRICS},
+                             **{m: pd.Series(dtype=float) for m in record.metric_names},
                              "feasible": pd.Series(dtype=bool), "scope": pd.Series(dtype=str),
                              "uniform_rate": pd.Series(dtype=float),
                              "seconds": pd.Series(dtype=float)})
@@ -192,6 +193,36 @@ def plot_finalists(record: StudyRecord):
     return fig
 
 
+def plot_robustness(frame, front, record: StudyRecord):
+    """Clean against robust accuracy (or their drops, when only the drop was measured): every
+    completed trial in grey, the Pareto trials highlighted, the bounds as lines; None when the
+    study measured no robust accuracy."""
+    pairs = (("accuracy", "robust_accuracy"), ("accuracy_drop", "robust_accuracy_drop"))
+    x, y = next(((a, b) for a, b in pairs if b in frame and frame[b].notna().any()), (None, None))
+    if x is None:
+        return None
+    drops = x == "accuracy_drop"
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=110)
+    ax.scatter(done[x], done[y], s=14, color="#bbbbbb", label="trials")
+    if len(front) and y in front:
+        ax.scatter(front[x], front[y], s=34, color="#d62728", label="Pareto trials")
+    if drops:
+        ax.axvline(record.max_accuracy_drop, color="#555555", ls="--", lw=1, label="accuracy budget")
+        bound = record.settings.bounds.get(y)
+        if bound is not None:
+            ax.axhline(bound, color="#555555", ls=":", lw=1, label=f"{y} bound")
+    ax.set_xlabel("clean accuracy drop, points" if drops else "clean validation accuracy, %")
+    ax.set_ylabel("robust accuracy drop, points" if drops else "accuracy on corrupted images, %")
+    corruptions = ", ".join(record.settings.corruptions)
+    ax.set_title(f"Clean against robust: {corruptions}\nat severities "
+                 f"{', '.join(map(str, record.settings.corruption_severities))}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
 def write_sensitivity(study: optuna.Study | StudyRecord, folder: str | Path) -> tuple[Path, Path]:
     """Write ``sensitivity.csv`` and ``sensitivity.png`` into ``folder``; return their paths."""
     record = as_record(study)
@@ -235,6 +266,11 @@ def write_report(study: optuna.Study | StudyRecord, folder: str | Path) -> Path:
         atomic_savefig(fig, folder / "rates.png")
         figures["rates"] = _png_data(fig)
         plt.close(fig)
+    fig = plot_robustness(frame, front, record)
+    if fig is not None:
+        atomic_savefig(fig, folder / "robustness.png")
+        figures["robustness"] = _png_data(fig)
+        plt.close(fig)
     if record.sensitivity:
         write_sensitivity(record, folder)
         figures["sensitivity"] = base64.b64encode((folder / "sensitivity.png").read_bytes()).decode()
@@ -274,7 +310,12 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         f"trial #{best.number} has {compared['reduction']:.2f}x fewer {e(compared['measure'])}, one uniform rate "
         f"{compared['uniform_reduction']:.2f}x, global pruning {compared['global_reduction']:.2f}x: "
         f"<strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
-    columns = ["trial", "accuracy", "accuracy_drop", "flops", "params"]
+    columns = list(dict.fromkeys(["trial", "accuracy", "accuracy_drop", "flops", "params",
+                                  *(o for o in record.objectives if o in front), *record.settings.bounds]))
+    bounds = "" if not record.settings.bounds else "<p>Constraints besides the accuracy budget: " + ", ".join(
+        f"<code>{e(n)}</code> {'&ge;' if metric_direction(n) == 'maximize' else '&le;'} {b:g}"
+        for n, b in record.settings.bounds.items()) + " (the baseline: " + ", ".join(
+        f"{record.baseline.get(n, math.nan):.4g}" for n in record.settings.bounds) + ").</p>"
     granularities = record.settings.granularities
     sparse = "" if granularities == ("channel",) else (
         f"<p>Granularity {e(', '.join(granularities))}: zeroed weights leave the dense FLOPs as they are; they "
@@ -290,6 +331,7 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
         for key, title in (("pareto", "Accuracy against " + objective), ("rates", f"Per-layer plan of trial #{chosen}"),
+                           ("robustness", "Clean against robust accuracy"),
                            ("sensitivity", "Sensitivity of each group alone"),
                            ("finalists", "How well the search's score ranks fine-tuned plans"))
         if key in figures
@@ -307,7 +349,7 @@ Budget: at most {e(str(record.max_accuracy_drop))} points of accuracy lost.</p>
 {_wall_seconds(record):.0f} s of wall time from the first trial's start to the last one's end
 ({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
 {versus}
-{sparse}
+{bounds}{sparse}
 <h2>Pareto front ({len(front)} trials)</h2>{table}
 {images}
 <h2>Settings</h2><table>{settings}</table>

@@ -31,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, group_layers, group_sizes, make_permanent, prunable_groups, prune,
-                      prune_n_m, prune_weights, removal_count, sparsity_stats, weight_scores)
+                      prune_n_m, prune_weights, removal_count, weight_scores)
 from ..errors import AutopruneError
-from ..metrics import count_correct, latency_ms, measure
+from ..metrics import MetricContext, count_correct, measure_metrics
 from ..results.record import Plan
 from ..settings import FINETUNE, SearchSettings
 from ..training import train_steps
@@ -245,10 +245,23 @@ class Evaluator:
     budget: Budget | None = None
     scores: dict = field(default_factory=dict, repr=False)
     structure: BaselineStructure | None = field(default=None, repr=False)
+    context: MetricContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
             self.structure = BaselineStructure(self.baseline, self.example)
+        if self.context is None:
+            self.context = MetricContext(self.example, self.timing_input, self.val_batches, self.settings.seed,
+                                         self.baseline, self.calibration, self.settings)
+
+    @functools.cached_property
+    def measured(self) -> list[str]:
+        """The registered metrics measured on every plan besides accuracy: FLOPs and parameters, the
+        objectives and the constraints (and the sparse measures when weights are pruned)."""
+        names = ["flops", "params", *self.settings.objectives, *self.settings.bounds]
+        if self.settings.granularities != ("channel",):
+            names += SPARSE_MEASURES
+        return [n for n in dict.fromkeys(names) if n not in ("accuracy", "accuracy_drop")]
 
     @classmethod
     def build(cls, model: nn.Module, data: Any, settings: SearchSettings) -> Evaluator:
@@ -265,18 +278,14 @@ class Evaluator:
         evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings)
         correct, total = count_correct(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
-        evaluator.base = {"accuracy": 100.0 * correct / total, **evaluator.size(baseline)}
+        evaluator.base = {"accuracy": 100.0 * correct / total, "accuracy_drop": 0.0,
+                          **evaluator.size(baseline)}
+        evaluator.context.remember_baseline(evaluator.base)
         return evaluator
 
     def size(self, model: nn.Module) -> dict[str, float]:
-        """``flops``, ``params`` (and ``latency`` in ms when it is an objective; ``sparsity``,
-        ``nonzero_params`` and ``size_bytes`` when weights are pruned or one of them is an objective)."""
-        metrics: dict[str, float] = dict(measure(model, self.example))
-        if self.settings.granularities != ("channel",) or set(self.settings.objectives) & set(SPARSE_MEASURES):
-            metrics.update(sparsity_stats(model))
-        if "latency" in self.settings.objectives:
-            metrics["latency"] = latency_ms(model, self.timing_input, min_run_time=0.2)
-        return metrics
+        """The plan's metrics besides accuracy (:attr:`measured`), each by its registered function."""
+        return measure_metrics(model, self.measured, self.context)
 
     def evaluate(self, plan: Plan, early_stop: str | None = None, budget: Budget | None = None) -> dict[str, float]:
         """The metrics of ``plan``: accuracy and its drop, sizes, and the seconds each step took.

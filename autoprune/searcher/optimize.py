@@ -39,10 +39,12 @@ from ..checkpoint import atomic_save
 from ..engine import (group_layers, group_scores, prunable_groups, resolve_importance, resolve_weight_importance,
                       weight_scores)
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
+from ..metrics import metric_direction
 from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
+from ..zoo import list_metrics
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .references import GlobalRanking, find_references, uniform_plan
@@ -239,11 +241,12 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
 
 def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,
                       data: Any = None) -> None:
-    """An unknown importance or weight-importance name fails here, before any work.
+    """An unknown importance, weight-importance or metric name fails here, before any work.
 
     Given a model (trained or not), each importance also scores every group once, so
     a plugin that raises or returns bad scores fails before a baseline is trained.
     """
+    check_metrics(settings)
     methods = [resolve_importance(name) for name in settings.importances]
     if {"weight", "nm"} & set(settings.granularities):
         methods.append(resolve_weight_importance(settings.weight_importance))
@@ -258,6 +261,17 @@ def check_importances(settings: SearchSettings, model: nn.Module | None = None, 
         if {"weight", "nm"} & set(settings.granularities):
             layers = sorted({layer for group in group_layers(model, example).values() for layer in group})
             weight_scores(model, layers, settings.weight_importance, calibration=calibration)
+
+
+def check_metrics(settings: SearchSettings) -> None:
+    """Every objective and constraint names a registered metric."""
+    metrics = list_metrics()
+    for name in settings.objectives:
+        if name not in metrics:
+            raise unknown_name("objective", name, metrics)
+    for name in settings.bounds:
+        if name not in metrics:
+            raise unknown_name("metric in [constraints]", name, metrics)
 
 
 def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -> dict[str, Any]:
@@ -291,7 +305,7 @@ def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> Sea
 def _open_study(settings: SearchSettings, storage, study_name: str | None) -> optuna.Study:
     with _quiet_optuna():
         sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
-        directions = ["maximize" if o == "accuracy" else "minimize" for o in settings.objectives]
+        directions = [metric_direction(o) for o in settings.objectives]
         return optuna.create_study(study_name=study_name, storage=open_storage(storage, settings.heartbeat_interval),
                                    directions=directions,
                                    sampler=sampler, load_if_exists=True)

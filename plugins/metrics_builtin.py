@@ -1,0 +1,66 @@
+"""The built-in metrics, registered through the same hook as any plugin's.
+
+The search measures ``accuracy`` and ``accuracy_drop`` itself, batch by batch with
+early stopping against the budget; the functions here give the same numbers on a
+full count, for reports and for plugins that build on them (``context.baseline``).
+"""
+
+from __future__ import annotations
+
+import autoprune
+from autoprune.engine import sparsity_stats
+from autoprune.metrics import accuracy as top1_accuracy
+from autoprune.metrics import count_flops, count_params, latency_ms
+
+
+def flops(model, context) -> float:
+    """FLOPs of one forward pass on one input, counted by PyTorch's ``FlopCounterMode``."""
+    return count_flops(model, context.example)
+
+
+def params(model, context) -> float:
+    """Parameters, shared ones counted once."""
+    return count_params(model)
+
+
+def latency(model, context) -> float:
+    """Median milliseconds of a forward pass on the study's latency batch (``torch.utils.benchmark``)."""
+    return latency_ms(model, context.timing_input, min_run_time=0.2)
+
+
+def accuracy(model, context) -> float:
+    """Top-1 accuracy in percent on the validation batches."""
+    return top1_accuracy(model, context.val_batches)
+
+
+def accuracy_drop(model, context) -> float:
+    """Points of top-1 accuracy lost against the unpruned model."""
+    return context.baseline("accuracy") - accuracy(model, context)
+
+
+def sparsity(model, context) -> float:
+    """The fraction of Conv and Linear weights that are zero."""
+    return sparsity_stats(model)["sparsity"]
+
+
+def nonzero_params(model, context) -> float:
+    """Parameters that are not zero."""
+    return sparsity_stats(model)["nonzero_params"]
+
+
+def size_bytes(model, context) -> float:
+    """Bytes of the model stored with a bitmap of each weight's nonzeros (dense where smaller)."""
+    return sparsity_stats(model)["size_bytes"]
+
+
+@autoprune.hookimpl
+def autoprune_register_metrics(register):
+    register("accuracy", accuracy, direction="maximize", unit="%", description="top-1 validation accuracy")
+    register("accuracy_drop", accuracy_drop, unit="points",
+             description="top-1 accuracy lost against the baseline (the study's budget)")
+    register("flops", flops, unit="FLOPs", description="FLOPs of one forward pass (torch FlopCounterMode)")
+    register("params", params, unit="parameters", description="parameter count")
+    register("latency", latency, unit="ms", description="median forward time on the latency batch")
+    register("sparsity", sparsity, direction="maximize", unit="fraction", description="zero fraction of Conv and Linear weights")
+    register("nonzero_params", nonzero_params, unit="parameters", description="parameters that are not zero")
+    register("size_bytes", size_bytes, unit="bytes", description="size stored with a bitmap of nonzeros")

@@ -1,0 +1,166 @@
+"""Metrics as plugins: any registered metric is an objective or a ``[constraints]`` bound."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import autoprune
+from autoprune import TrainSettings, search, train
+from autoprune.errors import PluginError
+
+
+def conv_channels(model, context):
+    """Output channels of every convolution: a size measure a test can predict."""
+    return float(sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)))
+
+
+def kept_fraction(model, context):
+    """Parameters kept, as a fraction of the baseline's (a metric to maximize)."""
+    return sum(p.numel() for p in model.parameters()) / context.baseline("params")
+
+
+class _Plugin:
+    @autoprune.hookimpl
+    def autoprune_register_metrics(self, register):
+        register("conv_channels", conv_channels, unit="channels", description="convolution output channels")
+        register("kept_fraction", kept_fraction, direction="maximize", description="parameters kept")
+        register("broken", lambda model, context: float("nan"))
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    name = autoprune.plugins.register(_Plugin(), name="test-metrics")
+    yield name
+    autoprune.plugins.unregister(name=name)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return autoprune.create_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    torch.manual_seed(0)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    return train(model, digits, TrainSettings(epochs=2, batch_size=64, lr=0.05), seed=0)
+
+
+def _search(baseline, digits, tmp_path, name, **settings):
+    return search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=8, warm_start="none",
+                  sampler="random", seed=0, calibration_batches=2,
+                  storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name, **settings)
+
+
+def test_a_plugin_metric_as_a_constraint_makes_trials_infeasible_exactly_when_it_is_exceeded(
+        plugin, baseline, digits, tmp_path):
+    base = conv_channels(baseline, None)
+    bound = 0.6 * base
+    result = _search(baseline, digits, tmp_path, "bound", constraints={"conv_channels": bound})
+    record = result.record
+    trials = record.completed()
+    assert record.baseline["conv_channels"] == base
+    values = [t.user_attrs["conv_channels"] for t in trials]
+    assert any(v <= bound for v in values) and any(v > bound for v in values)  # both sides were tried
+    for trial, value in zip(trials, values):
+        assert trial.constraints["conv_channels"] == pytest.approx(value - bound)
+        assert record.is_feasible(trial) == (value <= bound)
+    assert result.best_trial.user_attrs["conv_channels"] <= bound
+    from autoprune.results import write_report
+
+    index = write_report(record, tmp_path / "report").read_text()
+    assert "<th>conv_channels</th>" in index and "<code>conv_channels</code> &le; " in index
+    header = (tmp_path / "report" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "conv_channels" in header
+
+
+def test_a_metric_to_maximize_is_bounded_from_below_and_can_be_the_objective(plugin, baseline, digits, tmp_path):
+    result = _search(baseline, digits, tmp_path, "floor", objective="conv_channels",
+                     constraints={"kept_fraction": 0.3})
+    record = result.record
+    assert record.study.direction.name == "MINIMIZE"
+    for trial in record.completed():
+        kept = trial.user_attrs["kept_fraction"]
+        assert trial.constraints["kept_fraction"] == pytest.approx(0.3 - kept)
+        assert record.is_feasible(trial) == (kept >= 0.3)
+    feasible = record.feasible()
+    assert 0 < len(feasible) < len(record.completed())
+    assert result.best_trial.value == min(t.user_attrs["conv_channels"] for t in feasible)
+    assert result.best_trial.value == result.best_trial.user_attrs["conv_channels"]
+
+
+def test_a_metric_that_returns_no_number_is_named_in_one_line(plugin, baseline, digits):
+    context = autoprune.MetricContext(digits.val[0][0].unsqueeze(0), digits.val[0][0].unsqueeze(0), [])
+    with pytest.raises(PluginError, match=r"^metric 'broken' returned nan; it must return a finite number$"):
+        autoprune.measure_metrics(baseline, ["broken"], context)
+
+
+def test_the_registry_checks_a_metrics_direction(plugin):
+    class Bad:
+        @autoprune.hookimpl
+        def autoprune_register_metrics(self, register):
+            register("upward", conv_channels, direction="up")
+
+    name = autoprune.plugins.register(Bad(), name="bad-direction")
+    try:
+        with pytest.raises(autoprune.AutopruneError, match="with direction='up'; valid: 'minimize', 'maximize'"):
+            autoprune.list_metrics()
+    finally:
+        autoprune.plugins.unregister(name=name)
+
+
+def test_robust_accuracy_is_deterministic_for_a_seed_and_falls_as_severity_rises(baseline, digits):
+    from autoprune.corruptions import corrupted_batches
+    from autoprune.searcher import validation_batches
+
+    val = validation_batches(digits, 128, seed=0)
+    names = ["gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg"]
+    first, again, other = (corrupted_batches(val, names, [2], 200, seed) for seed in (0, 0, 1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))  # the noise follows the seed
+    assert sum(len(y) for _, y in first) == 5 * 200
+
+    def robust(severity):
+        settings = autoprune.SearchSettings(max_accuracy_drop=1.0, corruption_severities=(severity,))
+        context = autoprune.MetricContext(val[0][0][:1], val[0][0][:1], val, seed=0, baseline_model=baseline,
+                                          settings=settings)
+        return autoprune.measure_metrics(baseline, ["robust_accuracy", "robust_accuracy_drop"], context)
+
+    clean = autoprune.metrics.accuracy(baseline, val)
+    by_severity = [robust(s) for s in (1, 3, 5)]
+    accuracies = [m["robust_accuracy"] for m in by_severity]
+    assert clean > accuracies[0] > accuracies[1] > accuracies[2], (clean, accuracies)
+    assert all(m["robust_accuracy_drop"] == 0.0 for m in by_severity)  # the baseline against itself
+    assert robust(3) == by_severity[1]
+
+
+def test_robust_accuracy_needs_images():
+    from autoprune.corruptions import corrupt, corrupted_batches
+
+    with pytest.raises(autoprune.AutopruneError, match=r"robust accuracy needs image inputs \(N, C, H, W\); "
+                                                       r"this dataset's are Tensor \(4, 10\)"):
+        corrupted_batches([(torch.zeros(4, 10), torch.zeros(4))], ["contrast"], [1], 10, 0)
+    with pytest.raises(autoprune.AutopruneError, match="unknown corruption 'fog'; valid: 'gaussian_noise'"):
+        corrupt(torch.zeros(1, 1, 8, 8), "fog", 1, torch.Generator())
+
+
+def test_a_robustness_constraint_and_a_latency_objective_work_together(baseline, digits, tmp_path):
+    from autoprune.results import write_report
+
+    result = _search(baseline, digits, tmp_path, "robust", objective="latency",
+                     constraints={"robust_accuracy_drop": 20.0}, corruption_severities=[1], corruption_images=200)
+    record = result.record
+    assert record.study.direction.name == "MINIMIZE" and record.baseline["robust_accuracy_drop"] == 0.0
+    for trial in record.completed():
+        drop = trial.user_attrs["robust_accuracy_drop"]
+        assert trial.user_attrs["latency"] > 0
+        assert trial.constraints["robust_accuracy_drop"] == pytest.approx(drop - 20.0)
+        assert record.is_feasible(trial) == (drop <= 20.0)
+    assert {record.is_feasible(t) for t in record.completed()} == {True, False}  # the bound decided
+    index = write_report(record, tmp_path / "report").read_text()
+    assert "Clean against robust accuracy" in index and (tmp_path / "report" / "robustness.png").is_file()
+    assert "<code>robust_accuracy_drop</code> &le; 20" in index
