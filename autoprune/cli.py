@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from . import plugins
 from .errors import AutopruneError, SearchInterrupted
@@ -125,6 +126,34 @@ def _cmd_search(args: argparse.Namespace) -> int:
         _summarize(stop.result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
         return 130
     return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
+
+
+def _cmd_latency_table(args: argparse.Namespace) -> int:
+    """Time the study's model on this machine, each group alone at a few rates: a table for the study file."""
+    from .baseline import build_model
+    from .engine import prunable_groups
+    from .searcher.latency import measure_table, timing_device
+    from .settings import load_study_file
+    from .zoo import create_dataset
+
+    study_file = load_study_file(args.study)
+    settings = study_file.settings
+    device = args.device or settings.latency_device
+    timing_device(device)  # a missing CUDA device is an error before any work
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise AutopruneError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    data = create_dataset(study_file.dataset, **study_file.dataset_params)
+    model = build_model(study_file, data).eval()  # latency does not depend on the weights
+    example = data.val[0][0].unsqueeze(0)
+    timing = example.expand(settings.latency_batch_size, *example.shape[1:]).contiguous()
+    groups = prunable_groups(model, example)
+    table = measure_table(model, example, timing, groups, settings.rate_max, device, settings.round_to)
+    table.write(output)
+    print(f"timed {len(groups)} groups at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
+          f"batch {table.batch_size}: the baseline takes {table.base_ms:.3f} ms; wrote {output} "
+          f"(give it as study.latency_table)")
+    return 0
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -269,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the calibration batches and the baseline training")
     p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_sensitivity)
+
+    p = sub.add_parser("latency-table", help="time the study's model on this machine, each group alone at a few "
+                                             "rates, for study.latency_table (run it on the target device)")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("-o", "--output", required=True, help="the JSON file to write")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="time on this device (default: study.latency_device)")
+    p.set_defaults(func=_cmd_latency_table)
 
     p = sub.add_parser("report", help="write the report of a search (also while it runs) into OUT_DIR/report")
     p.add_argument("out_dir", help="the search's output folder")

@@ -80,8 +80,9 @@ def accuracy(model: nn.Module, batches) -> float:
     return 100.0 * correct / total
 
 
-def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.5) -> float:
-    """Median milliseconds of one forward pass on ``example``, timed by ``torch.utils.benchmark``."""
+def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.5, statistic: str = "median") -> float:
+    """Milliseconds of one forward pass on ``example``, timed by ``torch.utils.benchmark``: the median of
+    its timed blocks, or their minimum (``statistic="min"``, the least disturbed by other processes)."""
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
@@ -90,7 +91,8 @@ def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.
     model.eval()
     with torch.no_grad():
         timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example})
-        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+        measurement = timer.blocked_autorange(min_run_time=min_run_time)
+        return (min(measurement.times) if statistic == "min" else measurement.median) * 1e3
 
 
 @dataclass
@@ -102,7 +104,9 @@ class MetricContext:
     fixed order; ``calibration``: the training batches BatchNorm is recalibrated on;
     ``seed``: the study's seed (draw any randomness from it);
     ``baseline_model``: the unpruned model (:meth:`baseline` gives any metric of it);
-    ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search).
+    ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search);
+    ``plan``: the plan of the candidate being measured (None outside a search);
+    ``predict_latency``: ``plan -> ms`` from the study's latency table, when it has one.
     """
 
     example: Any
@@ -112,6 +116,8 @@ class MetricContext:
     baseline_model: nn.Module | None = field(default=None, repr=False)
     calibration: list = field(default_factory=list, repr=False)
     settings: Any = field(default=None, repr=False)
+    plan: dict | None = field(default=None, repr=False)
+    predict_latency: Callable[[dict], float] | None = field(default=None, repr=False)
     _baseline: dict[str, float] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -29,8 +29,6 @@ from .errors import AutopruneError, unknown_name
 
 #: What a single-objective search minimizes.
 OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
-#: What a multi-objective search may trade off (two or three of them); accuracy is maximized.
-MULTI_OBJECTIVES = ("accuracy", "flops", "params", "latency", "nonzero_params", "size_bytes")
 #: Optuna samplers a study may use, and how a search picks its first trials.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("sensitivity", "uniform", "none")
@@ -186,6 +184,15 @@ class SearchSettings(_Validated):
     latency_batch_size: int = setting(
         1, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
         doc="batch size of latency measurements (median of timed forward passes)")
+    latency_device: str = setting(
+        "cpu", section="study", rule="one of 'cpu', 'cuda'", check=lambda v: v in ("cpu", "cuda"),
+        choices=("cpu", "cuda"),
+        doc="where latency is timed: the study's latency table and the check of its predictions")
+    latency_table: str | None = setting(
+        None, section="study", rule="a path to a JSON file written by `autoprune latency-table`",
+        check=lambda v: v is None or isinstance(v, str) and bool(v),
+        doc="a latency table measured on the target device; without it the search measures one on this "
+            "machine when latency is an objective or a constraint")
     importances: tuple[str, ...] = setting(
         ("l1",), section="search", rule="a non-empty list of registered importance names", check=_is_names,
         doc="importances each group chooses from")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import autoprune
 from autoprune.engine import sparsity_stats
 from autoprune.metrics import accuracy as top1_accuracy
-from autoprune.metrics import count_flops, count_params, latency_ms
+from autoprune.metrics import count_flops, count_params
+from autoprune.searcher.latency import time_model
 
 
 def flops(model, context) -> float:
@@ -24,8 +25,13 @@ def params(model, context) -> float:
 
 
 def latency(model, context) -> float:
-    """Median milliseconds of a forward pass on the study's latency batch (``torch.utils.benchmark``)."""
-    return latency_ms(model, context.timing_input, min_run_time=0.2)
+    """Milliseconds of a forward pass on the study's latency batch: the study's latency table's
+    prediction for the candidate's plan (NetAdapt, ECCV 2018) in a search, else the median of
+    timed passes (``torch.utils.benchmark``) on ``latency_device``."""
+    if context.predict_latency is not None and context.plan is not None:
+        return context.predict_latency(context.plan)
+    device = getattr(context.settings, "latency_device", "cpu")
+    return time_model(model, context.timing_input, device)
 
 
 def accuracy(model, context) -> float:

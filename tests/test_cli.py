@@ -239,3 +239,22 @@ def test_autoprune_load_of_a_file_that_is_not_a_model_is_one_error(tmp_path):
     torch.save({"w": torch.zeros(2)}, weights)
     with pytest.raises(autoprune.AutopruneError, match="is not a model saved by autoprune"):
         autoprune.load(weights)
+
+
+def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tmp_path, capsys):
+    import json
+
+    study = tmp_path / "lat.toml"
+    study.write_text('[study]\nmax_accuracy_drop = 1.0\nlatency_batch_size = 4\n[model]\nname = "small_cnn"\n'
+                     'params = { width = 8 }\n[dataset]\nname = "digits"\n')
+    assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "table.json")]) == 0
+    assert "timed 3 groups at rates 0.00, 0.20, 0.40, 0.60, 0.80 on cpu, batch 4" in capsys.readouterr().out
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["format"] == "autoprune-latency-table-v1" and table["batch_size"] == 4
+    assert set(table["ms"]) == {"features.0", "features.3", "features.7"} and len(table["uniform_ms"]) == 5
+    assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "missing" / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "folder" in err and "does not exist" in err
+    if not torch.cuda.is_available():
+        assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "t.json"), "--device", "cuda"]) == 2
+        assert "has no CUDA device" in capsys.readouterr().err

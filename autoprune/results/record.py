@@ -69,6 +69,9 @@ GROUPS = "groups"
 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED = "sensitivity", "rate_limits", "references", "warm_started"
 #: Written after the trials: the best feasible plans fine-tuned.
 FINALISTS = "finetuned_finalists"
+#: The latency table a study predicts latency with, and the check of its predictions
+#: against timings of the best plans.
+LATENCY_TABLE, LATENCY_CHECK = "latency_table_measured", "latency_check"
 SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
                "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
                "autoprune_version")
@@ -132,7 +135,7 @@ class StudyRecord:
             raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
         extra = dict(extra or {})
         owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS),
-                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS}
+                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS, LATENCY_TABLE, LATENCY_CHECK}
         taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
@@ -259,6 +262,22 @@ class StudyRecord:
 
     def write_finalists(self, finalists: dict[str, Any]) -> None:
         self.study.set_user_attr(FINALISTS, finalists)
+
+    @property
+    def latency_table(self) -> dict[str, Any] | None:
+        """The latency table (``autoprune.searcher.LatencyTable`` as a dict) the study predicts with, or None."""
+        return self.attrs.get(LATENCY_TABLE)
+
+    def write_latency_table(self, table: dict[str, Any]) -> None:
+        self.study.set_user_attr(LATENCY_TABLE, table)
+
+    @property
+    def latency_check(self) -> list[dict[str, Any]] | None:
+        """``[{"trial", "predicted_ms", "measured_ms"}]``: the table's predictions against timings, or None."""
+        return self.attrs.get(LATENCY_CHECK)
+
+    def write_latency_check(self, rows: list[dict[str, Any]]) -> None:
+        self.study.set_user_attr(LATENCY_CHECK, rows)
 
     def comparison(self, trial: FrozenTrial) -> dict[str, Any] | None:
         """The trial's reduction of the size objective next to the better simple baseline's.

@@ -286,6 +286,12 @@ def write_report(study: optuna.Study | StudyRecord, folder: str | Path) -> Path:
     return index
 
 
+def _median_error(check: list[dict]) -> float:
+    """The median of |predicted / timed - 1| over a latency check's rows."""
+    errors = sorted(abs(row["predicted_ms"] / row["measured_ms"] - 1) for row in check if row["measured_ms"] > 0)
+    return errors[len(errors) // 2] if errors else math.nan
+
+
 def _wall_seconds(record: StudyRecord) -> float:
     trials = [t for t in record.trials() if t.datetime_start and t.datetime_complete]
     if not trials:
@@ -316,6 +322,15 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         f"<code>{e(n)}</code> {'&ge;' if metric_direction(n) == 'maximize' else '&le;'} {b:g}"
         for n, b in record.settings.bounds.items()) + " (the baseline: " + ", ".join(
         f"{record.baseline.get(n, math.nan):.4g}" for n in record.settings.bounds) + ").</p>"
+    check = record.latency_check
+    latency = "" if not check else (
+        "<p>Latency is predicted from a table measured once per study on "
+        f"{e(str((record.latency_table or {}).get('device', 'cpu')))}, batch "
+        f"{e(str((record.latency_table or {}).get('batch_size', '')))} (each group alone at a few rates). "
+        "Checked against timings: " + ", ".join(
+            f"{'the baseline' if row['trial'] is None else '#' + str(row['trial'])} predicted "
+            f"{row['predicted_ms']:.3g} ms, timed {row['measured_ms']:.3g} ms"
+            for row in check) + f"; median error {_median_error(check):.0%}.</p>")
     granularities = record.settings.granularities
     sparse = "" if granularities == ("channel",) else (
         f"<p>Granularity {e(', '.join(granularities))}: zeroed weights leave the dense FLOPs as they are; they "
@@ -349,7 +364,7 @@ Budget: at most {e(str(record.max_accuracy_drop))} points of accuracy lost.</p>
 {_wall_seconds(record):.0f} s of wall time from the first trial's start to the last one's end
 ({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>
 {versus}
-{bounds}{sparse}
+{bounds}{latency}{sparse}
 <h2>Pareto front ({len(front)} trials)</h2>{table}
 {images}
 <h2>Settings</h2><table>{settings}</table>

@@ -37,6 +37,7 @@ from ..metrics import MetricContext, count_correct, measure_metrics
 from ..results.record import Plan
 from ..settings import FINETUNE, SearchSettings
 from ..training import train_steps
+from .latency import LatencyTable, effective_rates, measure_table
 from .recovery import recalibrate_batchnorm
 
 #: What weight sparsity changes (:func:`autoprune.engine.sparsity_stats`).
@@ -263,9 +264,17 @@ class Evaluator:
             names += SPARSE_MEASURES
         return [n for n in dict.fromkeys(names) if n not in ("accuracy", "accuracy_drop")]
 
+    latency_table: LatencyTable | None = field(default=None, repr=False)
+
     @classmethod
-    def build(cls, model: nn.Module, data: Any, settings: SearchSettings) -> Evaluator:
-        """Trace the baseline, draw the calibration and validation batches, and measure the baseline."""
+    def build(cls, model: nn.Module, data: Any, settings: SearchSettings,
+              latency_table: LatencyTable | None = None) -> Evaluator:
+        """Trace the baseline, draw the calibration and validation batches, and measure the baseline.
+
+        When latency is measured (an objective or a constraint), its table comes from
+        ``latency_table`` (a resumed study's), the study's ``latency_table`` file, or is
+        measured now; every plan's latency is then the table's prediction.
+        """
         baseline = model.eval()
         device = next(baseline.parameters()).device
         example = data.val[0][0].unsqueeze(0).to(device)
@@ -276,16 +285,34 @@ class Evaluator:
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
         val_batches = validation_batches(data, settings.batch_size, settings.seed)
         evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings)
+        if "latency" in evaluator.measured:
+            evaluator.use_latency_table(latency_table)
         correct, total = count_correct(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
         evaluator.base = {"accuracy": 100.0 * correct / total, "accuracy_drop": 0.0,
-                          **evaluator.size(baseline)}
+                          **evaluator.size(baseline, {"rates": {}})}
         evaluator.context.remember_baseline(evaluator.base)
         return evaluator
 
-    def size(self, model: nn.Module) -> dict[str, float]:
+    def use_latency_table(self, table: LatencyTable | None) -> None:
+        """Predict latency from ``table``, the study file's table, or one measured now."""
+        settings, where = self.settings, "the study's latency table"
+        if table is None and settings.latency_table:
+            table, where = LatencyTable.read(settings.latency_table), f"latency table {settings.latency_table!r}"
+        if table is None:
+            table = measure_table(self.baseline, self.example, self.timing_input, self.groups, settings.rate_max,
+                                  settings.latency_device, settings.round_to)
+        table.check_fits(self.groups, int(self.timing_input.shape[0]), list(self.timing_input.shape[1:]), where)
+        self.latency_table = table
+        self.context.predict_latency = lambda plan: table.predict(effective_rates(plan, self.structure.sizes))
+
+    def size(self, model: nn.Module, plan: Plan | None = None) -> dict[str, float]:
         """The plan's metrics besides accuracy (:attr:`measured`), each by its registered function."""
-        return measure_metrics(model, self.measured, self.context)
+        self.context.plan = plan
+        try:
+            return measure_metrics(model, self.measured, self.context)
+        finally:
+            self.context.plan = None
 
     def evaluate(self, plan: Plan, early_stop: str | None = None, budget: Budget | None = None) -> dict[str, float]:
         """The metrics of ``plan``: accuracy and its drop, sizes, and the seconds each step took.
@@ -308,7 +335,7 @@ class Evaluator:
         evaluated_at = time.perf_counter()
         drop = budget.counted_drop(correct, seen)
         accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
-        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **self.size(model)}
+        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **self.size(model, plan)}
         metrics.update(prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
                        eval_seconds=evaluated_at - recalibrated_at, measure_seconds=time.perf_counter() - evaluated_at)
         return metrics

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import tempfile
 import time
@@ -47,6 +48,7 @@ from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_fil
 from ..zoo import list_metrics
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
+from .latency import LatencyTable, check_table
 from .references import GlobalRanking, find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
@@ -154,6 +156,8 @@ def search(
         raise SearchInterrupted(result) from exc
     if settings.finalists:
         fine_tune_finalists(record, evaluator, data, finetune)
+    if evaluator.latency_table is not None and record.feasible():
+        record.write_latency_check(check_table(record, evaluator))
     return result
 
 
@@ -163,14 +167,18 @@ def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
                 study_attrs: dict[str, Any] | None = None) -> tuple[StudyRecord, Evaluator]:
     """The study's record (created, or checked and resumed) and the evaluator of its plans."""
     check_importances(settings)
-    evaluator = Evaluator.build(model, data, settings)
-    source = baseline_source(evaluator.baseline, data)
     record = StudyRecord(_open_study(settings, storage, study_name))
+    stored = None if record.is_new or record.latency_table is None else LatencyTable.from_dict(
+        record.latency_table, f"the latency table of study {record.name!r}")
+    evaluator = Evaluator.build(model, data, settings, latency_table=stored)
+    source = baseline_source(evaluator.baseline, data)
     if record.is_new:
         _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs)
     else:
         record.check_resumable(settings, evaluator.groups, source)
         record.update_budget(settings)
+    if evaluator.latency_table is not None and stored is None:
+        record.write_latency_table(dataclasses.asdict(evaluator.latency_table))
     return record, evaluator
 
 

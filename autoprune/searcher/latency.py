@@ -1,0 +1,177 @@
+"""A per-group latency table, measured once per study: a trial's latency is a lookup, not a timing.
+
+Timing every candidate on a busy machine is noisy (a few percent to tens of percent
+between runs), and FLOPs are a poor guide to latency. After NetAdapt (Yang et al.,
+"NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications", ECCV
+2018), which predicts a network's latency from per-layer measurements, autoprune
+prunes each group alone at a few rates, and all of them at once at the same rates,
+times the whole model each time on the study's device and latency batch, and
+predicts a plan's latency from the groups' measured speed-ups, combined with an
+exponent fitted on the uniform plans (:meth:`LatencyTable.predict`), since groups
+interact (a layer's time depends on both its input and output widths). The search
+checks the prediction against real timings of its best plans (:func:`check_table`)
+and the report prints the error.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine import prune, removal_count
+from ..errors import AutopruneError
+from ..files import atomic_write_text
+from ..metrics import latency_ms
+
+#: What a latency table file holds (``autoprune latency-table``).
+TABLE_FORMAT = "autoprune-latency-table-v1"
+#: Rates each group is timed at, from 0 to the study's ``rate_max``; rounds of timing (the fastest counts).
+TABLE_POINTS = 5
+TABLE_ROUNDS = 3
+
+
+@dataclass
+class LatencyTable:
+    """Milliseconds of the baseline (``base_ms``), of the baseline with one group pruned at each of ``rates``
+    (``ms``), and with every group pruned at each of them (``uniform_ms``)."""
+
+    base_ms: float
+    rates: list[float]
+    ms: dict[str, list[float]]
+    uniform_ms: list[float]
+    device: str
+    batch_size: int
+    input_shape: list[int]
+    machine: str = field(default_factory=platform.node)
+    format: str = TABLE_FORMAT
+
+    def predict(self, rates: dict[str, float]) -> float:
+        """The predicted milliseconds of a plan's per-group rates (groups not named keep every channel).
+
+        Each pruned group's measured speed-up ``f_g`` (linear between table rates) is
+        combined as ``base * (prod f_g) ** a``, where ``a`` corrects for how the
+        groups interact: it is fitted so that the uniform plans (every group at one
+        rate, also timed) are predicted exactly, and taken at the plan's mean rate.
+        """
+        log_speedup = sum(math.log(float(np.interp(rate, self.rates, self.ms[group])) / self.base_ms)
+                          for group, rate in rates.items() if rate > 0)
+        mean_rate = sum(rates.values()) / len(self.ms) if self.ms else 0.0
+        return self.base_ms * math.exp(self._interaction(mean_rate) * log_speedup)
+
+    def _interaction(self, mean_rate: float) -> float:
+        """The exponent ``a`` at each table rate, fitted on the uniform plans, interpolated."""
+        exponents = []
+        for k, rate in enumerate(self.rates[1:], start=1):
+            alone = sum(math.log(row[k] / self.base_ms) for row in self.ms.values())
+            together = math.log(self.uniform_ms[k] / self.base_ms)
+            exponents.append(together / alone if abs(alone) > 1e-9 else 1.0)
+        if not exponents:
+            return 1.0
+        return float(np.interp(mean_rate, self.rates[1:], exponents))
+
+    def write(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str) -> LatencyTable:
+        if not isinstance(raw, dict) or raw.get("format") != TABLE_FORMAT:
+            raise AutopruneError(f"{where} is not an autoprune latency table (written by `autoprune latency-table`)")
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+    @classmethod
+    def read(cls, path: str | Path) -> LatencyTable:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise AutopruneError(f"latency table {str(path)!r} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AutopruneError(f"latency table {str(path)!r} is not JSON") from None
+        return cls.from_dict(raw, f"{str(path)!r}")
+
+    def check_fits(self, groups: list[str], batch_size: int, input_shape: list[int], where: str) -> None:
+        """Refuse a table measured for other groups, another latency batch or another input."""
+        if sorted(self.ms) != sorted(groups):
+            missing = sorted(set(groups) - set(self.ms))
+            raise AutopruneError(f"{where} was measured for other groups than this model's"
+                                 f"{'; it lacks ' + ', '.join(missing[:3]) if missing else ''}")
+        if self.batch_size != batch_size or list(self.input_shape) != list(input_shape):
+            raise AutopruneError(f"{where} was measured at batch size {self.batch_size} on inputs "
+                                 f"{tuple(self.input_shape)}; this study times batch size {batch_size} on "
+                                 f"{tuple(input_shape)}")
+
+
+def timing_device(name: str) -> torch.device:
+    """The device latency is timed on, checked to exist."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AutopruneError("latency_device = 'cuda' but this machine has no CUDA device; use 'cpu' or run "
+                             "`autoprune latency-table` on the target and give latency_table")
+    return torch.device(name)
+
+
+def time_model(model: nn.Module, timing_input: torch.Tensor, device: str, min_run_time: float = 0.2) -> float:
+    """Milliseconds of a forward pass of a copy of ``model`` on ``device``: the fastest of the timed
+    blocks, which other processes on a shared machine disturb least."""
+    target = timing_device(device)
+    return latency_ms(copy.deepcopy(model).to(target), timing_input.to(target), min_run_time=min_run_time,
+                      statistic="min")
+
+
+def measure_table(baseline: nn.Module, example: torch.Tensor, timing_input: torch.Tensor, groups: list[str],
+                  rate_max: float, device: str, round_to: int = 1) -> LatencyTable:
+    """Time the baseline, then the baseline with each group alone pruned at each table rate."""
+    rates = [float(r) for r in np.linspace(0.0, rate_max, TABLE_POINTS)]
+    plans = {("base", 0): {}}
+    plans.update({(group, k): {group: rate} for group in groups for k, rate in enumerate(rates) if k})
+    plans.update({("uniform", k): dict.fromkeys(groups, rate) for k, rate in enumerate(rates) if k})
+    models = {key: prune(copy.deepcopy(baseline), example, plan, round_to=round_to) if plan else baseline
+              for key, plan in plans.items()}
+    best = dict.fromkeys(models, math.inf)
+    for _ in range(TABLE_ROUNDS):  # round robin, so a burst of load elsewhere does not skew one entry
+        for key, model in models.items():
+            best[key] = min(best[key], time_model(model, timing_input, device, min_run_time=0.1))
+    base = best["base", 0]
+    ms = {group: [base, *(best[group, k] for k in range(1, len(rates)))] for group in groups}
+    uniform = [base, *(best["uniform", k] for k in range(1, len(rates)))]
+    return LatencyTable(base, rates, ms, uniform, device, int(timing_input.shape[0]), list(timing_input.shape[1:]))
+
+
+def effective_rates(plan: dict[str, Any], sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """The fraction of each group's channels a plan really removes (floors and ``round_to`` applied)."""
+    round_to = int(plan.get("round_to", 1))
+    rates = {}
+    for group, rate in plan.get("rates", {}).items():
+        channels, channel_groups = sizes[group]
+        size = channels // channel_groups
+        rates[group] = removal_count(size, rate, channel_groups, round_to) / size
+    return rates
+
+
+#: How many of the best feasible plans the search times to check its latency table.
+CHECKED_PLANS = 3
+
+
+def check_table(record, evaluator) -> list[dict[str, Any]]:
+    """Time the baseline and the best feasible plans (the chosen trial, then the Pareto front) and set each
+    timing beside the table's prediction: ``[{"trial", "predicted_ms", "measured_ms"}]`` (trial None for the baseline)."""
+    from .evaluation import apply_plan
+
+    settings, table = evaluator.settings, evaluator.latency_table
+    rows = [{"trial": None, "predicted_ms": table.base_ms,
+             "measured_ms": time_model(evaluator.baseline, evaluator.timing_input, settings.latency_device)}]
+    first = record.chosen_trial()
+    trials = {t.number: t for t in [first, *record.pareto_trials()] if t is not None}
+    for trial in list(trials.values())[:CHECKED_PLANS]:
+        model = apply_plan(evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration)
+        predicted = table.predict(effective_rates(record.plan(trial), evaluator.structure.sizes))
+        rows.append({"trial": trial.number, "predicted_ms": predicted,
+                     "measured_ms": time_model(model, evaluator.timing_input, settings.latency_device)})
+    return rows
