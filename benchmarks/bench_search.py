@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            args.finetune_epochs, study_file.settings.seed)
             print(f"  {method:<10} {_reduction(evaluator.base['flops'], rows[method]['flops'])}", file=sys.stderr)
         results[budget] = (evaluator.base, rows)
-    atomic_write_text(args.doc, render(study_file, results, args))
-    print(f"wrote {args.doc}")
+        atomic_write_text(args.doc, render(study_file, results, args))  # after every budget: a stop loses none
+        print(f"wrote {args.doc} ({len(results)} of {len(args.budgets)} budgets)", file=sys.stderr)
     return 0
 
 
@@ -177,6 +177,10 @@ def render(study_file, results: dict, args) -> str:
         "included in its wall time.",
         "",
     ]
+    pending = [b for b in args.budgets if b not in results]
+    if pending:
+        lines += [f"**Not measured yet:** the budgets {', '.join(map(str, pending))} (the command was stopped "
+                  "before it reached them, or is still running).", ""]
     for budget, (base, rows) in results.items():
         auto, better = rows["autoprune"], max(("uniform", "global"),
                                               key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
