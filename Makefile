@@ -35,8 +35,9 @@ demo: install
 
 # The search benchmark (docs/benchmarks.md): ResNet-20 on Fashion-MNIST, which Debian's
 # dataset-fashion-mnist package provides (installed here when apt is there and we are
-# root; otherwise the dataset plugin falls back to torchvision's download). About an
-# hour and a half on two CPU cores, baseline training included.
+# root; otherwise the dataset plugin falls back to torchvision's download). On two CPU
+# cores: about 20 minutes to train the baseline (cached), then about 30 minutes per budget;
+# docs/benchmarks.md is rewritten after each budget.
 bench: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi

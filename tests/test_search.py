@@ -204,7 +204,7 @@ def test_search_needs_no_builtin_importance_it_does_not_use(baseline, digits, mo
     AUTOPRUNE_PLUGINS excluding the built-in magnitude plugin every trial failed."""
     from autoprune import plugins
 
-    monkeypatch.setenv(plugins.PLUGINS_ENV, "importance_random,importance_fpgm")
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "importance_random,importance_fpgm,metrics_builtin")
     monkeypatch.setattr(plugins, "_manager", None)
     monkeypatch.setattr(plugins, "_registries", None)
     assert "l1" not in autoprune.list_importances()
@@ -241,6 +241,8 @@ def test_multi_objective_front_holds_only_feasible_trials(baseline, digits, tmp_
 
 
 def test_bad_objective_lists(baseline, digits):
-    for bad in (["accuracy"], ["accuracy", "accuracy"], ["accuracy", "speed"], ["a", "b", "c", "d"]):
+    for bad in (["accuracy"], ["accuracy", "accuracy"], ["a", "b", "c", "d"]):
         with pytest.raises(autoprune.AutopruneError, match="or a list of two or three distinct"):
             _search(baseline, digits, objective=bad)
+    with pytest.raises(autoprune.AutopruneError, match="unknown objective 'speed'; valid: 'accuracy'"):
+        _search(baseline, digits, objective=["accuracy", "speed"])

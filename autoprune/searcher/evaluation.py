@@ -247,6 +247,7 @@ class Evaluator:
     scores: dict = field(default_factory=dict, repr=False)
     structure: BaselineStructure | None = field(default=None, repr=False)
     context: MetricContext | None = field(default=None, repr=False)
+    latency_table: LatencyTable | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
@@ -263,8 +264,6 @@ class Evaluator:
         if self.settings.granularities != ("channel",):
             names += SPARSE_MEASURES
         return [n for n in dict.fromkeys(names) if n not in ("accuracy", "accuracy_drop")]
-
-    latency_table: LatencyTable | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, model: nn.Module, data: Any, settings: SearchSettings,
