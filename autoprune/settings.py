@@ -243,6 +243,10 @@ class SearchSettings(_Validated):
         1, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
         doc="keep every pruned group's channel count a multiple of this (8, 16 or 32 suit GPU tensor cores "
             "and vector units; Torch-Pruning's round_to); the kept count is rounded up")
+    reconstruct: bool = setting(
+        True, section="search", rule="true or false", check=lambda v: isinstance(v, bool),
+        doc="after channels are removed, refit every layer that lost input channels by least squares so that it "
+            "reproduces its unpruned outputs on calibration batches (He et al., ICCV 2017); channel pruning only")
     steps: int | tuple[int, ...] = setting(
         1, section="search", rule="an integer >= 1, or a list of them for the sampler to choose from",
         check=lambda v: (_is_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) > 0

@@ -3,7 +3,8 @@
 ``prune(model, x, rates, importance)`` removes channels; ``prunable_groups`` names
 the groups a plan may set; ``channel_groups`` shows them as importances see them.
 ``prune_weights`` and ``prune_n_m`` zero single weights instead (masks, :mod:`.sparsity`),
-ranked by a weight importance (``weight_scores``).
+ranked by a weight importance (``weight_scores``). ``reconstruct_layers`` refits the
+layers that lost input channels by least squares (:mod:`.reconstruct`).
 """
 
 from .groups import ChannelGroup, CoupledLayer
@@ -12,6 +13,7 @@ from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importan
 from .inputs import call_model, output_shapes
 from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
                     removal_count, unprunable_groups)
+from .reconstruct import InputGrams, reconstruct_layers
 from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "CoupledLayer",
     "Importance",
     "ImportanceSpec",
+    "InputGrams",
     "WeightImportance",
     "call_model",
     "channel_groups",
@@ -34,6 +37,7 @@ __all__ = [
     "prune",
     "prune_n_m",
     "prune_weights",
+    "reconstruct_layers",
     "removal_count",
     "resolve_importance",
     "resolve_weight_importance",

@@ -110,6 +110,7 @@ def prune(
     loss_fn: LossFn = F.cross_entropy,
     scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
     round_to: int = 1,
+    removed: MutableMapping[str, dict[str, list[int]]] | None = None,
 ) -> nn.Module:
     """Remove channels from ``model`` in place and return it.
 
@@ -134,6 +135,9 @@ def prune(
         round_to: keep every pruned group's channel count a multiple of this
             (Torch-Pruning's ``round_to``; 8 or 16 suit tensor cores): the kept
             count is rounded up, so a group prunes at most its rate.
+        removed: filled with ``{layer name: {"in": [...], "out": [...]}}``, the
+            input and output channels (indices of the unpruned layer) removed
+            from every Conv and Linear layer, for :func:`~autoprune.engine.reconstruct_layers`.
 
     The output shape never changes; the pruned model is checked with a forward pass.
     """
@@ -153,7 +157,7 @@ def prune(
                                                               round_to))
                     for n, m in methods.items()]
         for spec, idxs in removals:
-            _remove(graph, spec, idxs)
+            _remove(graph, spec, idxs, removed)
         adapters.sync_attributes(model)
         _check_forward(model, example_inputs, reference)
         return model
@@ -241,18 +245,32 @@ def _importances_per_group(importance: ImportanceSpec | Mapping[str, ImportanceS
     return {n: resolved.get(n, default) for n in active}
 
 
-def _remove(graph: ChannelGraph, spec: GroupSpec, idxs: list[int]) -> None:
+def _remove(graph: ChannelGraph, spec: GroupSpec, idxs: list[int],
+            removed: MutableMapping[str, dict[str, list[int]]] | None = None) -> None:
     if not idxs:
         return
     try:
         pruning_group = graph.dg.get_pruning_group(spec.root, spec.root_fn, idxs)
         if graph.dg.check_pruning_group(pruning_group):
+            if removed is not None:
+                _record_removed(graph, pruning_group, removed)
             pruning_group.prune()
     except Exception as exc:  # a Torch-Pruning limitation we did not foresee
         raise PruningError(
             f"Torch-Pruning failed on group {spec.name!r} ({type(exc).__name__}: {exc}); "
             "exclude it with a per-group rates dict"
         ) from exc
+
+
+def _record_removed(graph: ChannelGraph, pruning_group: Any, removed: MutableMapping[str, dict[str, list[int]]]) -> None:
+    """The channels a Torch-Pruning group removes from each Conv and Linear layer, in the layer's own indices."""
+    for item in pruning_group.items:
+        module = item.dep.target.module
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            continue
+        side = "out" if graph.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        entry = removed.setdefault(graph.dg._module2name[module], {})
+        entry[side] = sorted({*entry.get(side, ()), *(int(i) for i in item.idxs)})
 
 
 def _check_forward(model: nn.Module, example_inputs: Any, reference: list[tuple[int, ...]]) -> None:

@@ -438,7 +438,8 @@ class StudyRecord:
         """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial.
 
         An iterative trial's plan also holds ``steps`` (and ``recovery_steps``); a study with
-        ``round_to`` above 1 gives it to every plan.
+        ``round_to`` above 1 gives it to every plan, and one with ``reconstruct`` gives
+        ``"reconstruct": True``.
         """
         if self.scope(trial) == "global":
             plan = trial.user_attrs.get(PLAN_ATTR)
@@ -463,6 +464,8 @@ class StudyRecord:
             plan["weight_importance"] = settings.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE)
         if settings.get("round_to", 1) > 1:
             plan["round_to"] = int(settings["round_to"])
+        if settings.get("reconstruct"):  # absent from studies made before it existed: scored without
+            plan["reconstruct"] = True
         steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
         if isinstance(steps, int) and steps > 1:
             plan["steps"] = steps

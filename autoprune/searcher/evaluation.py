@@ -30,8 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, group_layers, group_sizes, make_permanent, prunable_groups, prune,
-                      prune_n_m, prune_weights, removal_count, weight_scores)
+from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, InputGrams, group_layers, group_sizes, make_permanent,
+                      prunable_groups, prune, prune_n_m, prune_weights, reconstruct_layers, removal_count,
+                      weight_scores)
 from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
 from ..results.record import Plan
@@ -47,6 +48,8 @@ RECOVERY = FINETUNE
 
 #: Calibration batches whose gradients feed importances registered with ``needs_grads``.
 GRADIENT_BATCHES = 4
+#: Calibration batches whose inputs the layers that lost channels are refitted on (``reconstruct``).
+RECONSTRUCTION_BATCHES = 4
 #: The statistical early stop's one-sided error probability per check, and the
 #: fewest images it needs before it may stop.
 STATISTICAL_DELTA = 1e-3
@@ -95,6 +98,9 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
     reached in K equal steps, each followed by BatchNorm recalibration and
     ``plan["recovery_steps"]`` optimizer steps of fine-tuning on the calibration
     batches; channels are ranked anew on the partly pruned model at every step.
+    With ``plan["reconstruct"]``, every layer that lost input channels is refitted
+    by least squares to the outputs it had before each step
+    (:func:`~autoprune.engine.reconstruct_layers`).
     ``structure``: the baseline's groups as a study keeps them (traced here when None).
     """
     structure = structure or BaselineStructure(baseline, example_inputs)
@@ -102,9 +108,17 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
     steps = int(plan.get("steps", 1))
     sizes = structure.sizes if steps > 1 else {}  # traced only for a plan in several steps
     round_to = int(plan.get("round_to", 1)) if steps == 1 else 1  # several steps: in their targets
+    reconstruct = bool(plan.get("reconstruct"))
     for k, (step_rates, cached) in enumerate(pruning_steps(sizes, plan, scores), start=1):
+        removed: dict | None = None
+        if reconstruct:  # the model before this step, and its layers' input statistics
+            removed, unpruned = {}, baseline if k == 1 else copy.deepcopy(model)
+            grams = structure.grams(calibration) if k == 1 else InputGrams(unpruned, calibration[:RECONSTRUCTION_BATCHES])
         model = prune(model, example_inputs, step_rates, importance=plan["methods"],
-                      calibration=calibration[:GRADIENT_BATCHES], scores=cached, round_to=round_to)
+                      calibration=calibration[:GRADIENT_BATCHES], scores=cached, round_to=round_to,
+                      removed=removed)
+        if reconstruct:
+            reconstruct_layers(model, unpruned, grams, removed)
         if steps > 1 and (k < steps or plan.get("recovery_steps")):
             recalibrate_batchnorm(model, calibration)
             if plan.get("recovery_steps"):
@@ -129,6 +143,13 @@ class BaselineStructure:
     @functools.cached_property
     def layers(self) -> dict[str, list[str]]:
         return group_layers(self.baseline, self.example_inputs)
+
+    def grams(self, calibration: list) -> InputGrams:
+        """The baseline's :class:`~autoprune.engine.InputGrams` on the first calibration batches, kept."""
+        if getattr(self, "_grams", None) is None or self._grams_of is not calibration:
+            self._grams = InputGrams(self.baseline, calibration[:RECONSTRUCTION_BATCHES])
+            self._grams_of = calibration
+        return self._grams
 
 
 def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: Plan,
@@ -325,6 +346,8 @@ class Evaluator:
         budget = self.budget if budget is None else budget
         if self.settings.round_to > 1:
             plan = {**plan, "round_to": self.settings.round_to}
+        if self.settings.reconstruct:
+            plan = {**plan, "reconstruct": True}
         start = time.perf_counter()
         model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores, self.structure)
         pruned_at = time.perf_counter()
