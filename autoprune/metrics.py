@@ -120,6 +120,8 @@ class MetricContext:
     predict_latency: Callable[[dict], float] | None = field(default=None, repr=False)
     _baseline: dict[str, float] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _per_model: dict[tuple[int, Hashable], Any] = field(default_factory=dict, repr=False)
+    _depth: int = field(default=0, repr=False)
 
     def baseline(self, name: str) -> float:
         """Metric ``name`` of the unpruned model, measured once and cached."""
@@ -139,12 +141,21 @@ class MetricContext:
             self._cache[key] = build()
         return self._cache[key]
 
+    def of_model(self, model: nn.Module, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` once per model and ``key`` while one :func:`measure_metrics` call lasts: a measurement
+        that several metrics share (the weight counts behind sparsity and size, robust accuracy and its drop)."""
+        slot = (id(model), key)
+        if slot not in self._per_model:
+            self._per_model[slot] = build()
+        return self._per_model[slot]
+
 
 def measure_metrics(model: nn.Module, names: Iterable[str], context: MetricContext) -> dict[str, float]:
     """``{name: value}`` of the registered metrics ``names`` on ``model``, each checked to be a finite number."""
     values = {}
     was_training = model.training
     model.eval()
+    context._depth += 1
     try:
         for name in names:
             entry = get_metric(name)
@@ -161,6 +172,9 @@ def measure_metrics(model: nn.Module, names: Iterable[str], context: MetricConte
             values[name] = value
     finally:
         model.train(was_training)
+        context._depth -= 1
+        if context._depth == 0:  # a model may change before it is measured again
+            context._per_model.clear()
     return values
 
 

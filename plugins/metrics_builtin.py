@@ -44,19 +44,23 @@ def accuracy_drop(model, context) -> float:
     return context.baseline("accuracy") - accuracy(model, context)
 
 
+def _weight_counts(model, context) -> dict:
+    return context.of_model(model, "sparsity_stats", lambda: sparsity_stats(model))
+
+
 def sparsity(model, context) -> float:
     """The fraction of Conv and Linear weights that are zero."""
-    return sparsity_stats(model)["sparsity"]
+    return _weight_counts(model, context)["sparsity"]
 
 
 def nonzero_params(model, context) -> float:
     """Parameters that are not zero."""
-    return sparsity_stats(model)["nonzero_params"]
+    return _weight_counts(model, context)["nonzero_params"]
 
 
 def size_bytes(model, context) -> float:
     """Bytes of the model stored with a bitmap of each weight's nonzeros (dense where smaller)."""
-    return sparsity_stats(model)["size_bytes"]
+    return _weight_counts(model, context)["size_bytes"]
 
 
 @autoprune.hookimpl

@@ -25,7 +25,7 @@ def _batches(context):
 
 def robust_accuracy(model, context) -> float:
     """Top-1 accuracy in percent over every corruption and severity of the study (``search.corruptions``)."""
-    return accuracy(model, _batches(context))
+    return context.of_model(model, "robust_accuracy", lambda: accuracy(model, _batches(context)))
 
 
 def robust_accuracy_drop(model, context) -> float:

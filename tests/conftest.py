@@ -1,7 +1,8 @@
-"""Small models with the couplings the pruning engine must handle."""
+"""Small models with the couplings the pruning engine must handle, and the digits data and models trained on it."""
 
 from __future__ import annotations
 
+import copy
 import textwrap
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 import autoprune
-from autoprune import plugins
+from autoprune import TrainSettings, plugins, train
 
 
 class ConcatNet(nn.Module):
@@ -153,3 +154,28 @@ def third_party_dist(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-autoprune\nVersion: 1.2.3\n")
     (dist / "entry_points.txt").write_text("[autoprune]\nthirdparty = thirdparty_autoprune\n")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled digits (8x8 images, 10 classes), split as the dataset plugin splits them."""
+    return autoprune.create_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def train_digits_cnn(digits):
+    """``trained(**recipe)``: a copy of small_cnn (width 8) trained on digits with a TrainSettings recipe.
+
+    The same initial weights and seed every time; each recipe is trained once per session.
+    """
+    cache: dict = {}
+
+    def trained(**recipe) -> nn.Module:
+        key = tuple(sorted(recipe.items()))
+        if key not in cache:
+            torch.manual_seed(0)
+            model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+            cache[key] = train(model, digits, TrainSettings(**recipe), seed=0)
+        return copy.deepcopy(cache[key])
+
+    return trained

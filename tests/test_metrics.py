@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import autoprune
-from autoprune import TrainSettings, search, train
+from autoprune import search
 from autoprune.errors import PluginError
 
 
@@ -39,15 +39,8 @@ def plugin():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return autoprune.create_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def baseline(digits):
-    torch.manual_seed(0)
-    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    return train(model, digits, TrainSettings(epochs=2, batch_size=64, lr=0.05), seed=0)
+def baseline(train_digits_cnn):
+    return train_digits_cnn(epochs=2, batch_size=64, lr=0.05)
 
 
 def _search(baseline, digits, tmp_path, name, **settings):
@@ -97,6 +90,28 @@ def test_a_metric_that_returns_no_number_is_named_in_one_line(plugin, baseline, 
     context = autoprune.MetricContext(digits.val[0][0].unsqueeze(0), digits.val[0][0].unsqueeze(0), [])
     with pytest.raises(PluginError, match=r"^metric 'broken' returned nan; it must return a finite number$"):
         autoprune.measure_metrics(baseline, ["broken"], context)
+
+
+def test_metrics_sharing_a_measurement_of_one_model_compute_it_once_per_measure_call(temporary_plugin, baseline):
+    builds = []
+
+    def shared(model, context):
+        return context.of_model(model, "count", lambda: builds.append(model) or float(len(builds)))
+
+    class Pair:
+        @autoprune.hookimpl
+        def autoprune_register_metrics(self, register):
+            register("shared_a", shared)
+            register("shared_b", lambda model, context: 10 * shared(model, context))
+
+    temporary_plugin(Pair(), name="shared-pair")
+    context = autoprune.MetricContext(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), [])
+    other = copy.deepcopy(baseline)
+    assert autoprune.measure_metrics(baseline, ["shared_a", "shared_b"], context) == {"shared_a": 1.0, "shared_b": 10.0}
+    assert builds == [baseline]
+    assert autoprune.measure_metrics(other, ["shared_a", "shared_b"], context) == {"shared_a": 2.0, "shared_b": 20.0}
+    assert autoprune.measure_metrics(baseline, ["shared_a"], context) == {"shared_a": 3.0}  # measured anew: it may have changed
+    assert builds == [baseline, other, baseline]
 
 
 def test_the_registry_checks_a_metrics_direction(plugin):

@@ -8,21 +8,14 @@ import pytest
 import torch
 
 import autoprune
-from autoprune import TrainSettings, search, train
+from autoprune import search
 from autoprune.results import trials_frame, write_report
 from autoprune.searcher import apply_plan, global_plan
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return autoprune.create_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def baseline(digits):
-    torch.manual_seed(0)
-    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    return train(model, digits, TrainSettings(epochs=2, batch_size=64, lr=0.05), seed=0)
+def baseline(train_digits_cnn):
+    return train_digits_cnn(epochs=2, batch_size=64, lr=0.05)
 
 
 def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
@@ -42,7 +35,8 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(ba
     for trial in record.completed():
         assert set(trial.params) == {"global.rate", "global.max_rate"}
         plan = record.plan(trial)
-        assert plan == trial.user_attrs["plan"] and set(plan["rates"]) == set(record.groups)
+        assert {"rates": plan["rates"], "methods": plan["methods"]} == trial.user_attrs["plan"]
+        assert set(plan["rates"]) == set(record.groups) and plan["reconstruct"] is True  # the study's setting
         assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan["rates"].values())
     first = record.completed()[0]  # the warm start: the global baseline's rate
     assert first.params["global.rate"] == pytest.approx(

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import types
 
 import pytest
@@ -155,6 +154,17 @@ def test_plugins_env_restricts_loaded_entry_points():
         capture_output=True, text=True, env={**_env(), plugins.PLUGINS_ENV: "importance_magnitude"}, check=True,
     ).stdout
     assert "l1" in out and "fpgm" not in out and "resnet20" not in out
+
+
+def test_a_name_left_out_by_the_plugins_env_is_a_one_line_error_that_says_why(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n')
+    run = subprocess.run([sys.executable, "-m", "autoprune", "search", str(study)], capture_output=True, text=True,
+                         env={**_env(), plugins.PLUGINS_ENV: "importance_magnitude"}, cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1
+    assert "unknown dataset 'digits'; none are registered (AUTOPRUNE_PLUGINS='importance_magnitude' loads only" in run.stderr
+    assert "datasets_builtin" in run.stderr
 
 
 def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(temporary_plugin):

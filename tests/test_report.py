@@ -4,7 +4,6 @@ import random
 
 import optuna
 import pandas as pd
-import pytest
 
 from autoprune import cli
 from autoprune.results import StudyRecord, trials_frame, write_report

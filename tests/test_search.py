@@ -7,20 +7,13 @@ import pytest
 import torch
 
 import autoprune
-from autoprune import SearchSettings, TrainSettings, search, train
+from autoprune import SearchSettings, search
 from autoprune.results import StudyRecord, open_study
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return autoprune.create_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def baseline(digits):
-    torch.manual_seed(0)  # the same initial weights in every run
-    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    return train(model, digits, TrainSettings(epochs=3, batch_size=64, lr=0.05), seed=0)
+def baseline(train_digits_cnn):
+    return train_digits_cnn(epochs=3, batch_size=64, lr=0.05)
 
 
 def _search(baseline, digits, **kw):

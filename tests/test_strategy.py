@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import autoprune
-from autoprune import SearchSettings, TrainSettings, search, train
+from autoprune import SearchSettings, TrainSettings, search
 from autoprune.metrics import count_correct
 from autoprune.searcher import (
     SAMPLERS,
@@ -24,15 +24,8 @@ from autoprune.searcher import (
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return autoprune.create_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    return train(model, digits, TrainSettings(epochs=8), seed=0)
+def trained(train_digits_cnn):
+    return train_digits_cnn(epochs=8)
 
 
 # -- early stopping --------------------------------------------------------------------

@@ -44,45 +44,9 @@ class Importance:
 
         A plugin that raises is reported as a :class:`PluginError` naming it and the group.
         """
-        try:
-            scores = self.fn(group)
-        except AutopruneError:
-            raise
-        except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
-            raise PluginError(f"importance {self.name!r} on group {group.name!r} raised "
-                              f"{type(exc).__name__}: {exc}") from exc
-        return validate_scores(scores, group, self.name)
-
-
-def resolve_importance(spec: ImportanceSpec) -> Importance:
-    """A registered importance name, or a callable (``needs_grads`` read from its attribute)."""
-    if isinstance(spec, str):
-        entry = get_importance(spec)
-        return Importance(spec, entry.obj, bool(entry.options.get("needs_grads", False)))
-    if callable(spec):
-        name = getattr(spec, "__qualname__", None) or type(spec).__name__
-        return Importance(name, spec, bool(getattr(spec, "needs_grads", False)))
-    raise AutopruneError(
-        f"importance must be a registered name or a callable, got {type(spec).__name__} {spec!r}"
-    )
-
-
-def validate_scores(scores: object, group: ChannelGroup, name: str) -> torch.Tensor:
-    where = f"importance {name!r} on group {group.name!r}"
-    if not isinstance(scores, torch.Tensor):
-        raise PluginError(f"{where} returned {type(scores).__name__}; it must return a torch.Tensor")
-    if scores.dim() != 1 or scores.numel() != group.num_channels:
-        raise PluginError(
-            f"{where} returned shape {tuple(scores.shape)}; expected ({group.num_channels},), "
-            "one score per channel"
-        )
-    if not scores.is_floating_point():  # the conformance suite asks the same of every plugin
-        raise PluginError(f"{where} returned dtype {scores.dtype}; scores must be floating point")
-    scores = scores.detach().to("cpu", torch.float64)
-    if not torch.isfinite(scores).all():
-        bad = int((~torch.isfinite(scores)).sum())
-        raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
-    return scores
+        where = f"importance {self.name!r} on group {group.name!r}"
+        return checked_scores(_called(self.fn, where, group), (group.num_channels,), where,
+                              f"({group.num_channels},), one score per channel")
 
 
 WeightImportanceFn = Callable[[torch.Tensor, Union[torch.Tensor, None]], torch.Tensor]
@@ -99,36 +63,54 @@ class WeightImportance:
     def scores(self, layer: str, weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         """The checked scores of one layer's weight: its shape, finite floats, on the CPU."""
         where = f"weight importance {self.name!r} on layer {layer!r}"
-        try:
-            scores = self.fn(weight.detach().clone(), None if grad is None else grad.detach().clone())
-        except AutopruneError:
-            raise
-        except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
-            raise PluginError(f"{where} raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(scores, torch.Tensor):
-            raise PluginError(f"{where} returned {type(scores).__name__}; it must return a torch.Tensor")
-        if scores.shape != weight.shape:
-            raise PluginError(f"{where} returned shape {tuple(scores.shape)}; expected the weight's "
-                              f"{tuple(weight.shape)}, one score per weight")
-        if not scores.is_floating_point():
-            raise PluginError(f"{where} returned dtype {scores.dtype}; scores must be floating point")
-        scores = scores.detach().to("cpu", torch.float64)
-        if not torch.isfinite(scores).all():
-            bad = int((~torch.isfinite(scores)).sum())
-            raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
-        return scores
+        scores = _called(self.fn, where, weight.detach().clone(), None if grad is None else grad.detach().clone())
+        return checked_scores(scores, tuple(weight.shape), where,
+                              f"the weight's {tuple(weight.shape)}, one score per weight")
+
+
+def resolve_importance(spec: ImportanceSpec) -> Importance:
+    """A registered importance name, or a callable (``needs_grads`` read from its attribute)."""
+    return _resolved(spec, Importance, get_importance, "importance")
 
 
 def resolve_weight_importance(spec: str | WeightImportanceFn) -> WeightImportance:
     """A registered weight-importance name, or a callable (``needs_grads`` read from its attribute)."""
+    return _resolved(spec, WeightImportance, get_weight_importance, "weight importance")
+
+
+def _resolved(spec: Any, kind: type, lookup: Callable[[str], Any], what: str) -> Any:
     if isinstance(spec, str):
-        entry = get_weight_importance(spec)
-        return WeightImportance(spec, entry.obj, bool(entry.options.get("needs_grads", False)))
+        entry = lookup(spec)
+        return kind(spec, entry.obj, bool(entry.options.get("needs_grads", False)))
     if callable(spec):
         name = getattr(spec, "__qualname__", None) or type(spec).__name__
-        return WeightImportance(name, spec, bool(getattr(spec, "needs_grads", False)))
-    raise AutopruneError(
-        f"weight importance must be a registered name or a callable, got {type(spec).__name__} {spec!r}")
+        return kind(name, spec, bool(getattr(spec, "needs_grads", False)))
+    raise AutopruneError(f"{what} must be a registered name or a callable, got {type(spec).__name__} {spec!r}")
+
+
+def _called(fn: Callable, where: str, *args: Any) -> Any:
+    """``fn(*args)``; a plugin that raises is reported as a :class:`PluginError` naming it."""
+    try:
+        return fn(*args)
+    except AutopruneError:
+        raise
+    except Exception as exc:  # a third party's bug: name it, keep the cause for --debug
+        raise PluginError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+
+
+def checked_scores(scores: object, shape: tuple[int, ...], where: str, expected: str) -> torch.Tensor:
+    """``scores`` as finite float64 on the CPU, or a :class:`PluginError` saying what ``where`` returned."""
+    if not isinstance(scores, torch.Tensor):
+        raise PluginError(f"{where} returned {type(scores).__name__}; it must return a torch.Tensor")
+    if tuple(scores.shape) != shape:
+        raise PluginError(f"{where} returned shape {tuple(scores.shape)}; expected {expected}")
+    if not scores.is_floating_point():  # the conformance suite asks the same of every plugin
+        raise PluginError(f"{where} returned dtype {scores.dtype}; scores must be floating point")
+    scores = scores.detach().to("cpu", torch.float64)
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise PluginError(f"{where} returned {bad} non-finite score(s) (NaN or inf); every score must be finite")
+    return scores
 
 
 def weight_scores(model: nn.Module, layers: Iterable[str], importance: str | WeightImportanceFn,
