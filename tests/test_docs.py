@@ -33,6 +33,8 @@ def _toml(value) -> str:
     """A default as the reference writes it: a TOML literal, or `none`."""
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, tuple):
