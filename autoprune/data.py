@@ -18,7 +18,10 @@ class DataSplits:
     """Training, validation and test splits of one dataset.
 
     ``val`` is carved from the training data, so model selection never sees
-    ``test``; the search never reads ``test`` at all.
+    ``test``; the search never reads ``test`` at all. ``task`` names what the
+    targets are: ``"classification"`` (class indices), ``"detection"`` (dicts of
+    ``boxes`` and ``labels``, as torchvision's detectors take them) or
+    ``"segmentation"`` (per-pixel class maps).
     """
 
     train: Dataset
@@ -26,6 +29,7 @@ class DataSplits:
     test: Dataset | None
     num_classes: int
     input_shape: tuple[int, int, int]
+    task: str = "classification"
 
 
 def split_train_val(

@@ -132,5 +132,7 @@ def autoprune_register_datasets(register: RegisterDataset) -> None:
     Datasets of ``(input, label)``; val is carved from the training data with a
     fixed seed), ``.test`` (a Dataset or None; never used by the search),
     ``.num_classes`` (int) and ``.input_shape`` (``(C, H, W)``), such as
-    :class:`autoprune.DataSplits`.
+    :class:`autoprune.DataSplits`; optionally ``.task``, what its targets are
+    (``"classification"`` when absent; ``"detection"``: dicts of ``boxes`` and
+    ``labels``; ``"segmentation"``: per-pixel class maps).
     """

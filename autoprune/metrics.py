@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .engine import call_model
+from .engine import call_network
 from .errors import AutopruneError, PluginError
 from .zoo import get_metric
 
@@ -27,13 +27,15 @@ def count_flops(model: nn.Module, example_inputs: Any) -> int:
 
     Counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which
     sees every matrix multiplication and convolution the forward pass runs,
-    attention included.
+    attention included. For a torchvision detector, the network's (transform,
+    backbone and heads; :func:`~autoprune.engine.call_network`), which do not
+    depend on how many objects it finds.
     """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            call_model(model, example_inputs)
+            call_network(model, example_inputs)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -117,12 +119,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--doc", default="docs/benchmarks.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the budgets an earlier run measured with the same trials and fine-tune "
+                             "(kept as JSON in the study's output folder); the document names each one's commit")
     args = parser.parse_args(argv)
 
     study_file, data, model, storage = study_setup(args.study, "bench.db")
+    kept = study_file.out_dir / "bench-results"
+    kept.mkdir(exist_ok=True)
 
     results = {}
     for budget in args.budgets:
+        path = kept / f"budget-{budget}.json"
+        if args.resume and path.exists():
+            measured = json.loads(path.read_text())
+            if (measured["trials"], measured["finetune_epochs"]) == (args.trials, args.finetune_epochs):
+                print(f"budget {budget} points: measured at {measured['commit']} on {measured['date']} ({path})",
+                      file=sys.stderr)
+                results[budget] = measured
+                continue
         print(f"budget {budget} points ...", file=sys.stderr)
         rows = run_budget(study_file, data, model, budget, args.trials, storage)
         evaluator = Evaluator.build(copy.deepcopy(model), data, study_file.settings.replace(max_accuracy_drop=budget))
@@ -130,10 +145,34 @@ def main(argv: list[str] | None = None) -> int:
             rows[method]["finetuned"] = finetuned_accuracy(evaluator, data, rows[method]["plan"],
                                                            args.finetune_epochs, study_file.settings.seed)
             print(f"  {method:<10} {_reduction(evaluator.base['flops'], rows[method]['flops'])}", file=sys.stderr)
-        results[budget] = (evaluator.base, rows)
+        results[budget] = {"budget": budget, "trials": args.trials, "finetune_epochs": args.finetune_epochs,
+                           "base": evaluator.base, **measured_with(),
+                           "rows": {m: {k: v for k, v in row.items() if k != "record"} for m, row in rows.items()}}
+        atomic_write_text(path, json.dumps(results[budget], indent=1))
         atomic_write_text(args.doc, render(study_file, results, args))  # after every budget: a stop loses none
         print(f"wrote {args.doc} ({len(results)} of {len(args.budgets)} budgets)", file=sys.stderr)
+    atomic_write_text(args.doc, render(study_file, results, args))
     return 0
+
+
+def measured_with() -> dict[str, str]:
+    """The machine, versions, commit and date of a measurement."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        commit += " with local changes" if changed else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    return {
+        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
+                   f"Python {platform.python_version()}",
+        "versions": f"autoprune {version('autoprune')}, torch {torch.__version__}, "
+                    f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}",
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def _cpu() -> str:
@@ -161,7 +200,8 @@ def targets(results: dict) -> list[str]:
     """Each target, with what this run measured and whether it was met."""
     lines = ["## Targets", "",
              "| target | measured | met |", "| --- | --- | --- |"]
-    for budget, (base, rows) in sorted(results.items()):
+    for budget, measured in sorted(results.items()):
+        base, rows = measured["base"], measured["rows"]
         auto = rows["autoprune"]["flops"]
         best = max((base["flops"] / rows[k]["flops"] for k in ("uniform", "global") if rows[k]["flops"]), default=None)
         ratio = None if not auto or best is None else (base["flops"] / auto) / best
@@ -210,10 +250,12 @@ def render(study_file, results: dict, args) -> str:
     if pending:
         lines += [f"**Not measured yet:** the budgets {', '.join(map(str, pending))} (the command was stopped "
                   "before it reached them, or is still running).", ""]
-    for budget, (base, rows) in sorted(results.items()):
+    for budget, measured in sorted(results.items()):
+        base, rows = measured["base"], measured["rows"]
         auto, better = rows["autoprune"], max(("uniform", "global"),
                                               key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
         lines += [f"## Budget: {budget} points (baseline {base['accuracy']:.2f} %, {base['flops'] / 1e6:.1f} MFLOPs)", "",
+                  f"Measured on {measured['date']} at commit {measured['commit']}.", "",
                   "| method | FLOPs reduction | accuracy, recalibrated | accuracy, fine-tuned | wall time | trials/min |"
                   " median overhead ratio |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -259,16 +301,11 @@ def render(study_file, results: dict, args) -> str:
         "  tried yet.",
         "",
     ]
-    lines += [
-        "## Machine",
-        "",
-        f"- {_cpu()}, {torch.get_num_threads()} threads, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}",
-        f"- autoprune {version('autoprune')}, torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
-        f"optuna {optuna.__version__}",
-        f"- run on {time.strftime('%Y-%m-%d')}",
-        "",
-    ]
+    lines += ["## Machine", ""]
+    for key in ("machine", "versions"):
+        seen = dict.fromkeys(m[key] for _, m in sorted(results.items())) or {measured_with()[key]: None}
+        lines += [f"- {line}" for line in seen]
+    lines.append("")
     return "\n".join(lines)
 
 

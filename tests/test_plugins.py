@@ -27,10 +27,12 @@ def test_builtins_are_registered_through_entry_points_with_their_source():
     assert {"resnet20", "resnet32", "resnet56", "vgg_small"} <= set(autoprune.list_models())
 
 
-def test_every_torchvision_classifier_is_registered():
+def test_every_torchvision_classifier_detector_and_segmenter_is_registered():
     import torchvision
 
-    expected = {f"torchvision/{n}" for n in torchvision.models.list_models(module=torchvision.models)}
+    modules = (torchvision.models, torchvision.models.detection, torchvision.models.segmentation)
+    expected = {f"torchvision/{n}" for module in modules for n in torchvision.models.list_models(module=module)}
+    assert {"torchvision/resnet18", "torchvision/fcos_resnet50_fpn", "torchvision/fcn_resnet50"} <= expected
     assert expected == set(autoprune.list_models("torchvision/*"))
 
 

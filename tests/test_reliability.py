@@ -94,12 +94,14 @@ def _states(storage, name: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for trial in study.trials:
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        if trial.state == TrialState.RUNNING and trial.params:  # past sampling: it has parameters to queue again
+            counts["RUNNING_SAMPLED"] = counts.get("RUNNING_SAMPLED", 0) + 1
     return counts
 
 
 def _kill_while_running(process: subprocess.Popen, storage: str, name: str, completed: int,
                         timeout: float = 300) -> None:
-    """SIGKILL ``process`` once the study has ``completed`` trials and one of them is running."""
+    """SIGKILL ``process`` once the study has ``completed`` trials and one running with its parameters drawn."""
     ends, opened = time.monotonic() + timeout, open_storage(storage)  # one connection pool for the polling
     while time.monotonic() < ends:
         assert process.poll() is None, process.communicate()[1]
@@ -107,7 +109,7 @@ def _kill_while_running(process: subprocess.Popen, storage: str, name: str, comp
             states = _states(opened, name)
         except KeyError:  # the study is not created yet
             states = {}
-        if states.get("COMPLETE", 0) >= completed and states.get("RUNNING", 0):
+        if states.get("COMPLETE", 0) >= completed and states.get("RUNNING_SAMPLED", 0):
             process.send_signal(signal.SIGKILL)
             process.wait()
             return

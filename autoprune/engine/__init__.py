@@ -10,7 +10,7 @@ layers that lost input channels by least squares (:mod:`.reconstruct`).
 from .groups import ChannelGroup, CoupledLayer
 from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importance, ImportanceSpec, WeightImportance,
                          resolve_importance, resolve_weight_importance, weight_scores)
-from .inputs import call_model, output_shapes
+from .inputs import call_model, call_network, output_shapes
 from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
                     removal_count, unprunable_groups)
 from .reconstruct import InputGrams, reconstruct_layers
@@ -26,6 +26,7 @@ __all__ = [
     "InputGrams",
     "WeightImportance",
     "call_model",
+    "call_network",
     "channel_groups",
     "group_layers",
     "group_scores",

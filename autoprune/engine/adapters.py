@@ -20,12 +20,25 @@ does instead:
   stay prunable.
 - torchvision ViT caches its width in ``hidden_dim``; :func:`sync_attributes`
   updates it after pruning.
+- torchvision detectors (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite)
+  return post-processed detections whose number depends on the weights, and the
+  R-CNN family detaches its region-proposal outputs, so tracing the full model
+  misses the proposal head and a shape check cannot compare outputs.
+  :func:`network_forward` runs their network alone (the transform, backbone and
+  heads, with two fixed proposals per image for the box, mask and keypoint heads)
+  for tracing, checking and counting FLOPs; the outputs are the heads' raw maps,
+  so the class and box layers are the model's outputs and keep their width.
+- ``FrozenBatchNorm2d`` (torchvision's pretrained detection backbones) keeps its
+  statistics in buffers Torch-Pruning does not prune; :class:`FrozenBatchNormPruner`
+  slices them with the channels.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,9 +121,30 @@ def _prune_linear(linear: nn.Linear, rows: list[int], cols: list[int]) -> None:
     linear.out_features, linear.in_features = len(rows), len(cols)
 
 
+class FrozenBatchNormPruner(BasePruningFunc):
+    """Prunes torchvision's ``FrozenBatchNorm2d``: its weight, bias and statistics are buffers."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        keep = sorted(set(range(layer.weight.numel())) - set(int(i) for i in idxs))
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            setattr(layer, name, getattr(layer, name)[keep].clone())
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.weight.numel()
+
+    get_in_channels = get_out_channels
+
+
 def customized_pruners() -> dict[type, BasePruningFunc]:
     """Layer types that Torch-Pruning should treat as one layer, with their pruners."""
     pruners: dict[type, BasePruningFunc] = {}
+    with contextlib.suppress(ImportError):
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        pruners[FrozenBatchNorm2d] = FrozenBatchNormPruner()
     with contextlib.suppress(ImportError):
         from torchvision.models import swin_transformer as swin
 
@@ -184,3 +218,67 @@ def sync_attributes(model: nn.Module) -> None:
         conv_proj = getattr(m, "conv_proj", None)  # torchvision VisionTransformer
         if isinstance(conv_proj, nn.Conv2d) and hasattr(m, "hidden_dim"):
             m.hidden_dim = conv_proj.out_channels
+
+
+def network_forward(model: nn.Module) -> Callable[[nn.Module, Any], Any] | None:
+    """``forward(model, inputs)`` running a torchvision detector's network without its post-processing,
+    or None for any other model (it is called as it is)."""
+    try:
+        from torchvision.models.detection import fcos, generalized_rcnn, retinanet, ssd
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return None
+    if isinstance(model, (retinanet.RetinaNet, fcos.FCOS, ssd.SSD)):
+        return _dense_detector_network
+    if isinstance(model, generalized_rcnn.GeneralizedRCNN):
+        return _rcnn_network
+    return None
+
+
+def _features(model: nn.Module, inputs: Any):
+    """The transformed images and the backbone's feature maps of a torchvision detector's inputs."""
+    images = inputs[0] if isinstance(inputs, tuple) and len(inputs) == 1 else inputs
+    image_list, _ = model.transform(list(images))
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    return image_list, features
+
+
+def _dense_detector_network(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
+    """The heads' maps of every level, before the heads flatten and concatenate them (Torch-Pruning's
+    index mapping through that reshape grows with the image and takes minutes)."""
+    from torchvision.models.detection import fcos, ssd
+
+    _, features = _features(model, inputs)
+    levels = list(features.values())
+    head = model.head
+    if isinstance(model, ssd.SSD):
+        return [part.module_list[i](x) for part in (head.classification_head, head.regression_head)
+                for i, x in enumerate(levels)]
+    outputs = []
+    for x in levels:
+        outputs.append(head.classification_head.cls_logits(head.classification_head.conv(x)))
+        box = head.regression_head.conv(x)
+        outputs.append(head.regression_head.bbox_reg(box))
+        if isinstance(model, fcos.FCOS):
+            outputs.append(head.regression_head.bbox_ctrness(box))
+    return outputs
+
+
+def _rcnn_network(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
+    images, features = _features(model, inputs)
+    objectness, deltas = model.rpn.head(list(features.values()))
+    height, width = images.tensors.shape[-2:]
+    fixed = torch.tensor([[0.0, 0.0, width / 2, height / 2], [width / 4, height / 4, width, height]],
+                         device=images.tensors.device)
+    proposals = [fixed] * len(images.image_sizes)
+    heads = model.roi_heads
+    outputs = [*objectness, *deltas]
+    outputs += heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes)))
+    if heads.has_mask():
+        outputs.append(heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, proposals,
+                                                                                 images.image_sizes))))
+    if heads.has_keypoint():
+        outputs.append(heads.keypoint_predictor(heads.keypoint_head(
+            heads.keypoint_roi_pool(features, proposals, images.image_sizes))))
+    return outputs

@@ -11,9 +11,10 @@ shows each group to importances as a :class:`ChannelGroup`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +45,11 @@ class ChannelGraph:
         self.model = model
         num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
         custom = adapters.customized_pruners()
-        with torch.enable_grad(), warnings.catch_warnings(), adapters.tracing_patches():
+        forward = adapters.network_forward(model)
+        with torch.enable_grad(), warnings.catch_warnings(), adapters.tracing_patches(), _trainable(model):
             warnings.simplefilter("ignore")
             self.dg = tp.DependencyGraph().build_dependency(
-                model, example_inputs, customized_pruners=custom, verbose=False
+                model, example_inputs, forward_fn=forward, customized_pruners=custom, verbose=False
             )
         self.out_channel_groups: dict[nn.Module, int] = dict(num_heads)
         self.in_channel_groups: dict[nn.Module, int] = {}
@@ -199,6 +201,20 @@ class ChannelGraph:
             layers=layers,
         )
 
+
+
+@contextlib.contextmanager
+def _trainable(model: nn.Module) -> Iterator[None]:
+    """Every parameter requires gradients while the graph is traced (frozen layers would be invisible
+    to it, as torchvision's detection backbones freeze theirs), and is restored after."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 def _is_depthwise(m: nn.Module) -> bool:

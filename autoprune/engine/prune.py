@@ -156,8 +156,12 @@ def prune(
         removals = [(graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n],
                                                               round_to))
                     for n, m in methods.items()]
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         for spec, idxs in removals:
             _remove(graph, spec, idxs, removed)
+        for name, param in model.named_parameters():  # Torch-Pruning's new parameters all require gradients
+            if name in frozen:
+                param.requires_grad_(False)
         adapters.sync_attributes(model)
         _check_forward(model, example_inputs, reference)
         return model

@@ -166,6 +166,7 @@ def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
                 artifacts: str | Path | None = None,
                 study_attrs: dict[str, Any] | None = None) -> tuple[StudyRecord, Evaluator]:
     """The study's record (created, or checked and resumed) and the evaluator of its plans."""
+    check_task(data)
     check_importances(settings)
     record = StudyRecord(_open_study(settings, storage, study_name))
     stored = None if record.is_new or record.latency_table is None else LatencyTable.from_dict(
@@ -239,12 +240,21 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
     Every importance must be registered, and a study that exists already must have
     the same settings, groups, model and dataset.
     """
+    check_task(data)
     example = data.val[0][0].unsqueeze(0).to(next(model.parameters()).device)
     check_importances(settings, model, example, data)
     groups = prunable_groups(model.eval(), example)
     record = StudyRecord(_open_study(settings, storage, study_name))
     if not record.is_new:
         record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
+
+
+def check_task(data: Any) -> None:
+    """A dataset whose targets are not class labels is refused before any work: trials score top-1 accuracy."""
+    task = getattr(data, "task", "classification")
+    if task != "classification":
+        raise AutopruneError(f"the dataset's task is {task!r}, but a search scores classification (top-1 accuracy) "
+                             f"only; {task} models can be pruned with autoprune.prune() at rates you choose")
 
 
 def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,
