@@ -47,9 +47,11 @@ from .results import Study, load
 from .searcher import SearchResult, search
 from .settings import SearchSettings, TrainSettings
 from .training import train
+from .tasks import Task
 from .zoo import (
     create_dataset,
     create_model,
+    create_task,
     get_importance,
     get_metric,
     get_weight_importance,
@@ -57,6 +59,7 @@ from .zoo import (
     list_importances,
     list_metrics,
     list_models,
+    list_tasks,
     list_weight_importances,
 )
 
@@ -80,6 +83,7 @@ __all__ = [
     "SearchSettings",
     "Source",
     "Study",
+    "Task",
     "TrainSettings",
     "UnknownNameError",
     "__version__",
@@ -88,6 +92,7 @@ __all__ = [
     "count_params",
     "create_dataset",
     "create_model",
+    "create_task",
     "get_importance",
     "get_metric",
     "get_weight_importance",
@@ -98,6 +103,7 @@ __all__ = [
     "list_importances",
     "list_metrics",
     "list_models",
+    "list_tasks",
     "list_weight_importances",
     "load",
     "load_checkpoint",

@@ -21,7 +21,7 @@ from .errors import AutopruneError, SearchInterrupted
 from .files import atomic_write_text
 from .settings import FINETUNE
 
-KINDS = ("importance", "model", "dataset", "weight_importance", "metric")
+KINDS = ("importance", "model", "dataset", "weight_importance", "metric", "task")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

@@ -67,6 +67,10 @@ class RegisterModel(Protocol):
     ) -> None: ...
 
 
+class RegisterTask(Protocol):
+    def __call__(self, name: str, factory: Callable[[int], Any], *, description: str = "") -> None: ...
+
+
 class RegisterDataset(Protocol):
     def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
 
@@ -135,4 +139,19 @@ def autoprune_register_datasets(register: RegisterDataset) -> None:
     :class:`autoprune.DataSplits`; optionally ``.task``, what its targets are
     (``"classification"`` when absent; ``"detection"``: dicts of ``boxes`` and
     ``labels``; ``"segmentation"``: per-pixel class maps).
+    """
+
+
+@hookspec
+def autoprune_register_tasks(register: RegisterTask) -> None:
+    """Register tasks: how a dataset's batches feed a model, its training loss and its score.
+
+    Call ``register(name, factory, *, description="")`` once per task.
+    ``factory(num_classes: int)`` returns an object with the methods and attributes
+    of :class:`autoprune.Task` (subclass it and override what differs): ``collate``
+    (a DataLoader's ``collate_fn``), ``example`` (a sample's input as the model
+    takes it), ``predict``, ``loss(model, inputs, targets)``, ``scores(model,
+    batches) -> {metric: points, ...}``, ``metric`` (the score's name; points,
+    higher is better) and ``extra_metrics``. A dataset names its task in its
+    ``task`` attribute.
     """

@@ -40,9 +40,11 @@ class Registries:
     datasets: Registry[Callable[..., Any]]
     weight_importances: Registry[Callable[..., Any]]
     metrics: Registry[Callable[..., Any]]
+    tasks: Registry[Callable[..., Any]]
 
     def __iter__(self):
-        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics))
+        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics,
+                     self.tasks))
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -137,6 +139,7 @@ def get_registries() -> Registries:
             Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset"),
             Registry("weight_importance", {"needs_grads": bool}),
             Registry("metric", {"direction": ("minimize", "maximize"), "unit": str}),
+            Registry("task"),
         )
         hooks = get_plugin_manager().hook
         _collect(hooks.autoprune_register_importances, registries.importances, "fn")
@@ -144,6 +147,7 @@ def get_registries() -> Registries:
         _collect(hooks.autoprune_register_datasets, registries.datasets, "factory")
         _collect(hooks.autoprune_register_weight_importances, registries.weight_importances, "fn")
         _collect(hooks.autoprune_register_metrics, registries.metrics, "fn")
+        _collect(hooks.autoprune_register_tasks, registries.tasks, "factory")
         _registries = registries
     return _registries
 

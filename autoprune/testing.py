@@ -4,7 +4,7 @@ Subclass one of the classes below in your own test module (its name must start
 with ``Test`` for pytest to collect it) and set the class attributes::
 
     from autoprune.testing import (DatasetConformance, ImportanceConformance, MetricConformance,
-                                   ModelConformance, WeightImportanceConformance)
+                                   ModelConformance, TaskConformance, WeightImportanceConformance)
 
     class TestMyImportance(ImportanceConformance):
         importance = "my_metric"          # a registered name, or the function itself
@@ -22,6 +22,11 @@ with ``Test`` for pytest to collect it) and set the class attributes::
     class TestMyDataset(DatasetConformance):
         dataset = "my_data"
 
+    class TestMyTask(TaskConformance):
+        task = "my_task"                  # run on a registered dataset and model of that task
+        dataset, dataset_params = "driving_scenes", {"task": "segmentation", "images": 8, "size": 64}
+        model = "torchvision/lraspp_mobilenet_v3_large"
+
 autoprune's own plugins are tested with exactly these classes.
 """
 
@@ -36,11 +41,11 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .plugins import get_registries
-from .engine import (channel_groups, make_permanent, n_m_violations, prune, prune_n_m, prune_weights,
-                     resolve_importance, resolve_weight_importance, weight_scores)
+from .engine import (call_model, channel_groups, make_permanent, n_m_violations, prunable_groups, prune, prune_n_m,
+                     prune_weights, resolve_importance, resolve_weight_importance, weight_scores)
 from .engine.sparsity import maskable_layers
 from .metrics import MetricContext, measure_metrics
-from .zoo import create_dataset, create_model, get_metric
+from .zoo import create_dataset, create_model, create_task, get_metric
 
 
 class _Plain(nn.Module):
@@ -279,7 +284,18 @@ class DatasetConformance:
                 continue
             x, y = split[0]
             assert tuple(x.shape) == tuple(data.input_shape)
-            assert 0 <= int(y) < data.num_classes
+            task = getattr(data, "task", "classification")
+            if task == "detection":  # torchvision's targets: boxes inside the image, labels of the classes
+                boxes, labels = y["boxes"], y["labels"]
+                assert boxes.ndim == 2 and boxes.shape[1:] == (4,) and len(boxes) == len(labels)
+                assert ((labels >= 0) & (labels < data.num_classes)).all()
+                assert (boxes[:, 2:] > boxes[:, :2]).all()
+            elif task == "segmentation":  # one label per pixel, or the ignored 255
+                assert tuple(y.shape) == tuple(data.input_shape[1:])
+                valid = (y >= 0) & (y < data.num_classes) | (y == 255)
+                assert valid.all()
+            else:
+                assert 0 <= int(y) < data.num_classes
 
     def test_splits_are_disjoint(self):
         data = self._data()
@@ -292,8 +308,63 @@ class DatasetConformance:
             assert overlap == 0, f"{self.dataset}: {overlap} validation samples also appear in train"
 
 
+class TaskConformance:
+    """Checks a task on a dataset and model of its kind: batches collate, the loss trains, the scores are
+    points, the same twice, and leave the model as it was, and the example input traces."""
+
+    task: ClassVar[str | None] = None
+    dataset: ClassVar[str | None] = None
+    dataset_params: ClassVar[dict[str, Any]] = {}
+    model: ClassVar[str | None] = None
+    model_params: ClassVar[dict[str, Any]] = {}
+    batch: ClassVar[int] = 4
+
+    def _setup(self):
+        for attr in ("task", "dataset", "model"):
+            assert getattr(self, attr) is not None, f"{type(self).__name__} must set `{attr}`"
+        data = create_dataset(self.dataset, **self.dataset_params)
+        task = create_task(self.task, data.num_classes)
+        torch.manual_seed(0)
+        model = create_model(self.model, data.num_classes, data.input_shape[0], **self.model_params)
+        batch = task.collate([data.val[i] for i in range(min(self.batch, len(data.val)))])
+        return data, task, model, batch
+
+    def test_names_its_score(self):
+        _, task, _, _ = self._setup()
+        assert isinstance(task.metric, str) and task.metric, "a task's score needs a name (`metric`)"
+        assert task.metric not in task.extra_metrics
+
+    def test_the_loss_is_a_finite_scalar_that_trains_the_model(self):
+        _, task, model, (inputs, targets) = self._setup()
+        model.train()
+        loss = task.loss(model, inputs, targets)
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and torch.isfinite(loss), loss
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+    def test_scores_are_points_the_same_twice_and_leave_the_model_alone(self):
+        _, task, model, batch = self._setup()
+        model.train()
+        before = copy.deepcopy(model.state_dict())
+        first, second = task.scores(model, [batch]), task.scores(model, [batch])
+        assert set(first) == {task.metric, *task.extra_metrics}
+        assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in first.values()), first
+        assert first == second and task.score(model, [batch]) == first[task.metric]
+        assert model.training, "scoring must restore the model's mode"
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    def test_the_example_input_runs_and_traces(self):
+        data, task, model, _ = self._setup()
+        example = task.example(data.val[0][0])
+        model.eval()
+        with torch.no_grad():
+            call_model(model, example)
+        assert prunable_groups(model, example), f"no prunable group found through {self.task}'s example input"
+
+
 def registered(kind: str) -> list[str]:
-    """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model" or "dataset")."""
+    """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model", "dataset" or "task")."""
     registries = get_registries()
     return {"importance": registries.importances, "weight_importance": registries.weight_importances,
-            "metric": registries.metrics, "model": registries.models, "dataset": registries.datasets}[kind].names()
+            "metric": registries.metrics, "model": registries.models, "dataset": registries.datasets,
+            "task": registries.tasks}[kind].names()

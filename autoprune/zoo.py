@@ -55,6 +55,23 @@ def get_metric(name: str) -> Entry:
     return get_registries().metrics.get(name)
 
 
+def list_tasks(pattern: str = "*") -> list[str]:
+    """Registered task names (classification, detection, segmentation, a plugin's) matching ``pattern``."""
+    return get_registries().tasks.names(pattern)
+
+
+def create_task(name: str, num_classes: int) -> Any:
+    """Registered task ``name`` for ``num_classes`` classes (an :class:`autoprune.Task`)."""
+    return _build(get_registries().tasks.get(name), {"num_classes": num_classes})
+
+
+def dataset_task(data: Any) -> Any:
+    """The task a dataset names (``data.task``; classification when it names none), for its classes."""
+    from .tasks import DEFAULT_TASK
+
+    return create_task(getattr(data, "task", DEFAULT_TASK), data.num_classes)
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, **params: Any) -> nn.Module:
     """Build registered model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import autoprune
 from autoprune.testing import (DatasetConformance, ImportanceConformance, MetricConformance, ModelConformance,
-                               WeightImportanceConformance, registered)
+                               TaskConformance, WeightImportanceConformance, registered)
 
 for _name in registered("importance"):
     globals()[f"TestImportance_{_name}"] = type(f"TestImportance_{_name}", (ImportanceConformance,),
@@ -28,6 +28,38 @@ class TestModel_torchvision_resnet18(ModelConformance):
 
 class TestDataset_digits(DatasetConformance):
     dataset = "digits"
+
+
+class TestDataset_driving_scenes_detection(DatasetConformance):
+    dataset = "driving_scenes"
+    params = {"task": "detection", "images": 40, "size": 64}
+
+
+class TestDataset_driving_scenes_segmentation(DatasetConformance):
+    dataset = "driving_scenes"
+    params = {"task": "segmentation", "images": 40, "size": 64}
+
+
+SCENES = {"images": 12, "test_images": 0, "size": 64}
+
+
+class TestTask_classification(TaskConformance):
+    task, dataset, model, model_params = "classification", "digits", "small_cnn", {"width": 8}
+
+
+class TestTask_detection(TaskConformance):
+    task, dataset, dataset_params = "detection", "driving_scenes", {"task": "detection", **SCENES}
+    model, model_params = "torchvision/fasterrcnn_mobilenet_v3_large_320_fpn", {"min_size": 64, "max_size": 64}
+
+
+class TestTask_segmentation(TaskConformance):
+    task, dataset, dataset_params = "segmentation", "driving_scenes", {"task": "segmentation", **SCENES}
+    model = "torchvision/lraspp_mobilenet_v3_large"
+
+
+def test_suite_covers_every_builtin_task():
+    names = {n.removeprefix("TestTask_") for n in globals() if n.startswith("TestTask_")}
+    assert names == set(autoprune.list_tasks()) == {"classification", "detection", "segmentation"}
 
 
 class TestCallableImportance(ImportanceConformance):

@@ -21,7 +21,7 @@ def _hooks():
 def test_every_hook_is_documented_with_its_signature():
     text = (DOCS / "plugin_hooks.md").read_text()
     hooks = _hooks()
-    assert len(hooks) == 5
+    assert len(hooks) == 6
     for name, fn in hooks:
         assert f"## {name}(" in text, f"{name} has no section in docs/plugin_hooks.md"
         signature = f"def {name}{inspect.signature(fn)}".replace("'", "")
@@ -80,3 +80,12 @@ def test_the_reference_documents_no_key_the_parser_rejects():
     assert documented <= valid, f"documented but not accepted: {sorted(documented - valid)}"
     aliases = {f"{s}.{a}" for s, a in ALIASES}
     assert valid - aliases <= documented
+
+
+def test_the_task_tutorial_shows_the_example_plugins_code():
+    import autoprune_example_plugin
+
+    text = (DOCS / "tasks.md").read_text()
+    source = inspect.getsource(autoprune_example_plugin.RoadIoU)
+    assert source in text, "docs/tasks.md and the example plugin's RoadIoU differ"
+    assert "TaskConformance" in text and "autoprune_register_tasks" in text

@@ -1,0 +1,202 @@
+"""Tasks: how a dataset's samples feed a model, how the model is trained and how it is scored.
+
+A task is registered through the ``autoprune_register_tasks`` hook as a class (or
+any factory) built with the dataset's ``num_classes``; a dataset names its task in
+its ``task`` attribute (``"classification"`` when it has none). A task's score is
+one number in points, higher is better, and it is what an accuracy budget bounds:
+top-1 accuracy for classification, COCO mAP@[.5:.95] for detection, mean IoU for
+segmentation.
+
+Subclass :class:`Task` and override what differs; the defaults are classification's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import default_collate
+
+from .engine import call_model
+from .errors import AutopruneError
+
+#: The task of a dataset that names none.
+DEFAULT_TASK = "classification"
+Batches = Iterable[tuple[Any, Any]]
+
+
+class Task:
+    """One kind of prediction: its batches, loss and score (the defaults are top-1 classification).
+
+    ``metric``: the score's name (``accuracy``, ``map``, ``miou``); ``extra_metrics``: other
+    numbers :meth:`scores` reports beside it (``map_50``).
+    """
+
+    name = "classification"
+    metric = "accuracy"
+    extra_metrics: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise AutopruneError(f"task {self.name!r} needs num_classes, an integer >= 1; got {num_classes!r}")
+        self.num_classes = num_classes
+
+    def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
+        """A DataLoader's ``collate_fn``: ``(inputs, targets)`` of a batch from its samples."""
+        return default_collate(samples)
+
+    def example(self, sample_input: Any) -> Any:
+        """The model's inputs for one sample: what tracing, FLOPs and latency run on."""
+        return sample_input.unsqueeze(0)
+
+    def batch_size(self, targets: Any) -> int:
+        """How many samples a batch's targets hold."""
+        return len(targets)
+
+    def predict(self, model: nn.Module, inputs: Any) -> Any:
+        """The model's predictions for a batch, in eval mode."""
+        return call_model(model, inputs)
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        """The training loss of a batch (the model is in the mode the caller set)."""
+        return F.cross_entropy(_logits(call_model(model, inputs)), targets)
+
+    def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
+        """``{metric: points, **extra_metrics}`` over ``batches``, in eval mode; the model is left as it was."""
+        correct = seen = 0
+        with _evaluating(model):
+            for inputs, targets in batches:
+                predictions = _logits(self.predict(model, _to(inputs, model))).argmax(1).cpu()
+                correct += int((predictions == targets).sum())
+                seen += len(targets)
+        if not seen:
+            raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
+        return {self.metric: 100.0 * correct / seen}
+
+    def score(self, model: nn.Module, batches: Batches) -> float:
+        """The task's score in points (higher is better)."""
+        return self.scores(model, batches)[self.metric]
+
+
+class Detection(Task):
+    """Object detection in torchvision's format, scored by COCO mAP@[.5:.95] in points (Lin et al., ECCV 2014).
+
+    Samples are ``(image (3, H, W), {"boxes": (N, 4) xyxy pixels, "labels": (N,)})``;
+    a batch is a list of images and a list of targets, as torchvision's detectors take
+    them: ``model(images)`` in eval mode returns ``[{"boxes", "scores", "labels"}]``,
+    ``model(images, targets)`` in training mode a dict of losses. mAP and mAP@.5 come
+    from torchmetrics' ``MeanAveragePrecision`` with the pycocotools backend, the COCO
+    reference evaluation.
+    """
+
+    name = "detection"
+    metric = "map"
+    extra_metrics = ("map_50",)
+
+    def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[list, list]:
+        return [image for image, _ in samples], [target for _, target in samples]
+
+    def example(self, sample_input: Any) -> Any:
+        return ([sample_input],)
+
+    def predict(self, model: nn.Module, inputs: Any) -> Any:
+        return model(list(inputs))
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        device = _device(model)
+        losses = model(list(_to(inputs, model)), [{k: v.to(device) for k, v in t.items()} for t in targets])
+        if not isinstance(losses, dict):
+            raise AutopruneError("a detection model must return a dict of losses when called with targets in "
+                                 f"training mode, as torchvision's detectors do; got {type(losses).__name__}")
+        return sum(losses.values())
+
+    def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
+        from torchmetrics.detection import MeanAveragePrecision
+
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        seen = 0
+        with _evaluating(model):
+            for inputs, targets in batches:
+                predictions = self.predict(model, _to(inputs, model))
+                metric.update([{k: v.detach().cpu() for k, v in p.items()} for p in predictions],
+                              [{k: v.cpu() for k, v in t.items()} for t in targets])
+                seen += len(targets)
+        if not seen:
+            raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
+        result = metric.compute()
+        return {"map": 100.0 * max(float(result["map"]), 0.0), "map_50": 100.0 * max(float(result["map_50"]), 0.0)}
+
+
+class Segmentation(Task):
+    """Semantic segmentation scored by mean intersection over union over the classes, in points.
+
+    Samples are ``(image (C, H, W), labels (H, W) int64)``, pixels labelled
+    ``IGNORE_INDEX`` counted nowhere. The model returns ``(N, num_classes, H, W)``
+    logits, or a dict whose ``"out"`` holds them (torchvision's segmenters; an ``"aux"``
+    map, when present, adds half its loss in training, as torchvision's references do).
+    The IoU is accumulated over the whole split (torchmetrics' ``MulticlassJaccardIndex``,
+    macro average), not averaged per image.
+    """
+
+    name = "segmentation"
+    metric = "miou"
+    IGNORE_INDEX = 255
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        out = call_model(model, inputs)
+        targets = targets.to(_device(model))
+        main = F.cross_entropy(_logits(out), targets, ignore_index=self.IGNORE_INDEX)
+        if isinstance(out, dict) and out.get("aux") is not None:
+            main = main + 0.5 * F.cross_entropy(out["aux"], targets, ignore_index=self.IGNORE_INDEX)
+        return main
+
+    def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
+        from torchmetrics.classification import MulticlassJaccardIndex
+
+        metric = MulticlassJaccardIndex(self.num_classes, average="macro", ignore_index=self.IGNORE_INDEX)
+        seen = 0
+        with _evaluating(model):
+            for inputs, targets in batches:
+                metric.update(_logits(self.predict(model, _to(inputs, model))).argmax(1).cpu(), targets.cpu())
+                seen += len(targets)
+        if not seen:
+            raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
+        return {"miou": 100.0 * float(metric.compute())}
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """A model's main output: the tensor itself, or the ``"out"`` entry of torchvision's segmenters."""
+    if isinstance(out, dict):
+        if "out" not in out:
+            raise AutopruneError(f"the model returned a dict with keys {sorted(out)}; a dict needs an 'out' entry")
+        return out["out"]
+    return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _to(inputs: Any, model: nn.Module) -> Any:
+    device = _device(model)
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(_to(x, model) for x in inputs)
+    return inputs
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients while scoring; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)

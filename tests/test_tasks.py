@@ -1,0 +1,85 @@
+"""Tasks' scores: the reference implementations give 100 for perfect predictions and less for worse ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import autoprune
+
+
+class Replay(nn.Module):
+    """A model that answers each batch with the predictions it was given, in order."""
+
+    def __init__(self, answers: list) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.answers = list(answers)
+
+    def forward(self, inputs):
+        return self.answers.pop(0)
+
+
+def _batches(task_name: str, seed: int = 0):
+    data = autoprune.create_dataset("driving_scenes", task=task_name, images=24, test_images=0, size=64, seed=seed)
+    task = autoprune.create_task(task_name, data.num_classes)
+    return task, list(DataLoader(data.val, batch_size=2, collate_fn=task.collate))
+
+
+def _shifted(boxes: torch.Tensor, pixels: float) -> torch.Tensor:
+    return boxes + torch.tensor([pixels, pixels, pixels, pixels])
+
+
+def test_detection_scores_100_for_the_ground_truth_and_less_as_boxes_shift():
+    task, batches = _batches("detection")
+    assert task.metric == "map" and task.extra_metrics == ("map_50",)
+    scores = {}
+    for shift in (0.0, 2.0, 6.0):
+        answers = [[{"boxes": _shifted(t["boxes"], shift), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]}
+                    for t in targets] for _, targets in batches]
+        scores[shift] = task.scores(Replay(answers), batches)
+    assert scores[0.0] == {"map": pytest.approx(100.0), "map_50": pytest.approx(100.0)}
+    assert 100.0 > scores[2.0]["map"] > scores[6.0]["map"]
+    assert scores[2.0]["map_50"] > scores[2.0]["map"]  # a loose threshold forgives a small shift
+    wrong_class = [[{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"] % 3 + 1}
+                    for t in targets] for _, targets in batches]
+    assert task.score(Replay(wrong_class), batches) < 5.0
+    nothing = [[{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+                for _ in targets] for _, targets in batches]
+    assert task.score(Replay(nothing), batches) == 0.0
+
+
+def test_segmentation_scores_100_for_the_ground_truth_and_less_for_a_worse_map():
+    task, batches = _batches("segmentation")
+    assert task.metric == "miou"
+
+    def logits(labels: torch.Tensor) -> dict:  # as torchvision's segmenters answer
+        return {"out": nn.functional.one_hot(labels, 6).permute(0, 3, 1, 2).float()}
+
+    assert task.score(Replay([logits(y) for _, y in batches]), batches) == pytest.approx(100.0)
+    shifted = task.score(Replay([logits(torch.roll(y, 2, dims=2)) for _, y in batches]), batches)
+    road_only = task.score(Replay([logits(torch.where(y > 0, 1, 0)) for _, y in batches]), batches)
+    assert 100.0 > shifted > road_only > 0.0
+    ignored = [(x, torch.where(y == 2, 255, y)) for x, y in batches]  # lane markings not labelled (255)
+    no_lanes = [logits(torch.where(y == 2, 1, y)) for _, y in batches]  # and called road
+    assert task.score(Replay(no_lanes), ignored) == pytest.approx(100.0)  # ignored pixels count nowhere
+    assert task.score(Replay(no_lanes), batches) < 100.0
+
+
+def test_classification_scores_top_1_accuracy(train_digits_cnn, digits):
+    model = train_digits_cnn(epochs=1, batch_size=64, lr=0.05)
+    task = autoprune.create_task("classification", digits.num_classes)
+    val = DataLoader(digits.val, batch_size=64)
+    assert task.score(model, val) == pytest.approx(autoprune.metrics.accuracy(model, val))
+
+
+def test_a_dataset_names_its_task_and_an_unknown_task_is_a_clear_error(digits):
+    from autoprune.zoo import dataset_task
+
+    assert dataset_task(digits).name == "classification"
+    scenes = autoprune.create_dataset("driving_scenes", task="segmentation", images=4, size=32)
+    assert dataset_task(scenes).name == "segmentation" and dataset_task(scenes).num_classes == 6
+    with pytest.raises(autoprune.AutopruneError, match="unknown task 'detectoin'; did you mean 'detection'"):
+        autoprune.create_task("detectoin", 4)
