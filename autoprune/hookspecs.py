@@ -63,7 +63,8 @@ class RegisterMetric(Protocol):
 
 class RegisterModel(Protocol):
     def __call__(
-        self, name: str, factory: Callable[..., torch.nn.Module], *, description: str = ""
+        self, name: str, factory: Callable[..., torch.nn.Module], *, task: str = "classification",
+        description: str = ""
     ) -> None: ...
 
 
@@ -120,10 +121,12 @@ def autoprune_register_metrics(register: RegisterMetric) -> None:
 def autoprune_register_models(register: RegisterModel) -> None:
     """Register model factories.
 
-    Call ``register(name, factory, *, description="")`` once per model.
-    ``factory(num_classes: int, in_channels: int, **params) -> torch.nn.Module``
+    Call ``register(name, factory, *, task="classification", description="")`` once
+    per model. ``factory(num_classes: int, in_channels: int, **params) -> torch.nn.Module``
     builds an untrained model whose input has ``in_channels`` channels and whose
-    output has ``num_classes`` logits.
+    output has ``num_classes`` logits; ``task`` names the registered task whose
+    batches it takes and whose outputs it gives (``"detection"``: torchvision's
+    detector interface; ``"segmentation"``: per-pixel logits).
     """
 
 

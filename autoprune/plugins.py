@@ -136,7 +136,7 @@ def get_registries() -> Registries:
     global _registries
     if _registries is None:
         registries = Registries(
-            Registry("importance", {"needs_grads": bool}), Registry("model"), Registry("dataset"),
+            Registry("importance", {"needs_grads": bool}), Registry("model", {"task": str}), Registry("dataset"),
             Registry("weight_importance", {"needs_grads": bool}),
             Registry("metric", {"direction": ("minimize", "maximize"), "unit": str}),
             Registry("task"),

@@ -181,13 +181,17 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def _to(inputs: Any, model: nn.Module) -> Any:
-    device = _device(model)
+def move_to(inputs: Any, device: torch.device) -> Any:
+    """``inputs`` (a tensor, or a list or tuple of them) on ``device``."""
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device)
     if isinstance(inputs, (list, tuple)):
-        return type(inputs)(_to(x, model) for x in inputs)
+        return type(inputs)(move_to(x, device) for x in inputs)
     return inputs
+
+
+def _to(inputs: Any, model: nn.Module) -> Any:
+    return move_to(inputs, _device(model))
 
 
 @contextlib.contextmanager

@@ -234,7 +234,14 @@ class MetricConformance:
 
 
 class ModelConformance:
-    """Checks a model factory: ``num_classes`` and ``in_channels`` are honoured, and it prunes."""
+    """Checks a model factory: ``num_classes`` and ``in_channels`` are honoured, and it prunes.
+
+    The outputs expected follow the task the model is registered for (``task=`` when
+    registering; classification when none): ``(N, num_classes)`` logits, per-pixel
+    ``(N, num_classes, H, W)`` logits (or a dict holding them in ``"out"``), or
+    torchvision's detections for a list of images. Detectors and segmenters are
+    tried with RGB inputs only.
+    """
 
     model: ClassVar[str | None] = None
     params: ClassVar[dict[str, Any]] = {}
@@ -245,18 +252,37 @@ class ModelConformance:
         torch.manual_seed(0)
         return create_model(self.model, num_classes=num_classes, in_channels=in_channels, **self.params).eval()
 
+    @property
+    def _task(self) -> str:
+        return get_registries().models.get(self.model).options.get("task", "classification")
+
+    def _input(self, in_channels: int) -> Any:
+        x = torch.randn(2, in_channels, *self.input_size)
+        return ([*x],) if self._task == "detection" else x
+
+    def _check_output(self, model: nn.Module, x: Any, num_classes: int) -> None:
+        with torch.no_grad():
+            out = call_model(model, x)
+        if self._task == "detection":
+            assert len(out) == 2 and all({"boxes", "scores", "labels"} <= set(d) for d in out)
+            assert all(((d["labels"] >= 0) & (d["labels"] < num_classes)).all() for d in out)
+        elif self._task == "segmentation":
+            logits = out["out"] if isinstance(out, dict) else out
+            assert logits.shape == (2, num_classes, *self.input_size)
+        else:
+            assert out.shape == (2, num_classes)
+
     def test_honours_num_classes_and_in_channels(self):
-        for num_classes, in_channels in ((7, 1), (3, 3)):
-            x = torch.randn(2, in_channels, *self.input_size)
-            with torch.no_grad():
-                assert self._build(num_classes, in_channels)(x).shape == (2, num_classes)
+        cases = ((7, 1), (3, 3)) if self._task == "classification" else ((7, 3), (3, 3))
+        for num_classes, in_channels in cases:
+            self._check_output(self._build(num_classes, in_channels), self._input(in_channels), num_classes)
 
     def test_can_be_pruned(self):
         model = self._build(7, 3)
-        x = torch.randn(2, 3, *self.input_size)
+        x = self._input(3)
         before = sum(p.numel() for p in model.parameters())
         prune(model, x, 0.5)
-        assert model(x).shape == (2, 7)
+        self._check_output(model, x, 7)
         assert sum(p.numel() for p in model.parameters()) < before
 
 

@@ -2,7 +2,9 @@
 
 SGD with Nesterov momentum and a cosine learning-rate schedule (Loshchilov &
 Hutter, "SGDR", ICLR 2017), over shuffled batches drawn with the given seed.
-With a ``teacher``, the loss mixes cross-entropy with the KL divergence to the
+The loss is the task's (:mod:`autoprune.tasks`: cross-entropy for classification,
+the detector's own losses, per-pixel cross-entropy). With a ``teacher``, the loss
+of a classifier mixes cross-entropy with the KL divergence to the
 teacher's softened outputs (Hinton et al., "Distilling the Knowledge in a Neural
 Network", 2015).
 """
@@ -12,13 +14,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .errors import AutopruneError
 from .settings import TrainSettings
+from .tasks import Task, move_to
 
 #: Softmax temperature and weight of the distillation term.
 DISTILL_TEMPERATURE = 4.0
@@ -26,38 +31,52 @@ DISTILL_WEIGHT = 0.7
 
 
 def train(model: nn.Module, data, recipe: TrainSettings = TrainSettings(), *, seed: int = 0,
-          teacher: nn.Module | None = None, log: Callable[[str], None] | None = None) -> nn.Module:
+          teacher: nn.Module | None = None, log: Callable[[str], None] | None = None, task: Any = None) -> nn.Module:
     """Train ``model`` in place on ``data.train`` with ``recipe``; return it in eval mode.
 
     Args:
         model: the network (its device is used for the batches).
-        data: an object with ``.train`` (a Dataset of ``(input, label)``).
+        data: an object with ``.train`` (a Dataset of ``(input, target)``) and
+            ``.num_classes``, and optionally ``.task``.
         recipe: epochs, batch size, learning rate, momentum, weight decay.
         seed: seeds the shuffling and anything random in the model (dropout).
-        teacher: distil from this model's outputs (it is not trained).
+        teacher: distil from this model's outputs (it is not trained; classification only).
         log: called with one line per epoch (progress and time left).
+        task: the :class:`~autoprune.Task` whose batches and loss train the model;
+            by default the one the dataset names (classification when it names none).
 
     The caller's random generator state is left as it was.
     """
+    task = task if task is not None else _task_of(data)
+    if teacher is not None and task.name != "classification":
+        raise AutopruneError(f"distillation matches class probabilities; the {task.name!r} task has none to match")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train(model, data, recipe, seed, teacher, log)
+        return _train(model, data, recipe, seed, teacher, log, task)
 
 
-def train_steps(model: nn.Module, batches: list, steps: int, recipe: TrainSettings, *, seed: int = 0) -> nn.Module:
+def train_steps(model: nn.Module, batches: list, steps: int, recipe: TrainSettings, *, seed: int = 0,
+                task: Any = None) -> nn.Module:
     """``steps`` optimizer steps of ``recipe`` on ``batches`` (cycled, in order); return the model in eval mode.
 
-    The short recovery of iterative pruning: the same step and schedule as :func:`train`.
+    The short recovery of iterative pruning: the same step and schedule as :func:`train`,
+    with ``task``'s loss (classification's cross-entropy by default).
     """
+    task = task if task is not None else Task(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         optimizer, schedule = _optimizer(model, recipe, steps)
-        device = next(model.parameters()).device
         model.train()
         for step in range(steps):
             inputs, targets = batches[step % len(batches)]
-            _step(model, optimizer, schedule, inputs.to(device), targets.to(device), None)
+            _step(model, optimizer, schedule, inputs, targets, None, task)
     return model.eval()
+
+
+def _task_of(data: Any) -> Any:
+    from .zoo import dataset_task
+
+    return dataset_task(data)
 
 
 def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int):
@@ -69,12 +88,17 @@ def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int):
     return optimizer, schedule
 
 
-def _step(model: nn.Module, optimizer, schedule, inputs: torch.Tensor, targets: torch.Tensor,
-          teacher: nn.Module | None) -> None:
-    logits = model(inputs)
-    loss = F.cross_entropy(logits, targets)
-    if teacher is not None:
-        loss = (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * distillation_loss(logits, teacher, inputs)
+def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teacher: nn.Module | None,
+          task: Any) -> None:
+    device = next(model.parameters()).device
+    inputs = move_to(inputs, device)
+    targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
+    if teacher is None:
+        loss = task.loss(model, inputs, targets)
+    else:
+        logits = model(inputs)
+        loss = (1 - DISTILL_WEIGHT) * F.cross_entropy(logits, targets) + DISTILL_WEIGHT * distillation_loss(
+            logits, teacher, inputs)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -82,9 +106,8 @@ def _step(model: nn.Module, optimizer, schedule, inputs: torch.Tensor, targets: 
 
 
 def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn.Module | None,
-           log: Callable[[str], None] | None) -> nn.Module:
-    device = next(model.parameters()).device
-    loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True,
+           log: Callable[[str], None] | None, task: Any) -> nn.Module:
+    loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, collate_fn=task.collate,
                         generator=torch.Generator().manual_seed(seed))
     optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader))
     if teacher is not None:
@@ -93,7 +116,7 @@ def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn
     for epoch in range(recipe.epochs):
         model.train()
         for inputs, targets in loader:
-            _step(model, optimizer, schedule, inputs.to(device), targets.to(device), teacher)
+            _step(model, optimizer, schedule, inputs, targets, teacher, task)
         if log:
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)

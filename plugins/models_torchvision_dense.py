@@ -61,6 +61,6 @@ def autoprune_register_models(register):
     for family, module in (("detection", torchvision.models.detection),
                            ("segmentation", torchvision.models.segmentation)):
         for name in sorted(torchvision.models.list_models(module=module)):
-            register(f"torchvision/{name}", partial(build, family, name),
+            register(f"torchvision/{name}", partial(build, family, name), task=family,
                      description=f"torchvision.models.{family}.{name} ({family}; weights=None unless weights= or "
                                  "weights_backbone= is given)")

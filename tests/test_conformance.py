@@ -17,13 +17,21 @@ for _name in registered("weight_importance"):
 for _name in registered("metric"):
     globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})
 
-for _name in [n for n in registered("model") if not n.startswith("torchvision/")]:
+for _name in [n for n in registered("model") if not n.startswith("torchvision/") and n != "small_detector"]:
     globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
 
 
 class TestModel_torchvision_resnet18(ModelConformance):
     model = "torchvision/resnet18"
     input_size = (32, 32)
+
+
+class TestModel_small_detector(ModelConformance):
+    model, params, input_size = "small_detector", {"width": 8, "image_size": 48}, (48, 48)
+
+
+class TestModel_torchvision_lraspp_mobilenet_v3_large(ModelConformance):
+    model, input_size = "torchvision/lraspp_mobilenet_v3_large", (32, 32)
 
 
 class TestDataset_digits(DatasetConformance):

@@ -83,3 +83,37 @@ def test_a_dataset_names_its_task_and_an_unknown_task_is_a_clear_error(digits):
     assert dataset_task(scenes).name == "segmentation" and dataset_task(scenes).num_classes == 6
     with pytest.raises(autoprune.AutopruneError, match="unknown task 'detectoin'; did you mean 'detection'"):
         autoprune.create_task("detectoin", 4)
+
+
+def _trained_gain(kind: str, model_name: str, params: dict, epochs: int, lr: float):
+    data = autoprune.create_dataset("driving_scenes", task=kind, images=60, test_images=0, size=64)
+    task = autoprune.create_task(data.task, data.num_classes)
+    torch.manual_seed(0)
+    model = autoprune.create_model(model_name, num_classes=data.num_classes, **params)
+    batch = task.collate([data.train[i] for i in range(8)])
+    val = list(DataLoader(data.val, batch_size=6, collate_fn=task.collate))
+    model.train()
+    with torch.no_grad():
+        before = (float(task.loss(model, *batch)), task.score(model, val))
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=epochs, batch_size=8, lr=lr), seed=0)
+    model.train()
+    with torch.no_grad():
+        after = (float(task.loss(model, *batch)), task.score(model, val))
+    return before, after
+
+
+def test_training_follows_the_dataset_s_task_segmentation():
+    (loss0, score0), (loss1, score1) = _trained_gain("segmentation", "small_segmenter", {"width": 8}, 8, 0.1)
+    assert loss1 < 0.7 * loss0 and score1 > score0 + 10, (loss0, score0, loss1, score1)
+
+
+def test_training_follows_the_dataset_s_task_detection():
+    (loss0, _), (loss1, _) = _trained_gain("detection", "small_detector", {"width": 8, "image_size": 64}, 3, 0.01)
+    assert loss1 < 0.8 * loss0, (loss0, loss1)
+
+
+def test_distillation_is_refused_for_a_task_without_class_probabilities():
+    data = autoprune.create_dataset("driving_scenes", task="segmentation", images=4, size=32)
+    model = autoprune.create_model("small_segmenter", num_classes=6, width=8)
+    with pytest.raises(autoprune.AutopruneError, match="distillation matches class probabilities; the 'segmentation'"):
+        autoprune.train(model, data, autoprune.TrainSettings(epochs=1), teacher=model)
