@@ -134,7 +134,7 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     from .engine import prunable_groups
     from .searcher.latency import measure_table, timing_device
     from .settings import load_study_file
-    from .zoo import create_dataset
+    from .zoo import create_dataset, dataset_task
 
     study_file = load_study_file(args.study)
     settings = study_file.settings
@@ -145,8 +145,8 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
         raise AutopruneError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
     data = create_dataset(study_file.dataset, **study_file.dataset_params)
     model = build_model(study_file, data).eval()  # latency does not depend on the weights
-    example = data.val[0][0].unsqueeze(0)
-    timing = example.expand(settings.latency_batch_size, *example.shape[1:]).contiguous()
+    task = dataset_task(data)
+    example, timing = task.example(data.val[0][0]), task.repeated(data.val[0][0], settings.latency_batch_size)
     groups = prunable_groups(model, example)
     table = measure_table(model, example, timing, groups, settings.rate_max, device, settings.round_to)
     table.write(output)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .engine import call_network
+from .engine import call_model, call_network
 from .errors import AutopruneError, PluginError
 from .zoo import get_metric
 
@@ -92,7 +92,8 @@ def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.
 
     model.eval()
     with torch.no_grad():
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example})
+        timer = benchmark.Timer(stmt="call_model(model, x)", globals={"model": model, "x": example,
+                                                                      "call_model": call_model})
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
         return (min(measurement.times) if statistic == "min" else measurement.median) * 1e3
 
@@ -108,7 +109,8 @@ class MetricContext:
     ``baseline_model``: the unpruned model (:meth:`baseline` gives any metric of it);
     ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search);
     ``plan``: the plan of the candidate being measured (None outside a search);
-    ``predict_latency``: ``plan -> ms`` from the study's latency table, when it has one.
+    ``predict_latency``: ``plan -> ms`` from the study's latency table, when it has one;
+    ``task``: the dataset's :class:`~autoprune.Task` (None: classification).
     """
 
     example: Any
@@ -120,6 +122,7 @@ class MetricContext:
     settings: Any = field(default=None, repr=False)
     plan: dict | None = field(default=None, repr=False)
     predict_latency: Callable[[dict], float] | None = field(default=None, repr=False)
+    task: Any = field(default=None, repr=False)
     _baseline: dict[str, float] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _per_model: dict[tuple[int, Hashable], Any] = field(default_factory=dict, repr=False)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from .engine import call_model
+from .engine.inputs import move_to
 from .errors import AutopruneError
 
 #: The task of a dataset that names none.
@@ -50,8 +51,18 @@ class Task:
         return default_collate(samples)
 
     def example(self, sample_input: Any) -> Any:
-        """The model's inputs for one sample: what tracing, FLOPs and latency run on."""
+        """The model's inputs for one sample: what tracing and FLOPs run on."""
         return sample_input.unsqueeze(0)
+
+    def repeated(self, sample_input: Any, batch_size: int) -> Any:
+        """The model's inputs for ``batch_size`` copies of one sample: what latency is timed on."""
+        return sample_input.unsqueeze(0).expand(batch_size, *sample_input.shape).contiguous()
+
+    @property
+    def countable(self) -> bool:
+        """Whether the score is the percentage of samples predicted right (top-1 accuracy), so a count
+        that stops early bounds it exactly; a task that scores otherwise is scored on the whole split."""
+        return type(self).scores is Task.scores
 
     def batch_size(self, targets: Any) -> int:
         """How many samples a batch's targets hold."""
@@ -102,6 +113,9 @@ class Detection(Task):
 
     def example(self, sample_input: Any) -> Any:
         return ([sample_input],)
+
+    def repeated(self, sample_input: Any, batch_size: int) -> Any:
+        return ([sample_input] * batch_size,)
 
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         return model(list(inputs))
@@ -179,15 +193,6 @@ def _logits(out: Any) -> torch.Tensor:
 
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def move_to(inputs: Any, device: torch.device) -> Any:
-    """``inputs`` (a tensor, or a list or tuple of them) on ``device``."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, (list, tuple)):
-        return type(inputs)(move_to(x, device) for x in inputs)
-    return inputs
 
 
 def _to(inputs: Any, model: nn.Module) -> Any:

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 
 from .errors import AutopruneError
 from .settings import TrainSettings
-from .tasks import Task, move_to
+from .engine.inputs import move_to
+from .tasks import Task
 
 #: Softmax temperature and weight of the distillation term.
 DISTILL_TEMPERATURE = 4.0

@@ -35,7 +35,9 @@ def latency(model, context) -> float:
 
 
 def accuracy(model, context) -> float:
-    """Top-1 accuracy in percent on the validation batches."""
+    """The task's score in points on the validation batches: top-1 accuracy in percent for classification."""
+    if context.task is not None:
+        return context.task.score(model, context.val_batches)
     return top1_accuracy(model, context.val_batches)
 
 

@@ -85,8 +85,8 @@ def small_detector(num_classes: int, in_channels: int = 3, width: int = 16, imag
     if in_channels != 3:
         raise autoprune.AutopruneError(f"small_detector takes RGB images (in_channels=3), got {in_channels}")
     channels = 4 * width
-    if channels % 16:
-        raise autoprune.AutopruneError(f"small_detector needs width divisible by 4 (its head's GroupNorm has 16 "
+    if channels % 32:
+        raise autoprune.AutopruneError(f"small_detector needs width divisible by 8 (its head's GroupNorm has 32 "
                                        f"groups), got width={width}")
     backbone = _PyramidBackbone(in_channels, width, channels)
     anchors = AnchorGenerator(sizes=((8,), (16,)), aspect_ratios=((1.0,), (1.0,)))  # FCOS: one point per location

@@ -57,10 +57,3 @@ def test_bad_parameters_are_one_line_errors(params, message):
     with pytest.raises(autoprune.AutopruneError, match=message):
         autoprune.create_dataset("driving_scenes", **params)
 
-
-def test_a_search_on_scenes_is_refused_before_any_work_until_their_task_can_be_scored():
-    data = _scenes("segmentation")
-    model = autoprune.create_model("torchvision/lraspp_mobilenet_v3_large", num_classes=6, in_channels=3)
-    with pytest.raises(autoprune.AutopruneError, match="^the dataset's task is 'segmentation', but a search scores "
-                                                       "classification"):
-        autoprune.search(model, data, max_accuracy_drop=1.0, trials=1)

@@ -117,3 +117,38 @@ def test_distillation_is_refused_for_a_task_without_class_probabilities():
     model = autoprune.create_model("small_segmenter", num_classes=6, width=8)
     with pytest.raises(autoprune.AutopruneError, match="distillation matches class probabilities; the 'segmentation'"):
         autoprune.train(model, data, autoprune.TrainSettings(epochs=1), teacher=model)
+
+
+@pytest.mark.parametrize(("kind", "model_name", "params", "lr"), [
+    ("segmentation", "small_segmenter", {"width": 8}, 0.1),
+    ("detection", "small_detector", {"width": 8, "image_size": 64}, 0.01),
+])
+def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays_the_score(kind, model_name, params,
+                                                                                          lr):
+    data = autoprune.create_dataset("driving_scenes", task=kind, images=60, test_images=0, size=64)
+    task = autoprune.create_task(kind, data.num_classes)
+    torch.manual_seed(0)
+    model = autoprune.create_model(model_name, num_classes=data.num_classes, **params)
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=3, batch_size=8, lr=lr))
+    val = list(DataLoader(data.val, batch_size=16, collate_fn=task.collate))
+    baseline_score = task.score(model, val)
+    result = autoprune.search(model, data, max_accuracy_drop=100.0, trials=3, calibration_batches=2, batch_size=16,
+                              seed=0, uniform_starts=(0.3,), warm_start="uniform", importances=("l1",))
+    trials = result.record.completed()
+    assert len(trials) == 3
+    assert result.record.study.user_attrs["baseline_accuracy"] == pytest.approx(baseline_score)
+    for trial in trials:  # the task's score, and its drop from the baseline's
+        assert trial.user_attrs["accuracy_drop"] == pytest.approx(baseline_score - trial.user_attrs["accuracy"])
+    best = result.best_trial
+    assert best.user_attrs["flops"] < result.record.study.user_attrs["baseline_flops"]
+    assert task.score(result.best_model, val) == pytest.approx(best.user_attrs["accuracy"], abs=1e-6)
+
+
+def test_settings_a_task_cannot_serve_are_refused_before_any_work():
+    data = autoprune.create_dataset("driving_scenes", task="detection", images=8, size=32)
+    model = autoprune.create_model("small_detector", num_classes=4, width=8, image_size=32)
+    with pytest.raises(autoprune.AutopruneError, match="small_detector needs width divisible by 8"):
+        autoprune.create_model("small_detector", num_classes=4, width=4)
+    with pytest.raises(autoprune.AutopruneError, match="^the dataset's task is 'detection'; importances that need "
+                                                       "loss gradients \\('taylor'\\) serve classification only$"):
+        autoprune.search(model, data, max_accuracy_drop=1.0, trials=1, importances=("l1", "taylor"))

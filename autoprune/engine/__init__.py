@@ -10,7 +10,7 @@ layers that lost input channels by least squares (:mod:`.reconstruct`).
 from .groups import ChannelGroup, CoupledLayer
 from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importance, ImportanceSpec, WeightImportance,
                          resolve_importance, resolve_weight_importance, weight_scores)
-from .inputs import call_model, call_network, output_shapes
+from .inputs import call_model, call_network, input_shape, output_shapes
 from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
                     removal_count, unprunable_groups)
 from .reconstruct import InputGrams, reconstruct_layers
@@ -31,6 +31,7 @@ __all__ = [
     "group_layers",
     "group_scores",
     "group_sizes",
+    "input_shape",
     "make_permanent",
     "n_m_violations",
     "output_shapes",

@@ -35,3 +35,22 @@ def output_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...]
     with torch.no_grad():
         out = call_network(model, example_inputs)
     return [tuple(t.shape) for t in tp.utils.flatten_as_list(out)]
+
+
+def input_shape(inputs: Any) -> tuple[int, list[int]]:
+    """``(batch size, shape of one sample)`` of model inputs: a batch tensor, or a list of images
+    (torchvision's detectors) alone or as the one argument of a tuple."""
+    if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], list):
+        inputs = inputs[0]
+    if isinstance(inputs, list):
+        return len(inputs), list(inputs[0].shape)
+    return int(inputs.shape[0]), list(inputs.shape[1:])
+
+
+def move_to(inputs: Any, device: torch.device | str) -> Any:
+    """``inputs`` (a tensor, or a list or tuple of them) on ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(move_to(x, device) for x in inputs)
+    return inputs

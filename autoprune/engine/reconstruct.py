@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inputs import call_network, move_to
+
 #: Unfolded inputs (in_channels x kernel area) above which a layer is not refitted (its Gram matrix
 #: would take more than about 85 MB).
 MAX_INPUTS = 4608
@@ -97,7 +99,7 @@ def _input_grams(model: nn.Module, batches: list, names: list[str]) -> dict[str,
     try:
         with torch.no_grad():
             for batch_index[0], (inputs, _) in enumerate(batches):
-                model(inputs.to(device))
+                call_network(model, move_to(inputs, device))
     finally:
         for handle in handles:
             handle.remove()

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from ..checkpoint import atomic_save
 from ..files import atomic_write
 from ..errors import AutopruneError
-from ..metrics import accuracy, latency_ms, measure
+from ..metrics import latency_ms, measure
+from ..zoo import dataset_task
 from ..provenance import note, provenance
 
 FORMATS = ("torch", "torchscript", "onnx")
@@ -31,14 +32,17 @@ MODEL_FORMAT = "autoprune-model-v2"
 
 def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
                   batch_size: int = 256) -> dict[str, float]:
-    """Validation and test accuracy, FLOPs, parameters and latency (ms at ``latency_batch_size``)."""
-    example = data.val[0][0].unsqueeze(0)
-    result: dict[str, float] = {"val_accuracy": accuracy(model, DataLoader(data.val, batch_size=batch_size))}
+    """The task's score on the validation and test splits (top-1 accuracy for classification), FLOPs,
+    parameters and latency (ms at ``latency_batch_size``)."""
+    task = dataset_task(data)
+    sample = data.val[0][0]
+    result: dict[str, float] = {
+        "val_accuracy": task.score(model, DataLoader(data.val, batch_size=batch_size, collate_fn=task.collate))}
     if data.test is not None:
-        result["test_accuracy"] = accuracy(model, DataLoader(data.test, batch_size=batch_size))
-    result.update(measure(model, example))
-    timing_input = example.expand(latency_batch_size, *example.shape[1:]).contiguous()
-    result["latency_ms"] = latency_ms(model, timing_input)
+        result["test_accuracy"] = task.score(model, DataLoader(data.test, batch_size=batch_size,
+                                                               collate_fn=task.collate))
+    result.update(measure(model, task.example(sample)))
+    result["latency_ms"] = latency_ms(model, task.repeated(sample, latency_batch_size))
     return result
 
 

@@ -21,7 +21,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import AutopruneError
 from ..provenance import fingerprint
 from ..searcher.evaluation import apply_plan, calibration_batches
-from ..zoo import create_dataset, create_model
+from ..zoo import create_dataset, create_model, dataset_task
 from .record import Plan, StudyRecord
 
 
@@ -50,7 +50,7 @@ def rebuild(record: StudyRecord, number: int | None = None, *, baseline: nn.Modu
     settings = record.settings
     calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
     plan = record.plan(trial)
-    model = apply_plan(baseline, data.val[0][0].unsqueeze(0), plan, calibration)
+    model = apply_plan(baseline, dataset_task(data).example(data.val[0][0]), plan, calibration)
     return Rebuilt(baseline, model, data, trial, plan)
 
 

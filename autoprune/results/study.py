@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import AutopruneError
 from ..settings import FINETUNE
 from ..training import train
+from ..zoo import dataset_task
 from .export import measure_model, real_batch, save
 from .rebuild import Rebuilt, rebuild
 from .record import Plan, StudyRecord, open_study
@@ -83,7 +84,7 @@ class Study:
                   teacher=teacher)
         measured = {name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
                     for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}
-        example = rebuilt.data.val[0][0].unsqueeze(0)
+        example = dataset_task(rebuilt.data).example(rebuilt.data.val[0][0])
         difference = save(rebuilt.model, path, format, example, real_batch(rebuilt.data, 8),
                           metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
                                     "metrics": measured["pruned"]}, unpruned=rebuilt.baseline)

@@ -30,13 +30,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, InputGrams, group_layers, group_sizes, make_permanent,
-                      prunable_groups, prune, prune_n_m, prune_weights, reconstruct_layers, removal_count,
-                      weight_scores)
+from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, InputGrams, group_layers, group_sizes, input_shape,
+                      make_permanent, prunable_groups, prune, prune_n_m, prune_weights, reconstruct_layers,
+                      removal_count, weight_scores)
 from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
 from ..results.record import Plan
 from ..settings import FINETUNE, SearchSettings
+from ..tasks import Task
+from ..zoo import dataset_task
 from ..training import train_steps
 from .latency import LatencyTable, effective_rates, measure_table
 from .recovery import recalibrate_batchnorm
@@ -70,7 +72,7 @@ def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> li
         random.seed(seed)
         np.random.seed(seed % 2**32)
         try:
-            loader = DataLoader(data.train, batch_size=batch_size, shuffle=True,
+            loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=dataset_task(data).collate,
                                 generator=torch.Generator().manual_seed(seed))
             return [batch for _, batch in zip(range(count), loader)]
         finally:
@@ -80,7 +82,8 @@ def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> li
 
 def validation_batches(data: Any, batch_size: int, seed: int) -> list:
     """The whole validation split in a fixed shuffled order, so a stopped count has seen every class."""
-    loader = DataLoader(data.val, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(data.val, batch_size=batch_size, shuffle=True, collate_fn=dataset_task(data).collate,
+                        generator=torch.Generator().manual_seed(seed))
     return list(loader)
 
 
@@ -269,13 +272,14 @@ class Evaluator:
     structure: BaselineStructure | None = field(default=None, repr=False)
     context: MetricContext | None = field(default=None, repr=False)
     latency_table: LatencyTable | None = field(default=None, repr=False)
+    task: Task = field(default_factory=lambda: Task(1), repr=False)
 
     def __post_init__(self) -> None:
         if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
             self.structure = BaselineStructure(self.baseline, self.example)
         if self.context is None:
             self.context = MetricContext(self.example, self.timing_input, self.val_batches, self.settings.seed,
-                                         self.baseline, self.calibration, self.settings)
+                                         self.baseline, self.calibration, self.settings, task=self.task)
 
     @functools.cached_property
     def measured(self) -> list[str]:
@@ -297,20 +301,26 @@ class Evaluator:
         """
         baseline = model.eval()
         device = next(baseline.parameters()).device
-        example = data.val[0][0].unsqueeze(0).to(device)
-        timing_input = example.expand(settings.latency_batch_size, *example.shape[1:]).contiguous()
+        task = dataset_task(data)
+        sample = data.val[0][0].to(device)
+        example = task.example(sample)
+        timing_input = task.repeated(sample, settings.latency_batch_size)
         groups = prunable_groups(baseline, example)
         if not groups:
             raise AutopruneError("the model has no prunable channel groups")
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
         val_batches = validation_batches(data, settings.batch_size, settings.seed)
-        evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings)
+        evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings, task=task)
         if "latency" in evaluator.measured:
             evaluator.use_latency_table(latency_table)
-        correct, total = count_correct(baseline, val_batches)
+        if task.countable:
+            correct, total = count_correct(baseline, val_batches)
+            score = 100.0 * correct / total
+        else:  # scored on the whole split: no count to stop early on
+            correct, total = 0, sum(task.batch_size(targets) for _, targets in val_batches)
+            score = task.score(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
-        evaluator.base = {"accuracy": 100.0 * correct / total, "accuracy_drop": 0.0,
-                          **evaluator.size(baseline, {"rates": {}})}
+        evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, {"rates": {}})}
         evaluator.context.remember_baseline(evaluator.base)
         return evaluator
 
@@ -322,7 +332,7 @@ class Evaluator:
         if table is None:
             table = measure_table(self.baseline, self.example, self.timing_input, self.groups, settings.rate_max,
                                   settings.latency_device, settings.round_to)
-        table.check_fits(self.groups, int(self.timing_input.shape[0]), list(self.timing_input.shape[1:]), where)
+        table.check_fits(self.groups, *input_shape(self.timing_input), where)
         self.latency_table = table
         self.context.predict_latency = lambda plan: table.predict(effective_rates(plan, self.structure.sizes))
 
@@ -353,11 +363,17 @@ class Evaluator:
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()
-        correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
+        extra: dict[str, float] = {}
+        if self.task.countable:
+            correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
+            drop = budget.counted_drop(correct, seen)
+            accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
+        else:
+            extra = self.task.scores(model, self.val_batches)
+            accuracy, seen = extra.pop(self.task.metric), budget.total
+            drop = self.base["accuracy"] - accuracy
         evaluated_at = time.perf_counter()
-        drop = budget.counted_drop(correct, seen)
-        accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
-        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **self.size(model, plan)}
+        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **extra, **self.size(model, plan)}
         metrics.update(prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
                        eval_seconds=evaluated_at - recalibrated_at, measure_seconds=time.perf_counter() - evaluated_at)
         return metrics

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import prune, removal_count
+from ..engine import input_shape, prune, removal_count
 from ..errors import AutopruneError
 from ..files import atomic_write_text
 from ..metrics import latency_ms
+from ..engine.inputs import move_to
 
 #: What a latency table file holds (``autoprune latency-table``).
 TABLE_FORMAT = "autoprune-latency-table-v1"
@@ -121,7 +122,7 @@ def time_model(model: nn.Module, timing_input: torch.Tensor, device: str, min_ru
     """Milliseconds of a forward pass of a copy of ``model`` on ``device``: the fastest of the timed
     blocks, which other processes on a shared machine disturb least."""
     target = timing_device(device)
-    return latency_ms(copy.deepcopy(model).to(target), timing_input.to(target), min_run_time=min_run_time,
+    return latency_ms(copy.deepcopy(model).to(target), move_to(timing_input, target), min_run_time=min_run_time,
                       statistic="min")
 
 
@@ -141,7 +142,7 @@ def measure_table(baseline: nn.Module, example: torch.Tensor, timing_input: torc
     base = best["base", 0]
     ms = {group: [base, *(best[group, k] for k in range(1, len(rates)))] for group in groups}
     uniform = [base, *(best["uniform", k] for k in range(1, len(rates)))]
-    return LatencyTable(base, rates, ms, uniform, device, int(timing_input.shape[0]), list(timing_input.shape[1:]))
+    return LatencyTable(base, rates, ms, uniform, device, *input_shape(timing_input))
 
 
 def effective_rates(plan: dict[str, Any], sizes: dict[str, tuple[int, int]]) -> dict[str, float]:

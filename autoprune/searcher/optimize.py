@@ -45,7 +45,7 @@ from ..provenance import fingerprint, provenance
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
-from ..zoo import list_metrics
+from ..zoo import dataset_task, list_metrics
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .latency import LatencyTable, check_table
@@ -166,7 +166,7 @@ def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
                 artifacts: str | Path | None = None,
                 study_attrs: dict[str, Any] | None = None) -> tuple[StudyRecord, Evaluator]:
     """The study's record (created, or checked and resumed) and the evaluator of its plans."""
-    check_task(data)
+    check_task(data, settings)
     check_importances(settings)
     record = StudyRecord(_open_study(settings, storage, study_name))
     stored = None if record.is_new or record.latency_table is None else LatencyTable.from_dict(
@@ -240,8 +240,8 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
     Every importance must be registered, and a study that exists already must have
     the same settings, groups, model and dataset.
     """
-    check_task(data)
-    example = data.val[0][0].unsqueeze(0).to(next(model.parameters()).device)
+    check_task(data, settings)
+    example = dataset_task(data).example(data.val[0][0].to(next(model.parameters()).device))
     check_importances(settings, model, example, data)
     groups = prunable_groups(model.eval(), example)
     record = StudyRecord(_open_study(settings, storage, study_name))
@@ -249,12 +249,26 @@ def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
         record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
 
 
-def check_task(data: Any) -> None:
-    """A dataset whose targets are not class labels is refused before any work: trials score top-1 accuracy."""
-    task = getattr(data, "task", "classification")
-    if task != "classification":
-        raise AutopruneError(f"the dataset's task is {task!r}, but a search scores classification (top-1 accuracy) "
-                             f"only; {task} models can be pruned with autoprune.prune() at rates you choose")
+def check_task(data: Any, settings: SearchSettings) -> None:
+    """The dataset's task is registered, and the settings it cannot serve are refused before any work.
+
+    A task scored on the whole split (detection, segmentation) trains with its own loss in
+    training mode: importances and weight importances that need loss gradients, recovery
+    steps and the corruption metrics, which assume class labels, are classification's.
+    """
+    task = dataset_task(data)
+    if task.name == "classification":
+        return
+    needs_grads = [name for name in settings.importances if resolve_importance(name).needs_grads]
+    if {"weight", "nm"} & set(settings.granularities) and resolve_weight_importance(settings.weight_importance).needs_grads:
+        needs_grads.append(settings.weight_importance)
+    robust = [m for m in (*settings.objectives, *settings.bounds) if m.startswith("robust_")]
+    for refused, what in ((needs_grads, "importances that need loss gradients"),
+                          (["recovery_steps"] if settings.recovery_steps else [], "recovery steps"),
+                          (robust, "the corruption metrics")):
+        if refused:
+            raise AutopruneError(f"the dataset's task is {task.name!r}; {what} ({', '.join(map(repr, refused))}) "
+                                 "serve classification only")
 
 
 def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,

@@ -14,6 +14,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..engine import call_network
+from ..engine.inputs import move_to
+
 
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -36,8 +39,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     device = next(model.parameters()).device
     model.train()
     with torch.no_grad():
-        for inputs, _ in batches:
-            model(inputs.to(device))
+        for inputs, _ in batches:  # the network alone: a detector in training mode would ask for targets
+            call_network(model, move_to(inputs, device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()
