@@ -186,7 +186,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     print(f"study {record.name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible"
           f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})")
     baseline = record.baseline
-    print(f"  baseline accuracy   {baseline['accuracy']:.2f} %")
+    print(f"  {'baseline ' + record.score_name:<19} {record.score_text(baseline['accuracy'])}")
     report = write_report(record, out / "report")
     best = result.best_trial
     max_drop = record.max_accuracy_drop
@@ -207,7 +207,8 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
         return 1
     metrics = record.metrics(best)
     print(f"  best trial          #{best.number}")
-    print(f"  accuracy            {metrics['accuracy']:.2f} % (drop {metrics['accuracy_drop']:.2f} <= {max_drop})")
+    print(f"  {record.score_name:<19} {record.score_text(metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
+          f"<= {max_drop})")
     for key in ("flops", "params"):
         before, after = baseline[key], metrics[key]
         print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")

@@ -20,9 +20,13 @@ def list_importances(pattern: str = "*") -> list[str]:
     return get_registries().importances.names(pattern)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching the shell-style ``pattern``."""
-    return get_registries().models.names(pattern)
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered model names matching the shell-style ``pattern`` (and serving ``task``, when given)."""
+    models = get_registries().models
+    names = models.names(pattern)
+    if task is None:
+        return names
+    return [n for n in names if models.get(n).options.get("task", "classification") == task]
 
 
 def list_datasets(pattern: str = "*") -> list[str]:

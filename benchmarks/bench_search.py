@@ -149,10 +149,21 @@ def main(argv: list[str] | None = None) -> int:
                            "base": evaluator.base, **measured_with(),
                            "rows": {m: {k: v for k, v in row.items() if k != "record"} for m, row in rows.items()}}
         atomic_write_text(path, json.dumps(results[budget], indent=1))
-        atomic_write_text(args.doc, render(study_file, results, args))  # after every budget: a stop loses none
+        # after every budget, so a stop loses none
+        atomic_write_text(args.doc, with_kept_sections(args.doc, render(study_file, results, args)))
         print(f"wrote {args.doc} ({len(results)} of {len(args.budgets)} budgets)", file=sys.stderr)
-    atomic_write_text(args.doc, render(study_file, results, args))
+    atomic_write_text(args.doc, with_kept_sections(args.doc, render(study_file, results, args)))
     return 0
+
+
+def with_kept_sections(path: str, text: str) -> str:
+    """``text``, followed by the sections other benchmarks wrote into the document at ``path`` (between
+    ``<!-- name: ... -->`` and ``<!-- /name -->`` markers, such as benchmarks/bench_driving.py's)."""
+    import re
+
+    old = Path(path).read_text() if Path(path).exists() else ""
+    kept = [m.group(0) for m in re.finditer(r"<!-- (\w+): .*?-->.*?<!-- /\1 -->", old, re.S)]
+    return "\n\n".join([text.rstrip("\n"), *kept]) + "\n"
 
 
 def measured_with() -> dict[str, str]:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every torchvision classifier")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    names = autoprune.list_models("torchvision/*")
+    names = autoprune.list_models("torchvision/*", task="classification")
     if args.patterns:
         names = [n for n in names if any(fnmatch.fnmatch(n.split("/", 1)[1], p) for p in args.patterns)]
     elif not args.all:

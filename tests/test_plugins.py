@@ -34,6 +34,9 @@ def test_every_torchvision_classifier_detector_and_segmenter_is_registered():
     expected = {f"torchvision/{n}" for module in modules for n in torchvision.models.list_models(module=module)}
     assert {"torchvision/resnet18", "torchvision/fcos_resnet50_fpn", "torchvision/fcn_resnet50"} <= expected
     assert expected == set(autoprune.list_models("torchvision/*"))
+    classifiers = {f"torchvision/{n}" for n in torchvision.models.list_models(module=torchvision.models)}
+    assert set(autoprune.list_models("torchvision/*", task="classification")) == classifiers
+    assert "small_detector" in autoprune.list_models(task="detection")
 
 
 def _plugin(name: str, **hooks) -> types.ModuleType:

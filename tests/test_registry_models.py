@@ -11,7 +11,7 @@ from torch.utils.data import Subset
 
 import autoprune
 
-OWN_MODELS = [n for n in autoprune.list_models() if not n.startswith("torchvision/")]
+OWN_MODELS = [n for n in autoprune.list_models(task="classification") if not n.startswith("torchvision/")]
 
 # One member of each torchvision family named in the project's goals, at a small input size.
 TORCHVISION = {
@@ -23,7 +23,7 @@ TORCHVISION = {
 
 
 @pytest.mark.parametrize("name", OWN_MODELS)
-def test_own_models_honour_shapes_and_prune(name):
+def test_own_classifiers_honour_shapes_and_prune(name):
     torch.manual_seed(0)
     model = autoprune.create_model(name, num_classes=7, in_channels=1).eval()
     x = torch.randn(2, 1, 16, 16)

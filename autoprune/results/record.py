@@ -193,6 +193,15 @@ class StudyRecord:
         return self.settings.max_accuracy_drop
 
     @property
+    def score_name(self) -> str:
+        """What the study's ``accuracy`` holds: its task's score (``accuracy``, ``map``, ``miou``, a plugin's)."""
+        return self.attrs.get("score", "accuracy")
+
+    def score_text(self, value: float) -> str:
+        """A score as the study's summaries print it: ``93.50 %`` for accuracy, ``41.20`` (points) otherwise."""
+        return f"{value:.2f} %" if self.score_name == "accuracy" else f"{value:.2f}"
+
+    @property
     def importances(self) -> list[str]:
         return list(self.settings.importances)
 

@@ -351,7 +351,8 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
             state_file = Path(tmp) / "baseline.pt"
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
-    record.create(settings, evaluator.groups, evaluator.base, source, extra=study_attrs)
+    task = {"task": evaluator.task.name, "score": evaluator.task.metric}  # what "accuracy" holds
+    record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})})
 
 
 def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:
