@@ -38,8 +38,8 @@ demo: install
 # root; otherwise the dataset plugin falls back to torchvision's download). On two CPU
 # cores: about 20 minutes to train the baseline (cached), then 45 to 60 minutes per budget;
 # docs/benchmarks.md is rewritten after each budget, and each budget's numbers are kept in
-# runs/bench-fashion-mnist/bench-results/: `make bench BENCH_ARGS=--resume` measures only the
-# budgets not kept yet (the document names the commit each was measured at).
+# benchmarks/results/: `make bench BENCH_ARGS=--resume` measures only the budgets not kept
+# yet (the document names the commit each was measured at).
 bench: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi

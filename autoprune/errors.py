@@ -60,5 +60,6 @@ def unknown_name(kind: str, name: object, valid: Iterable[str], *, list_all: boo
     only = os.environ.get("AUTOPRUNE_PLUGINS")
     if only is not None and not close:  # the name may come from a plugin this variable leaves out
         hint += (f" (AUTOPRUNE_PLUGINS={only!r} loads only the entry points it names, built-in ones included: "
-                 "unset it, or add the plugin that registers it, such as metrics_builtin or datasets_builtin)")
+                 "unset it, or add the plugin that registers it, such as metrics_builtin, tasks_builtin or "
+                 "datasets_builtin)")
     return UnknownNameError(f"unknown {kind} {name!r}; {hint}")

@@ -121,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default="docs/benchmarks.md")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the budgets an earlier run measured with the same trials and fine-tune "
-                             "(kept as JSON in the study's output folder); the document names each one's commit")
+                             "(kept as JSON in benchmarks/results/); the document names each one's commit")
     args = parser.parse_args(argv)
 
     study_file, data, model, storage = study_setup(args.study, "bench.db")
-    kept = study_file.out_dir / "bench-results"
-    kept.mkdir(exist_ok=True)
+    kept = RESULTS / study_file.name  # in the repository, so a later run (or session) can resume
+    kept.mkdir(parents=True, exist_ok=True)
 
     results = {}
     for budget in args.budgets:
@@ -199,6 +199,9 @@ def _cpu() -> str:
 def _reduction(base: float, flops: float | None) -> str:
     return "none within the budget" if not flops else f"{base / flops:.2f}x"
 
+
+#: Each budget's numbers, as JSON, per study: what `--resume` reuses.
+RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The targets of the search (docs/benchmarks.md): the ratio to the better baseline at each budget.
 TARGET_RATIO = {1.0: 1.3}

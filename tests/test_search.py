@@ -197,7 +197,7 @@ def test_search_needs_no_builtin_importance_it_does_not_use(baseline, digits, mo
     AUTOPRUNE_PLUGINS excluding the built-in magnitude plugin every trial failed."""
     from autoprune import plugins
 
-    monkeypatch.setenv(plugins.PLUGINS_ENV, "importance_random,importance_fpgm,metrics_builtin")
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "importance_random,importance_fpgm,metrics_builtin,tasks_builtin")
     monkeypatch.setattr(plugins, "_manager", None)
     monkeypatch.setattr(plugins, "_registries", None)
     assert "l1" not in autoprune.list_importances()
