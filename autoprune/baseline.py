@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import atomic_save, load_checkpoint
-from .metrics import accuracy
+
 from .settings import StudyFile
 from .training import train
-from .zoo import create_model
+from .zoo import create_model, dataset_task
 
 
 def cache_key(study: StudyFile) -> str:
@@ -55,8 +55,9 @@ def load_or_train(study: StudyFile, model: nn.Module, data,
         if log:
             log(f"training the baseline ({study.train.epochs} epochs); cached as {path}")
         train(model, data, study.train, seed=study.settings.seed, log=log)
-        val = DataLoader(data.val, batch_size=256)
-        atomic_save({"state_dict": model.state_dict(), "val_accuracy": accuracy(model, val),
+        task = dataset_task(data)
+        val = DataLoader(data.val, batch_size=256, collate_fn=task.collate)
+        atomic_save({"state_dict": model.state_dict(), "val_accuracy": task.score(model, val),  # the task's score
                      "key": cache_key(study)}, path)
         load_checkpoint(model, path, what="the cached baseline")
         return model.eval(), True

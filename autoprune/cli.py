@@ -179,6 +179,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     """Print the search's outcome, write the report, save the chosen model and its plan."""
     import json
 
+    from .engine import input_shape
     from .results import save_model, write_report
 
     record = result.record
@@ -220,7 +221,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
               f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)")
     plan = result.best_plan
     save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan},
-               input_shape=tuple(result.example_inputs.shape[1:]))
+               input_shape=tuple(input_shape(result.example_inputs)[1]))
     plan_path = out / "best_plan.json"
     atomic_write_text(plan_path, json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")

@@ -152,3 +152,19 @@ def test_settings_a_task_cannot_serve_are_refused_before_any_work():
     with pytest.raises(autoprune.AutopruneError, match="^the dataset's task is 'detection'; importances that need "
                                                        "loss gradients \\('taylor'\\) serve classification only$"):
         autoprune.search(model, data, max_accuracy_drop=1.0, trials=1, importances=("l1", "taylor"))
+
+
+def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
+    from autoprune import cli
+
+    study = tmp_path / "det.toml"
+    study.write_text(
+        '[study]\nmax_accuracy_drop = 100.0\ntrials = 2\n'
+        '[model]\nname = "small_detector"\nparams = { width = 8, image_size = 32 }\n'
+        '[dataset]\nname = "driving_scenes"\nparams = { task = "detection", images = 24, test_images = 4, size = 32 }\n'
+        '[train]\nepochs = 1\nbatch_size = 8\nlr = 0.01\n'
+        '[search]\nimportances = ["l1"]\nbatch_size = 8\ncalibration_batches = 2\nuniform_starts = [0.3]\n')
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials" in out and "baseline map" in out and "best trial" in out
+    assert (tmp_path / "out" / "best.pt").is_file() and (tmp_path / "out" / "report" / "index.html").is_file()
