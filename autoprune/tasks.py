@@ -24,6 +24,7 @@ from torch.utils.data import default_collate
 from .engine import call_model
 from .engine.inputs import move_to
 from .errors import AutopruneError
+from .metrics import count_correct
 
 #: The task of a dataset that names none.
 DEFAULT_TASK = "classification"
@@ -64,10 +65,6 @@ class Task:
         that stops early bounds it exactly; a task that scores otherwise is scored on the whole split."""
         return type(self).scores is Task.scores
 
-    def batch_size(self, targets: Any) -> int:
-        """How many samples a batch's targets hold."""
-        return len(targets)
-
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         """The model's predictions for a batch, in eval mode."""
         return call_model(model, inputs)
@@ -78,12 +75,7 @@ class Task:
 
     def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
         """``{metric: points, **extra_metrics}`` over ``batches``, in eval mode; the model is left as it was."""
-        correct = seen = 0
-        with _evaluating(model):
-            for inputs, targets in batches:
-                predictions = _logits(self.predict(model, _to(inputs, model))).argmax(1).cpu()
-                correct += int((predictions == targets).sum())
-                seen += len(targets)
+        correct, seen = count_correct(model, batches)
         if not seen:
             raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
         return {self.metric: 100.0 * correct / seen}

@@ -317,7 +317,7 @@ class Evaluator:
             correct, total = count_correct(baseline, val_batches)
             score = 100.0 * correct / total
         else:  # scored on the whole split: no count to stop early on
-            correct, total = 0, sum(task.batch_size(targets) for _, targets in val_batches)
+            correct, total = 0, sum(len(targets) for _, targets in val_batches)
             score = task.score(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
         evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, {"rates": {}})}
