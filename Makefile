@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-driving clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
 	$(BIN)/python benchmarks/bench_search.py studies/bench-fashion-mnist.toml --doc docs/benchmarks.md $(BENCH_ARGS)
+
+# The driving-perception studies (detection and segmentation on synthetic road scenes), run
+# as a user runs them, with their exports; their figures go into docs/benchmarks.md.
+bench-driving: install
+	$(BIN)/python benchmarks/bench_driving.py --doc docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import atomic_save, load_checkpoint
-
+from .errors import AutopruneError
 from .settings import StudyFile
 from .training import train
-from .zoo import create_model, dataset_task
+from .zoo import create_model, dataset_task, list_models
 
 
 def cache_key(study: StudyFile) -> str:
@@ -34,11 +34,28 @@ def cache_key(study: StudyFile) -> str:
 
 
 def build_model(study: StudyFile, data) -> nn.Module:
-    """The study's model, initialized from the study's seed (so retraining gives the same weights)."""
+    """The study's model, initialized from the study's seed (so retraining gives the same weights);
+    a model registered for another task than the dataset's is refused before it is built."""
+    check_model_task(study.model, study.dataset, data)
     with torch.random.fork_rng():
         torch.manual_seed(study.settings.seed)
         return create_model(study.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
                             **study.model_params)
+
+
+def check_model_task(model: str, dataset: str, data) -> None:
+    """Registered model ``model`` serves the task of ``dataset``'s splits ``data``, as it registered it
+    (``register(..., task=...)``; classification when it says nothing)."""
+    from .plugins import get_registries
+    from .tasks import DEFAULT_TASK
+
+    serves = get_registries().models.get(model).options.get("task", DEFAULT_TASK)
+    needs = getattr(data, "task", DEFAULT_TASK)
+    if serves != needs:
+        fitting = list_models(task=needs)
+        raise AutopruneError(
+            f"model {model!r} is registered for {serves}, but dataset {dataset!r} gives {needs} samples; "
+            f"{needs} models: {', '.join(fitting[:8]) + (', ...' if len(fitting) > 8 else '') or 'none registered'}")
 
 
 def load_or_train(study: StudyFile, model: nn.Module, data,

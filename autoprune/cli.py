@@ -250,7 +250,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"  {'':<14} {'baseline':>12} {'pruned':>12}")
     for key in after:
         b, a = before[key], after[key]
-        shown = (lambda v: f"{v:.2f}") if "accuracy" in key or key == "latency_ms" else _human
+        shown = (lambda v: f"{v:.2f}") if key.startswith(("val_", "test_")) or key == "latency_ms" else _human
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
         label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
         print(f"  {label:<14} {shown(b):>12} {shown(a):>12}{ratio}")

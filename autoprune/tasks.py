@@ -34,13 +34,25 @@ Batches = Iterable[tuple[Any, Any]]
 class Task:
     """One kind of prediction: its batches, loss and score (the defaults are top-1 classification).
 
-    ``metric``: the score's name (``accuracy``, ``map``, ``miou``); ``extra_metrics``: other
-    numbers :meth:`scores` reports beside it (``map_50``).
+    ``metric``: the score's name (``accuracy``, ``map``, ``miou``); ``metric_label``: how
+    figures name it, with its unit; ``extra_metrics``: other numbers :meth:`scores` reports
+    beside it (``map_50``).
     """
 
     name = "classification"
     metric = "accuracy"
+    #: The score as figures and tables name it, with its unit.
+    metric_label = "top-1 accuracy, %"
     extra_metrics: tuple[str, ...] = ()
+    #: How ``autoprune export --format torchscript`` compiles the model: ``"trace"`` records one
+    #: forward pass; ``"script"`` compiles its code, for models whose outputs' shapes depend on
+    #: the data (a detector's score threshold and non-maximum suppression), which a trace would freeze.
+    torchscript = "trace"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metric" in cls.__dict__ and "metric_label" not in cls.__dict__:  # a new score, not its parent's label
+            cls.metric_label = f"{cls.metric}, points"
 
     def __init__(self, num_classes: int) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -58,6 +70,10 @@ class Task:
     def repeated(self, sample_input: Any, batch_size: int) -> Any:
         """The model's inputs for ``batch_size`` copies of one sample: what latency is timed on."""
         return sample_input.unsqueeze(0).expand(batch_size, *sample_input.shape).contiguous()
+
+    def export_inputs(self, sample_inputs: Sequence[Any]) -> list[Any]:
+        """The model inputs an export is checked on, from a few validation samples: one batch of them."""
+        return [torch.stack(list(sample_inputs))]
 
     @property
     def countable(self) -> bool:
@@ -98,7 +114,9 @@ class Detection(Task):
 
     name = "detection"
     metric = "map"
+    metric_label = "COCO mAP@[.5:.95], points"
     extra_metrics = ("map_50",)
+    torchscript = "script"
 
     def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[list, list]:
         return [image for image, _ in samples], [target for _, target in samples]
@@ -108,6 +126,10 @@ class Detection(Task):
 
     def repeated(self, sample_input: Any, batch_size: int) -> Any:
         return ([sample_input] * batch_size,)
+
+    def export_inputs(self, sample_inputs: Sequence[Any]) -> list[Any]:
+        """One image at a time: torchvision's detectors export to ONNX for a list of one image."""
+        return [([image],) for image in sample_inputs]
 
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         return model(list(inputs))
@@ -150,6 +172,7 @@ class Segmentation(Task):
 
     name = "segmentation"
     metric = "miou"
+    metric_label = "mean IoU, points"
     IGNORE_INDEX = 255
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:

@@ -4,7 +4,9 @@
 
 Each study (studies/driving-segmentation.toml, studies/driving-detection.toml) runs
 as a user runs it, `autoprune search STUDY`, from a fresh output folder: the baseline
-is trained, the search runs, the report and the best model are written. The section
+is trained, the search runs, the report and the best model are written; then the
+chosen model is exported as a user exports it (`autoprune export`, TorchScript and
+ONNX, each reloaded and checked against PyTorch on validation images). The section
 between the driving markers of the document is replaced; the rest of the document
 (`make bench`'s) is kept.
 """
@@ -45,10 +47,22 @@ def run(study: str, out: Path) -> dict:
     record = open_study(f"sqlite:///{(out / 'study.db').resolve()}")
     best = record.chosen_trial()
     metrics = record.metrics(best)
+    exports = {fmt: export(out, fmt) for fmt in ("torchscript", "onnx")}
     return {"study": study, "model": record.attrs["model"], "score": record.score_name,
             "max_drop": record.max_accuracy_drop, "baseline": record.baseline, "trial": best.number,
             "metrics": metrics, "trials": len(record.completed()), "feasible": len(record.feasible()),
-            "seconds": seconds}
+            "seconds": seconds, "exports": exports}
+
+
+def export(out: Path, fmt: str) -> str:
+    """``autoprune export`` of the chosen trial as ``fmt``: the check it printed, or the one-line error."""
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        code = cli.main(["export", str(out), "-o", str(out / f"best.{fmt}"), "--format", fmt])
+    if code != 0:
+        return "failed: " + errors.getvalue().strip().removeprefix("autoprune: error: ")
+    last = printed.getvalue().strip().splitlines()[-1]  # "saved PATH (fmt; outputs match PyTorch within X ...)"
+    return "outputs match within " + last.split("within ", 1)[1].split(" ", 1)[0]
 
 
 def section(results: list[dict]) -> str:
@@ -57,18 +71,19 @@ def section(results: list[dict]) -> str:
              "user runs it (`autoprune search STUDY`: baseline trained, search, report, best model saved) on",
              "synthetic road scenes (`driving_scenes`). The score is the task's: mean IoU for segmentation,",
              "COCO mAP@[.5:.95] for detection, in points; the budget is a drop of it.", "",
-             "| study | model | baseline score | chosen trial | its score (drop) | FLOPs reduction | parameters "
-             "reduction | feasible trials | wall time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             ("| study | model | baseline score | chosen trial | its score (drop) | FLOPs reduction | parameters "
+              "reduction | feasible trials | wall time | TorchScript export | ONNX export |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         base, m = r["baseline"], r["metrics"]
         lines.append(f"| {r['study']} | `{r['model']}` | {r['score']} {base['accuracy']:.2f} | #{r['trial']} | "
                      f"{m['accuracy']:.2f} ({m['accuracy_drop']:.2f} <= {r['max_drop']}) | "
                      f"{base['flops'] / m['flops']:.2f}x | {base['params'] / m['params']:.2f}x | "
-                     f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min |")
-    lines += ["", f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-                  f"autoprune {version('autoprune')}, torch {torch.__version__}, "
-                  f"torch-pruning {version('torch-pruning')}; run on {time.strftime('%Y-%m-%d')}.", "", END]
+                     f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min | "
+                     f"{r['exports']['torchscript']} | {r['exports']['onnx']} |")
+    lines += ["", (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+                   f"autoprune {version('autoprune')}, torch {torch.__version__}, "
+                   f"torch-pruning {version('torch-pruning')}; run on {time.strftime('%Y-%m-%d')}."), "", END]
     return "\n".join(lines)
 
 

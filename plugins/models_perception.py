@@ -62,7 +62,7 @@ class _PyramidBackbone(nn.Module):
         self.smooth = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> OrderedDict:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         c1 = self.stage1(self.stem(x))
         c2 = self.stage2(c1)
         p2 = self.lateral2(c2)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -207,3 +209,35 @@ def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path
         torch.manual_seed(trial.number + 100)  # whatever the global generator holds
         rebuilt = study.rebuild(trial.number)
         assert accuracy(rebuilt.model, val) == trial.user_attrs["accuracy"]
+
+
+@pytest.mark.parametrize("fmt", ["torch", "torchscript", "onnx"])
+def test_a_pruned_segmenter_exports_and_its_outputs_are_checked(tmp_path, fmt):
+    from autoprune.results.export import save
+
+    torch.manual_seed(0)
+    unpruned = autoprune.create_model("small_segmenter", num_classes=5, width=8).eval()
+    task = autoprune.create_task("segmentation", 5)
+    images = [torch.rand(3, 32, 32) for _ in range(3)]
+    pruned = autoprune.prune(copy.deepcopy(unpruned), task.example(images[0]), 0.3)
+    target = tmp_path / f"segmenter.{fmt}"
+    difference = save(pruned, target, fmt, task.example(images[0]), task.export_inputs(images),
+                      metadata={"rates": 0.3}, unpruned=unpruned)
+    assert difference <= 1e-4 and target.is_file()
+
+
+def test_an_export_whose_outputs_differ_is_refused(tmp_path):
+    """The check compares every output tensor: a file that reloads to a different model is an error."""
+    from autoprune.results import export
+
+    class Drifting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x) + (0 if torch.jit.is_scripting() or torch.jit.is_tracing() else 1)
+
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(autoprune.AutopruneError, match="torchscript export of .* differs from the PyTorch model by"):
+        export.save(Drifting(), tmp_path / "m.ts", "torchscript", x, [x])

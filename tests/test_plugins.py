@@ -12,7 +12,8 @@ from autoprune import plugins
 from autoprune.errors import AutopruneError, DuplicateNameError, UnknownNameError
 
 BUILTIN_IMPORTANCES = {"l1", "l2", "fpgm", "taylor", "bn_scale", "random"}
-BUILTIN_DATASETS = {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder"}
+BUILTIN_DATASETS = {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "driving_scenes",
+                    "coco_folder", "seg_folder"}
 
 
 def test_builtins_are_registered_through_entry_points_with_their_source():

@@ -144,4 +144,4 @@ def test_html_states_the_search_cost(tmp_path):
     study = _study()
     page = write_report(study, tmp_path).read_text()
     assert "30 finished trials" in page and "s of wall time" in page and "s per trial" in page
-    assert "95.00% validation accuracy" in page and "1,000,000 FLOPs" in page
+    assert "validation accuracy 95.00 %" in page and "1,000,000 FLOPs" in page

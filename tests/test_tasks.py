@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -168,3 +170,43 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 trials" in out and "baseline map" in out and "best trial" in out
     assert (tmp_path / "out" / "best.pt").is_file() and (tmp_path / "out" / "report" / "index.html").is_file()
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    assert "validation map" in page and "points of COCO mAP@[.5:.95] lost" in page and "<th>map_drop</th>" in page
+
+    # the chosen detector exports with its post-processing: scripted, and to ONNX checked by onnxruntime
+    image = autoprune.create_dataset("driving_scenes", task="detection", images=24, test_images=4, size=32).val[0][0]
+    for fmt in ("torchscript", "onnx"):
+        target = tmp_path / f"detector.{fmt}"
+        assert cli.main(["export", str(tmp_path / "out"), "-o", str(target), "--format", fmt]) == 0
+        shown = capsys.readouterr().out
+        assert "val_map " in shown and "val_map_50" in shown and "test_map" in shown and "outputs match" in shown
+    scripted = torch.jit.load(str(tmp_path / "detector.torchscript"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision says it returns (losses, detections) when scripted
+        _, detections = scripted([image])
+    assert set(detections[0]) == {"boxes", "scores", "labels"} and detections[0]["boxes"].shape[1] == 4
+
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(tmp_path / "detector.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    boxes, scores, labels = session.run(None, {"image": image.numpy()})
+    assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
+
+
+@pytest.mark.parametrize(("model", "dataset", "message"), [
+    ("small_detector", 'name = "digits"', ("model 'small_detector' is registered for detection, but dataset "
+                                           "'digits' gives classification samples; classification models: ")),
+    ("small_cnn", 'name = "driving_scenes"\nparams = { task = "segmentation", images = 8, size = 32 }',
+     ("model 'small_cnn' is registered for classification, but dataset 'driving_scenes' gives segmentation "
+      "samples; segmentation models: small_segmenter, torchvision/deeplabv3_mobilenet_v3_large")),
+])
+def test_a_model_for_another_task_than_the_dataset_s_is_one_line_before_any_work(tmp_path, capsys, model, dataset,
+                                                                                 message):
+    from autoprune import cli
+
+    study = tmp_path / "mismatch.toml"
+    study.write_text(f'[study]\nmax_accuracy_drop = 1.0\ntrials = 2\n[model]\nname = "{model}"\n[dataset]\n{dataset}\n')
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autoprune: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out" / "study.db").exists()  # nothing trained or recorded

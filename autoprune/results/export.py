@@ -20,11 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import atomic_save
-from ..files import atomic_write
 from ..errors import AutopruneError
+from ..files import atomic_write
 from ..metrics import latency_ms, measure
-from ..zoo import dataset_task
 from ..provenance import note, provenance
+from ..zoo import dataset_task
 
 FORMATS = ("torch", "torchscript", "onnx")
 MODEL_FORMAT = "autoprune-model-v2"
@@ -32,63 +32,191 @@ MODEL_FORMAT = "autoprune-model-v2"
 
 def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
                   batch_size: int = 256) -> dict[str, float]:
-    """The task's score on the validation and test splits (top-1 accuracy for classification), FLOPs,
+    """The task's scores on the validation and test splits (``val_accuracy``, or ``val_map`` and
+    ``val_map_50`` for detection, ``val_miou`` for segmentation; ``test_...`` likewise), FLOPs,
     parameters and latency (ms at ``latency_batch_size``)."""
     task = dataset_task(data)
     sample = data.val[0][0]
-    result: dict[str, float] = {
-        "val_accuracy": task.score(model, DataLoader(data.val, batch_size=batch_size, collate_fn=task.collate))}
-    if data.test is not None:
-        result["test_accuracy"] = task.score(model, DataLoader(data.test, batch_size=batch_size,
-                                                               collate_fn=task.collate))
+    result: dict[str, float] = {}
+    for split in ("val", "test"):
+        if getattr(data, split) is not None:
+            loader = DataLoader(getattr(data, split), batch_size=batch_size, collate_fn=task.collate)
+            result.update({f"{split}_{name}": value for name, value in task.scores(model, loader).items()})
     result.update(measure(model, task.example(sample)))
     result["latency_ms"] = latency_ms(model, task.repeated(sample, latency_batch_size))
     return result
 
 
-def real_batch(data: Any, count: int) -> torch.Tensor:
-    """The first ``count`` validation inputs, to check exports on real data."""
-    return torch.stack([data.val[i][0] for i in range(min(count, len(data.val)))])
+def check_inputs(data: Any, count: int) -> list[Any]:
+    """Model inputs from the first ``count`` validation samples, to check exports on real data
+    (one batch, or one image at a time for a detector: the task's :meth:`~autoprune.tasks.Task.export_inputs`)."""
+    return dataset_task(data).export_inputs([data.val[i][0] for i in range(min(count, len(data.val)))])
 
 
-def save(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, check: torch.Tensor,
-         metadata: dict | None = None, atol: float = 1e-4, unpruned: nn.Module | None = None) -> float:
-    """Save ``model`` as ``fmt`` and return the largest output difference on ``check`` after reloading.
+def save(model: nn.Module, path: str | Path, fmt: str, example: Any, checks: list[Any],
+         metadata: dict | None = None, atol: float = 1e-4, unpruned: nn.Module | None = None,
+         torchscript: str = "trace") -> float:
+    """Save ``model`` as ``fmt`` and return the largest output difference on ``checks`` after reloading.
 
-    ``unpruned``: the model before pruning, which :func:`load` needs to rebuild a
+    ``example``: model inputs to trace on (a batch tensor, or a tuple of arguments);
+    ``checks``: a list of model inputs the reloaded file must reproduce the model's outputs on
+    (every output tensor, nested in lists and dicts or not, compared in order).
+    ``torchscript``: ``"trace"`` or ``"script"`` (detectors, whose outputs' shapes depend on
+    the data). ``unpruned``: the model before pruning, which :func:`load` needs to rebuild a
     ``torch`` file of a model that :func:`autoprune.create_model` did not build.
     """
+    from ..engine import call_model
+    from ..engine.inputs import input_shape
+
     if fmt not in FORMATS:
         raise AutopruneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     path = Path(path)
     model = model.eval()
     with torch.no_grad():
-        expected = model(check)
+        expected = [call_model(model, inputs) for inputs in checks]
     if fmt == "torch":
-        save_model(model, path, metadata, input_shape=tuple(example.shape[1:]))
+        save_model(model, path, metadata, input_shape=tuple(input_shape(example)[1]))
+        reloaded = load(path, model=unpruned)
         with torch.no_grad():
-            got = load(path, model=unpruned)(check)
+            got = [call_model(reloaded, inputs) for inputs in checks]
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still deployed widely
-            traced = torch.jit.trace(model, example)
-            atomic_write(path, lambda tmp: traced.save(str(tmp)))
-            got = torch.jit.load(str(path))(check)
+            warnings.simplefilter("ignore")  # TorchScript is deprecated but still deployed widely
+            compiled = torch.jit.script(model) if torchscript == "script" else torch.jit.trace(
+                model, example if isinstance(example, tuple) else (example,), strict=False)
+            atomic_write(path, lambda tmp: compiled.save(str(tmp)))
+            reloaded = torch.jit.load(str(path))
+            got = [_scripted_outputs(call_model(reloaded, inputs)) for inputs in checks]
     else:
-        import onnxruntime
-
-        def write_onnx(tmp: Path) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-
-        atomic_write(path, write_onnx)
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(None, {"input": check.numpy()})[0])
-    difference = float((got - expected).abs().max())
+        got = _save_onnx(model, path, example, checks, expected)
+    difference = _largest_difference(expected, got, fmt, path, atol)
     if difference > atol:
         raise AutopruneError(f"the {fmt} export of {path} differs from the PyTorch model by {difference:.2e} (> {atol})")
+    return difference
+
+
+def _scripted_outputs(out: Any) -> Any:
+    """A scripted torchvision detector returns ``(losses, detections)``; the detections are its outputs."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], dict) and isinstance(out[1], list):
+        return out[1]
+    return out
+
+
+def _onnx_names(inputs: Any, outputs: Any) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    """Input and output names and dynamic axes of an ONNX file: a batch tensor in and a tensor (``logits``)
+    or a dict of them out, with the batch dynamic; or one image in (``image``, its height and width
+    dynamic) and a detector's ``boxes``, ``scores`` and ``labels`` out."""
+    if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], list):
+        image_out = outputs[0] if isinstance(outputs, list) else outputs
+        names = list(image_out) if isinstance(image_out, dict) else ["output"]
+        return ["image"], names, {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
+    names = list(outputs) if isinstance(outputs, dict) else ["logits"]
+    return ["input"], names, {name: {0: "batch"} for name in ["input", *names]}
+
+
+def _save_onnx(model: nn.Module, path: Path, example: Any, checks: list[Any], expected: list[Any]) -> list[Any]:
+    """Export to ONNX (TorchScript-based exporter) and run ``checks`` through onnxruntime."""
+    import onnxruntime
+    import torch_pruning as tp
+
+    args = example if isinstance(example, tuple) else (example,)
+    input_names, output_names, axes = _onnx_names(args, expected[0])
+
+    def write_onnx(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, str(tmp), input_names=input_names, output_names=output_names,
+                              dynamic_axes=axes, dynamo=False)
+
+    try:
+        atomic_write(path, write_onnx)
+    except AutopruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- an operator ONNX cannot express, whatever the exporter raises
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutopruneError(f"this model cannot be exported to ONNX ({detail}); --format torchscript or "
+                             "torch can save it") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    got = []
+    for inputs in checks:
+        tensors = tp.utils.flatten_as_list(inputs if isinstance(inputs, tuple) else (inputs,))
+        got.append([torch.from_numpy(a) for a in session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})])
+    return got
+
+
+#: The share of a detector's detections that may differ between a reloaded export and the
+#: PyTorch model: non-maximum suppression and top-k selection order near-equal scores by
+#: floating-point noise, so a few detections can swap at the margins (torchvision's own ONNX
+#: tests tolerate small mismatches the same way).
+DETECTION_MISMATCH = 0.05
+
+
+def _largest_difference(expected: list[Any], got: list[Any], fmt: str, path: Path, atol: float) -> float:
+    """The largest absolute difference between two runs' output tensors, taken in order; a
+    detector's detections are matched by label and box instead (:data:`DETECTION_MISMATCH`)."""
+    import torch_pruning as tp
+
+    difference = 0.0
+    for want, have in zip(expected, got):
+        if _detections(want):
+            difference = max(difference, _detections_difference(want, _as_detections(have, want), fmt, path, atol))
+            continue
+        want, have = tp.utils.flatten_as_list(want), tp.utils.flatten_as_list(have)
+        shapes = [tuple(t.shape) for t in want], [tuple(t.shape) for t in have]
+        if shapes[0] != shapes[1]:
+            raise AutopruneError(f"the {fmt} export of {path} returns outputs of shapes {shapes[1]}, "
+                                 f"the PyTorch model {shapes[0]}")
+        for a, b in zip(want, have):
+            if a.numel():
+                difference = max(difference, float((a.float() - b.float()).abs().max()))
+    return difference
+
+
+def _detections(out: Any) -> bool:
+    return isinstance(out, list) and bool(out) and all(
+        isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in out)
+
+
+def _as_detections(out: Any, like: list[dict]) -> list[dict]:
+    """An export's outputs as ``[{"boxes", "scores", "labels"}]``: ONNX returns the tensors flat, in order."""
+    if _detections(out):
+        return out
+    flat = list(out)
+    keys = list(like[0])
+    return [dict(zip(keys, flat[i * len(keys):(i + 1) * len(keys)])) for i in range(len(like))]
+
+
+def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: Path, atol: float) -> float:
+    """The largest difference between two runs' detections, compared in order where they agree in
+    order; otherwise each detection is matched to one of the same label whose box and score are
+    within ``atol``, and more than :data:`DETECTION_MISMATCH` of them unmatched is an error."""
+    difference, unmatched, total = 0.0, 0, 0
+    for a, b in zip(want, have):
+        a = {k: v.float() for k, v in a.items()}
+        b = {k: v.float() for k, v in b.items()}
+        count = max(len(a["scores"]), len(b["scores"]))
+        total += count
+        if len(a["scores"]) == len(b["scores"]) and torch.equal(a["labels"], b["labels"]):
+            in_order = max((float((a[k] - b[k]).abs().max()) for k in ("boxes", "scores") if a[k].numel()),
+                           default=0.0)
+            if in_order <= atol:
+                difference = max(difference, in_order)
+                continue
+        if not len(a["scores"]) or not len(b["scores"]):
+            unmatched += count
+            continue
+        gap = torch.maximum((a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1),
+                            (a["scores"][:, None] - b["scores"][None, :]).abs())
+        gap[a["labels"][:, None] != b["labels"][None, :]] = float("inf")
+        nearest = gap.min(1).values
+        matched = nearest <= atol
+        unmatched += int((~matched).sum()) + max(0, len(b["scores"]) - len(a["scores"]))
+        if matched.any():
+            difference = max(difference, float(nearest[matched].max()))
+    if unmatched > DETECTION_MISMATCH * total:
+        raise AutopruneError(f"the {fmt} export of {path} differs from the PyTorch model in {unmatched} of its "
+                             f"{total} detections (more than {DETECTION_MISMATCH:.0%})")
     return difference
 
 

@@ -197,6 +197,12 @@ class StudyRecord:
         """What the study's ``accuracy`` holds: its task's score (``accuracy``, ``map``, ``miou``, a plugin's)."""
         return self.attrs.get("score", "accuracy")
 
+    @property
+    def score_label(self) -> str:
+        """The score as figures name it, with its unit (``top-1 accuracy, %``, ``mean IoU, points``)."""
+        return self.attrs.get("score_label", "top-1 accuracy, %" if self.score_name == "accuracy"
+                              else f"{self.score_name}, points")
+
     def score_text(self, value: float) -> str:
         """A score as the study's summaries print it: ``93.50 %`` for accuracy, ``41.20`` (points) otherwise."""
         return f"{value:.2f} %" if self.score_name == "accuracy" else f"{value:.2f}"

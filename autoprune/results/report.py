@@ -118,9 +118,10 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
         worst = min([threshold, *complete["accuracy"].dropna()])
         ax.set_ylim(max(worst, threshold - 3 * budget) - 0.2 * budget, best + 0.3 * budget)
     ax.set_xlabel(_LABEL[objective] + " (lower is better)")
-    ax.set_ylabel("validation accuracy, % (higher is better)")
+    ax.set_ylabel(f"validation {record.score_label} (higher is better)")
     source = record.source
-    ax.set_title(f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: accuracy against {objective}")
+    ax.set_title(f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: {record.score_name} "
+                 f"against {objective}")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -153,7 +154,7 @@ def sensitivity_frame(record: StudyRecord) -> pd.DataFrame:
 
 
 def plot_sensitivity(record: StudyRecord):
-    """One curve per group: the accuracy drop with that group alone pruned, against its rate."""
+    """One curve per group: the score's drop with that group alone pruned, against its rate."""
     frame = sensitivity_frame(record)
     max_drop = record.max_accuracy_drop
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
@@ -165,7 +166,7 @@ def plot_sensitivity(record: StudyRecord):
     ax.axhline(max_drop, color="#2ca02c", ls=":", lw=1.5, label=f"budget: {max_drop} points")
     ax.set_ylim(-0.5 * max_drop, 2.5 * max_drop)
     ax.set_xlabel("rate of the one group pruned (fraction of its channels removed)")
-    ax.set_ylabel("validation accuracy drop, points")
+    ax.set_ylabel(f"validation {record.score_name} drop, points")
     ax.set_title(f"sensitivity of each group alone ({len(groups)} groups)")
     ax.grid(alpha=0.25)
     if len(groups) <= 24:
@@ -186,8 +187,8 @@ def plot_finalists(record: StudyRecord):
     rho = finalists.get("spearman")
     ax.set_title(f"{len(frame)} finalists: Spearman rank correlation "
                  f"{'n/a' if rho is None else f'{rho:.2f}'}")
-    ax.set_xlabel("validation accuracy after BatchNorm recalibration, % (the search's score)")
-    ax.set_ylabel(f"after fine-tuning {finalists['recipe']['epochs']} epoch(s), %")
+    ax.set_xlabel(f"validation {record.score_label} after BatchNorm recalibration (the search's score)")
+    ax.set_ylabel(f"after fine-tuning {finalists['recipe']['epochs']} epoch(s)")
     ax.grid(alpha=0.25)
     fig.tight_layout()
     return fig
@@ -318,7 +319,7 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         f"<strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
     columns = list(dict.fromkeys(["trial", "accuracy", "accuracy_drop", "flops", "params",
                                   *(o for o in record.objectives if o in front), *record.settings.bounds]))
-    bounds = "" if not record.settings.bounds else "<p>Constraints besides the accuracy budget: " + ", ".join(
+    bounds = "" if not record.settings.bounds else f"<p>Constraints besides the {e(record.score_name)} budget: " + ", ".join(
         f"<code>{e(n)}</code> {'&ge;' if metric_direction(n) == 'maximize' else '&le;'} {b:g}"
         for n, b in record.settings.bounds.items()) + " (the baseline: " + ", ".join(
         f"{record.baseline.get(n, math.nan):.4g}" for n in record.settings.bounds) + ").</p>"
@@ -342,10 +343,11 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
         columns.append("scope")  # the scope each Pareto trial pruned in
     if len(front) and "steps" in front:
         columns.append("steps")  # searched: the steps each Pareto trial pruned in
-    table = front[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
+    named = {"accuracy": record.score_name, "accuracy_drop": f"{record.score_name}_drop"}
+    table = front[columns].rename(columns=named).to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}") if len(front) else "<p>No feasible trial yet.</p>"
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
-        for key, title in (("pareto", "Accuracy against " + objective), ("rates", f"Per-layer plan of trial #{chosen}"),
+        for key, title in (("pareto", f"{record.score_name} against {objective}"), ("rates", f"Per-layer plan of trial #{chosen}"),
                            ("robustness", "Clean against robust accuracy"),
                            ("sensitivity", "Sensitivity of each group alone"),
                            ("finalists", "How well the search's score ranks fine-tuned plans"))
@@ -357,9 +359,9 @@ def _html(record: StudyRecord, frame, front, figures, chosen, objective) -> str:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
 img{{max-width:100%}}</style></head><body>
 <h1>autoprune report: {e(record.name)}</h1>
-<p>Baseline: {baseline.get('accuracy', float('nan')):.2f}% validation accuracy,
+<p>Baseline: validation {e(record.score_name)} {e(record.score_text(baseline.get('accuracy', float('nan'))))},
 {baseline.get('flops', 0):,} FLOPs, {baseline.get('params', 0):,} parameters.
-Budget: at most {e(str(record.max_accuracy_drop))} points of accuracy lost.</p>
+Budget: at most {e(str(record.max_accuracy_drop))} points of {e(record.score_label.split(',')[0])} lost.</p>
 <p>Search cost: {len(complete)} finished trials ({int(complete['feasible'].sum()) if len(complete) else 0} within the budget),
 {_wall_seconds(record):.0f} s of wall time from the first trial's start to the last one's end
 ({seconds.sum():.0f} s in trials), median {seconds.median() if len(seconds) else float('nan'):.2f} s per trial.</p>

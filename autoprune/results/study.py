@@ -19,7 +19,7 @@ from ..errors import AutopruneError
 from ..settings import FINETUNE
 from ..training import train
 from ..zoo import dataset_task
-from .export import measure_model, real_batch, save
+from .export import check_inputs, measure_model, save
 from .rebuild import Rebuilt, rebuild
 from .record import Plan, StudyRecord, open_study
 
@@ -84,10 +84,12 @@ class Study:
                   teacher=teacher)
         measured = {name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
                     for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}
-        example = dataset_task(rebuilt.data).example(rebuilt.data.val[0][0])
-        difference = save(rebuilt.model, path, format, example, real_batch(rebuilt.data, 8),
+        task = dataset_task(rebuilt.data)
+        difference = save(rebuilt.model, path, format, task.example(rebuilt.data.val[0][0]),
+                          check_inputs(rebuilt.data, 8),
                           metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
-                                    "metrics": measured["pruned"]}, unpruned=rebuilt.baseline)
+                                    "metrics": measured["pruned"]}, unpruned=rebuilt.baseline,
+                          torchscript=task.torchscript)
         return {"trial": rebuilt.trial.number, **measured, "max_difference": difference,
                 "latency_batch_size": settings.latency_batch_size}
 

@@ -228,8 +228,9 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     if settings.scope != "local" and "channel" in settings.granularities:
         queued.insert(0, {**global_params(record.references["global"].get("rate") or settings.rate_min, settings),
                           **weight_params({}, list(limits), settings)})
-    for params in queued:
-        record.study.enqueue_trial(params, skip_if_exists=True)
+    with _quiet_optuna():  # a warm-start plan equal to another (rates clipped to the same range) is skipped quietly
+        for params in queued:
+            record.study.enqueue_trial(params, skip_if_exists=True)
     record.mark_warm_started()
 
 
@@ -351,7 +352,8 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
             state_file = Path(tmp) / "baseline.pt"
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
-    task = {"task": evaluator.task.name, "score": evaluator.task.metric}  # what "accuracy" holds
+    task = {"task": evaluator.task.name, "score": evaluator.task.metric,  # what "accuracy" holds
+            "score_label": getattr(evaluator.task, "metric_label", evaluator.task.metric)}
     record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})})
 
 
