@@ -201,8 +201,9 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
             closest = {name: min((t.constraints.get(name, math.inf) for t in done), default=math.inf)
                        for name in record.constraint_names}
             unmet = [name for name, over in closest.items() if over > 0]
+            shown = {"accuracy_drop": f"{record.score_name}_drop"}  # the budget, named by the task's score
             print("  no trial met every constraint at once; " + ("never met: " + ", ".join(
-                f"{name} (closest {closest[name]:.4g} over)" for name in unmet) if unmet else
+                f"{shown.get(name, name)} (closest {closest[name]:.4g} over)" for name in unmet) if unmet else
                 "each was met by some trial, none by one trial") + "; loosen them or allow more trials")
         print(f"  report              {report}")
         return 1

@@ -139,8 +139,13 @@ def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays
     trials = result.record.completed()
     assert len(trials) == 3
     assert result.record.study.user_attrs["baseline_accuracy"] == pytest.approx(baseline_score)
+    assert result.record.study.user_attrs[f"baseline_{task.metric}"] == pytest.approx(baseline_score)
     for trial in trials:  # the task's score, and its drop from the baseline's
         assert trial.user_attrs["accuracy_drop"] == pytest.approx(baseline_score - trial.user_attrs["accuracy"])
+        score = task.metric  # recorded under its own name too, with the task's other scores
+        assert trial.user_attrs[score] == trial.user_attrs["accuracy"]
+        assert trial.user_attrs[f"{score}_drop"] == trial.user_attrs["accuracy_drop"]
+        assert all(0.0 <= trial.user_attrs[name] <= 100.0 for name in task.extra_metrics)
     best = result.best_trial
     assert best.user_attrs["flops"] < result.record.study.user_attrs["baseline_flops"]
     assert task.score(result.best_model, val) == pytest.approx(best.user_attrs["accuracy"], abs=1e-6)

@@ -352,9 +352,16 @@ class StudyRecord:
         ``value - bound`` for a metric to minimize and ``bound - value`` for one to
         maximize, so it is met when <= 0, as the accuracy budget is.
         """
-        for key in (*self.metric_names, *TIMINGS, EVALUATED):
+        named = (*self.metric_names, *TIMINGS, EVALUATED)
+        for key in named:
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
+        for key, value in metrics.items():  # a task's other scores (map_50), and its score under its own name
+            if key not in named and isinstance(value, (int, float)):
+                trial.set_user_attr(key, value)
+        if self.score_name != "accuracy":
+            trial.set_user_attr(self.score_name, metrics["accuracy"])
+            trial.set_user_attr(f"{self.score_name}_drop", metrics["accuracy_drop"])
         trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - self.max_accuracy_drop)
         bounds = self.settings.bounds if len(self.constraint_names) > 1 else {}
         for name, bound in bounds.items():

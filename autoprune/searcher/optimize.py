@@ -352,8 +352,10 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
             state_file = Path(tmp) / "baseline.pt"
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
-    task = {"task": evaluator.task.name, "score": evaluator.task.metric,  # what "accuracy" holds
-            "score_label": getattr(evaluator.task, "metric_label", evaluator.task.metric)}
+    score = evaluator.task.metric  # what "accuracy" holds; a task's score is recorded under its own name too
+    task = {"task": evaluator.task.name, "score": score,
+            "score_label": getattr(evaluator.task, "metric_label", score),
+            **({} if score == "accuracy" else {f"baseline_{score}": evaluator.base["accuracy"]})}
     record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})})
 
 
