@@ -28,7 +28,7 @@ def cache_key(study: StudyFile) -> str:
     identity = {
         "model": study.model, "model_params": study.model_params,
         "dataset": study.dataset, "dataset_params": study.dataset_params,
-        "recipe": study.train.to_attrs(), "seed": study.settings.seed,
+        "recipe": study.train.cache_identity(), "seed": study.settings.seed,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -32,6 +32,7 @@ OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
 #: Optuna samplers a study may use, and how a search picks its first trials.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("sensitivity", "uniform", "none")
+OPTIMIZERS = ("sgd", "adamw")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
 #: The corruptions robust_accuracy can apply (:mod:`autoprune.corruptions`).
@@ -364,7 +365,8 @@ def _rule(name: str) -> str:
 
 @dataclass(frozen=True)
 class TrainSettings(_Validated):
-    """A training recipe: SGD with Nesterov momentum and a cosine schedule.
+    """A training recipe: SGD with Nesterov momentum (or AdamW) and a cosine schedule, after an
+    optional linear warm-up, with optional gradient-norm clipping.
 
     The study file's ``[train]`` trains the baseline when no checkpoint is given;
     fine-tuning at export uses the same loop with its own epochs and learning rate.
@@ -380,6 +382,23 @@ class TrainSettings(_Validated):
                               doc="SGD momentum (Nesterov when > 0)")
     weight_decay: float = setting(0.0005, section="train", rule="a number >= 0",
                                   check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay")
+    optimizer: str = setting("sgd", section="train", rule="one of 'sgd', 'adamw'", check=lambda v: v in OPTIMIZERS,
+                             doc="SGD, or AdamW (Loshchilov & Hutter, ICLR 2019; decoupled weight decay): "
+                                 "detectors train faster with it")
+    warmup_epochs: float = setting(0.0, section="train", rule="a number >= 0",
+                                   check=lambda v: _is_number(v) and v >= 0,
+                                   doc="epochs of linear learning-rate warm-up from 0 before the cosine decay")
+    clip_grad_norm: float = setting(0.0, section="train", rule="a number >= 0 (0: off)",
+                                    check=lambda v: _is_number(v) and v >= 0,
+                                    doc="clip the gradients' global norm to this (0: no clipping)")
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What a cached baseline's weights depend on: every field, less the later ones at their defaults
+        (so baselines cached before those fields existed stay valid)."""
+        attrs = self.to_attrs()
+        return {k: v for k, v in attrs.items()
+                if k in ("epochs", "batch_size", "lr", "momentum", "weight_decay") or v != _to_toml(
+                    self.__dataclass_fields__[k].default)}
 
 
 #: Fine-tuning a pruned model (``[finetune]``: export's fine-tuning and the search's

@@ -1,7 +1,8 @@
 """The one training loop: baseline training and fine-tuning, optionally with distillation.
 
-SGD with Nesterov momentum and a cosine learning-rate schedule (Loshchilov &
-Hutter, "SGDR", ICLR 2017), over shuffled batches drawn with the given seed.
+SGD with Nesterov momentum (or AdamW) and a cosine learning-rate schedule
+(Loshchilov & Hutter, "SGDR", ICLR 2017), after an optional linear warm-up and with
+optional gradient-norm clipping, over shuffled batches drawn with the given seed.
 The loss is the task's (:mod:`autoprune.tasks`: cross-entropy for classification,
 the detector's own losses, per-pixel cross-entropy). With a ``teacher``, the loss
 of a classifier mixes cross-entropy with the KL divergence to the
@@ -70,7 +71,7 @@ def train_steps(model: nn.Module, batches: list, steps: int, recipe: TrainSettin
         model.train()
         for step in range(steps):
             inputs, targets = batches[step % len(batches)]
-            _step(model, optimizer, schedule, inputs, targets, None, task)
+            _step(model, optimizer, schedule, inputs, targets, None, task, recipe.clip_grad_norm)
     return model.eval()
 
 
@@ -80,17 +81,28 @@ def _task_of(data: Any) -> Any:
     return dataset_task(data)
 
 
-def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int):
-    """SGD (Nesterov momentum with momentum > 0) and a cosine schedule over ``total_steps``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int, steps_per_epoch: int = 1):
+    """SGD (Nesterov momentum with momentum > 0) or AdamW, a linear warm-up over ``recipe.warmup_epochs``
+    and a cosine decay to 0 over the rest of ``total_steps``."""
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
     total = max(1, total_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, schedule
 
 
 def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teacher: nn.Module | None,
-          task: Any) -> None:
+          task: Any, clip: float = 0.0) -> None:
     device = next(model.parameters()).device
     inputs = move_to(inputs, device)
     targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
@@ -102,6 +114,8 @@ def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teac
             logits, teacher, inputs)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     schedule.step()
 
@@ -110,14 +124,14 @@ def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn
            log: Callable[[str], None] | None, task: Any) -> nn.Module:
     loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, collate_fn=task.collate,
                         generator=torch.Generator().manual_seed(seed))
-    optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader))
+    optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader), len(loader))
     if teacher is not None:
         teacher.eval()
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
         for inputs, targets in loader:
-            _step(model, optimizer, schedule, inputs, targets, teacher, task)
+            _step(model, optimizer, schedule, inputs, targets, teacher, task, recipe.clip_grad_norm)
         if log:
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import shutil
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-import torch
+from common import measured_with
 
 from autoprune import cli
 from autoprune.files import atomic_write_text
@@ -81,9 +79,9 @@ def section(results: list[dict]) -> str:
                      f"{base['flops'] / m['flops']:.2f}x | {base['params'] / m['params']:.2f}x | "
                      f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min | "
                      f"{r['exports']['torchscript']} | {r['exports']['onnx']} |")
-    lines += ["", (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-                   f"autoprune {version('autoprune')}, torch {torch.__version__}, "
-                   f"torch-pruning {version('torch-pruning')}; run on {time.strftime('%Y-%m-%d')}."), "", END]
+    measured = measured_with()
+    lines += ["", (f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, "
+                   f"{measured['date']}."), "", END]
     return "\n".join(lines)
 
 

@@ -27,18 +27,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-import optuna
-import torch
-
-from common import study_setup
+from common import measured_with, study_setup
 
 from autoprune import TrainSettings, train
 from autoprune.files import atomic_write_text
@@ -166,34 +160,6 @@ def with_kept_sections(path: str, text: str) -> str:
     return "\n\n".join([text.rstrip("\n"), *kept]) + "\n"
 
 
-def measured_with() -> dict[str, str]:
-    """The machine, versions, commit and date of a measurement."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                 text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-        commit += " with local changes" if changed else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
-    return {
-        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
-                   f"Python {platform.python_version()}",
-        "versions": f"autoprune {version('autoprune')}, torch {torch.__version__}, "
-                    f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}",
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _reduction(base: float, flops: float | None) -> str:

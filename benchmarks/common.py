@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
 import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
 from autoprune.baseline import build_model, load_or_train
@@ -25,3 +31,35 @@ def study_setup(path: str, database: str) -> tuple[StudyFile, Any, nn.Module, st
     for name in optuna.get_all_study_names(storage):
         optuna.delete_study(study_name=name, storage=storage)
     return study_file, data, model, storage
+
+
+def measured_with() -> dict[str, str]:
+    """The machine, versions, commit and date of a measurement."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                  ":(exclude,top)docs/benchmarks.md", ":(exclude,top)benchmarks/results"],
+                                 capture_output=True, text=True, cwd=Path(__file__).parent,
+                                 check=True).stdout.strip()  # the benchmark's own outputs are not code
+        commit += " with local changes" if changed else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    return {
+        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
+                   f"Python {platform.python_version()}",
+        "versions": f"autoprune {version('autoprune')}, torch {torch.__version__}, "
+                    f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}",
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 import autoprune
@@ -45,3 +46,46 @@ def test_progress_lines():
     lines = []
     train(model, data, TrainSettings(epochs=2), log=lines.append)
     assert len(lines) == 2 and lines[-1].startswith("  epoch 2/2")
+
+
+def test_warm_up_rises_linearly_to_the_learning_rate_then_the_cosine_decays_it_to_zero():
+    from autoprune.training import _optimizer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer, schedule = _optimizer(model, TrainSettings(lr=0.1, warmup_epochs=1), total_steps=12, steps_per_epoch=4)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])  # 4 warm-up steps, then the full rate
+    assert all(a > b for a, b in zip(rates[4:], rates[5:])) and rates[-1] < 0.01
+    plain, _ = _optimizer(model, TrainSettings(lr=0.1), total_steps=12)
+    assert plain.param_groups[0]["lr"] == pytest.approx(0.1) and isinstance(plain, torch.optim.SGD)
+    adamw, _ = _optimizer(model, TrainSettings(lr=0.1, optimizer="adamw"), total_steps=12)
+    assert isinstance(adamw, torch.optim.AdamW)
+
+
+def test_gradient_clipping_bounds_each_step():
+    from autoprune.training import train_steps
+
+    data, model = _setup()
+    batches = [next(iter(torch.utils.data.DataLoader(data.train, batch_size=64)))]
+    moved = {}
+    for clip in (0.0, 0.01):
+        stepped = train_steps(copy.deepcopy(model), batches, 1, TrainSettings(lr=1.0, momentum=0.0, weight_decay=0.0,
+                                                                             clip_grad_norm=clip))
+        moved[clip] = torch.cat([(a - b).detach().flatten() for a, b in zip(stepped.parameters(), model.parameters())]).norm()
+    assert float(moved[0.01]) <= 0.01 + 1e-6 < float(moved[0.0])
+
+
+def test_adamw_trains_and_a_new_recipe_field_at_its_default_keeps_cached_baselines():
+    data, model = _setup()
+    val = torch.utils.data.DataLoader(data.val, batch_size=256)
+    trained = train(copy.deepcopy(model), data, TrainSettings(epochs=2, lr=0.003, optimizer="adamw", warmup_epochs=0.5,
+                                                              clip_grad_norm=5.0, weight_decay=1e-4))
+    assert accuracy(trained, val) > accuracy(model, val) + 20
+    assert set(TrainSettings().cache_identity()) == {"epochs", "batch_size", "lr", "momentum", "weight_decay"}
+    assert TrainSettings(optimizer="adamw").cache_identity()["optimizer"] == "adamw"
+    with pytest.raises(autoprune.AutopruneError, match="^optimizer must be one of 'sgd', 'adamw', got str 'adam'"):
+        TrainSettings(optimizer="adam")
