@@ -301,6 +301,11 @@ class SearchSettings(_Validated):
         (0.1, 0.2, 0.3, 0.4, 0.5), section="search", rule="a list of rates in [rate_min, rate_max]",
         check=lambda v: isinstance(v, (list, tuple)) and all(_is_rate(r) for r in v),
         doc="uniform plans (the same rate in every group) tried first with warm_start = 'uniform'")
+    prune_only: tuple[str, ...] = setting(
+        (), section="search", rule="a list of module-name prefixes",
+        check=lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) and n for n in v),
+        doc="search only the groups whose module names start with one of these (['backbone']); "
+            "empty: every group")
 
     def _check_together(self) -> None:
         if self.rate_max < self.rate_min:

@@ -239,3 +239,25 @@ def test_bad_objective_lists(baseline, digits):
             _search(baseline, digits, objective=bad)
     with pytest.raises(autoprune.AutopruneError, match="unknown objective 'speed'; valid: 'accuracy'"):
         _search(baseline, digits, objective=["accuracy", "speed"])
+
+
+def test_prune_only_searches_the_named_modules_alone(baseline, digits):
+    from autoprune.searcher.evaluation import searched_groups
+
+    detector = ["backbone.stem.0", "backbone.smooth", "head.classification_head.conv.0", "head.regression_head.conv.0"]
+    assert searched_groups(detector, ("backbone",)) == ["backbone.stem.0", "backbone.smooth"]
+    assert searched_groups(detector, ("head.classification_head",)) == ["head.classification_head.conv.0"]
+    assert searched_groups(detector, ()) == detector
+    with pytest.raises(autoprune.AutopruneError, match=r"^search.prune_only \['backbones'\] matches none of the "
+                                                       r"model's 4 prunable groups; their names start with: "
+                                                       r"backbone, head$"):
+        searched_groups(detector, ("backbones",))
+
+    result = _search(baseline, digits, trials=4, prune_only=("features.0", "features.3"), max_accuracy_drop=50.0,
+                     uniform_starts=(0.5,), scope="both")
+    assert result.record.groups == ["features.0", "features.3"]
+    for trial in result.record.completed():  # local and global plans alike leave features.7 whole
+        rates = result.record.plan(trial)["rates"]
+        assert set(rates) <= {"features.0", "features.3"} and any(rates.values())
+    last_conv = [m for m in result.best_model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert last_conv.out_channels == [m for m in baseline.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels

@@ -255,6 +255,21 @@ def _normal_quantile(q: float) -> float:
     return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(q, dtype=torch.float64)))
 
 
+def searched_groups(groups: list[str], prune_only: tuple[str, ...] = ()) -> list[str]:
+    """The groups a study searches: every prunable group, or those whose module names start with one of
+    ``prune_only`` (whole name components: ``backbone`` takes ``backbone.body.conv1``, not ``backbones.x``)."""
+    if not groups:
+        raise AutopruneError("the model has no prunable channel groups")
+    if not prune_only:
+        return groups
+    kept = [g for g in groups if any(g == p or g.startswith(p.rstrip(".") + ".") for p in prune_only)]
+    if not kept:
+        tops = sorted({g.split(".")[0] for g in groups})
+        raise AutopruneError(f"search.prune_only {list(prune_only)} matches none of the model's {len(groups)} "
+                             f"prunable groups; their names start with: {', '.join(tops)}")
+    return kept
+
+
 @dataclass
 class Evaluator:
     """Scores plans against one baseline, on inputs fixed once per study."""
@@ -305,9 +320,7 @@ class Evaluator:
         sample = data.val[0][0].to(device)
         example = task.example(sample)
         timing_input = task.repeated(sample, settings.latency_batch_size)
-        groups = prunable_groups(baseline, example)
-        if not groups:
-            raise AutopruneError("the model has no prunable channel groups")
+        groups = searched_groups(prunable_groups(baseline, example), settings.prune_only)
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
         val_batches = validation_batches(data, settings.batch_size, settings.seed)
         evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings, task=task)

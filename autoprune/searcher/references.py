@@ -110,7 +110,9 @@ class GlobalRanking:
         evaluator = self.evaluator
         scores = group_scores(evaluator.baseline, evaluator.example, method,
                               calibration=evaluator.calibration[:GRADIENT_BATCHES], scores=evaluator.scores)
-        return global_plan(rate, scores, evaluator.structure.sizes, method, rate_cap)
+        searched = set(evaluator.groups)  # search.prune_only leaves the other groups whole
+        sizes = {g: n for g, n in evaluator.structure.sizes.items() if g in searched}
+        return global_plan(rate, scores, sizes, method, rate_cap)
 
 
 def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) -> dict[str, dict[str, Any]]:
