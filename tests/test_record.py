@@ -22,7 +22,7 @@ OTHER_VALUES = {
     "calibration_batches": 5, "batch_size": 64, "uniform_starts": (0.2,), "early_stop": "off",
     "sampler": "random", "warm_start": "none", "scope": "global", "steps": (1, 2), "recovery_steps": 3,
     "granularity": "weight", "nm": (1, 4), "sparsity_max": 0.5, "weight_importance": "snip", "round_to": 8,
-    "reconstruct": False,
+    "reconstruct": False, "prune_only": ("features",),
     "constraints": {"latency": 5.0}, "corruptions": ("contrast",), "corruption_severities": (1, 5),
     "corruption_images": 10, "latency_device": "cuda", "latency_table": "table.json",
 }
