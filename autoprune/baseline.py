@@ -21,7 +21,7 @@ from .checkpoint import atomic_save, load_checkpoint
 from .errors import AutopruneError
 from .settings import StudyFile
 from .training import train
-from .zoo import create_model, dataset_task, list_models
+from .zoo import create_model, dataset_task, list_models, model_task
 
 
 def cache_key(study: StudyFile) -> str:
@@ -46,10 +46,9 @@ def build_model(study: StudyFile, data) -> nn.Module:
 def check_model_task(model: str, dataset: str, data) -> None:
     """Registered model ``model`` serves the task of ``dataset``'s splits ``data``, as it registered it
     (``register(..., task=...)``; classification when it says nothing)."""
-    from .plugins import get_registries
     from .tasks import DEFAULT_TASK
 
-    serves = get_registries().models.get(model).options.get("task", DEFAULT_TASK)
+    serves = model_task(model)
     needs = getattr(data, "task", DEFAULT_TASK)
     if serves != needs:
         fitting = list_models(task=needs)

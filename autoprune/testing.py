@@ -45,7 +45,7 @@ from .engine import (call_model, channel_groups, make_permanent, n_m_violations,
                      prune_weights, resolve_importance, resolve_weight_importance, weight_scores)
 from .engine.sparsity import maskable_layers
 from .metrics import MetricContext, measure_metrics
-from .zoo import create_dataset, create_model, create_task, get_metric
+from .zoo import create_dataset, create_model, create_task, get_metric, model_task
 
 
 class _Plain(nn.Module):
@@ -254,7 +254,7 @@ class ModelConformance:
 
     @property
     def _task(self) -> str:
-        return get_registries().models.get(self.model).options.get("task", "classification")
+        return model_task(self.model)
 
     def _input(self, in_channels: int) -> Any:
         x = torch.randn(2, in_channels, *self.input_size)

@@ -22,11 +22,15 @@ def list_importances(pattern: str = "*") -> list[str]:
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Registered model names matching the shell-style ``pattern`` (and serving ``task``, when given)."""
-    models = get_registries().models
-    names = models.names(pattern)
-    if task is None:
-        return names
-    return [n for n in names if models.get(n).options.get("task", "classification") == task]
+    names = get_registries().models.names(pattern)
+    return names if task is None else [n for n in names if model_task(n) == task]
+
+
+def model_task(name: str) -> str:
+    """The task registered model ``name`` serves (``register(..., task=...)``; classification when it says nothing)."""
+    from .tasks import DEFAULT_TASK
+
+    return get_registries().models.get(name).options.get("task", DEFAULT_TASK)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:

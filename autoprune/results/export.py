@@ -47,10 +47,10 @@ def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
     return result
 
 
-def check_inputs(data: Any, count: int) -> list[Any]:
+def check_inputs(task: Any, data: Any, count: int) -> list[Any]:
     """Model inputs from the first ``count`` validation samples, to check exports on real data
     (one batch, or one image at a time for a detector: the task's :meth:`~autoprune.tasks.Task.export_inputs`)."""
-    return dataset_task(data).export_inputs([data.val[i][0] for i in range(min(count, len(data.val)))])
+    return task.export_inputs([data.val[i][0] for i in range(min(count, len(data.val)))])
 
 
 def save(model: nn.Module, path: str | Path, fmt: str, example: Any, checks: list[Any],

@@ -86,7 +86,7 @@ class Study:
                     for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}
         task = dataset_task(rebuilt.data)
         difference = save(rebuilt.model, path, format, task.example(rebuilt.data.val[0][0]),
-                          check_inputs(rebuilt.data, 8),
+                          check_inputs(task, rebuilt.data, 8),
                           metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
                                     "metrics": measured["pruned"]}, unpruned=rebuilt.baseline,
                           torchscript=task.torchscript)
