@@ -31,7 +31,7 @@ from .errors import AutopruneError, unknown_name
 OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
 #: Optuna samplers a study may use, and how a search picks its first trials.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
-WARM_STARTS = ("sensitivity", "uniform", "none")
+WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
@@ -276,10 +276,10 @@ class SearchSettings(_Validated):
         check=lambda v: v in SAMPLERS, choices=SAMPLERS,
         doc="Optuna's sampler: multivariate TPE, Gaussian process, CMA-ES, random search or NSGA-II")
     warm_start: str = setting(
-        "sensitivity", section="search", rule="one of 'sensitivity', 'uniform', 'none'",
+        "uniform", section="search", rule="one of 'uniform', 'sensitivity', 'none'",
         check=lambda v: v in WARM_STARTS, choices=WARM_STARTS,
-        doc="the first trials: plans built from per-group sensitivity curves (which also bound each "
-            "group's range), or the uniform_starts; the uniform-rate baseline is tried first in every case")
+        doc="the first trials: the uniform_starts, or plans built from per-group sensitivity curves (which "
+            "also bound each group's range); the uniform-rate baseline is tried first in every case")
     early_stop: str = setting(
         "statistical", section="search", rule="one of 'exact', 'statistical', 'off'",
         check=lambda v: v in ("exact", "statistical", "off"), choices=("exact", "statistical", "off"),
