@@ -47,13 +47,6 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
-
-
 def _study_baseline(args: argparse.Namespace):
     """The study file (with the command line's overrides), its data and trained baseline, checked first."""
     from .baseline import build_model, load_or_train
@@ -181,6 +174,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
 
     from .engine import input_shape
     from .results import save_model, write_report
+    from .results.units import factor, human
 
     record = result.record
     done, feasible, failed = record.completed(), record.feasible(), result.failed_trials
@@ -188,7 +182,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
           f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})")
     baseline = record.baseline
     print(f"  {'baseline ' + record.score_name:<19} {record.score_text(baseline['accuracy'])}")
-    report = write_report(record, out / "report")
+    report = write_report(record, out / "report", out_dir=out, storage=storage)
     best = result.best_trial
     max_drop = record.max_accuracy_drop
     if best is None:
@@ -211,9 +205,10 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     print(f"  best trial          #{best.number}")
     print(f"  {record.score_name:<19} {record.score_text(metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
           f"<= {max_drop})")
-    for key in ("flops", "params"):
-        before, after = baseline[key], metrics[key]
-        print(f"  {key:<19} {_human(before)} -> {_human(after)} ({before / after:.2f}x fewer)")
+    for key in ("flops", "params", "latency"):
+        if key in baseline and key in metrics and math.isfinite(metrics[key]):
+            before, after = baseline[key], metrics[key]
+            print(f"  {key:<19} {human(before, key)} -> {human(after, key)} ({factor(before, after, key)})")
     compared = record.comparison(best)
     if compared:
         name = {"uniform": "one uniform rate", "global": "global pruning"}[compared["baseline"]]
@@ -239,6 +234,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .results import Study
+    from .results.units import human
 
     study = Study.load(args.out_dir, storage=args.storage, name=args.study)
     if args.finetune_epochs:
@@ -248,15 +244,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           distill=args.distill, lr=args.lr)
     before, after = result["baseline"], result["pruned"]
     print(f"trial #{result['trial']} of study {study.record.name!r}")
-    print(f"  {'':<14} {'baseline':>12} {'pruned':>12}")
+    print(f"  {'':<14} {'baseline':>15} {'pruned':>15}")
     for key in after:
         b, a = before[key], after[key]
-        shown = (lambda v: f"{v:.2f}") if key.startswith(("val_", "test_")) or key == "latency_ms" else _human
+        shown = (lambda v: f"{v:.2f}") if key.startswith(("val_", "test_")) or key == "latency_ms" else (
+            lambda v, key=key: human(v, key))
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
         label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
-        print(f"  {label:<14} {shown(b):>12} {shown(a):>12}{ratio}")
+        print(f"  {label:<14} {shown(b):>15} {shown(a):>15}{ratio}")
     print(f"saved {args.output} ({args.format}; outputs match PyTorch within "
           f"{result['max_difference']:.1e} on real inputs)")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import dashboard_server, is_loopback, serve
+
+    if not 0 <= args.port <= 65535:
+        raise AutopruneError(f"--port must be a port number from 0 (any free one) to 65535, got {args.port}")
+    server = dashboard_server(args.out_dir, args.storage, args.host, args.port)
+    if not is_loopback(args.host):
+        print(f"autoprune: serving on {args.host}: anyone who can reach this machine can read the study and "
+              "change its notes", file=sys.stderr)
+    serve(server, lambda line: print(line, flush=True))
     return 0
 
 
@@ -314,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
     p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("dashboard", help="serve a search's study in optuna-dashboard (pip install "
+                                         "'autoprune[dashboard]'), on this machine only unless --host says otherwise")
+    p.add_argument("out_dir", help="the search's output folder")
+    p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, loopback)")
+    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("export", help="rebuild a trial's pruned model, optionally fine-tune it, and save it")
     p.add_argument("out_dir", help="the search's output folder")

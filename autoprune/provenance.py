@@ -72,3 +72,39 @@ def fingerprint(model: nn.Module) -> str:
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the versions a study ran with: ``{"machine": str, "versions": {package: version}}``."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("autoprune", "torch", "torch-pruning", "optuna"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    versions["torch"] = torch.__version__
+    return {"machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
+                       f"Python {platform.python_version()}",
+            "versions": versions}
+
+
+def split_sizes(data: Any) -> dict[str, int]:
+    """How many samples each split of ``data`` (a :class:`~autoprune.DataSplits`) holds."""
+    return {name: len(split) for name in ("train", "val", "test")
+            if (split := getattr(data, name, None)) is not None}
+
+
+def _cpu() -> str:
+    """The processor's name (Linux's /proc/cpuinfo, else what the platform says)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from torch import nn
 
 from autoprune.baseline import build_model, load_or_train
+from autoprune.provenance import environment
 from autoprune.settings import StudyFile, load_study_file
 from autoprune.zoo import create_dataset
 
@@ -45,21 +43,10 @@ def measured_with() -> dict[str, str]:
         commit += " with local changes" if changed else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
+    env = environment()
     return {
-        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
-                   f"Python {platform.python_version()}",
-        "versions": f"autoprune {version('autoprune')}, torch {torch.__version__}, "
-                    f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}",
+        "machine": env["machine"],
+        "versions": ", ".join(f"{package} {v}" for package, v in env["versions"].items()),
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

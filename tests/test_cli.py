@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import html
+import re
+import shlex
 import sys
 import types
 
@@ -8,6 +11,7 @@ import torch
 
 import autoprune
 from autoprune import cli, plugins
+from autoprune.results import StudyRecord
 
 
 def test_plugins_lists_every_kind_with_its_source(capsys):
@@ -71,6 +75,17 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     assert plan["trial"] == study.best_trial.number
     assert autoprune.measure(model, x)["flops"] == study.best_trial.user_attrs["flops"]
     assert (out / "report" / "index.html").is_file() and (out / "report" / "pareto.png").is_file()
+    assert "MFLOPs -> " in printed.out and "x fewer)" in printed.out
+
+    # the report says what the search ran on, and its export command runs as printed
+    page = (out / "report" / "index.html").read_text()
+    run = StudyRecord(study).run
+    assert f"torch {torch.__version__}" in page and f"optuna {optuna.__version__}" in page and run["machine"] in page
+    data = autoprune.create_dataset("digits")
+    assert run["splits"] == {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    assert f"{len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test samples" in page
+    command = shlex.split(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.S).group(1)))
+    assert cli.main(command[1:]) == 0 and (out / f"trial-{study.best_trial.number}.onnx").stat().st_size > 0
 
     # the second run neither trains again nor repeats trials
     def no_training(*a, **k):

@@ -89,3 +89,13 @@ def test_the_task_tutorial_shows_the_example_plugins_code():
     source = inspect.getsource(autoprune_example_plugin.RoadIoU)
     assert source in text, "docs/tasks.md and the example plugin's RoadIoU differ"
     assert "TaskConformance" in text and "autoprune_register_tasks" in text
+
+
+def test_every_command_is_shown_in_the_readme():
+    from autoprune.cli import build_parser
+
+    readme = (DOCS.parent / "README.md").read_text()
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert len(commands) >= 7
+    for name in commands:
+        assert re.search(rf"autoprune {name}\b", readme), f"autoprune {name} is not in the README"

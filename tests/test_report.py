@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import html
 import random
+import re
+import shlex
 
 import optuna
 import pandas as pd
+import pytest
 
 from autoprune import cli
 from autoprune.results import StudyRecord, trials_frame, write_report
+from autoprune.results.figures import IMPORTANCE_MIN_TRIALS, parameter_importances, reduction_history
+from autoprune.results.report import export_command
+from autoprune.results.units import factor, human
 
 GROUPS = ["conv<1>", "block&2"]  # names that must be escaped in HTML
 
@@ -59,7 +66,8 @@ def _brute_force_front(study: optuna.Study) -> set[int]:
 def test_report_files_and_tables(tmp_path):
     study = _study()
     index = write_report(study, tmp_path)
-    for name in ("index.html", "pareto.png", "pareto.svg", "rates.png", "trials.csv", "pareto.csv"):
+    for name in ("index.html", "pareto.png", "pareto.svg", "rates.png", "history.png", "importance.png", "trials.csv",
+                 "pareto.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert sorted(trials["trial"]) == [t.number for t in study.trials]
@@ -70,7 +78,8 @@ def test_report_files_and_tables(tmp_path):
 
     page = index.read_text()
     assert "a &lt;b&gt; &amp; c" in page and "a <b>" not in page
-    assert page.count("data:image/png;base64,") == 2  # self-contained
+    assert page.count("data:image/png;base64,") == 4  # self-contained: pareto, history, rates, importance
+    assert "<script" not in page
 
 
 def test_front_of_a_study_without_feasible_trials_is_empty(tmp_path):
@@ -140,8 +149,72 @@ def test_report_of_a_study_with_no_finished_trial(tmp_path):
     assert pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()
 
 
-def test_html_states_the_search_cost(tmp_path):
+def test_html_states_how_the_search_ran_in_human_units(tmp_path):
     study = _study()
     page = write_report(study, tmp_path).read_text()
-    assert "30 finished trials" in page and "s of wall time" in page and "s per trial" in page
-    assert "validation accuracy 95.00 %" in page and "1,000,000 FLOPs" in page
+    assert "30 finished, " in page and "trials per minute" in page and "median trial" in page
+    assert "validation accuracy 95.00 %" in page and "1 MFLOPs" in page and "10 k params" in page
+    front = pd.read_csv(tmp_path / "pareto.csv")
+    raw = [str(int(v)) for v in front["flops"]]
+    assert not any(f"<td>{v}</td>" in page for v in raw)  # the table shows MFLOPs, the CSV the counts
+    assert any(f"<td>{human(v, 'flops')}</td>" in page for v in front["flops"])
+
+
+def test_the_chosen_trial_comes_first_with_its_factors_and_a_working_export_command(tmp_path):
+    study = _study()
+    record = StudyRecord(study)
+    best = record.chosen_trial()
+    page = write_report(study, tmp_path / "report").read_text()
+    assert page.index(f"Chosen trial: #{best.number}") < page.index("<img")
+    flops = best.user_attrs["flops"]
+    assert f"<td>{human(flops, 'flops')}</td><td>{1_000_000 / flops:.2f}x fewer</td>" in page
+    command = html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.S).group(1))
+    words = shlex.split(command)
+    assert words[:3] == ["autoprune", "export", str(tmp_path)]
+    assert words[words.index("--trial") + 1] == str(best.number) and "--storage" not in words
+    # a study kept elsewhere is named, with the password of its URL hidden
+    elsewhere = export_command(record, best.number, tmp_path, "postgresql://user:secret@localhost/db")
+    assert "secret" not in elsewhere and "--storage" in elsewhere and "--study" in elsewhere
+
+
+def test_human_units_and_factors():
+    assert human(4_762_000, "flops") == "4.76 MFLOPs" and human(512, "flops") == "512 FLOPs"
+    assert human(94_190, "params") == "94.2 k params" and human(1.234, "latency") == "1.23 ms"
+    assert human(187_000, "size_bytes") == "183 KiB" and human(float("nan"), "flops") == "-"
+    assert factor(4_762_000, 1_716_004) == "2.78x fewer" and factor(2.0, 1.0, "latency") == "2.00x faster"
+    assert factor(1.0, 0.0) == "-"
+
+
+def test_history_is_the_running_best_of_the_feasible_reductions(tmp_path):
+    study = _study()
+    record = StudyRecord(study)
+    history = reduction_history(trials_frame(record), record)
+    best, expected = float("nan"), []
+    for t in sorted(study.trials, key=lambda t: t.number):
+        if record.is_feasible(t):
+            reduction = 1_000_000 / t.user_attrs["flops"]
+            best = reduction if best != best else max(best, reduction)
+        expected.append(best)
+    assert history["best_within_budget"].tolist() == pytest.approx(expected, nan_ok=True)
+
+
+def test_importance_finds_the_parameter_the_drop_depends_on():
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.set_user_attr("groups", ["a", "b", "c"])
+    study.set_user_attr("max_accuracy_drop", 1.0)
+    study.set_user_attr("baseline_flops", 100.0)
+
+    def objective(trial):
+        a, b, c = (trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.05) for g in "abc")
+        trial.set_user_attr("accuracy", 90.0 - 5 * a)
+        trial.set_user_attr("accuracy_drop", 5 * a)  # only a's rate costs accuracy
+        trial.set_user_attr("flops", 100.0 * (1 - c))  # only c's rate saves FLOPs
+        trial.set_constraint("accuracy_drop", 5 * a - 1.0)
+        return 100.0 * (1 - c)
+
+    study.optimize(objective, n_trials=IMPORTANCE_MIN_TRIALS - 1)
+    record = StudyRecord(study)
+    assert parameter_importances(record, "accuracy_drop") is None  # too few trials to tell
+    study.optimize(objective, n_trials=30)
+    assert next(iter(parameter_importances(record, "accuracy_drop"))) == "a.rate"
+    assert next(iter(parameter_importances(record, "flops"))) == "c.rate"

@@ -164,7 +164,7 @@ def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them
 # -- sensitivity and warm starts ---------------------------------------------------------
 
 def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trained, digits, tmp_path):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=3, calibration_batches=4,
+    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=3, calibration_batches=4, warm_start="sensitivity",
                     storage=f"sqlite:///{tmp_path / 's.db'}")
     record = result.record
     rows = record.sensitivity
@@ -181,7 +181,7 @@ def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trai
 
 def test_warm_start_plans_run_first(trained, digits, tmp_path):
     result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=8, calibration_batches=4,
-                    importances=("l1", "fpgm"), storage=f"sqlite:///{tmp_path / 's.db'}")
+                    importances=("l1", "fpgm"), warm_start="sensitivity", storage=f"sqlite:///{tmp_path / 's.db'}")
     record = result.record
     settings = record.settings
     uniform = record.references["uniform"]

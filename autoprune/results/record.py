@@ -19,7 +19,10 @@ Study user attributes:
   ``dataset_params`` (a registered dataset), ``baseline_weights`` (the absolute
   path of the weights file) or ``baseline_artifact`` with ``artifact_store`` (the
   weights as an Optuna artifact), ``baseline_sha256`` (a fingerprint of the
-  weights), and ``autoprune_version``.
+  weights), and ``autoprune_version``;
+- what the study ran on: ``machine`` (processor, threads, system, Python),
+  ``versions`` (autoprune, torch, torch-pruning, optuna) and ``splits`` (samples in
+  each split of the data), written when the study is created.
 
 Trial parameters: ``<group>.rate`` and ``<group>.method``. Trial user attributes:
 the metrics (``accuracy``, ``accuracy_drop``, ``flops``, ``params``, ``latency``)
@@ -72,6 +75,8 @@ FINALISTS = "finetuned_finalists"
 #: The latency table a study predicts latency with, and the check of its predictions
 #: against timings of the best plans.
 LATENCY_TABLE, LATENCY_CHECK = "latency_table_measured", "latency_check"
+#: What the study ran on, written when it is created.
+RUN_KEYS = ("machine", "versions", "splits")
 SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
                "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
                "autoprune_version")
@@ -123,23 +128,28 @@ class StudyRecord:
         return GROUPS not in self.attrs
 
     def create(self, settings: SearchSettings, groups: list[str], baseline: dict[str, float],
-               source: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-        """Write a new study's settings, baseline metrics, source, and last its groups.
+               source: dict[str, Any], extra: dict[str, Any] | None = None,
+               run: dict[str, Any] | None = None) -> None:
+        """Write a new study's settings, baseline metrics, source, what it runs on (``run``,
+        keys of :data:`RUN_KEYS`), and last its groups.
 
         ``extra`` holds user attributes of the caller's own (the CLI notes the study
         file); they may not use a key the record owns. ``groups`` is written last,
         so a study interrupted while it is being created is still new.
         """
-        unknown = set(source) - set(SOURCE_KEYS)
-        if unknown:
-            raise ValueError(f"not a source key of the study record: {sorted(unknown)}")
+        run = dict(run or {})
+        for given, allowed, what in ((source, SOURCE_KEYS, "source"), (run, RUN_KEYS, "run")):
+            unknown = set(given) - set(allowed)
+            if unknown:
+                raise ValueError(f"not a {what} key of the study record: {sorted(unknown)}")
         extra = dict(extra or {})
-        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *(f"baseline_{m}" for m in METRICS),
+        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *RUN_KEYS, *(f"baseline_{m}" for m in METRICS),
                  SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS, LATENCY_TABLE, LATENCY_CHECK}
         taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
-        values = {**extra, **settings.to_attrs(), **source, **{f"baseline_{k}": v for k, v in baseline.items()}}
+        values = {**extra, **settings.to_attrs(), **source, **run,
+                  **{f"baseline_{k}": v for k, v in baseline.items()}}
         for key, value in values.items():
             try:
                 json.dumps(value)
@@ -234,6 +244,12 @@ class StudyRecord:
     def source(self) -> dict[str, Any]:
         """What the study knows of its baseline's origin (see the module docstring)."""
         return {k: self.attrs[k] for k in SOURCE_KEYS if k in self.attrs}
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """What the study ran on: ``machine``, ``versions``, ``splits`` (empty for studies made before
+        autoprune recorded them)."""
+        return {k: self.attrs[k] for k in RUN_KEYS if k in self.attrs}
 
     # -- what the study learns before its trials ----------------------------------------
 

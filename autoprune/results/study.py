@@ -26,10 +26,11 @@ from .record import Plan, StudyRecord, open_study
 class Study:
     """An autoprune study: the ``optuna.Study`` (``.optuna``) read through its record (``.record``)."""
 
-    def __init__(self, study: optuna.Study, out_dir: str | Path | None = None) -> None:
+    def __init__(self, study: optuna.Study, out_dir: str | Path | None = None, storage: str | None = None) -> None:
         self.optuna = study
         self.record = StudyRecord(study)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.storage = storage  # its URL, when loaded from one
 
     @classmethod
     def load(cls, out_dir: str | Path | None = None, *, storage: str | None = None,
@@ -42,7 +43,7 @@ class Study:
             if not db.is_file():
                 raise AutopruneError(f"{db} does not exist; give the storage URL of a study stored elsewhere")
             storage = f"sqlite:///{db.resolve()}"
-        return cls(open_study(storage, name).study, out_dir)
+        return cls(open_study(storage, name).study, out_dir, storage)
 
     def trials(self) -> pd.DataFrame:
         """Every finished trial: metrics, feasibility, uniform rate, parameters."""
@@ -101,4 +102,4 @@ class Study:
             if self.out_dir is None:
                 raise AutopruneError("give a folder for the report")
             folder = self.out_dir / "report"
-        return write_report(self.record, folder)
+        return write_report(self.record, folder, out_dir=self.out_dir, storage=self.storage)

@@ -41,7 +41,7 @@ from ..engine import (group_layers, group_scores, prunable_groups, resolve_impor
                       weight_scores)
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..metrics import metric_direction
-from ..provenance import fingerprint, provenance
+from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import Plan, StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
@@ -49,6 +49,7 @@ from ..zoo import dataset_task, list_metrics
 from .evaluation import Evaluator, apply_plan, calibration_batches
 from .finalists import fine_tune_finalists
 from .latency import LatencyTable, check_table
+from .progress import SearchProgress
 from .references import GlobalRanking, find_references, uniform_plan
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
@@ -174,7 +175,8 @@ def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
     evaluator = Evaluator.build(model, data, settings, latency_table=stored)
     source = baseline_source(evaluator.baseline, data)
     if record.is_new:
-        _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs)
+        run = {**environment(), "splits": split_sizes(data)}
+        _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs, run)
     else:
         record.check_resumable(settings, evaluator.groups, source)
         record.update_budget(settings)
@@ -345,7 +347,7 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
 
 
 def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings, source: dict[str, Any],
-            artifact_dir: Path | None, study_attrs: dict[str, Any] | None) -> None:
+            artifact_dir: Path | None, study_attrs: dict[str, Any] | None, run: dict[str, Any]) -> None:
     """Record a new study, keep its baseline's weights if no file holds them, enqueue its uniform starts."""
     if "baseline_weights" not in source and artifact_dir is not None:
         with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
@@ -356,7 +358,7 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
     task = {"task": evaluator.task.name, "score": score,
             "score_label": getattr(evaluator.task, "metric_label", score),
             **({} if score == "accuracy" else {f"baseline_{score}": evaluator.base["accuracy"]})}
-    record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})})
+    record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})}, run=run)
 
 
 def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:
@@ -377,12 +379,22 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
     each is logged in one line, and ``max_failures`` of them in a row stop the
     search with an error.
     """
-    study = record.study
     full = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.RUNNING))
     failures = _Failures(record, settings.max_failures)
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     grace = GRACE_FACTOR * settings.heartbeat_interval
-    waiting_since = None
+    bar = SearchProgress(record, settings.trials) if progress else None
+    try:
+        _optimize_until_done(record, objective, settings, full, failures, deadline, grace, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _optimize_until_done(record: StudyRecord, objective, settings: SearchSettings, full, failures, deadline,
+                         grace: float, bar: SearchProgress | None) -> None:
+    study, waiting_since = record.study, None
+    callbacks = [full, failures] if bar is None else [full, failures, bar]
     while True:
         fail_stale_trials(study)
         running = len(record.trials(states=(TrialState.RUNNING,)))
@@ -400,8 +412,8 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
         with _quiet_optuna(logging.ERROR), warnings.catch_warnings():  # failures are logged by _Failures
             warnings.filterwarnings("ignore", "Constraints have been set, but CmaEsSampler")  # documented
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=missing, timeout=left, show_progress_bar=progress,
-                           catch=(PruningError, PluginError), callbacks=[full, failures])
+            study.optimize(objective, n_trials=missing, timeout=left, catch=(PruningError, PluginError),
+                           callbacks=callbacks)
         if failures.in_a_row >= settings.max_failures:
             raise AutopruneError(f"{failures.in_a_row} trials in a row failed, so the search stopped "
                                  f"(search.max_failures); the last: {failures.last}")
