@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install test demo bench bench-driving clean
+.PHONY: install lint test demo bench bench-driving clean
 
 install: $(STAMP)
 
@@ -25,8 +25,13 @@ $(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e $(EXAMPLE)
 	@touch $(EXAMPLE_STAMP)
 
+# ruff's lint and format check, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # PostgreSQL (loopback only) backs the test of several workers sharing one study.
-test: install $(EXAMPLE_STAMP)
+test: lint $(EXAMPLE_STAMP)
 	AUTOPRUNE_TEST_POSTGRES="$$(bash .ci/postgres.sh)" $(BIN)/python -m pytest
 
 demo: install

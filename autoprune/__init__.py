@@ -46,8 +46,8 @@ from .registry import Entry, Source
 from .results import Study, load
 from .searcher import SearchResult, search
 from .settings import SearchSettings, TrainSettings
-from .training import train
 from .tasks import Task
+from .training import train
 from .zoo import (
     create_dataset,
     create_model,
@@ -95,9 +95,9 @@ __all__ = [
     "create_task",
     "get_importance",
     "get_metric",
-    "get_weight_importance",
     "get_plugin_manager",
     "get_registries",
+    "get_weight_importance",
     "hookimpl",
     "list_datasets",
     "list_importances",

@@ -26,9 +26,12 @@ from .zoo import create_model, dataset_task, list_models, model_task
 
 def cache_key(study: StudyFile) -> str:
     identity = {
-        "model": study.model, "model_params": study.model_params,
-        "dataset": study.dataset, "dataset_params": study.dataset_params,
-        "recipe": study.train.cache_identity(), "seed": study.settings.seed,
+        "model": study.model,
+        "model_params": study.model_params,
+        "dataset": study.dataset,
+        "dataset_params": study.dataset_params,
+        "recipe": study.train.cache_identity(),
+        "seed": study.settings.seed,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -39,8 +42,9 @@ def build_model(study: StudyFile, data) -> nn.Module:
     check_model_task(study.model, study.dataset, data)
     with torch.random.fork_rng():
         torch.manual_seed(study.settings.seed)
-        return create_model(study.model, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                            **study.model_params)
+        return create_model(
+            study.model, num_classes=data.num_classes, in_channels=data.input_shape[0], **study.model_params
+        )
 
 
 def check_model_task(model: str, dataset: str, data) -> None:
@@ -54,11 +58,13 @@ def check_model_task(model: str, dataset: str, data) -> None:
         fitting = list_models(task=needs)
         raise AutopruneError(
             f"model {model!r} is registered for {serves}, but dataset {dataset!r} gives {needs} samples; "
-            f"{needs} models: {', '.join(fitting[:8]) + (', ...' if len(fitting) > 8 else '') or 'none registered'}")
+            f"{needs} models: {', '.join(fitting[:8]) + (', ...' if len(fitting) > 8 else '') or 'none registered'}"
+        )
 
 
-def load_or_train(study: StudyFile, model: nn.Module, data,
-                  log: Callable[[str], None] | None = None) -> tuple[nn.Module, bool]:
+def load_or_train(
+    study: StudyFile, model: nn.Module, data, log: Callable[[str], None] | None = None
+) -> tuple[nn.Module, bool]:
     """Load the study's checkpoint, or the cached baseline, or train and cache one.
 
     Returns the model (in eval mode) and whether it was trained now.
@@ -73,8 +79,14 @@ def load_or_train(study: StudyFile, model: nn.Module, data,
         train(model, data, study.train, seed=study.settings.seed, log=log)
         task = dataset_task(data)
         val = DataLoader(data.val, batch_size=256, collate_fn=task.collate)
-        atomic_save({"state_dict": model.state_dict(), "val_accuracy": task.score(model, val),  # the task's score
-                     "key": cache_key(study)}, path)
+        atomic_save(
+            {
+                "state_dict": model.state_dict(),
+                "val_accuracy": task.score(model, val),  # the task's score
+                "key": cache_key(study),
+            },
+            path,
+        )
         load_checkpoint(model, path, what="the cached baseline")
         return model.eval(), True
     load_checkpoint(model, path, what="the cached baseline")

@@ -39,11 +39,13 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
             f"{what} {str(path)!r} holds Python objects, not only weights (a whole model, as "
             "autoprune.load reads); give a state_dict, e.g. torch.save(model.state_dict(), path)"
         ) from None
-    except Exception as exc:  # torch raises several kinds for files that are not checkpoints
+    except Exception as exc:  # noqa: BLE001 - torch raises several kinds for files that are not checkpoints
         raise AutopruneError(f"{what} {str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__})") from None
     if isinstance(saved, dict) and str(saved.get("format", "")).startswith("autoprune-model"):
-        raise AutopruneError(f"{what} {str(path)!r} is a pruned model saved by autoprune (best.pt or an export); "
-                             "give the unpruned model's weights (read the pruned one with autoprune.load)")
+        raise AutopruneError(
+            f"{what} {str(path)!r} is a pruned model saved by autoprune (best.pt or an export); "
+            "give the unpruned model's weights (read the pruned one with autoprune.load)"
+        )
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AutopruneError(f"{what} {str(path)!r} holds no state_dict of tensors")

@@ -56,10 +56,19 @@ def _study_baseline(args: argparse.Namespace):
     from .zoo import create_dataset
 
     study_file = load_study_file(args.study)
-    overrides = {k: v for k, v in {"trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None),
-                                   "seed": args.seed}.items() if v is not None}
-    study_file = study_file.replace(settings=study_file.settings.replace(**overrides),
-                                    **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v})
+    overrides = {
+        k: v
+        for k, v in {
+            "trials": getattr(args, "trials", None),
+            "timeout": getattr(args, "timeout", None),
+            "seed": args.seed,
+        }.items()
+        if v is not None
+    }
+    study_file = study_file.replace(
+        settings=study_file.settings.replace(**overrides),
+        **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v},
+    )
     storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
     _check_folder(study_file.out_dir, study_file.name, storage, force=args.force)
     study_file.out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives there
@@ -70,8 +79,12 @@ def _study_baseline(args: argparse.Namespace):
     preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
     _claim_folder(study_file.out_dir, study_file.name, storage)
     model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
-    where = {"storage": storage, "study_name": study_file.name, "artifacts": study_file.out_dir / "artifacts",
-             "study_attrs": {"study_file": study_file.path} if study_file.path else None}
+    where = {
+        "storage": storage,
+        "study_name": study_file.name,
+        "artifacts": study_file.out_dir / "artifacts",
+        "study_attrs": {"study_file": study_file.path} if study_file.path else None,
+    }
     return study_file, data, model, trained, where
 
 
@@ -93,7 +106,8 @@ def _check_folder(out, name: str, storage: str, *, force: bool) -> None:
         raise AutopruneError(
             f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
             f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
-            "(or --force to take the folder over)")
+            "(or --force to take the folder over)"
+        )
 
 
 def _claim_folder(out, name: str, storage: str) -> None:
@@ -110,12 +124,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     study_file, data, model, trained, where = _study_baseline(args)
     try:
-        result = search(model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune,
-                        **where)
+        result = search(
+            model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune, **where
+        )
     except SearchInterrupted as stop:
         done = len(stop.result.record.completed())
-        print(f"autoprune: interrupted; the running trial is marked failed, the {done} finished trials are "
-              "saved (run the same command to resume)", file=sys.stderr)
+        print(
+            f"autoprune: interrupted; the running trial is marked failed, the {done} finished trials are "
+            "saved (run the same command to resume)",
+            file=sys.stderr,
+        )
         _summarize(stop.result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
         return 130
     return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
@@ -143,9 +161,11 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     groups = prunable_groups(model, example)
     table = measure_table(model, example, timing, groups, settings.rate_max, device, settings.round_to)
     table.write(output)
-    print(f"timed {len(groups)} groups at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
-          f"batch {table.batch_size}: the baseline takes {table.base_ms:.3f} ms; wrote {output} "
-          f"(give it as study.latency_table)")
+    print(
+        f"timed {len(groups)} groups at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
+        f"batch {table.batch_size}: the baseline takes {table.base_ms:.3f} ms; wrote {output} "
+        f"(give it as study.latency_table)"
+    )
     return 0
 
 
@@ -158,8 +178,10 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     rows = ensure_sensitivity(record, evaluator)
     table, figure = write_sensitivity(record, study_file.out_dir)
     budget = record.max_accuracy_drop
-    print(f"sensitivity of {len(record.groups)} groups ({len(rows)} plans, each group pruned alone), "
-          f"baseline accuracy {record.baseline['accuracy']:.2f} %")
+    print(
+        f"sensitivity of {len(record.groups)} groups ({len(rows)} plans, each group pruned alone), "
+        f"baseline accuracy {record.baseline['accuracy']:.2f} %"
+    )
     print(f"  {'group':<28} {'largest rate within ' + str(budget) + ' points':>30} {'searched up to':>15}")
     for group, limit in record.rate_limits.items():
         within = [r["rate"] for r in rows if r["group"] == group and "failed" not in r and r["accuracy_drop"] <= budget]
@@ -178,8 +200,10 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
 
     record = result.record
     done, feasible, failed = record.completed(), record.feasible(), result.failed_trials
-    print(f"study {record.name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible"
-          f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})")
+    print(
+        f"study {record.name!r} in {storage}: {len(done)} trials, {len(feasible)} feasible"
+        f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})"
+    )
     baseline = record.baseline
     print(f"  {'baseline ' + record.score_name:<19} {record.score_text(baseline['accuracy'])}")
     report = write_report(record, out / "report", out_dir=out, storage=storage)
@@ -189,22 +213,35 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
         if failed and not done:
             print(f"  every trial failed; the last one: {record.fail_reason(failed[-1]) or 'no reason recorded'}")
         elif len(record.constraint_names) == 1:
-            print(f"  no trial stayed within the {max_drop} point budget; "
-                  "allow a larger drop, more trials or a lower search.rate_max")
+            print(
+                f"  no trial stayed within the {max_drop} point budget; "
+                "allow a larger drop, more trials or a lower search.rate_max"
+            )
         else:  # say which bounds no trial met, and how close each came
-            closest = {name: min((t.constraints.get(name, math.inf) for t in done), default=math.inf)
-                       for name in record.constraint_names}
+            closest = {
+                name: min((t.constraints.get(name, math.inf) for t in done), default=math.inf)
+                for name in record.constraint_names
+            }
             unmet = [name for name, over in closest.items() if over > 0]
             shown = {"accuracy_drop": f"{record.score_name}_drop"}  # the budget, named by the task's score
-            print("  no trial met every constraint at once; " + ("never met: " + ", ".join(
-                f"{shown.get(name, name)} (closest {closest[name]:.4g} over)" for name in unmet) if unmet else
-                "each was met by some trial, none by one trial") + "; loosen them or allow more trials")
+            print(
+                "  no trial met every constraint at once; "
+                + (
+                    "never met: "
+                    + ", ".join(f"{shown.get(name, name)} (closest {closest[name]:.4g} over)" for name in unmet)
+                    if unmet
+                    else "each was met by some trial, none by one trial"
+                )
+                + "; loosen them or allow more trials"
+            )
         print(f"  report              {report}")
         return 1
     metrics = record.metrics(best)
     print(f"  best trial          #{best.number}")
-    print(f"  {record.score_name:<19} {record.score_text(metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
-          f"<= {max_drop})")
+    print(
+        f"  {record.score_name:<19} {record.score_text(metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
+        f"<= {max_drop})"
+    )
     for key in ("flops", "params", "latency"):
         if key in baseline and key in metrics and math.isfinite(metrics[key]):
             before, after = baseline[key], metrics[key]
@@ -212,12 +249,18 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     compared = record.comparison(best)
     if compared:
         name = {"uniform": "one uniform rate", "global": "global pruning"}[compared["baseline"]]
-        print(f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
-              f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
-              f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)")
+        print(
+            f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
+            f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
+            f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)"
+        )
     plan = result.best_plan
-    save_model(result.best_model, out / "best.pt", metadata={"study": record.name, "trial": best.number, **plan},
-               input_shape=tuple(input_shape(result.example_inputs)[1]))
+    save_model(
+        result.best_model,
+        out / "best.pt",
+        metadata={"study": record.name, "trial": best.number, **plan},
+        input_shape=tuple(input_shape(result.example_inputs)[1]),
+    )
     plan_path = out / "best_plan.json"
     atomic_write_text(plan_path, json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
@@ -238,22 +281,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     study = Study.load(args.out_dir, storage=args.storage, name=args.study)
     if args.finetune_epochs:
-        print(f"fine-tuning for {args.finetune_epochs} epochs"
-              f"{' with distillation from the baseline' if args.distill else ''}", file=sys.stderr)
-    result = study.export(args.output, args.trial, format=args.format, finetune_epochs=args.finetune_epochs,
-                          distill=args.distill, lr=args.lr)
+        print(
+            f"fine-tuning for {args.finetune_epochs} epochs"
+            f"{' with distillation from the baseline' if args.distill else ''}",
+            file=sys.stderr,
+        )
+    result = study.export(
+        args.output,
+        args.trial,
+        format=args.format,
+        finetune_epochs=args.finetune_epochs,
+        distill=args.distill,
+        lr=args.lr,
+    )
     before, after = result["baseline"], result["pruned"]
     print(f"trial #{result['trial']} of study {study.record.name!r}")
     print(f"  {'':<14} {'baseline':>15} {'pruned':>15}")
     for key in after:
         b, a = before[key], after[key]
-        shown = (lambda v: f"{v:.2f}") if key.startswith(("val_", "test_")) or key == "latency_ms" else (
-            lambda v, key=key: human(v, key))
+        shown = (
+            (lambda v: f"{v:.2f}")
+            if key.startswith(("val_", "test_")) or key == "latency_ms"
+            else (lambda v, key=key: human(v, key))
+        )
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
         label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
         print(f"  {label:<14} {shown(b):>15} {shown(a):>15}{ratio}")
-    print(f"saved {args.output} ({args.format}; outputs match PyTorch within "
-          f"{result['max_difference']:.1e} on real inputs)")
+    print(
+        f"saved {args.output} ({args.format}; outputs match PyTorch within "
+        f"{result['max_difference']:.1e} on real inputs)"
+    )
     return 0
 
 
@@ -264,8 +321,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise AutopruneError(f"--port must be a port number from 0 (any free one) to 65535, got {args.port}")
     server = dashboard_server(args.out_dir, args.storage, args.host, args.port)
     if not is_loopback(args.host):
-        print(f"autoprune: serving on {args.host}: anyone who can reach this machine can read the study and "
-              "change its notes", file=sys.stderr)
+        print(
+            f"autoprune: serving on {args.host}: anyone who can reach this machine can read the study and "
+            "change its notes",
+            file=sys.stderr,
+        )
     serve(server, lambda line: print(line, flush=True))
     return 0
 
@@ -275,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="autoprune",
-        description="Search per-layer structural pruning rates and importance criteria "
-        "under an accuracy-drop budget.",
+        description="Search per-layer structural pruning rates and importance criteria under an accuracy-drop budget.",
     )
     parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -304,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("sensitivity", help="prune each group alone at each rate; write a CSV and a plot (cached in the study)")
+    p = sub.add_parser(
+        "sensitivity", help="prune each group alone at each rate; write a CSV and a plot (cached in the study)"
+    )
     p.add_argument("study", help="the study file (TOML)")
     p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
     p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
@@ -312,8 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_sensitivity)
 
-    p = sub.add_parser("latency-table", help="time the study's model on this machine, each group alone at a few "
-                                             "rates, for study.latency_table (run it on the target device)")
+    p = sub.add_parser(
+        "latency-table",
+        help="time the study's model on this machine, each group alone at a few "
+        "rates, for study.latency_table (run it on the target device)",
+    )
     p.add_argument("study", help="the study file (TOML)")
     p.add_argument("-o", "--output", required=True, help="the JSON file to write")
     p.add_argument("--device", choices=("cpu", "cuda"), help="time on this device (default: study.latency_device)")
@@ -325,8 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("dashboard", help="serve a search's study in optuna-dashboard (pip install "
-                                         "'autoprune[dashboard]'), on this machine only unless --host says otherwise")
+    p = sub.add_parser(
+        "dashboard",
+        help="serve a search's study in optuna-dashboard (pip install "
+        "'autoprune[dashboard]'), on this machine only unless --host says otherwise",
+    )
     p.add_argument("out_dir", help="the search's output folder")
     p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, loopback)")

@@ -65,7 +65,8 @@ def _jpeg(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.T
     for image in pixels:
         buffer = io.BytesIO()
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-            buffer, format="JPEG", quality=JPEG[severity - 1])
+            buffer, format="JPEG", quality=JPEG[severity - 1]
+        )
         decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255
         out.append(torch.from_numpy(decoded.reshape(image.shape)).permute(2, 0, 1))
     return torch.stack(out)
@@ -73,13 +74,22 @@ def _jpeg(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.T
 
 #: name -> f(images in [0, 1], severity 1..5, generator) -> images
 CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
-    "gaussian_noise": _noise, "gaussian_blur": _blur, "brightness": _brightness, "contrast": _contrast,
+    "gaussian_noise": _noise,
+    "gaussian_blur": _blur,
+    "brightness": _brightness,
+    "contrast": _contrast,
     "jpeg": _jpeg,
 }
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Generator,
-            low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+def corrupt(
+    images: torch.Tensor,
+    name: str,
+    severity: int,
+    generator: torch.Generator,
+    low: torch.Tensor | None = None,
+    high: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``images`` (N, C, H, W) with corruption ``name`` at ``severity`` (1 to 5).
 
     ``low`` and ``high``: per-channel values that stand for black and white (the
@@ -98,8 +108,14 @@ def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Gen
     return CORRUPTIONS[name](pixels, severity, generator).clamp(0, 1) * span + low
 
 
-def corrupted_batches(val_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], corruptions: Sequence[str],
-                      severities: Sequence[int], images: int, seed: int, batch_size: int = 128) -> list:
+def corrupted_batches(
+    val_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    images: int,
+    seed: int,
+    batch_size: int = 128,
+) -> list:
     """Batches of the first ``images`` validation images under every corruption at every severity.
 
     The same for the same batches and seed: the noise draws from a generator seeded
@@ -108,8 +124,10 @@ def corrupted_batches(val_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], 
     inputs, targets, seen = [], [], 0
     for x, y in val_batches:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise AutopruneError("robust accuracy needs image inputs (N, C, H, W); this dataset's are "
-                                 f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' ' + str(tuple(x.shape))}")
+            raise AutopruneError(
+                "robust accuracy needs image inputs (N, C, H, W); this dataset's are "
+                f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' ' + str(tuple(x.shape))}"
+            )
         inputs.append(x[: images - seen])
         targets.append(y[: images - seen])
         seen += len(inputs[-1])
@@ -122,6 +140,7 @@ def corrupted_batches(val_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], 
         for severity in severities:
             generator = torch.Generator().manual_seed(seed * 1000 + i * 10 + severity)
             corrupted = corrupt(clean, name, severity, generator, low, high)
-            batches += [(corrupted[k:k + batch_size], labels[k:k + batch_size])
-                        for k in range(0, len(clean), batch_size)]
+            batches += [
+                (corrupted[k : k + batch_size], labels[k : k + batch_size]) for k in range(0, len(clean), batch_size)
+            ]
     return batches

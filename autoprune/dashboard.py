@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import AutopruneError
@@ -34,15 +35,17 @@ def study_storage(out_dir: str | Path, storage: str | None = None) -> str:
     return f"sqlite:///{db.resolve()}"
 
 
-def dashboard_server(out_dir: str | Path, storage: str | None = None, host: str = DEFAULT_HOST,
-                     port: int = DEFAULT_PORT) -> WSGIServer:
+def dashboard_server(
+    out_dir: str | Path, storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> WSGIServer:
     """An HTTP server of optuna-dashboard over the study of ``out_dir`` (not yet serving: call
     ``serve_forever()``); port 0 takes a free one (``server.server_port`` says which)."""
     try:
         import optuna_dashboard
     except ImportError:
-        raise AutopruneError("optuna-dashboard is not installed; install it with "
-                             "pip install 'autoprune[dashboard]'") from None
+        raise AutopruneError(
+            "optuna-dashboard is not installed; install it with pip install 'autoprune[dashboard]'"
+        ) from None
     url = study_storage(out_dir, storage)
     artifacts = Path(out_dir) / "artifacts"
     store = None
@@ -68,7 +71,7 @@ def is_loopback(host: str) -> bool:
 class _QuietHandler(WSGIRequestHandler):
     """No line per request: the terminal keeps the address and the stop hint."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -32,9 +32,7 @@ class DataSplits:
     task: str = "classification"
 
 
-def split_train_val(
-    dataset: Dataset, val_fraction: float = 0.1, seed: int = SPLIT_SEED
-) -> tuple[Subset, Subset]:
+def split_train_val(dataset: Dataset, val_fraction: float = 0.1, seed: int = SPLIT_SEED) -> tuple[Subset, Subset]:
     """Split ``dataset`` into disjoint (train, val) subsets with a fixed seed."""
     if not 0.0 < val_fraction < 1.0:
         raise AutopruneError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")

@@ -59,7 +59,9 @@ def unknown_name(kind: str, name: object, valid: Iterable[str], *, list_all: boo
         hint = f"{len(valid)} are registered; list them with `autoprune plugins`"
     only = os.environ.get("AUTOPRUNE_PLUGINS")
     if only is not None and not close:  # the name may come from a plugin this variable leaves out
-        hint += (f" (AUTOPRUNE_PLUGINS={only!r} loads only the entry points it names, built-in ones included: "
-                 "unset it, or add the plugin that registers it, such as metrics_builtin, tasks_builtin or "
-                 "datasets_builtin)")
+        hint += (
+            f" (AUTOPRUNE_PLUGINS={only!r} loads only the entry points it names, built-in ones included: "
+            "unset it, or add the plugin that registers it, such as metrics_builtin, tasks_builtin or "
+            "datasets_builtin)"
+        )
     return UnknownNameError(f"unknown {kind} {name!r}; {hint}")

@@ -16,7 +16,8 @@ registries; their return values are ignored.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pluggy
 import torch
@@ -42,7 +43,7 @@ class RegisterWeightImportance(Protocol):
     def __call__(
         self,
         name: str,
-        fn: Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor],
+        fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
         *,
         needs_grads: bool = False,
         description: str = "",
@@ -63,8 +64,7 @@ class RegisterMetric(Protocol):
 
 class RegisterModel(Protocol):
     def __call__(
-        self, name: str, factory: Callable[..., torch.nn.Module], *, task: str = "classification",
-        description: str = ""
+        self, name: str, factory: Callable[..., torch.nn.Module], *, task: str = "classification", description: str = ""
     ) -> None: ...
 
 

@@ -92,8 +92,9 @@ def latency_ms(model: nn.Module, example: torch.Tensor, min_run_time: float = 0.
 
     model.eval()
     with torch.no_grad():
-        timer = benchmark.Timer(stmt="call_model(model, x)", globals={"model": model, "x": example,
-                                                                      "call_model": call_model})
+        timer = benchmark.Timer(
+            stmt="call_model(model, x)", globals={"model": model, "x": example, "call_model": call_model}
+        )
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
         return (min(measurement.times) if statistic == "min" else measurement.median) * 1e3
 

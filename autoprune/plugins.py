@@ -43,8 +43,7 @@ class Registries:
     tasks: Registry[Callable[..., Any]]
 
     def __iter__(self):
-        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics,
-                     self.tasks))
+        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics, self.tasks))
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -76,8 +75,9 @@ def check_hook_names(pm: pluggy.PluginManager, plugin: object) -> None:
         hooks = sorted(name for name, fn in vars(hookspecs).items() if name.startswith("autoprune_") and callable(fn))
         close = difflib.get_close_matches(hook.name, hooks, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "autoprune's hooks: " + ", ".join(hooks)
-        raise AutopruneError(f"plugin {pm.get_name(plugin)!r} implements {hook.name!r}, which is not a hook of "
-                             f"autoprune; {hint}")
+        raise AutopruneError(
+            f"plugin {pm.get_name(plugin)!r} implements {hook.name!r}, which is not a hook of autoprune; {hint}"
+        )
 
 
 def register(plugin: ModuleType | object, name: str | None = None) -> str:
@@ -136,7 +136,9 @@ def get_registries() -> Registries:
     global _registries
     if _registries is None:
         registries = Registries(
-            Registry("importance", {"needs_grads": bool}), Registry("model", {"task": str}), Registry("dataset"),
+            Registry("importance", {"needs_grads": bool}),
+            Registry("model", {"task": str}),
+            Registry("dataset"),
             Registry("weight_importance", {"needs_grads": bool}),
             Registry("metric", {"direction": ("minimize", "maximize"), "unit": str}),
             Registry("task"),

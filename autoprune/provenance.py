@@ -47,8 +47,9 @@ def storable(params: dict[str, Any]) -> dict[str, Any] | None:
     """
 
     def convert(value: Any) -> Any:
-        if isinstance(value, Path) or isinstance(value, str) and value and not os.path.isabs(value) \
-                and os.path.exists(value):
+        if isinstance(value, Path) or (
+            isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value)
+        ):
             return str(Path(value).resolve())
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
@@ -86,15 +87,16 @@ def environment() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     versions["torch"] = torch.__version__
-    return {"machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
-                       f"Python {platform.python_version()}",
-            "versions": versions}
+    return {
+        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        "versions": versions,
+    }
 
 
 def split_sizes(data: Any) -> dict[str, int]:
     """How many samples each split of ``data`` (a :class:`~autoprune.DataSplits`) holds."""
-    return {name: len(split) for name in ("train", "val", "test")
-            if (split := getattr(data, name, None)) is not None}
+    return {name: len(split) for name in ("train", "val", "test") if (split := getattr(data, name, None)) is not None}
 
 
 def _cpu() -> str:

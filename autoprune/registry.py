@@ -56,9 +56,7 @@ class Registry(Generic[T]):
         self._options = dict(options or {})
         self._entries: dict[str, Entry[T]] = {}
 
-    def add(
-        self, name: str, obj: T, *, source: Source, description: str = "", **options: Any
-    ) -> Entry[T]:
+    def add(self, name: str, obj: T, *, source: Source, description: str = "", **options: Any) -> Entry[T]:
         if not isinstance(name, str) or not _NAME.match(name):
             raise AutopruneError(
                 f"{source.plugin} registered {self.kind} name {name!r}; a name is a non-empty "
@@ -66,8 +64,7 @@ class Registry(Generic[T]):
             )
         if not callable(obj):
             raise AutopruneError(
-                f"{source.plugin} registered {self.kind} {name!r} as {type(obj).__name__}, "
-                "which is not callable"
+                f"{source.plugin} registered {self.kind} {name!r} as {type(obj).__name__}, which is not callable"
             )
         if not isinstance(description, str):
             raise AutopruneError(

@@ -52,8 +52,16 @@ class SettingError(AutopruneError):
         self.detail = message
 
 
-def setting(default: Any = _REQUIRED, *, section: str, rule: str, check: Callable[[Any], bool],
-            resumable: bool = False, choices: tuple[str, ...] = (), doc: str = "") -> Any:
+def setting(
+    default: Any = _REQUIRED,
+    *,
+    section: str,
+    rule: str,
+    check: Callable[[Any], bool],
+    resumable: bool = False,
+    choices: tuple[str, ...] = (),
+    doc: str = "",
+) -> Any:
     """Declare one setting.
 
     Args:
@@ -66,8 +74,14 @@ def setting(default: Any = _REQUIRED, *, section: str, rule: str, check: Callabl
         choices: names to suggest when a string value is misspelled.
         doc: one line for the study-file reference.
     """
-    metadata = {"section": section, "rule": rule, "check": check, "resumable": resumable,
-                "choices": choices, "doc": doc}
+    metadata = {
+        "section": section,
+        "rule": rule,
+        "check": check,
+        "resumable": resumable,
+        "choices": choices,
+        "doc": doc,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -86,8 +100,7 @@ def _is_rate(v: Any) -> bool:
 def _is_objective(v: Any) -> bool:
     if isinstance(v, str):
         return bool(v)
-    return (isinstance(v, (list, tuple)) and all(isinstance(o, str) and o for o in v)
-            and 2 <= len(set(v)) == len(v) <= 3)
+    return isinstance(v, (list, tuple)) and all(isinstance(o, str) and o for o in v) and 2 <= len(set(v)) == len(v) <= 3
 
 
 def _is_constraints(v: Any) -> bool:
@@ -145,7 +158,7 @@ class _Validated:
 
 def _shown(value: Any) -> str:
     """A value as an error quotes it: with its type where the type is the likely mistake."""
-    if isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool) or value is None:
+    if (isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool)) or value is None:
         return repr(value)
     return f"{type(value).__name__} {value!r}"
 
@@ -160,164 +173,303 @@ class SearchSettings(_Validated):
     """
 
     max_accuracy_drop: float = setting(
-        section="study", rule="a number >= 0", check=lambda v: _is_number(v) and v >= 0,
-        doc="percentage points of top-1 validation accuracy the pruned model may lose")
+        section="study",
+        rule="a number >= 0",
+        check=lambda v: _is_number(v) and v >= 0,
+        doc="percentage points of top-1 validation accuracy the pruned model may lose",
+    )
     objective: str | tuple[str, ...] = setting(
-        "flops", section="study",
+        "flops",
+        section="study",
         rule="a registered metric ('flops', 'params', 'latency', 'nonzero_params', 'size_bytes', a plugin's), "
-             "or a list of two or three distinct ones ('accuracy' among them, say)",
-        check=_is_objective, choices=OBJECTIVES,
-        doc="optimized among feasible trials in the metric's direction; a list makes a multi-objective study")
+        "or a list of two or three distinct ones ('accuracy' among them, say)",
+        check=_is_objective,
+        choices=OBJECTIVES,
+        doc="optimized among feasible trials in the metric's direction; a list makes a multi-objective study",
+    )
     constraints: tuple[tuple[str, float], ...] = setting(
-        (), section="constraints", rule="a table of registered metric names and numbers",
+        (),
+        section="constraints",
+        rule="a table of registered metric names and numbers",
         check=_is_constraints,
         doc="bounds every feasible trial meets besides the accuracy budget, e.g. latency = 5.0: at most the "
-            "bound for a metric to minimize, at least for one to maximize")
+        "bound for a metric to minimize, at least for one to maximize",
+    )
     trials: int = setting(
-        50, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
-        doc="completed trials the study holds when the search ends; a rerun runs only the missing ones")
+        50,
+        section="study",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        resumable=True,
+        doc="completed trials the study holds when the search ends; a rerun runs only the missing ones",
+    )
     timeout: float | None = setting(
-        None, section="study", rule="a number of seconds > 0", check=lambda v: v is None or _is_number(v) and v > 0,
-        resumable=True, doc="no new trial starts after this many seconds")
+        None,
+        section="study",
+        rule="a number of seconds > 0",
+        check=lambda v: v is None or (_is_number(v) and v > 0),
+        resumable=True,
+        doc="no new trial starts after this many seconds",
+    )
     seed: int = setting(
-        0, section="study", rule="an integer", check=_is_int,
-        doc="seeds the sampler, the calibration batches and the baseline's training")
+        0,
+        section="study",
+        rule="an integer",
+        check=_is_int,
+        doc="seeds the sampler, the calibration batches and the baseline's training",
+    )
     latency_batch_size: int = setting(
-        1, section="study", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
-        doc="batch size of latency measurements (median of timed forward passes)")
+        1,
+        section="study",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        doc="batch size of latency measurements (median of timed forward passes)",
+    )
     latency_device: str = setting(
-        "cpu", section="study", rule="one of 'cpu', 'cuda'", check=lambda v: v in ("cpu", "cuda"),
+        "cpu",
+        section="study",
+        rule="one of 'cpu', 'cuda'",
+        check=lambda v: v in ("cpu", "cuda"),
         choices=("cpu", "cuda"),
-        doc="where latency is timed: the study's latency table and the check of its predictions")
+        doc="where latency is timed: the study's latency table and the check of its predictions",
+    )
     latency_table: str | None = setting(
-        None, section="study", rule="a path to a JSON file written by `autoprune latency-table`",
-        check=lambda v: v is None or isinstance(v, str) and bool(v),
+        None,
+        section="study",
+        rule="a path to a JSON file written by `autoprune latency-table`",
+        check=lambda v: v is None or (isinstance(v, str) and bool(v)),
         doc="a latency table measured on the target device; without it the search measures one on this "
-            "machine when latency is an objective or a constraint")
+        "machine when latency is an objective or a constraint",
+    )
     importances: tuple[str, ...] = setting(
-        ("l1",), section="search", rule="a non-empty list of registered importance names", check=_is_names,
-        doc="importances each group chooses from")
+        ("l1",),
+        section="search",
+        rule="a non-empty list of registered importance names",
+        check=_is_names,
+        doc="importances each group chooses from",
+    )
     rate_min: float = setting(
-        0.0, section="search", rule="a number in [0, 1)", check=_is_rate,
-        doc="the smallest rate of every group's grid")
+        0.0, section="search", rule="a number in [0, 1)", check=_is_rate, doc="the smallest rate of every group's grid"
+    )
     rate_max: float = setting(
-        0.8, section="search", rule="a number in [rate_min, 1)", check=_is_rate,
-        doc="the largest rate of every group's grid")
+        0.8,
+        section="search",
+        rule="a number in [rate_min, 1)",
+        check=_is_rate,
+        doc="the largest rate of every group's grid",
+    )
     rate_step: float = setting(
-        0.05, section="search", rule="a number > 0", check=lambda v: _is_number(v) and v > 0,
-        doc="the grid's step: rate_min, rate_min + rate_step, ... up to rate_max")
+        0.05,
+        section="search",
+        rule="a number > 0",
+        check=lambda v: _is_number(v) and v > 0,
+        doc="the grid's step: rate_min, rate_min + rate_step, ... up to rate_max",
+    )
     calibration_batches: int = setting(
-        20, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
-        doc="training batches each trial recalibrates BatchNorm on (the same for every trial)")
+        20,
+        section="search",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        doc="training batches each trial recalibrates BatchNorm on (the same for every trial)",
+    )
     batch_size: int = setting(
-        128, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
-        doc="batch size of calibration and evaluation")
+        128,
+        section="search",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        doc="batch size of calibration and evaluation",
+    )
     scope: str = setting(
-        "local", section="search", rule="one of 'local', 'global', 'both'", check=lambda v: v in SCOPES,
+        "local",
+        section="search",
+        rule="one of 'local', 'global', 'both'",
+        check=lambda v: v in SCOPES,
         choices=SCOPES,
         doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
-            "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
-            "sampler picks per trial")
+        "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
+        "sampler picks per trial",
+    )
     granularity: str | tuple[str, ...] = setting(
-        "channel", section="search",
+        "channel",
+        section="search",
         rule="'channel', 'weight' or 'nm', or a list of 'channel' with one of the others",
-        check=lambda v: (v in GRANULARITIES) or (
-            isinstance(v, (list, tuple)) and 0 < len(v) == len(set(v)) and all(g in GRANULARITIES for g in v)
-            and not {"weight", "nm"} <= set(v)),
+        check=lambda v: (
+            (v in GRANULARITIES)
+            or (
+                isinstance(v, (list, tuple))
+                and 0 < len(v) == len(set(v))
+                and all(g in GRANULARITIES for g in v)
+                and not {"weight", "nm"} <= set(v)
+            )
+        ),
         choices=GRANULARITIES,
         doc="what a plan removes in each group: channels (a rate; real speed-up), single weights of the "
-            "group's layers (a sparsity, ranked by weight_importance) or N:M blocks of them (on or off); a list combines "
-            "channels with one of the others (channels first)")
+        "group's layers (a sparsity, ranked by weight_importance) or N:M blocks of them (on or off); a list combines "
+        "channels with one of the others (channels first)",
+    )
     nm: tuple[int, ...] = setting(
-        (2, 4), section="search", rule="[N, M] with 0 < N < M",
-        check=lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(k) for k in v)
-        and 0 < v[0] < v[1],
-        doc="the N:M pattern of granularity 'nm': N weights kept in every M along the input dimension")
+        (2, 4),
+        section="search",
+        rule="[N, M] with 0 < N < M",
+        check=lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(k) for k in v) and 0 < v[0] < v[1],
+        doc="the N:M pattern of granularity 'nm': N weights kept in every M along the input dimension",
+    )
     weight_importance: str = setting(
-        "magnitude", section="search", rule="a registered weight-importance name (autoprune plugins --kind "
-        "weight_importance)", check=lambda v: isinstance(v, str) and bool(v),
-        doc="what weight and N:M pruning keep: a registered weight importance ('magnitude', 'snip', or a plugin's)")
+        "magnitude",
+        section="search",
+        rule="a registered weight-importance name (autoprune plugins --kind weight_importance)",
+        check=lambda v: isinstance(v, str) and bool(v),
+        doc="what weight and N:M pruning keep: a registered weight importance ('magnitude', 'snip', or a plugin's)",
+    )
     sparsity_max: float = setting(
-        0.9, section="search", rule="a number in [0, 1)", check=_is_rate,
-        doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)")
+        0.9,
+        section="search",
+        rule="a number in [0, 1)",
+        check=_is_rate,
+        doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)",
+    )
     round_to: int = setting(
-        1, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
+        1,
+        section="search",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
         doc="keep every pruned group's channel count a multiple of this (8, 16 or 32 suit GPU tensor cores "
-            "and vector units; Torch-Pruning's round_to); the kept count is rounded up")
+        "and vector units; Torch-Pruning's round_to); the kept count is rounded up",
+    )
     reconstruct: bool = setting(
-        True, section="search", rule="true or false", check=lambda v: isinstance(v, bool),
+        True,
+        section="search",
+        rule="true or false",
+        check=lambda v: isinstance(v, bool),
         doc="after channels are removed, refit every layer that lost input channels by least squares so that it "
-            "reproduces its unpruned outputs on calibration batches (He et al., ICCV 2017); channel pruning only")
+        "reproduces its unpruned outputs on calibration batches (He et al., ICCV 2017); channel pruning only",
+    )
     steps: int | tuple[int, ...] = setting(
-        1, section="search", rule="an integer >= 1, or a list of them for the sampler to choose from",
-        check=lambda v: (_is_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) > 0
-                                                    and all(_is_int(k) and k >= 1 for k in v)),
+        1,
+        section="search",
+        rule="an integer >= 1, or a list of them for the sampler to choose from",
+        check=lambda v: (
+            (_is_int(v) and v >= 1)
+            or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v))
+        ),
         doc="prune towards each trial's rates in this many equal steps, each followed by BatchNorm "
-            "recalibration (and recovery_steps of fine-tuning); a list makes it the searched parameter 'steps'")
+        "recalibration (and recovery_steps of fine-tuning); a list makes it the searched parameter 'steps'",
+    )
     recovery_steps: int = setting(
-        0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0,
+        0,
+        section="search",
+        rule="an integer >= 0",
+        check=lambda v: _is_int(v) and v >= 0,
         doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
-            "(SGD with momentum, learning rate 0.01, cosine schedule)")
+        "(SGD with momentum, learning rate 0.01, cosine schedule)",
+    )
     corruptions: tuple[str, ...] = setting(
-        ("gaussian_noise", "gaussian_blur", "brightness", "contrast"), section="search",
+        ("gaussian_noise", "gaussian_blur", "brightness", "contrast"),
+        section="search",
         rule="a non-empty list of 'gaussian_noise', 'gaussian_blur', 'brightness', 'contrast', 'jpeg'",
         check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(c in CORRUPTIONS for c in v),
         choices=CORRUPTIONS,
-        doc="the corruptions of robust_accuracy (Hendrycks & Dietterich, ICLR 2019), each at every severity")
+        doc="the corruptions of robust_accuracy (Hendrycks & Dietterich, ICLR 2019), each at every severity",
+    )
     corruption_severities: tuple[int, ...] = setting(
-        (3,), section="search", rule="a non-empty list of integers from 1 to 5",
+        (3,),
+        section="search",
+        rule="a non-empty list of integers from 1 to 5",
         check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and 1 <= k <= 5 for k in v),
-        doc="the severities of robust_accuracy's corruptions (ImageNet-C's scale)")
+        doc="the severities of robust_accuracy's corruptions (ImageNet-C's scale)",
+    )
     corruption_images: int = setting(
-        1000, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1,
-        doc="validation images robust_accuracy corrupts (the first of the study's fixed order)")
+        1000,
+        section="search",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        doc="validation images robust_accuracy corrupts (the first of the study's fixed order)",
+    )
     sampler: str = setting(
-        "tpe", section="search", rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
-        check=lambda v: v in SAMPLERS, choices=SAMPLERS,
-        doc="Optuna's sampler: multivariate TPE, Gaussian process, CMA-ES, random search or NSGA-II")
+        "tpe",
+        section="search",
+        rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
+        check=lambda v: v in SAMPLERS,
+        choices=SAMPLERS,
+        doc="Optuna's sampler: multivariate TPE, Gaussian process, CMA-ES, random search or NSGA-II",
+    )
     warm_start: str = setting(
-        "uniform", section="search", rule="one of 'uniform', 'sensitivity', 'none'",
-        check=lambda v: v in WARM_STARTS, choices=WARM_STARTS,
+        "uniform",
+        section="search",
+        rule="one of 'uniform', 'sensitivity', 'none'",
+        check=lambda v: v in WARM_STARTS,
+        choices=WARM_STARTS,
         doc="the first trials: the uniform_starts, or plans built from per-group sensitivity curves (which "
-            "also bound each group's range); the uniform-rate baseline is tried first in every case")
+        "also bound each group's range); the uniform-rate baseline is tried first in every case",
+    )
     early_stop: str = setting(
-        "statistical", section="search", rule="one of 'exact', 'statistical', 'off'",
-        check=lambda v: v in ("exact", "statistical", "off"), choices=("exact", "statistical", "off"),
+        "statistical",
+        section="search",
+        rule="one of 'exact', 'statistical', 'off'",
+        check=lambda v: v in ("exact", "statistical", "off"),
+        choices=("exact", "statistical", "off"),
         doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
-            "'statistical': at a 0.1% false-stop risk per check)")
+        "'statistical': at a 0.1% false-stop risk per check)",
+    )
     max_failures: int = setting(
-        10, section="search", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, resumable=True,
+        10,
+        section="search",
+        rule="an integer >= 1",
+        check=lambda v: _is_int(v) and v >= 1,
+        resumable=True,
         doc="stop the search with an error after this many failed trials in a row (a broken plugin, a "
-            "model that cannot be pruned)")
+        "model that cannot be pruned)",
+    )
     heartbeat_interval: int = setting(
-        10, section="search", rule="an integer >= 1 (seconds)", check=lambda v: _is_int(v) and v >= 1, resumable=True,
+        10,
+        section="search",
+        rule="an integer >= 1 (seconds)",
+        check=lambda v: _is_int(v) and v >= 1,
+        resumable=True,
         doc="a running trial records a heartbeat this often; a trial silent for 3 intervals (its worker was "
-            "killed) is failed and its parameters run again")
+        "killed) is failed and its parameters run again",
+    )
     finalists: int = setting(
-        0, section="search", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0, resumable=True,
+        0,
+        section="search",
+        rule="an integer >= 0",
+        check=lambda v: _is_int(v) and v >= 0,
+        resumable=True,
         doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "
-            "their accuracy, to show how well the recalibrated score ranks plans")
+        "their accuracy, to show how well the recalibrated score ranks plans",
+    )
     uniform_starts: tuple[float, ...] = setting(
-        (0.1, 0.2, 0.3, 0.4, 0.5), section="search", rule="a list of rates in [rate_min, rate_max]",
+        (0.1, 0.2, 0.3, 0.4, 0.5),
+        section="search",
+        rule="a list of rates in [rate_min, rate_max]",
         check=lambda v: isinstance(v, (list, tuple)) and all(_is_rate(r) for r in v),
-        doc="uniform plans (the same rate in every group) tried first with warm_start = 'uniform'")
+        doc="uniform plans (the same rate in every group) tried first with warm_start = 'uniform'",
+    )
     prune_only: tuple[str, ...] = setting(
-        (), section="search", rule="a list of module-name prefixes",
+        (),
+        section="search",
+        rule="a list of module-name prefixes",
         check=lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) and n for n in v),
-        doc="search only the groups whose module names start with one of these (['backbone']); "
-            "empty: every group")
+        doc="search only the groups whose module names start with one of these (['backbone']); empty: every group",
+    )
 
     def _check_together(self) -> None:
         if self.rate_max < self.rate_min:
-            raise SettingError("rate_max", f"must be {_rule('rate_max')}, got {self.rate_max!r} "
-                                           f"(rate_min is {self.rate_min!r})")
+            raise SettingError(
+                "rate_max", f"must be {_rule('rate_max')}, got {self.rate_max!r} (rate_min is {self.rate_min!r})"
+            )
         for rate in self.uniform_starts:
             if not self.rate_min <= rate <= self.rate_max:
-                raise SettingError("uniform_starts", f"must be {_rule('uniform_starts')} = "
-                                   f"[{self.rate_min}, {self.rate_max}], got {rate!r}")
+                raise SettingError(
+                    "uniform_starts",
+                    f"must be {_rule('uniform_starts')} = [{self.rate_min}, {self.rate_max}], got {rate!r}",
+                )
         if self.scope == "both" and self.sampler not in CONDITIONAL_SAMPLERS:
-            raise SettingError("scope", f"'both' needs a sampler that handles parameters some trials lack: "
-                               f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}")
+            raise SettingError(
+                "scope",
+                f"'both' needs a sampler that handles parameters some trials lack: "
+                f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}",
+            )
         object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
         pairs = self.constraints.items() if isinstance(self.constraints, Mapping) else self.constraints
         object.__setattr__(self, "constraints", tuple(sorted((str(n), float(b)) for n, b in pairs)))
@@ -350,8 +502,11 @@ class SearchSettings(_Validated):
 
     def resume_conflicts(self, stored: SearchSettings) -> list[tuple[str, Any, Any]]:
         """``(name, stored value, this value)`` for every setting a resumed study cannot change."""
-        return [(f.name, getattr(stored, f.name), getattr(self, f.name)) for f in dataclasses.fields(self)
-                if not f.metadata["resumable"] and getattr(stored, f.name) != getattr(self, f.name)]
+        return [
+            (f.name, getattr(stored, f.name), getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not f.metadata["resumable"] and getattr(stored, f.name) != getattr(self, f.name)
+        ]
 
 
 def setting_key(name: str) -> str:
@@ -377,33 +532,61 @@ class TrainSettings(_Validated):
     fine-tuning at export uses the same loop with its own epochs and learning rate.
     """
 
-    epochs: int = setting(15, section="train", rule="an integer >= 0", check=lambda v: _is_int(v) and v >= 0,
-                          doc="epochs over the training split")
-    batch_size: int = setting(64, section="train", rule="an integer >= 1",
-                              check=lambda v: _is_int(v) and v >= 1, doc="training batch size")
-    lr: float = setting(0.05, section="train", rule="a number > 0", check=lambda v: _is_number(v) and v > 0,
-                        doc="initial learning rate, decayed to 0 on a cosine schedule")
-    momentum: float = setting(0.9, section="train", rule="a number in [0, 1)", check=_is_rate,
-                              doc="SGD momentum (Nesterov when > 0)")
-    weight_decay: float = setting(0.0005, section="train", rule="a number >= 0",
-                                  check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay")
-    optimizer: str = setting("sgd", section="train", rule="one of 'sgd', 'adamw'", check=lambda v: v in OPTIMIZERS,
-                             doc="SGD, or AdamW (Loshchilov & Hutter, ICLR 2019; decoupled weight decay): "
-                                 "detectors train faster with it")
-    warmup_epochs: float = setting(0.0, section="train", rule="a number >= 0",
-                                   check=lambda v: _is_number(v) and v >= 0,
-                                   doc="epochs of linear learning-rate warm-up from 0 before the cosine decay")
-    clip_grad_norm: float = setting(0.0, section="train", rule="a number >= 0 (0: off)",
-                                    check=lambda v: _is_number(v) and v >= 0,
-                                    doc="clip the gradients' global norm to this (0: no clipping)")
+    epochs: int = setting(
+        15,
+        section="train",
+        rule="an integer >= 0",
+        check=lambda v: _is_int(v) and v >= 0,
+        doc="epochs over the training split",
+    )
+    batch_size: int = setting(
+        64, section="train", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, doc="training batch size"
+    )
+    lr: float = setting(
+        0.05,
+        section="train",
+        rule="a number > 0",
+        check=lambda v: _is_number(v) and v > 0,
+        doc="initial learning rate, decayed to 0 on a cosine schedule",
+    )
+    momentum: float = setting(
+        0.9, section="train", rule="a number in [0, 1)", check=_is_rate, doc="SGD momentum (Nesterov when > 0)"
+    )
+    weight_decay: float = setting(
+        0.0005, section="train", rule="a number >= 0", check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay"
+    )
+    optimizer: str = setting(
+        "sgd",
+        section="train",
+        rule="one of 'sgd', 'adamw'",
+        check=lambda v: v in OPTIMIZERS,
+        doc="SGD, or AdamW (Loshchilov & Hutter, ICLR 2019; decoupled weight decay): detectors train faster with it",
+    )
+    warmup_epochs: float = setting(
+        0.0,
+        section="train",
+        rule="a number >= 0",
+        check=lambda v: _is_number(v) and v >= 0,
+        doc="epochs of linear learning-rate warm-up from 0 before the cosine decay",
+    )
+    clip_grad_norm: float = setting(
+        0.0,
+        section="train",
+        rule="a number >= 0 (0: off)",
+        check=lambda v: _is_number(v) and v >= 0,
+        doc="clip the gradients' global norm to this (0: no clipping)",
+    )
 
     def cache_identity(self) -> dict[str, Any]:
         """What a cached baseline's weights depend on: every field, less the later ones at their defaults
         (so baselines cached before those fields existed stay valid)."""
         attrs = self.to_attrs()
-        return {k: v for k, v in attrs.items()
-                if k in ("epochs", "batch_size", "lr", "momentum", "weight_decay") or v != _to_toml(
-                    self.__dataclass_fields__[k].default)}
+        return {
+            k: v
+            for k, v in attrs.items()
+            if k in ("epochs", "batch_size", "lr", "momentum", "weight_decay")
+            or v != _to_toml(self.__dataclass_fields__[k].default)
+        }
 
 
 #: Fine-tuning a pruned model (``[finetune]``: export's fine-tuning and the search's
@@ -413,6 +596,7 @@ FINETUNE = TrainSettings(epochs=1, lr=0.01)
 
 # ---------------------------------------------------------------------------------------
 # The study file
+
 
 @dataclass(frozen=True)
 class StudyFile:
@@ -442,19 +626,35 @@ class StudyFile:
 #: Study-file keys that are not search or training settings: (type, rule, default, doc).
 FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
     "study": {
-        "name": (str, "letters, digits, '-', '_' and '.', starting with a letter or digit",
-                 "the file name without `.toml`", "the study's name in the storage (and of its default folder)"),
+        "name": (
+            str,
+            "letters, digits, '-', '_' and '.', starting with a letter or digit",
+            "the file name without `.toml`",
+            "the study's name in the storage (and of its default folder)",
+        ),
         "out": (str, "a path", "`runs/<name>`", "the output folder"),
-        "storage": (str, "an Optuna storage URL: sqlite:///F.db, postgresql+psycopg://U:P@HOST/DB, "
-                    "mysql+pymysql://U:P@HOST/DB or journal:///F.log", "`sqlite:///<out>/study.db`",
-                    "where the study is kept (PostgreSQL needs `pip install 'autoprune[postgres]'`; see "
-                    "docs/multi_machine.md)"),
+        "storage": (
+            str,
+            (
+                "an Optuna storage URL: sqlite:///F.db, postgresql+psycopg://U:P@HOST/DB, "
+                "mysql+pymysql://U:P@HOST/DB or journal:///F.log"
+            ),
+            "`sqlite:///<out>/study.db`",
+            (
+                "where the study is kept (PostgreSQL needs `pip install 'autoprune[postgres]'`; see "
+                "docs/multi_machine.md)"
+            ),
+        ),
     },
     "model": {
         "name": (str, "a registered model", "required", "`autoprune plugins --kind model` lists them"),
         "params": (dict, "a table", "`{}`", "keyword parameters of the model's factory"),
-        "checkpoint": (str, "a path to a state_dict", "none: train and cache",
-                       "trained weights; without them the baseline is trained with [train]"),
+        "checkpoint": (
+            str,
+            "a path to a state_dict",
+            "none: train and cache",
+            "trained weights; without them the baseline is trained with [train]",
+        ),
     },
     "dataset": {
         "name": (str, "a registered dataset", "required", "`autoprune plugins --kind dataset` lists them"),
@@ -465,6 +665,8 @@ FILE_KEYS: dict[str, dict[str, tuple[type, str, str, str]]] = {
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Other spellings of a key: ``objectives = [...]`` reads better for a list.
 ALIASES = {("study", "objectives"): "objective"}
+
+
 def section_keys() -> dict[str, list[str]]:
     """Every key a study file may hold, by section (aliases included)."""
     keys: dict[str, list[str]] = {s: list(k) for s, k in FILE_KEYS.items()}
@@ -474,7 +676,7 @@ def section_keys() -> dict[str, list[str]]:
                 keys.setdefault(f.metadata["section"], []).append(f.name)
     keys["constraints"] = []
     keys["finetune"] = list(TrainSettings.__dataclass_fields__)
-    for (section, alias), _ in ALIASES.items():
+    for section, alias in ALIASES:
         keys[section].append(alias)
     return keys
 
@@ -492,8 +694,9 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
         if section == "constraints":  # metric = bound; the names are checked against the registry at preflight
             for key, bound in body.items():
                 if not _is_number(bound):
-                    raise AutopruneError(f"constraints.{key} must be a number (the metric's bound), "
-                                         f"got {_shown(bound)}")
+                    raise AutopruneError(
+                        f"constraints.{key} must be a number (the metric's bound), got {_shown(bound)}"
+                    )
             values["search"]["constraints"] = body
             continue
         for key, value in body.items():
@@ -519,7 +722,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     train = _build(TrainSettings(), values["train"], spelled, "train")
     finetune = _build(FINETUNE, values["finetune"], spelled, "finetune")
     model, dataset = file_keys["model"], file_keys["dataset"]
-    study_name = file_keys["study"]["name"] if "name" in file_keys["study"] else name or "study"
+    study_name = file_keys["study"].get("name", name or "study")
     if not STUDY_NAME.match(study_name):
         where = "study.name" if "name" in file_keys["study"] else f"the file name {name!r} (give study.name)"
         raise AutopruneError(f"{where} must be {FILE_KEYS['study']['name'][1]}, got {study_name!r}")
@@ -528,10 +731,17 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
         raise AutopruneError(f"model.params cannot set {', '.join(reserved)}: the dataset decides them")
     return StudyFile(
         name=study_name,
-        model=model["name"], dataset=dataset["name"], settings=settings, train=train, finetune=finetune,
-        model_params=dict(model.get("params", {})), dataset_params=dict(dataset.get("params", {})),
-        checkpoint=model.get("checkpoint"), out=file_keys["study"].get("out"),
-        storage=file_keys["study"].get("storage"), path=path,
+        model=model["name"],
+        dataset=dataset["name"],
+        settings=settings,
+        train=train,
+        finetune=finetune,
+        model_params=dict(model.get("params", {})),
+        dataset_params=dict(dataset.get("params", {})),
+        checkpoint=model.get("checkpoint"),
+        out=file_keys["study"].get("out"),
+        storage=file_keys["study"].get("storage"),
+        path=path,
     )
 
 

@@ -50,8 +50,10 @@ GRACE_FACTOR = 3
 #: Times a stale trial's parameters are queued again.
 MAX_RETRY = 2
 JOURNAL = "journal:///"
-URL_FORMS = ("sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST/DB, "
-             "mysql+pymysql://USER:PASSWORD@HOST/DB, journal:///PATH.log")
+URL_FORMS = (
+    "sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST/DB, "
+    "mysql+pymysql://USER:PASSWORD@HOST/DB, journal:///PATH.log"
+)
 
 _DRIVER_HINTS = {
     "postgresql": "pip install 'autoprune[postgres]' (psycopg 3) and give a postgresql+psycopg:// URL",
@@ -61,8 +63,9 @@ _DRIVER_HINTS = {
 _logger = logging.getLogger("autoprune")
 
 
-def open_storage(storage: str | BaseStorage | None,
-                 heartbeat_interval: int = HEARTBEAT_INTERVAL) -> BaseStorage | str | None:
+def open_storage(
+    storage: str | BaseStorage | None, heartbeat_interval: int = HEARTBEAT_INTERVAL
+) -> BaseStorage | str | None:
     """The storage to give Optuna for ``storage`` (a URL, a storage object, or None for memory).
 
     A URL that names no storage, a missing driver and a server that cannot be reached
@@ -110,15 +113,22 @@ def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna
     sqlite = url.startswith("sqlite:")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if sqlite else None
     try:
-        rdb = HeartbeatRDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                  grace_period=grace, heartbeat_stale_trial_callback=retry)
+        rdb = HeartbeatRDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=retry,
+        )
     except ImportError:
-        raise AutopruneError(f"storage {shown!r} needs a database driver that is not installed: "
-                             f"{_DRIVER_HINTS.get(url.split(':')[0].split('+')[0], 'install the driver the URL names')}"
-                             ) from None
+        raise AutopruneError(
+            f"storage {shown!r} needs a database driver that is not installed: "
+            f"{_DRIVER_HINTS.get(url.split(':')[0].split('+')[0], 'install the driver the URL names')}"
+        ) from None
     except sqlalchemy.exc.NoSuchModuleError:
-        raise AutopruneError(f"storage {shown!r} names a database SQLAlchemy does not know; valid forms: "
-                             f"{URL_FORMS}") from None
+        raise AutopruneError(
+            f"storage {shown!r} names a database SQLAlchemy does not know; valid forms: {URL_FORMS}"
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise AutopruneError(f"cannot open the storage {shown!r}: {reason}") from None
@@ -145,8 +155,10 @@ class _Recover:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
-        _logger.warning("trial %d was left running by a worker that stopped; failed it and queued its "
-                        "parameters again", trial.number)
+        _logger.warning(
+            "trial %d was left running by a worker that stopped; failed it and queued its parameters again",
+            trial.number,
+        )
 
 
 class HeartbeatRDBStorage(optuna.storages.RDBStorage):
@@ -166,13 +178,21 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         if not running:
             return stale
         with _create_scoped_session(self.scoped_session) as session:
-            beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id).filter(
-                models.TrialHeartbeatModel.trial_id.in_(list(running)))}
+            beating = {
+                row[0]
+                for row in session.query(models.TrialHeartbeatModel.trial_id).filter(
+                    models.TrialHeartbeatModel.trial_id.in_(list(running))
+                )
+            }
         now = datetime.datetime.now()
         for trial_id, trial in running.items():
             started = trial.datetime_start
-            if trial_id not in beating and trial_id not in stale and started is not None \
-                    and (now - started).total_seconds() > self.grace_period:
+            if (
+                trial_id not in beating
+                and trial_id not in stale
+                and started is not None
+                and (now - started).total_seconds() > self.grace_period
+            ):
                 stale.append(trial_id)
         return stale
 
@@ -186,10 +206,19 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     ATTR = "autoprune:heartbeat"
 
-    def __init__(self, backend, heartbeat_interval: int, grace_period: int,
-                 stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
+    def __init__(
+        self,
+        backend,
+        heartbeat_interval: int,
+        grace_period: int,
+        stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+    ) -> None:
         super().__init__(backend)
-        self.heartbeat_interval, self.grace_period, self.stale_callback = heartbeat_interval, grace_period, stale_callback
+        self.heartbeat_interval, self.grace_period, self.stale_callback = (
+            heartbeat_interval,
+            grace_period,
+            stale_callback,
+        )
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

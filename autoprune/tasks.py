@@ -138,8 +138,10 @@ class Detection(Task):
         device = _device(model)
         losses = model(list(_to(inputs, model)), [{k: v.to(device) for k, v in t.items()} for t in targets])
         if not isinstance(losses, dict):
-            raise AutopruneError("a detection model must return a dict of losses when called with targets in "
-                                 f"training mode, as torchvision's detectors do; got {type(losses).__name__}")
+            raise AutopruneError(
+                "a detection model must return a dict of losses when called with targets in "
+                f"training mode, as torchvision's detectors do; got {type(losses).__name__}"
+            )
         return sum(losses.values())
 
     def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
@@ -150,8 +152,10 @@ class Detection(Task):
         with _evaluating(model):
             for inputs, targets in batches:
                 predictions = self.predict(model, _to(inputs, model))
-                metric.update([{k: v.detach().cpu() for k, v in p.items()} for p in predictions],
-                              [{k: v.cpu() for k, v in t.items()} for t in targets])
+                metric.update(
+                    [{k: v.detach().cpu() for k, v in p.items()} for p in predictions],
+                    [{k: v.cpu() for k, v in t.items()} for t in targets],
+                )
                 seen += len(targets)
         if not seen:
             raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")

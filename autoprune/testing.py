@@ -40,19 +40,31 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from .plugins import get_registries
-from .engine import (call_model, channel_groups, make_permanent, n_m_violations, prunable_groups, prune, prune_n_m,
-                     prune_weights, resolve_importance, resolve_weight_importance, weight_scores)
+from .engine import (
+    call_model,
+    channel_groups,
+    make_permanent,
+    n_m_violations,
+    prunable_groups,
+    prune,
+    prune_n_m,
+    prune_weights,
+    resolve_importance,
+    resolve_weight_importance,
+    weight_scores,
+)
 from .engine.sparsity import maskable_layers
 from .metrics import MetricContext, measure_metrics
+from .plugins import get_registries
 from .zoo import create_dataset, create_model, create_task, get_metric, model_task
 
 
 class _Plain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
-                                      nn.Conv2d(12, 16, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 16, 3, padding=1), nn.ReLU()
+        )
         self.fc = nn.Linear(16 * 4 * 4, 5)
 
     def forward(self, x):
@@ -63,8 +75,13 @@ class _Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.a = nn.Sequential(nn.Conv2d(8, 10, 3, padding=1), nn.BatchNorm2d(10), nn.ReLU(),
-                               nn.Conv2d(10, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.a = nn.Sequential(
+            nn.Conv2d(8, 10, 3, padding=1),
+            nn.BatchNorm2d(10),
+            nn.ReLU(),
+            nn.Conv2d(10, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+        )
         self.fc = nn.Linear(8, 5)
 
     def forward(self, x):
@@ -97,7 +114,10 @@ class _Grouped(nn.Module):
 
 #: The couplings every importance must handle: plain, residual, depthwise, grouped convolution.
 CONFORMANCE_MODELS: dict[str, Callable[[], nn.Module]] = {
-    "plain": _Plain, "residual": _Residual, "depthwise": _Depthwise, "grouped": _Grouped,
+    "plain": _Plain,
+    "residual": _Residual,
+    "depthwise": _Depthwise,
+    "grouped": _Grouped,
 }
 
 
@@ -148,7 +168,8 @@ class ImportanceConformance:
                 weights = [w.clone() for w in group.weights]
                 imp.fn(group)
                 assert all(torch.equal(a, b) for a, b in zip(weights, group.weights)), (
-                    f"{imp.name} changed group.weights in place on {kind}")
+                    f"{imp.name} changed group.weights in place on {kind}"
+                )
             after = model.state_dict()
             assert all(torch.equal(before[k], after[k]) for k in before), f"{imp.name} changed the {kind} model"
 
@@ -169,12 +190,12 @@ class WeightImportanceConformance:
     def _scored(self):
         assert self.weight_importance is not None, f"{type(self).__name__} must set `weight_importance`"
         method = resolve_weight_importance(self.weight_importance)
-        for kind, model, x, calibration in _models():
+        for kind, model, _x, calibration in _models():
             layers = list(maskable_layers(model))
             yield kind, model, calibration, layers, method
 
     def test_one_finite_float_score_per_weight(self):
-        for kind, model, calibration, layers, method in self._scored():
+        for kind, model, calibration, layers, _method in self._scored():
             scores = weight_scores(model, layers, self.weight_importance, calibration)
             for name in layers:  # weight_scores checks shape, dtype and finiteness, naming the layer
                 assert scores[name].shape == dict(model.named_modules())[name].weight.shape, (kind, name)
@@ -184,13 +205,15 @@ class WeightImportanceConformance:
             before = copy.deepcopy(model.state_dict())
             first = weight_scores(model, layers, self.weight_importance, calibration)
             second = weight_scores(model, layers, self.weight_importance, calibration)
-            assert all(torch.equal(first[n], second[n]) for n in layers), f"{method.name} is not deterministic on {kind}"
+            assert all(torch.equal(first[n], second[n]) for n in layers), (
+                f"{method.name} is not deterministic on {kind}"
+            )
             after = model.state_dict()
             assert all(torch.equal(before[k], after[k]) for k in before), f"{method.name} changed the {kind} model"
             assert all(p.grad is None for p in model.parameters()), f"gradients left behind on {kind}"
 
     def test_weight_and_2_4_pruning_reach_their_targets(self):
-        for kind, model, calibration, layers, method in self._scored():
+        for kind, model, calibration, layers, _method in self._scored():
             shape = model(calibration[0][0]).shape
             scores = weight_scores(model, layers, self.weight_importance, calibration)
             prune_weights(model, dict.fromkeys(layers, 0.5), scores)
@@ -211,8 +234,9 @@ class MetricConformance:
     def _measured(self):
         assert self.metric is not None, f"{type(self).__name__} must set `metric`"
         for kind, model, x, calibration in _models():
-            context = MetricContext(x[:1], x[:1], calibration, seed=0, baseline_model=copy.deepcopy(model),
-                                    calibration=calibration)
+            context = MetricContext(
+                x[:1], x[:1], calibration, seed=0, baseline_model=copy.deepcopy(model), calibration=calibration
+            )
             yield kind, model, context
 
     def test_has_a_direction(self):
@@ -391,6 +415,11 @@ class TaskConformance:
 def registered(kind: str) -> list[str]:
     """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model", "dataset" or "task")."""
     registries = get_registries()
-    return {"importance": registries.importances, "weight_importance": registries.weight_importances,
-            "metric": registries.metrics, "model": registries.models, "dataset": registries.datasets,
-            "task": registries.tasks}[kind].names()
+    return {
+        "importance": registries.importances,
+        "weight_importance": registries.weight_importances,
+        "metric": registries.metrics,
+        "model": registries.models,
+        "dataset": registries.datasets,
+        "task": registries.tasks,
+    }[kind].names()

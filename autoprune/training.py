@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .engine.inputs import move_to
 from .errors import AutopruneError
 from .settings import TrainSettings
-from .engine.inputs import move_to
 from .tasks import Task
 
 #: Softmax temperature and weight of the distillation term.
@@ -32,8 +32,16 @@ DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7
 
 
-def train(model: nn.Module, data, recipe: TrainSettings = TrainSettings(), *, seed: int = 0,
-          teacher: nn.Module | None = None, log: Callable[[str], None] | None = None, task: Any = None) -> nn.Module:
+def train(
+    model: nn.Module,
+    data,
+    recipe: TrainSettings = TrainSettings(),
+    *,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
+    task: Any = None,
+) -> nn.Module:
     """Train ``model`` in place on ``data.train`` with ``recipe``; return it in eval mode.
 
     Args:
@@ -57,8 +65,9 @@ def train(model: nn.Module, data, recipe: TrainSettings = TrainSettings(), *, se
         return _train(model, data, recipe, seed, teacher, log, task)
 
 
-def train_steps(model: nn.Module, batches: list, steps: int, recipe: TrainSettings, *, seed: int = 0,
-                task: Any = None) -> nn.Module:
+def train_steps(
+    model: nn.Module, batches: list, steps: int, recipe: TrainSettings, *, seed: int = 0, task: Any = None
+) -> nn.Module:
     """``steps`` optimizer steps of ``recipe`` on ``batches`` (cycled, in order); return the model in eval mode.
 
     The short recovery of iterative pruning: the same step and schedule as :func:`train`,
@@ -87,8 +96,13 @@ def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int, steps_
     if recipe.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.momentum > 0,
+        )
     total = max(1, total_steps)
     warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch))
 
@@ -101,8 +115,16 @@ def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int, steps_
     return optimizer, schedule
 
 
-def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teacher: nn.Module | None,
-          task: Any, clip: float = 0.0) -> None:
+def _step(
+    model: nn.Module,
+    optimizer,
+    schedule,
+    inputs: Any,
+    targets: Any,
+    teacher: nn.Module | None,
+    task: Any,
+    clip: float = 0.0,
+) -> None:
     device = next(model.parameters()).device
     inputs = move_to(inputs, device)
     targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
@@ -111,7 +133,8 @@ def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teac
     else:
         logits = model(inputs)
         loss = (1 - DISTILL_WEIGHT) * F.cross_entropy(logits, targets) + DISTILL_WEIGHT * distillation_loss(
-            logits, teacher, inputs)
+            logits, teacher, inputs
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip:
@@ -120,10 +143,22 @@ def _step(model: nn.Module, optimizer, schedule, inputs: Any, targets: Any, teac
     schedule.step()
 
 
-def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn.Module | None,
-           log: Callable[[str], None] | None, task: Any) -> nn.Module:
-    loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, collate_fn=task.collate,
-                        generator=torch.Generator().manual_seed(seed))
+def _train(
+    model: nn.Module,
+    data,
+    recipe: TrainSettings,
+    seed: int,
+    teacher: nn.Module | None,
+    log: Callable[[str], None] | None,
+    task: Any,
+) -> nn.Module:
+    loader = DataLoader(
+        data.train,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
     optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader), len(loader))
     if teacher is not None:
         teacher.eval()
@@ -139,8 +174,9 @@ def _train(model: nn.Module, data, recipe: TrainSettings, seed: int, teacher: nn
     return model.eval()
 
 
-def distillation_loss(logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor,
-                      temperature: float = DISTILL_TEMPERATURE) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float = DISTILL_TEMPERATURE
+) -> torch.Tensor:
     """KL divergence to the teacher's softened outputs, scaled by ``temperature**2`` (Hinton et al., 2015)."""
     with torch.no_grad():
         soft = F.softmax(teacher(inputs) / temperature, dim=1)

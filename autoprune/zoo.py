@@ -119,15 +119,17 @@ def _build(entry: Entry, params: dict[str, Any]) -> Any:
     except AutopruneError:
         raise
     except Exception as exc:
-        raise AutopruneError(f"{entry.kind} {entry.name!r} ({entry.source}) could not be built with "
-                             f"{params}: {type(exc).__name__}: {exc}") from exc
+        raise AutopruneError(
+            f"{entry.kind} {entry.name!r} ({entry.source}) could not be built with "
+            f"{params}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _check_params(entry: Entry, params: dict[str, Any]) -> None:
     """Refuse parameters the factory does not take, or of a type its annotations exclude."""
     try:
         signature = inspect.signature(entry.obj, eval_str=True)
-    except Exception:  # builtins without a signature, annotations that do not evaluate: let the call decide
+    except Exception:  # noqa: BLE001 - builtins without a signature, annotations that do not evaluate: let the call decide
         try:
             signature = inspect.signature(entry.obj)
         except (TypeError, ValueError):

@@ -46,10 +46,19 @@ def run(study: str, out: Path) -> dict:
     best = record.chosen_trial()
     metrics = record.metrics(best)
     exports = {fmt: export(out, fmt) for fmt in ("torchscript", "onnx")}
-    return {"study": study, "model": record.attrs["model"], "score": record.score_name,
-            "max_drop": record.max_accuracy_drop, "baseline": record.baseline, "trial": best.number,
-            "metrics": metrics, "trials": len(record.completed()), "feasible": len(record.feasible()),
-            "seconds": seconds, "exports": exports}
+    return {
+        "study": study,
+        "model": record.attrs["model"],
+        "score": record.score_name,
+        "max_drop": record.max_accuracy_drop,
+        "baseline": record.baseline,
+        "trial": best.number,
+        "metrics": metrics,
+        "trials": len(record.completed()),
+        "feasible": len(record.feasible()),
+        "seconds": seconds,
+        "exports": exports,
+    }
 
 
 def export(out: Path, fmt: str) -> str:
@@ -64,24 +73,37 @@ def export(out: Path, fmt: str) -> str:
 
 
 def section(results: list[dict]) -> str:
-    lines = [BEGIN, "## Driving perception: detection and segmentation", "",
-             "Written by `python benchmarks/bench_driving.py`: each study run from a fresh output folder as a",
-             "user runs it (`autoprune search STUDY`: baseline trained, search, report, best model saved) on",
-             "synthetic road scenes (`driving_scenes`). The score is the task's: mean IoU for segmentation,",
-             "COCO mAP@[.5:.95] for detection, in points; the budget is a drop of it.", "",
-             ("| study | model | baseline score | chosen trial | its score (drop) | FLOPs reduction | parameters "
-              "reduction | feasible trials | wall time | TorchScript export | ONNX export |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        BEGIN,
+        "## Driving perception: detection and segmentation",
+        "",
+        "Written by `python benchmarks/bench_driving.py`: each study run from a fresh output folder as a",
+        "user runs it (`autoprune search STUDY`: baseline trained, search, report, best model saved) on",
+        "synthetic road scenes (`driving_scenes`). The score is the task's: mean IoU for segmentation,",
+        "COCO mAP@[.5:.95] for detection, in points; the budget is a drop of it.",
+        "",
+        (
+            "| study | model | baseline score | chosen trial | its score (drop) | FLOPs reduction | parameters "
+            "reduction | feasible trials | wall time | TorchScript export | ONNX export |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         base, m = r["baseline"], r["metrics"]
-        lines.append(f"| {r['study']} | `{r['model']}` | {r['score']} {base['accuracy']:.2f} | #{r['trial']} | "
-                     f"{m['accuracy']:.2f} ({m['accuracy_drop']:.2f} <= {r['max_drop']}) | "
-                     f"{base['flops'] / m['flops']:.2f}x | {base['params'] / m['params']:.2f}x | "
-                     f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min | "
-                     f"{r['exports']['torchscript']} | {r['exports']['onnx']} |")
+        lines.append(
+            f"| {r['study']} | `{r['model']}` | {r['score']} {base['accuracy']:.2f} | #{r['trial']} | "
+            f"{m['accuracy']:.2f} ({m['accuracy_drop']:.2f} <= {r['max_drop']}) | "
+            f"{base['flops'] / m['flops']:.2f}x | {base['params'] / m['params']:.2f}x | "
+            f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min | "
+            f"{r['exports']['torchscript']} | {r['exports']['onnx']} |"
+        )
     measured = measured_with()
-    lines += ["", (f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, "
-                   f"{measured['date']}."), "", END]
+    lines += [
+        "",
+        (f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, {measured['date']}."),
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -95,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     block = section(results)
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write_text(doc, text)

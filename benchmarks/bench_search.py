@@ -62,19 +62,31 @@ def run_budget(study_file, data, model, budget: float, trials: int, storage: str
         record = result.record
         best = result.best_trial
         complete = record.completed()
-        overhead = [t.duration.total_seconds() / (t.user_attrs["recalibrate_seconds"] + t.user_attrs["eval_seconds"])
-                    for t in complete]
-        rows[method] = {"plan": result.best_plan, "flops": best.user_attrs["flops"] if best else None,
-                        "accuracy": best.user_attrs["accuracy"] if best else None, "seconds": seconds,
-                        "trial_seconds": sum(t.duration.total_seconds() for t in complete),
-                        "trials": len(complete), "overhead": statistics.median(overhead) if overhead else None,
-                        "record": record, "best_number": best.number if best else None}
+        overhead = [
+            t.duration.total_seconds() / (t.user_attrs["recalibrate_seconds"] + t.user_attrs["eval_seconds"])
+            for t in complete
+        ]
+        rows[method] = {
+            "plan": result.best_plan,
+            "flops": best.user_attrs["flops"] if best else None,
+            "accuracy": best.user_attrs["accuracy"] if best else None,
+            "seconds": seconds,
+            "trial_seconds": sum(t.duration.total_seconds() for t in complete),
+            "trials": len(complete),
+            "overhead": statistics.median(overhead) if overhead else None,
+            "record": record,
+            "best_number": best.number if best else None,
+        }
         if method == "autoprune":
             rows.update(reference_rows(record.references, record.groups, settings.reconstruct))
     plain = study_file.settings.replace(max_accuracy_drop=budget, reconstruct=False)
     references = find_references(Evaluator.build(copy.deepcopy(model), data, plain))
-    rows.update({f"{kind}, no reconstruction": row
-                 for kind, row in reference_rows(references, list(references["uniform"]["plan"]), False).items()})
+    rows.update(
+        {
+            f"{kind}, no reconstruction": row
+            for kind, row in reference_rows(references, list(references["uniform"]["plan"]), False).items()
+        }
+    )
     return rows
 
 
@@ -85,11 +97,16 @@ def reference_rows(references: dict, groups: list[str], reconstruct: bool) -> di
         reference = references[kind]
         plan = None
         if reference.get("rate") is not None:
-            plan = {"rates": reference["plan"], "methods": {g: reference["importance"] for g in groups}}
+            plan = {"rates": reference["plan"], "methods": dict.fromkeys(groups, reference["importance"])}
             if reconstruct:
                 plan["reconstruct"] = True
-        rows[kind] = {"plan": plan, "flops": reference.get("flops"), "accuracy": reference.get("accuracy"),
-                      "rate": reference.get("rate"), "evaluations": reference["evaluations"]}
+        rows[kind] = {
+            "plan": plan,
+            "flops": reference.get("flops"),
+            "accuracy": reference.get("accuracy"),
+            "rate": reference.get("rate"),
+            "evaluations": reference["evaluations"],
+        }
     return rows
 
 
@@ -112,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--doc", default="docs/benchmarks.md")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse the budgets an earlier run measured with the same trials and fine-tune "
-                             "(kept as JSON in benchmarks/results/); the document names each one's commit")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the budgets an earlier run measured with the same trials and fine-tune "
+        "(kept as JSON in benchmarks/results/); the document names each one's commit",
+    )
     args = parser.parse_args(argv)
 
     study_file, data, model, storage = study_setup(args.study, "bench.db")
@@ -127,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and path.exists():
             measured = json.loads(path.read_text())
             if (measured["trials"], measured["finetune_epochs"]) == (args.trials, args.finetune_epochs):
-                print(f"budget {budget} points: measured at {measured['commit']} on {measured['date']} ({path})",
-                      file=sys.stderr)
+                print(
+                    f"budget {budget} points: measured at {measured['commit']} on {measured['date']} ({path})",
+                    file=sys.stderr,
+                )
                 results[budget] = measured
                 continue
         print(f"budget {budget} points ...", file=sys.stderr)
@@ -137,13 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         for method in METHODS:
             key = json.dumps(rows[method]["plan"], sort_keys=True)  # methods often share a plan (a baseline's)
             if key not in tuned:
-                tuned[key] = finetuned_accuracy(evaluator, data, rows[method]["plan"], args.finetune_epochs,
-                                                study_file.settings.seed)
+                tuned[key] = finetuned_accuracy(
+                    evaluator, data, rows[method]["plan"], args.finetune_epochs, study_file.settings.seed
+                )
             rows[method]["finetuned"] = tuned[key]
             print(f"  {method:<10} {_reduction(evaluator.base['flops'], rows[method]['flops'])}", file=sys.stderr)
-        results[budget] = {"budget": budget, "trials": args.trials, "finetune_epochs": args.finetune_epochs,
-                           "base": evaluator.base, **measured_with(),
-                           "rows": {m: {k: v for k, v in row.items() if k != "record"} for m, row in rows.items()}}
+        results[budget] = {
+            "budget": budget,
+            "trials": args.trials,
+            "finetune_epochs": args.finetune_epochs,
+            "base": evaluator.base,
+            **measured_with(),
+            "rows": {m: {k: v for k, v in row.items() if k != "record"} for m, row in rows.items()},
+        }
         atomic_write_text(path, json.dumps(results[budget], indent=1))
         # after every budget, so a stop loses none
         atomic_write_text(args.doc, with_kept_sections(args.doc, render(study_file, results, args)))
@@ -158,10 +186,8 @@ def with_kept_sections(path: str, text: str) -> str:
     import re
 
     old = Path(path).read_text() if Path(path).exists() else ""
-    kept = [m.group(0) for m in re.finditer(r"<!-- (\w+): .*?-->.*?<!-- /\1 -->", old, re.S)]
+    kept = [m.group(0) for m in re.finditer(r"<!-- (\w+): .*?-->.*?<!-- /\1 -->", old, re.DOTALL)]
     return "\n\n".join([text.rstrip("\n"), *kept]) + "\n"
-
-
 
 
 def _reduction(base: float, flops: float | None) -> str:
@@ -180,27 +206,33 @@ TARGET_SECONDS = {1.0: 689 / 2}
 
 def targets(results: dict) -> list[str]:
     """Each target, with what this run measured and whether it was met."""
-    lines = ["## Targets", "",
-             "| target | measured | met |", "| --- | --- | --- |"]
+    lines = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
     for budget, measured in sorted(results.items()):
         base, rows = measured["base"], measured["rows"]
         auto = rows["autoprune"]["flops"]
         best = max((base["flops"] / rows[k]["flops"] for k in ("uniform", "global") if rows[k]["flops"]), default=None)
         ratio = None if not auto or best is None else (base["flops"] / auto) / best
         wanted = TARGET_RATIO.get(budget)
-        goal = (f">= {wanted:.1f}x the better baseline at {budget} points" if wanted
-                else f"ahead of the better baseline at {budget} points")
+        goal = (
+            f">= {wanted:.1f}x the better baseline at {budget} points"
+            if wanted
+            else f"ahead of the better baseline at {budget} points"
+        )
         met = ratio is not None and (ratio >= wanted if wanted else ratio > 1.0)
         lines.append(f"| {goal} | {'-' if ratio is None else f'{ratio:.2f}x'} | {'yes' if met else 'no'} |")
         overhead = rows["autoprune"]["overhead"]
         if overhead is not None:
-            lines.append(f"| median per-trial overhead ratio <= {TARGET_OVERHEAD} at {budget} points | "
-                         f"{overhead:.2f} | {'yes' if overhead <= TARGET_OVERHEAD else 'no'} |")
+            lines.append(
+                f"| median per-trial overhead ratio <= {TARGET_OVERHEAD} at {budget} points | "
+                f"{overhead:.2f} | {'yes' if overhead <= TARGET_OVERHEAD else 'no'} |"
+            )
         if budget in TARGET_SECONDS:
             seconds = rows["autoprune"]["seconds"]
-            lines.append(f"| autoprune's wall time <= {TARGET_SECONDS[budget]:.0f} s at {budget} points (half of the "
-                         f"689 s measured before) | {seconds:.0f} s | {'yes' if seconds <= TARGET_SECONDS[budget] else 'no'} |")
-    return lines + [""]
+            lines.append(
+                f"| autoprune's wall time <= {TARGET_SECONDS[budget]:.0f} s at {budget} points (half of the "
+                f"689 s measured before) | {seconds:.0f} s | {'yes' if seconds <= TARGET_SECONDS[budget] else 'no'} |"
+            )
+    return [*lines, ""]
 
 
 def render(study_file, results: dict, args) -> str:
@@ -230,17 +262,30 @@ def render(study_file, results: dict, args) -> str:
     ]
     pending = [b for b in args.budgets if b not in results]
     if pending:
-        lines += [f"**Not measured yet:** the budgets {', '.join(map(str, pending))} (the command was stopped "
-                  "before it reached them, or is still running).", ""]
+        lines += [
+            (
+                f"**Not measured yet:** the budgets {', '.join(map(str, pending))} (the command was stopped "
+                "before it reached them, or is still running)."
+            ),
+            "",
+        ]
     for budget, measured in sorted(results.items()):
         base, rows = measured["base"], measured["rows"]
-        auto, better = rows["autoprune"], max(("uniform", "global"),
-                                              key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
-        lines += [f"## Budget: {budget} points (baseline {base['accuracy']:.2f} %, {base['flops'] / 1e6:.1f} MFLOPs)", "",
-                  f"Measured on {measured['date']} at commit {measured['commit']}.", "",
-                  "| method | FLOPs reduction | accuracy, recalibrated | accuracy, fine-tuned | wall time | trials/min |"
-                  " median overhead ratio |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        auto, better = (
+            rows["autoprune"],
+            max(("uniform", "global"), key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0),
+        )
+        lines += [
+            f"## Budget: {budget} points (baseline {base['accuracy']:.2f} %, {base['flops'] / 1e6:.1f} MFLOPs)",
+            "",
+            f"Measured on {measured['date']} at commit {measured['commit']}.",
+            "",
+            (
+                "| method | FLOPs reduction | accuracy, recalibrated | accuracy, fine-tuned | wall time | trials/min |"
+                " median overhead ratio |"
+            ),
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for method in METHODS:
             row = rows[method]
             acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f} %"
@@ -251,16 +296,27 @@ def render(study_file, results: dict, args) -> str:
                 overhead = "-" if row["overhead"] is None else f"{row['overhead']:.2f}"
             else:
                 rate, timing, overhead = "-", f"{row['evaluations']} evaluations", "-"
-            lines.append(f"| {method} | {_reduction(base['flops'], row['flops'])} | {acc} | {tuned} | {timing} | "
-                         f"{rate} | {overhead} |")
+            lines.append(
+                f"| {method} | {_reduction(base['flops'], row['flops'])} | {acc} | {tuned} | {timing} | "
+                f"{rate} | {overhead} |"
+            )
         if auto["flops"] and rows[better]["flops"]:
             ratio = rows[better]["flops"] / auto["flops"]
-            lines += ["", f"autoprune found **{ratio:.2f}x** the FLOPs reduction of the better baseline ({better}, "
-                          "scored as autoprune's trials are)."]
+            lines += [
+                "",
+                (
+                    f"autoprune found **{ratio:.2f}x** the FLOPs reduction of the better baseline ({better}, "
+                    "scored as autoprune's trials are)."
+                ),
+            ]
         plain = max(PLAIN, key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
         if auto["flops"] and rows[plain]["flops"]:
-            lines += [f"Against the better baseline as Torch-Pruning gives it ({plain}): "
-                      f"**{rows[plain]['flops'] / auto['flops']:.2f}x**."]
+            lines += [
+                (
+                    f"Against the better baseline as Torch-Pruning gives it ({plain}): "
+                    f"**{rows[plain]['flops'] / auto['flops']:.2f}x**."
+                )
+            ]
         lines.append("")
     lines += targets(results)
     lines += [
@@ -278,11 +334,11 @@ def render(study_file, results: dict, args) -> str:
         "  take over what correlated removed ones carried: the largest single gain measured (the rows without",
         "  reconstruction above). It lifts the baselines as much as the search, since they are scored the same way.",
         "- Tried and measured, and left as options: sensitivity curves (each group pruned alone) seeding the",
-        "  search with knapsack plans and bounding each group's range (`warm_start = \"sensitivity\"`, the default",
+        '  search with knapsack plans and bounding each group\'s range (`warm_start = "sensitivity"`, the default',
         "  until this table; measured by this command at commits 460e2e9 (0.5 and 2.0 points) and b98570b",
         "  (1.0 point): 1.33x, 1.60x and 2.09x, against 1.40x, 1.62x and 2.16x for TPE started from uniform",
         "  rates in the same runs, in 1.0 to 3.4 times the wall time); TPE over the raw per-group space with no",
-        "  warm start (`warm_start = \"none\"`), which rarely found a feasible plan at tight budgets. GP, CMA-ES and NSGA-II samplers run (`sampler`) but",
+        '  warm start (`warm_start = "none"`), which rarely found a feasible plan at tight budgets. GP, CMA-ES and NSGA-II samplers run (`sampler`) but',
         "  are not in this benchmark; a reparametrised space (one global rate plus per-group offsets) was not",
         "  tried yet.",
         "",

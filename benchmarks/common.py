@@ -34,12 +34,29 @@ def study_setup(path: str, database: str) -> tuple[StudyFile, Any, nn.Module, st
 def measured_with() -> dict[str, str]:
     """The machine, versions, commit and date of a measurement."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                  ":(exclude,top)docs/benchmarks.md", ":(exclude,top)benchmarks/results"],
-                                 capture_output=True, text=True, cwd=Path(__file__).parent,
-                                 check=True).stdout.strip()  # the benchmark's own outputs are not code
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(exclude,top)docs/benchmarks.md",
+                ":(exclude,top)benchmarks/results",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()  # the benchmark's own outputs are not code
         commit += " with local changes" if changed else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"

@@ -21,7 +21,6 @@ from importlib.metadata import version
 
 import optuna
 import torch
-
 from common import study_setup
 
 from autoprune.engine import sparsity_stats
@@ -60,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         row = {"mode": mode, "trials": len(result.record.completed()), "seconds": seconds, "best": None}
         if best is not None:
             pruned = apply_plan(model, example, result.best_plan, result.calibration)
-            row["best"] = {"drop": best.user_attrs["accuracy_drop"], **measure(pruned, example),
-                           **sparsity_stats(pruned)}
+            row["best"] = {
+                "drop": best.user_attrs["accuracy_drop"],
+                **measure(pruned, example),
+                **sparsity_stats(pruned),
+            }
         rows.append(row)
         print(f"  {_cells(base, row)}", file=sys.stderr)
     atomic_write_text(args.doc, render(study_file, base, rows, args))
@@ -86,8 +88,10 @@ def render(study_file, base: dict, rows: list[dict], args) -> str:
         "what that command printed on the machine it names.",
         "",
         f"`{study_file.model}` on `{study_file.dataset}` ({args.study}): baseline {base['flops'] / 1e6:.2f} MFLOPs,",
-        f"{base['params']:,} parameters, {base['size_bytes'] / 1e3:.0f} kB. Each mode is one search of "
-        f"{settings.trials} trials within {settings.max_accuracy_drop} point(s) of validation accuracy, scored",
+        (
+            f"{base['params']:,} parameters, {base['size_bytes'] / 1e3:.0f} kB. Each mode is one search of "
+            f"{settings.trials} trials within {settings.max_accuracy_drop} point(s) of validation accuracy, scored"
+        ),
         "after BatchNorm recalibration without fine-tuning; the channel modes minimize FLOPs, the weight modes",
         "the size stored sparsely (a bitmap of nonzeros and their 4-byte values per Conv and Linear weight).",
         "Columns are reduction factors of the best plan within the budget.",
@@ -100,9 +104,11 @@ def render(study_file, base: dict, rows: list[dict], args) -> str:
         "leaves FLOPs as they are and pays off with sparse kernels (2:4 on GPUs with sparse tensor cores) or",
         "sparse storage. See docs/concepts.md for scope, granularity and steps.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, Python "
-        f"{platform.python_version()}; autoprune {version('autoprune')}, torch {torch.__version__}, "
-        f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}; run on {time.strftime('%Y-%m-%d')}.",
+        (
+            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, Python "
+            f"{platform.python_version()}; autoprune {version('autoprune')}, torch {torch.__version__}, "
+            f"torch-pruning {version('torch-pruning')}, optuna {optuna.__version__}; run on {time.strftime('%Y-%m-%d')}."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -19,10 +19,31 @@ import torch
 import autoprune
 
 FAMILIES = [
-    "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "mobilenet_v3_small",
-    "mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s", "densenet121", "googlenet", "inception_v3",
-    "regnet_x_400mf", "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_0", "squeezenet1_1", "vgg11_bn",
-    "alexnet", "convnext_tiny", "mnasnet0_5", "vit_b_16", "swin_t", "swin_v2_t", "maxvit_t",
+    "resnet18",
+    "resnet50",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "vgg11_bn",
+    "alexnet",
+    "convnext_tiny",
+    "mnasnet0_5",
+    "vit_b_16",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
 ]
 
 
@@ -58,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             ok = same and after["params"] < before["params"]
             failures += not ok
             print(
-                f"{name:34} {before['params']/1e6:8.2f}M {after['params']/1e6:8.2f}M "
-                f"{after['params']/before['params']:6.2f} {before['flops']/max(after['flops'],1):7.2f} "
-                f"{'same' if same else 'DIFF':>6} {len(skipped):7d} {time.perf_counter()-t0:5.1f}",
+                f"{name:34} {before['params'] / 1e6:8.2f}M {after['params'] / 1e6:8.2f}M "
+                f"{after['params'] / before['params']:6.2f} {before['flops'] / max(after['flops'], 1):7.2f} "
+                f"{'same' if same else 'DIFF':>6} {len(skipped):7d} {time.perf_counter() - t0:5.1f}",
                 flush=True,
             )
-        except Exception as exc:  # report and go on: this is a survey
+        except Exception as exc:  # noqa: BLE001 - report and go on: this is a survey
             failures += 1
             print(f"{name:34} FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
     print(f"{len(names) - failures} of {len(names)} pruned with the output shape unchanged")

@@ -30,15 +30,19 @@ def main() -> None:
     val = list(DataLoader(data.val, batch_size=256))
     x = data.val[0][0].unsqueeze(0)
     base, base_acc = autoprune.measure(model, x), accuracy(model, val)
-    print(f"baseline small_cnn on digits: {base_acc:.2f}% val accuracy, "
-          f"{base['flops']:,} flops, {base['params']:,} params")
+    print(
+        f"baseline small_cnn on digits: {base_acc:.2f}% val accuracy, "
+        f"{base['flops']:,} flops, {base['params']:,} params"
+    )
     print(f"{'rate':>5} {'importance':>10} {'val acc':>8} {'drop':>6} {'flops':>8} {'params':>8}")
     for rate, importance in itertools.product((0.25, 0.5, 0.75), ("l1", "fpgm", "random")):
         pruned = autoprune.prune(copy.deepcopy(model), x, rate, importance=importance)
         acc = accuracy(recalibrate_batchnorm(pruned, calibration), val)
         size = autoprune.measure(pruned, x)
-        print(f"{rate:5.2f} {importance:>10} {acc:7.2f}% {base_acc - acc:6.2f} "
-              f"{base['flops'] / size['flops']:7.2f}x {base['params'] / size['params']:7.2f}x")
+        print(
+            f"{rate:5.2f} {importance:>10} {acc:7.2f}% {base_acc - acc:6.2f} "
+            f"{base['flops'] / size['flops']:7.2f}x {base['params'] / size['params']:7.2f}x"
+        )
 
 
 if __name__ == "__main__":

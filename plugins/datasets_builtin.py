@@ -81,7 +81,7 @@ def _local_idx(roots: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]] | 
     for root in roots:
         paths = {split: [_find_idx(root, s) for s in stems] for split, stems in _IDX_FILES.items()}
         if all(p is not None for pair in paths.values() for p in pair):
-            return {split: (_read_idx(i), _read_idx(l)) for split, (i, l) in paths.items()}
+            return {split: (_read_idx(images), _read_idx(labels)) for split, (images, labels) in paths.items()}
     return None
 
 
@@ -133,7 +133,9 @@ _CIFAR_STATS = {
 }
 
 
-def _cifar(cls_name: str, num_classes: int, root: str | None, download: bool, val_fraction: float, augment: bool) -> DataSplits:
+def _cifar(
+    cls_name: str, num_classes: int, root: str | None, download: bool, val_fraction: float, augment: bool
+) -> DataSplits:
     import torchvision
     from torchvision import transforms as T
 
@@ -154,12 +156,16 @@ def _cifar(cls_name: str, num_classes: int, root: str | None, download: bool, va
     )
 
 
-def cifar10(root: str | None = None, download: bool = False, val_fraction: float = 0.1, augment: bool = True) -> DataSplits:
+def cifar10(
+    root: str | None = None, download: bool = False, val_fraction: float = 0.1, augment: bool = True
+) -> DataSplits:
     """CIFAR-10 (Krizhevsky, 2009), through torchvision."""
     return _cifar("CIFAR10", 10, root, download, val_fraction, augment)
 
 
-def cifar100(root: str | None = None, download: bool = False, val_fraction: float = 0.1, augment: bool = True) -> DataSplits:
+def cifar100(
+    root: str | None = None, download: bool = False, val_fraction: float = 0.1, augment: bool = True
+) -> DataSplits:
     """CIFAR-100 (Krizhevsky, 2009), through torchvision."""
     return _cifar("CIFAR100", 100, root, download, val_fraction, augment)
 
@@ -168,14 +174,19 @@ def image_folder(
     path: str, image_size: int = 224, test_path: str | None = None, val_fraction: float = 0.1
 ) -> DataSplits:
     """A folder of class subfolders (torchvision ``ImageFolder``), resized to ``image_size``."""
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     if not Path(path).is_dir():
         raise autoprune.AutopruneError(f"image_folder: path {path!r} is not a directory")
-    tf = T.Compose([
-        T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor(),
-        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    ])
+    tf = T.Compose(
+        [
+            T.Resize(image_size),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     full = datasets.ImageFolder(path, transform=tf)
     test = datasets.ImageFolder(test_path, transform=tf) if test_path else None
     if test is not None and test.classes != full.classes:

@@ -42,8 +42,9 @@ _SEG = {"road": 1, "lane": 2, _CAR: 3, _PEDESTRIAN: 4, _SIGN: 5}
 class DrivingScenes(Dataset):
     """``count`` scenes of ``height`` x ``width``, scene ``i`` drawn from the generator of ``(seed, first + i)``."""
 
-    def __init__(self, count: int, height: int, width: int, seed: int, task: str, first: int = 0,
-                 max_objects: int = 6) -> None:
+    def __init__(
+        self, count: int, height: int, width: int, seed: int, task: str, first: int = 0, max_objects: int = 6
+    ) -> None:
         self.count, self.height, self.width = count, height, width
         self.seed, self.task, self.first, self.max_objects = seed, task, first, max_objects
         self._scenes: dict[int, tuple] = {}  # drawn once (about 50 kB a scene at 128 x 128), reused every epoch
@@ -55,14 +56,17 @@ class DrivingScenes(Dataset):
         if not 0 <= index < self.count:
             raise IndexError(f"scene {index} of {self.count}")
         if index not in self._scenes:
-            self._scenes[index] = render_scene(np.random.default_rng([self.seed, self.first + index]),
-                                               self.height, self.width, self.max_objects)
+            self._scenes[index] = render_scene(
+                np.random.default_rng([self.seed, self.first + index]), self.height, self.width, self.max_objects
+            )
         image, labels, boxes, classes = self._scenes[index]
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         if self.task == "segmentation":
             return x, torch.from_numpy(labels).long()
-        return x, {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                   "labels": torch.tensor(classes, dtype=torch.int64)}
+        return x, {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(classes, dtype=torch.int64),
+        }
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int, max_objects: int):
@@ -143,8 +147,10 @@ def _draw_object(rng, kind, xx, yy, base, road_x, road_half, width):
         x = road_x + rng.uniform(-0.6, 0.6) * (road_half - w / 2)
         body = (np.abs(xx - x) <= w / 2) & (yy <= base) & (yy >= base - h)
         window = body & (yy < base - h * 0.55) & (np.abs(xx - x) <= w * 0.4)
-        wheels = ((((xx - (x - w * 0.3)) / (w * 0.12)) ** 2 + ((yy - base) / (h * 0.18)) ** 2 <= 1)
-                  | (((xx - (x + w * 0.3)) / (w * 0.12)) ** 2 + ((yy - base) / (h * 0.18)) ** 2 <= 1)) & (yy <= base)
+        wheels = (
+            (((xx - (x - w * 0.3)) / (w * 0.12)) ** 2 + ((yy - base) / (h * 0.18)) ** 2 <= 1)
+            | (((xx - (x + w * 0.3)) / (w * 0.12)) ** 2 + ((yy - base) / (h * 0.18)) ** 2 <= 1)
+        ) & (yy <= base)
         mask = body | wheels
         paint = rng.uniform(20, 235, 3)
         return mask, [(body, paint), (window, np.array([40, 50, 70])), (wheels, np.array([15, 15, 15]))]
@@ -162,7 +168,7 @@ def _draw_object(rng, kind, xx, yy, base, road_x, road_half, width):
     cy = base - h - plate_r * 0.5
     shape = int(rng.integers(3))
     if shape == 0:  # a red disc
-        plate, colour = (xx - x) ** 2 + (yy - cy) ** 2 <= plate_r ** 2, np.array([210, 30, 30])
+        plate, colour = (xx - x) ** 2 + (yy - cy) ** 2 <= plate_r**2, np.array([210, 30, 30])
     elif shape == 1:  # a yellow triangle, point up
         plate = (yy <= cy + plate_r) & (yy >= cy - plate_r) & (np.abs(xx - x) <= (yy - (cy - plate_r)) * 0.58)
         colour = np.array([240, 200, 20])
@@ -171,14 +177,25 @@ def _draw_object(rng, kind, xx, yy, base, road_x, road_half, width):
     return pole | plate, [(pole, np.array([130, 130, 130])), (plate, colour)]
 
 
-def driving_scenes(task: str = "detection", images: int = 1000, test_images: int = 200, size: int | list = 96,
-                   val_fraction: float = 0.2, max_objects: int = 6, seed: int = 0) -> DataSplits:
+def driving_scenes(
+    task: str = "detection",
+    images: int = 1000,
+    test_images: int = 200,
+    size: int | list = 96,
+    val_fraction: float = 0.2,
+    max_objects: int = 6,
+    seed: int = 0,
+) -> DataSplits:
     """Synthetic road scenes (no download): ``images`` scenes split into train and val, ``test_images`` more."""
     if task not in TASKS:
         raise AutopruneError(f"driving_scenes task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
     height, width = (size, size) if isinstance(size, int) else tuple(size)
-    for name, value, low in (("images", images, 2), ("test_images", test_images, 0), ("max_objects", max_objects, 1),
-                             ("size", min(height, width), 16)):
+    for name, value, low in (
+        ("images", images, 2),
+        ("test_images", test_images, 0),
+        ("max_objects", max_objects, 1),
+        ("size", min(height, width), 16),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise AutopruneError(f"driving_scenes {name} must be an integer >= {low}, got {value!r}")
     if not 0.0 < val_fraction < 1.0:
@@ -189,12 +206,20 @@ def driving_scenes(task: str = "detection", images: int = 1000, test_images: int
         return DrivingScenes(count, height, width, seed, task, first, max_objects)
 
     classes = DETECTION_CLASSES if task == "detection" else SEGMENTATION_CLASSES
-    return DataSplits(train=part(images - n_val, 0), val=part(n_val, images - n_val),
-                      test=part(test_images, images) if test_images else None,
-                      num_classes=len(classes), input_shape=(3, height, width), task=task)
+    return DataSplits(
+        train=part(images - n_val, 0),
+        val=part(n_val, images - n_val),
+        test=part(test_images, images) if test_images else None,
+        num_classes=len(classes),
+        input_shape=(3, height, width),
+        task=task,
+    )
 
 
 @autoprune.hookimpl
 def autoprune_register_datasets(register):
-    register("driving_scenes", driving_scenes,
-             description="synthetic road scenes with boxes and masks (task=detection|segmentation; no download)")
+    register(
+        "driving_scenes",
+        driving_scenes,
+        description="synthetic road scenes with boxes and masks (task=detection|segmentation; no download)",
+    )

@@ -41,8 +41,11 @@ IGNORED = 255
 
 def _size(name: str, image_size: Any) -> tuple[int, int]:
     size = [image_size, image_size] if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or any(isinstance(n, bool) or not isinstance(n, int) or n < 16 for n in size)):
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 16 for n in size)
+    ):
         raise AutopruneError(f"{name} image_size must be an integer >= 16 or [height, width], got {image_size!r}")
     return int(size[0]), int(size[1])
 
@@ -84,8 +87,9 @@ class CocoImages(Dataset):
         return image, {"boxes": boxes, "labels": torch.tensor(record["labels"], dtype=torch.int64)}
 
 
-def read_coco(name: str, annotations: Any, images: Path, categories: dict[int, int] | None = None
-              ) -> tuple[list[dict], dict[int, int]]:
+def read_coco(
+    name: str, annotations: Any, images: Path, categories: dict[int, int] | None = None
+) -> tuple[list[dict], dict[int, int]]:
     """Image records ``{"file_name", "boxes" (xyxy), "labels"}`` of a COCO instances file, and the
     category-id-to-label map (given, to read a test file with the training file's labels)."""
     if not isinstance(annotations, str) or not Path(annotations).is_file():
@@ -95,10 +99,12 @@ def read_coco(name: str, annotations: Any, images: Path, categories: dict[int, i
         document = json.loads(Path(annotations).read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise AutopruneError(f"{where} is not JSON ({exc})") from None
-    if not isinstance(document, dict) or not all(isinstance(document.get(k), list)
-                                                  for k in ("images", "annotations", "categories")):
-        raise AutopruneError(f"{where} is not a COCO instances file: it needs lists 'images', 'annotations' "
-                             "and 'categories'")
+    if not isinstance(document, dict) or not all(
+        isinstance(document.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise AutopruneError(
+            f"{where} is not a COCO instances file: it needs lists 'images', 'annotations' and 'categories'"
+        )
 
     def field(kind: str, i: int, entry: Any, key: str, check, valid: str):
         value = entry.get(key) if isinstance(entry, dict) else None
@@ -106,10 +112,13 @@ def read_coco(name: str, annotations: Any, images: Path, categories: dict[int, i
             raise AutopruneError(f"{where}: {kind}[{i}] needs {key!r} as {valid}, got {value!r}")
         return value
 
-    is_id = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    def is_id(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
     if categories is None:
-        ids = sorted({field("categories", i, c, "id", is_id, "an integer")
-                      for i, c in enumerate(document["categories"])})
+        ids = sorted(
+            {field("categories", i, c, "id", is_id, "an integer") for i, c in enumerate(document["categories"])}
+        )
         if not ids:
             raise AutopruneError(f"{where} has no categories")
         categories = {cid: label for label, cid in enumerate(ids, start=1)}
@@ -124,12 +133,24 @@ def read_coco(name: str, annotations: Any, images: Path, categories: dict[int, i
         records[image_id] = {"file_name": file_name, "boxes": [], "labels": []}
     if not records:
         raise AutopruneError(f"{where} lists no images")
-    is_box = lambda v: (isinstance(v, list) and len(v) == 4
-                        and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in v))
+
+    def is_box(v: Any) -> bool:
+        return (
+            isinstance(v, list)
+            and len(v) == 4
+            and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in v)
+        )
+
     for i, entry in enumerate(document["annotations"]):
         image_id = field("annotations", i, entry, "image_id", lambda v: v in records, "the id of a listed image")
-        category = field("annotations", i, entry, "category_id", lambda v: v in categories,
-                         f"a category id ({', '.join(map(str, sorted(categories)))})")
+        category = field(
+            "annotations",
+            i,
+            entry,
+            "category_id",
+            lambda v: v in categories,
+            f"a category id ({', '.join(map(str, sorted(categories)))})",
+        )
         x, y, w, h = field("annotations", i, entry, "bbox", is_box, "[x, y, width, height]")
         if entry.get("iscrowd", 0) or w <= 0 or h <= 0:
             continue
@@ -138,22 +159,32 @@ def read_coco(name: str, annotations: Any, images: Path, categories: dict[int, i
     return list(records.values()), categories
 
 
-def coco_folder(images: str, annotations: str, image_size: int | list = 320, test_images: str | None = None,
-                test_annotations: str | None = None, val_fraction: float = 0.1) -> DataSplits:
+def coco_folder(
+    images: str,
+    annotations: str,
+    image_size: int | list = 320,
+    test_images: str | None = None,
+    test_annotations: str | None = None,
+    val_fraction: float = 0.1,
+) -> DataSplits:
     """Detection data of your own: a folder of images and a COCO instances JSON (``test_*`` for a test split)."""
     height, width = _size("coco_folder", image_size)
     records, categories = read_coco("coco_folder", annotations, _folder("coco_folder", "images", images))
     test = None
     if (test_images is None) != (test_annotations is None):
-        raise AutopruneError("coco_folder needs test_images and test_annotations together, got only "
-                             f"{'test_images' if test_annotations is None else 'test_annotations'}")
+        raise AutopruneError(
+            "coco_folder needs test_images and test_annotations together, got only "
+            f"{'test_images' if test_annotations is None else 'test_annotations'}"
+        )
     if test_images is not None:
         test_root = _folder("coco_folder", "test_images", test_images)
-        test = CocoImages(test_root, read_coco("coco_folder", test_annotations, test_root, categories)[0],
-                          height, width)
+        test = CocoImages(
+            test_root, read_coco("coco_folder", test_annotations, test_root, categories)[0], height, width
+        )
     train, val = split_train_val(CocoImages(Path(images), records, height, width), val_fraction)
-    return DataSplits(train, val, test, num_classes=len(categories) + 1, input_shape=(3, height, width),
-                      task="detection")
+    return DataSplits(
+        train, val, test, num_classes=len(categories) + 1, input_shape=(3, height, width), task="detection"
+    )
 
 
 class MaskedImages(Dataset):
@@ -192,8 +223,10 @@ def pair_masks(name: str, images: Path, masks: Path, ignore_index: int) -> tuple
         try:
             with Image.open(mask) as opened:
                 if opened.mode not in ("L", "P", "I", "I;16"):
-                    raise AutopruneError(f"{name}: mask {str(mask)!r} is mode {opened.mode}; masks are single-channel "
-                                         "PNGs (L, P or I) of class indices")
+                    raise AutopruneError(
+                        f"{name}: mask {str(mask)!r} is mode {opened.mode}; masks are single-channel "
+                        "PNGs (L, P or I) of class indices"
+                    )
                 values = np.unique(np.asarray(opened))
         except OSError as exc:
             raise AutopruneError(f"{name}: cannot read mask {str(mask)!r}: {exc}") from None
@@ -204,37 +237,54 @@ def pair_masks(name: str, images: Path, masks: Path, ignore_index: int) -> tuple
     return pairs, largest
 
 
-def seg_folder(images: str, masks: str, num_classes: int | None = None, image_size: int | list = 256,
-               ignore_index: int = IGNORED, test_images: str | None = None, test_masks: str | None = None,
-               val_fraction: float = 0.1) -> DataSplits:
+def seg_folder(
+    images: str,
+    masks: str,
+    num_classes: int | None = None,
+    image_size: int | list = 256,
+    ignore_index: int = IGNORED,
+    test_images: str | None = None,
+    test_masks: str | None = None,
+    val_fraction: float = 0.1,
+) -> DataSplits:
     """Segmentation data of your own: images and single-channel PNG masks of class indices (``test_*`` for a test split)."""
     height, width = _size("seg_folder", image_size)
-    pairs, largest = pair_masks("seg_folder", _folder("seg_folder", "images", images),
-                                _folder("seg_folder", "masks", masks), ignore_index)
+    pairs, largest = pair_masks(
+        "seg_folder", _folder("seg_folder", "images", images), _folder("seg_folder", "masks", masks), ignore_index
+    )
     if (test_images is None) != (test_masks is None):
-        raise AutopruneError("seg_folder needs test_images and test_masks together, got only "
-                             f"{'test_images' if test_masks is None else 'test_masks'}")
+        raise AutopruneError(
+            "seg_folder needs test_images and test_masks together, got only "
+            f"{'test_images' if test_masks is None else 'test_masks'}"
+        )
     test_pairs = []
     if test_images is not None:
-        test_pairs, test_largest = pair_masks("seg_folder", _folder("seg_folder", "test_images", test_images),
-                                              _folder("seg_folder", "test_masks", test_masks), ignore_index)
+        test_pairs, test_largest = pair_masks(
+            "seg_folder",
+            _folder("seg_folder", "test_images", test_images),
+            _folder("seg_folder", "test_masks", test_masks),
+            ignore_index,
+        )
         largest = max(largest, test_largest)
     if num_classes is None:
         num_classes = largest + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise AutopruneError(f"seg_folder num_classes must be an integer >= 2, got {num_classes!r}")
     if largest >= num_classes:
-        raise AutopruneError(f"seg_folder: the masks hold class {largest}, but num_classes is {num_classes} "
-                             f"(classes 0 to {num_classes - 1}; ignore_index {ignore_index} is ignored)")
+        raise AutopruneError(
+            f"seg_folder: the masks hold class {largest}, but num_classes is {num_classes} "
+            f"(classes 0 to {num_classes - 1}; ignore_index {ignore_index} is ignored)"
+        )
     train, val = split_train_val(MaskedImages(pairs, height, width, ignore_index), val_fraction)
     test = MaskedImages(test_pairs, height, width, ignore_index) if test_pairs else None
-    return DataSplits(train, val, test, num_classes=num_classes, input_shape=(3, height, width),
-                      task="segmentation")
+    return DataSplits(train, val, test, num_classes=num_classes, input_shape=(3, height, width), task="segmentation")
 
 
 @autoprune.hookimpl
 def autoprune_register_datasets(register):
-    register("coco_folder", coco_folder,
-             description="your detection data: images=FOLDER, annotations=COCO instances JSON")
-    register("seg_folder", seg_folder,
-             description="your segmentation data: images=FOLDER, masks=FOLDER of class-index PNGs")
+    register(
+        "coco_folder", coco_folder, description="your detection data: images=FOLDER, annotations=COCO instances JSON"
+    )
+    register(
+        "seg_folder", seg_folder, description="your segmentation data: images=FOLDER, masks=FOLDER of class-index PNGs"
+    )

@@ -34,5 +34,6 @@ def snip(weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
 @autoprune.hookimpl
 def autoprune_register_weight_importances(register):
     register("magnitude", magnitude, description="absolute value of each weight (Han et al., NeurIPS 2015)")
-    register("snip", snip, needs_grads=True,
-             description="|weight x loss gradient| per weight (Lee et al., SNIP, ICLR 2019)")
+    register(
+        "snip", snip, needs_grads=True, description="|weight x loss gradient| per weight (Lee et al., SNIP, ICLR 2019)"
+    )

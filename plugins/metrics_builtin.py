@@ -68,11 +68,21 @@ def size_bytes(model, context) -> float:
 @autoprune.hookimpl
 def autoprune_register_metrics(register):
     register("accuracy", accuracy, direction="maximize", unit="%", description="top-1 validation accuracy")
-    register("accuracy_drop", accuracy_drop, unit="points",
-             description="top-1 accuracy lost against the baseline (the study's budget)")
+    register(
+        "accuracy_drop",
+        accuracy_drop,
+        unit="points",
+        description="top-1 accuracy lost against the baseline (the study's budget)",
+    )
     register("flops", flops, unit="FLOPs", description="FLOPs of one forward pass (torch FlopCounterMode)")
     register("params", params, unit="parameters", description="parameter count")
     register("latency", latency, unit="ms", description="median forward time on the latency batch")
-    register("sparsity", sparsity, direction="maximize", unit="fraction", description="zero fraction of Conv and Linear weights")
+    register(
+        "sparsity",
+        sparsity,
+        direction="maximize",
+        unit="fraction",
+        description="zero fraction of Conv and Linear weights",
+    )
     register("nonzero_params", nonzero_params, unit="parameters", description="parameters that are not zero")
     register("size_bytes", size_bytes, unit="bytes", description="size stored with a bitmap of nonzeros")

@@ -18,9 +18,17 @@ from autoprune.settings import SearchSettings
 def _batches(context):
     settings = context.settings or SearchSettings(max_accuracy_drop=0.0)
     key = ("robustness", tuple(settings.corruptions), tuple(settings.corruption_severities), settings.corruption_images)
-    return context.cached(key, lambda: corrupted_batches(
-        context.val_batches, settings.corruptions, settings.corruption_severities, settings.corruption_images,
-        context.seed, settings.batch_size))
+    return context.cached(
+        key,
+        lambda: corrupted_batches(
+            context.val_batches,
+            settings.corruptions,
+            settings.corruption_severities,
+            settings.corruption_images,
+            context.seed,
+            settings.batch_size,
+        ),
+    )
 
 
 def robust_accuracy(model, context) -> float:
@@ -35,7 +43,16 @@ def robust_accuracy_drop(model, context) -> float:
 
 @autoprune.hookimpl
 def autoprune_register_metrics(register):
-    register("robust_accuracy", robust_accuracy, direction="maximize", unit="%",
-             description="accuracy on corrupted validation images (Hendrycks & Dietterich, ICLR 2019)")
-    register("robust_accuracy_drop", robust_accuracy_drop, unit="points",
-             description="robust accuracy lost against the baseline")
+    register(
+        "robust_accuracy",
+        robust_accuracy,
+        direction="maximize",
+        unit="%",
+        description="accuracy on corrupted validation images (Hendrycks & Dietterich, ICLR 2019)",
+    )
+    register(
+        "robust_accuracy_drop",
+        robust_accuracy_drop,
+        unit="points",
+        description="robust accuracy lost against the baseline",
+    )

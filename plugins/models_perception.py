@@ -75,8 +75,9 @@ def small_segmenter(num_classes: int, in_channels: int = 3, width: int = 16) -> 
     return SmallSegmenter(num_classes, in_channels, width)
 
 
-def small_detector(num_classes: int, in_channels: int = 3, width: int = 16, image_size: int = 96,
-                   score_thresh: float = 0.05) -> nn.Module:
+def small_detector(
+    num_classes: int, in_channels: int = 3, width: int = 16, image_size: int = 96, score_thresh: float = 0.05
+) -> nn.Module:
     """FCOS on a small backbone, for images of ``image_size`` pixels (torchvision resizes others to it)."""
     from torchvision.models.detection import FCOS
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -86,17 +87,35 @@ def small_detector(num_classes: int, in_channels: int = 3, width: int = 16, imag
         raise autoprune.AutopruneError(f"small_detector takes RGB images (in_channels=3), got {in_channels}")
     channels = 4 * width
     if channels % 32:
-        raise autoprune.AutopruneError(f"small_detector needs width divisible by 8 (its head's GroupNorm has 32 "
-                                       f"groups), got width={width}")
+        raise autoprune.AutopruneError(
+            f"small_detector needs width divisible by 8 (its head's GroupNorm has 32 groups), got width={width}"
+        )
     backbone = _PyramidBackbone(in_channels, width, channels)
     anchors = AnchorGenerator(sizes=((8,), (16,)), aspect_ratios=((1.0,), (1.0,)))  # FCOS: one point per location
-    return FCOS(backbone, num_classes, min_size=image_size, max_size=image_size, anchor_generator=anchors,
-                head=FCOSHead(channels, 1, num_classes, num_convs=2), score_thresh=score_thresh,
-                detections_per_img=50, topk_candidates=200)
+    return FCOS(
+        backbone,
+        num_classes,
+        min_size=image_size,
+        max_size=image_size,
+        anchor_generator=anchors,
+        head=FCOSHead(channels, 1, num_classes, num_convs=2),
+        score_thresh=score_thresh,
+        detections_per_img=50,
+        topk_candidates=200,
+    )
 
 
 @autoprune.hookimpl
 def autoprune_register_models(register):
-    register("small_segmenter", small_segmenter, task="segmentation", description="small encoder-decoder segmenter (width=16)")
-    register("small_detector", small_detector, task="detection", description="FCOS on a small two-level pyramid (width=16, "
-             "image_size=96)")
+    register(
+        "small_segmenter",
+        small_segmenter,
+        task="segmentation",
+        description="small encoder-decoder segmenter (width=16)",
+    )
+    register(
+        "small_detector",
+        small_detector,
+        task="detection",
+        description="FCOS on a small two-level pyramid (width=16, image_size=96)",
+    )

@@ -20,7 +20,10 @@ import autoprune
 
 # Builders whose auxiliary classifiers only run in training mode: a pruned model
 # would keep them at their old width, so they are off unless asked for.
-_NO_AUX = {"googlenet": {"aux_logits": False, "init_weights": True}, "inception_v3": {"aux_logits": False, "init_weights": True}}
+_NO_AUX = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
 
 
 def _replace(model: nn.Module, dotted: str, new: nn.Module) -> None:
@@ -34,8 +37,15 @@ def _adapt_stem(model: nn.Module, in_channels: int) -> None:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and m.in_channels == 3:
             new = nn.Conv2d(
-                in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                m.dilation, m.groups, m.bias is not None, m.padding_mode,
+                in_channels,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                m.bias is not None,
+                m.padding_mode,
             )
             with torch.no_grad():  # keep pretrained filters: average over RGB, then repeat
                 mean = m.weight.mean(1, keepdim=True)

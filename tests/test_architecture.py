@@ -53,7 +53,11 @@ def test_no_module_uses_another_modules_private_names():
 def _code_lines(fn) -> int:
     """Lines of a function without its signature and docstring."""
     node = ast.parse(inspect.getsource(fn).strip()).body[0]
-    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) else node.body
+    body = (
+        node.body[1:]
+        if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        else node.body
+    )
     return body[-1].end_lineno - body[0].lineno + 1
 
 

@@ -59,7 +59,11 @@ def test_parameters_are_recorded_as_a_study_can_store_them(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "imgs").mkdir()
     assert storable({"path": "imgs", "size": 8, "name": "not-a-path", "p": Path("x")}) == {
-        "path": str(tmp_path / "imgs"), "size": 8, "name": "not-a-path", "p": str(tmp_path / "x")}
+        "path": str(tmp_path / "imgs"),
+        "size": 8,
+        "name": "not-a-path",
+        "p": str(tmp_path / "x"),
+    }
     assert storable({"transform": object()}) is None
     data = autoprune.create_dataset("digits", val_fraction=0.25)
     assert provenance(data) == {"dataset": "digits", "dataset_params": {"val_fraction": 0.25}}

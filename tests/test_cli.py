@@ -18,9 +18,9 @@ def test_plugins_lists_every_kind_with_its_source(capsys):
     assert cli.main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "importances:" in out and "models:" in out and "datasets:" in out
-    line = next(l for l in out.splitlines() if l.strip().startswith("fpgm "))
+    line = next(row for row in out.splitlines() if row.strip().startswith("fpgm "))
     assert "He et al., CVPR 2019" in line and "autoprune" in line and "importance_fpgm" in line
-    assert "[needs grads]" in next(l for l in out.splitlines() if l.strip().startswith("taylor "))
+    assert "[needs grads]" in next(row for row in out.splitlines() if row.strip().startswith("taylor "))
 
 
 def test_plugins_filters_by_kind_and_pattern(capsys):
@@ -84,7 +84,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     data = autoprune.create_dataset("digits")
     assert run["splits"] == {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     assert f"{len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test samples" in page
-    command = shlex.split(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.S).group(1)))
+    command = shlex.split(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.DOTALL).group(1)))
     assert cli.main(command[1:]) == 0 and (out / f"trial-{study.best_trial.number}.onnx").stat().st_size > 0
 
     # the second run neither trains again nor repeats trials
@@ -92,7 +92,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
         raise AssertionError("the cached baseline was trained again")
 
     monkeypatch.setattr(baseline, "train", no_training)
-    assert cli.main(args[:3] + ["8"] + args[4:]) == 0
+    assert cli.main([*args[:3], "8", *args[4:]]) == 0
     assert "training the baseline" not in capsys.readouterr().err
     assert len(optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}").trials) == 8
 
@@ -103,10 +103,10 @@ def test_search_with_a_third_party_plugin_runs_like_builtins(third_party_dist, t
     monkeypatch.setattr(plugins, "_registries", None)
     study = tmp_path / "third.toml"
     study.write_text(
-        '[study]\nmax_accuracy_drop = 100.0\ntrials = 3\n'
+        "[study]\nmax_accuracy_drop = 100.0\ntrials = 3\n"
         '[model]\nname = "tiny_thirdparty"\nparams = { width = 8 }\n'
         '[dataset]\nname = "noise"\nparams = { size = 48 }\n'
-        '[train]\nepochs = 1\nbatch_size = 16\n'
+        "[train]\nepochs = 1\nbatch_size = 16\n"
         '[search]\nimportances = ["producer_l1", "l1"]\ncalibration_batches = 2\nuniform_starts = [0.5]\n'
     )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -136,13 +136,15 @@ def test_study_errors_come_before_the_baseline_is_trained(tmp_path, capsys, monk
         raise AssertionError("the baseline was trained before the study was checked")
 
     monkeypatch.setattr(baseline, "train", no_training)
-    assert cli.main(args + ["--seed", "1"]) == 2  # another seed would train another baseline
+    assert cli.main([*args, "--seed", "1"]) == 2  # another seed would train another baseline
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was created with study.seed=0 (not 1)" in err
     assert len(list(out.glob("baseline-*.pt"))) == 1
     study = tmp_path / "typo.toml"
-    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-                     '[search]\nimportances = ["l1", "fpmg"]\n')
+    study.write_text(
+        '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+        '[search]\nimportances = ["l1", "fpmg"]\n'
+    )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "typo")]) == 2
     assert "unknown importance 'fpmg'; did you mean 'fpgm'?" in capsys.readouterr().err
 
@@ -167,8 +169,10 @@ def test_one_study_per_output_folder(tmp_path, capsys):
     assert cli.main(args) == 0
     capsys.readouterr()
     other = tmp_path / "other.toml"
-    other.write_text('[study]\nname = "other"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
-                     '[dataset]\nname = "digits"\n[train]\nepochs = 1\n')
+    other.write_text(
+        '[study]\nname = "other"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
+        '[dataset]\nname = "digits"\n[train]\nepochs = 1\n'
+    )
     before = (tmp_path / "best.pt").read_bytes()
     assert cli.main(["search", str(other), "--trials", "2", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -181,8 +185,9 @@ def test_one_study_per_output_folder(tmp_path, capsys):
 def test_study_names_that_are_not_folder_names_are_refused(tmp_path, capsys, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "s.toml"
-    study.write_text(f'[study]\nname = "{name}"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
-                     '[dataset]\nname = "digits"\n')
+    study.write_text(
+        f'[study]\nname = "{name}"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+    )
     assert cli.main(["search", str(study)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "letters, digits" in err
@@ -199,24 +204,32 @@ def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tm
     plugin.autoprune_register_importances = autoprune.hookimpl(lambda register: register("boom", boom))
     temporary_plugin(plugin, "boom_plugin")
     study = tmp_path / "boom.toml"
-    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-                     '[search]\nimportances = ["l1", "boom"]\n')
+    study.write_text(
+        '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
+        '[search]\nimportances = ["l1", "boom"]\n'
+    )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
-    assert captured.err == ("autoprune: error: importance 'boom' on group 'features.3' raised ValueError: "
-                            "cannot score this layer\n")
+    assert captured.err == (
+        "autoprune: error: importance 'boom' on group 'features.3' raised ValueError: cannot score this layer\n"
+    )
     assert "training" not in captured.out and not list((tmp_path / "out").glob("baseline-*.pt"))
 
 
-SMALL_STUDY = ('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n{model}[dataset]\nname = "digits"\n'
-               '[train]\nepochs = 1\n')
+SMALL_STUDY = (
+    '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n{model}[dataset]\nname = "digits"\n'
+    "[train]\nepochs = 1\n"
+)
 
 
-@pytest.mark.parametrize("model, message", [
-    ('params = { width = "eight" }\n', "model 'small_cnn' (autoprune"),
-    ('params = { widht = 8 }\n', "has no parameter 'widht'; its parameters: num_classes, in_channels, width"),
-    ('checkpoint = "garbage.pt"\n', "is not a PyTorch checkpoint"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ('params = { width = "eight" }\n', "model 'small_cnn' (autoprune"),
+        ("params = { widht = 8 }\n", "has no parameter 'widht'; its parameters: num_classes, in_channels, width"),
+        ('checkpoint = "garbage.pt"\n', "is not a PyTorch checkpoint"),
+    ],
+)
 def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, model, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
@@ -228,14 +241,20 @@ def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, capsys, monkeyp
     assert not list(tmp_path.glob("out/baseline-*.pt")) and not (tmp_path / "out" / ".autoprune-study.json").exists()
 
 
-@pytest.mark.parametrize("url, message", [
-    ("mysql://u:secret@127.0.0.1:1/db", "needs a database driver that is not installed: pip install pymysql"),
-    ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot open the storage 'postgresql+psycopg://u:***@127.0.0.1:1/db'"),
-    ("foo://x", "names a database SQLAlchemy does not know; valid forms: sqlite:///PATH.db"),
-    ("not a url", "is not a storage URL; valid forms:"),
-    ("sqlite:///no/such/folder/s.db", "whose folder does not exist"),
-    ("journal:///no/such/folder/s.log", "whose folder does not exist"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mysql://u:secret@127.0.0.1:1/db", "needs a database driver that is not installed: pip install pymysql"),
+        (
+            "postgresql+psycopg://u:secret@127.0.0.1:1/db",
+            "cannot open the storage 'postgresql+psycopg://u:***@127.0.0.1:1/db'",
+        ),
+        ("foo://x", "names a database SQLAlchemy does not know; valid forms: sqlite:///PATH.db"),
+        ("not a url", "is not a storage URL; valid forms:"),
+        ("sqlite:///no/such/folder/s.db", "whose folder does not exist"),
+        ("journal:///no/such/folder/s.log", "whose folder does not exist"),
+    ],
+)
 def test_storages_that_cannot_be_opened_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, url, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.toml").write_text(SMALL_STUDY.format(model=""))
@@ -260,8 +279,10 @@ def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tm
     import json
 
     study = tmp_path / "lat.toml"
-    study.write_text('[study]\nmax_accuracy_drop = 1.0\nlatency_batch_size = 4\n[model]\nname = "small_cnn"\n'
-                     'params = { width = 8 }\n[dataset]\nname = "digits"\n')
+    study.write_text(
+        '[study]\nmax_accuracy_drop = 1.0\nlatency_batch_size = 4\n[model]\nname = "small_cnn"\n'
+        'params = { width = 8 }\n[dataset]\nname = "digits"\n'
+    )
     assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "table.json")]) == 0
     assert "timed 3 groups at rates 0.00, 0.20, 0.40, 0.60, 0.80 on cpu, batch 4" in capsys.readouterr().out
     table = json.loads((tmp_path / "table.json").read_text())

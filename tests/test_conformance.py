@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import autoprune
-from autoprune.testing import (DatasetConformance, ImportanceConformance, MetricConformance, ModelConformance,
-                               TaskConformance, WeightImportanceConformance, registered)
+from autoprune.testing import (
+    DatasetConformance,
+    ImportanceConformance,
+    MetricConformance,
+    ModelConformance,
+    TaskConformance,
+    WeightImportanceConformance,
+    registered,
+)
 
 for _name in registered("importance"):
-    globals()[f"TestImportance_{_name}"] = type(f"TestImportance_{_name}", (ImportanceConformance,),
-                                                {"importance": _name})
+    globals()[f"TestImportance_{_name}"] = type(
+        f"TestImportance_{_name}", (ImportanceConformance,), {"importance": _name}
+    )
 
 for _name in registered("weight_importance"):
-    globals()[f"TestWeightImportance_{_name}"] = type(f"TestWeightImportance_{_name}", (WeightImportanceConformance,),
-                                                      {"weight_importance": _name})
+    globals()[f"TestWeightImportance_{_name}"] = type(
+        f"TestWeightImportance_{_name}", (WeightImportanceConformance,), {"weight_importance": _name}
+    )
 
 for _name in registered("metric"):
     globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 
 import optuna
@@ -36,8 +35,13 @@ def _get(url: str) -> dict:
 def test_the_dashboard_serves_the_study_on_loopback_and_stops(tmp_path):
     out = _study_folder(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "autoprune", "dashboard", str(out), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "autoprune", "dashboard", str(out), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = server.stdout.readline()
         address = re.search(r"http://([\d.]+):(\d+)/dashboard/", line)

@@ -11,16 +11,30 @@ from torch import nn
 import autoprune
 from autoprune.engine import output_shapes
 
-DETECTORS = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn",
-             "fcos_resnet50_fpn"]
+DETECTORS = [
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "retinanet_resnet50_fpn",
+    "fcos_resnet50_fpn",
+]
 SEGMENTERS = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50"]
 OUTPUT_LAYERS = {  # the layers whose width is the class count or the box coordinates
-    "ssdlite320_mobilenet_v3_large": ["head.classification_head.module_list.0.1", "head.regression_head.module_list.5.1"],
-    "fasterrcnn_mobilenet_v3_large_320_fpn": ["rpn.head.cls_logits", "rpn.head.bbox_pred",
-                                              "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"],
+    "ssdlite320_mobilenet_v3_large": [
+        "head.classification_head.module_list.0.1",
+        "head.regression_head.module_list.5.1",
+    ],
+    "fasterrcnn_mobilenet_v3_large_320_fpn": [
+        "rpn.head.cls_logits",
+        "rpn.head.bbox_pred",
+        "roi_heads.box_predictor.cls_score",
+        "roi_heads.box_predictor.bbox_pred",
+    ],
     "retinanet_resnet50_fpn": ["head.classification_head.cls_logits", "head.regression_head.bbox_reg"],
-    "fcos_resnet50_fpn": ["head.classification_head.cls_logits", "head.regression_head.bbox_reg",
-                          "head.regression_head.bbox_ctrness"],
+    "fcos_resnet50_fpn": [
+        "head.classification_head.cls_logits",
+        "head.regression_head.bbox_reg",
+        "head.regression_head.bbox_ctrness",
+    ],
     "lraspp_mobilenet_v3_large": ["classifier.low_classifier", "classifier.high_classifier"],
     "deeplabv3_mobilenet_v3_large": ["classifier.4"],
     "fcn_resnet50": ["classifier.4"],
@@ -29,15 +43,13 @@ OUTPUT_LAYERS = {  # the layers whose width is the class count or the box coordi
 
 def _widths(model: nn.Module, names: list[str]) -> dict[str, int]:
     modules = dict(model.named_modules())
-    return {n: modules[n].out_channels if isinstance(modules[n], nn.Conv2d) else modules[n].out_features
-            for n in names}
+    return {n: modules[n].out_channels if isinstance(modules[n], nn.Conv2d) else modules[n].out_features for n in names}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_a_detector_prunes_at_rate_0_3_and_still_detects_its_classes(name):
     torch.manual_seed(0)
-    model = autoprune.create_model(f"torchvision/{name}", num_classes=4, in_channels=3, min_size=64,
-                                   max_size=64).eval()
+    model = autoprune.create_model(f"torchvision/{name}", num_classes=4, in_channels=3, min_size=64, max_size=64).eval()
     x = ([torch.rand(3, 64, 96)],)
     groups = autoprune.prunable_groups(model, x)
     assert not set(OUTPUT_LAYERS[name]) & set(groups)

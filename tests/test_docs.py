@@ -14,8 +14,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _hooks():
-    return [(name, fn) for name, fn in vars(hookspecs).items()
-            if name.startswith("autoprune_") and inspect.isfunction(fn)]
+    return [
+        (name, fn) for name, fn in vars(hookspecs).items() if name.startswith("autoprune_") and inspect.isfunction(fn)
+    ]
 
 
 def test_every_hook_is_documented_with_its_signature():

@@ -9,8 +9,7 @@ import autoprune
 
 
 def _scenes(task: str, seed: int = 0, **params):
-    return autoprune.create_dataset("driving_scenes", task=task, images=20, test_images=4, size=64, seed=seed,
-                                    **params)
+    return autoprune.create_dataset("driving_scenes", task=task, images=20, test_images=4, size=64, seed=seed, **params)
 
 
 def test_the_scenes_are_the_same_for_a_seed_and_differ_for_another():
@@ -30,7 +29,7 @@ def test_detection_targets_are_torchvision_s_and_match_the_segmentation_of_the_s
     seen = set()
     for i in range(len(detection.train)):
         (x, target), (y, labels) = detection.train[i], segmentation.train[i]
-        assert torch.equal(x, y) and x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
+        assert torch.equal(x, y) and x.shape == (3, 64, 64) and x.min() >= 0 and x.max() <= 1
         assert labels.shape == (64, 64) and labels.dtype == torch.int64 and int(labels.max()) <= 5
         assert (labels == 1).any() and (labels == 2).any()  # a road with markings in every scene
         boxes, classes = target["boxes"], target["labels"]
@@ -47,13 +46,15 @@ def test_detection_targets_are_torchvision_s_and_match_the_segmentation_of_the_s
     assert seen == {1, 2, 3}
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"task": "tracking"}, "driving_scenes task must be one of 'detection', 'segmentation', got 'tracking'"),
-    ({"task": "detection", "size": 8}, "driving_scenes size must be an integer >= 16, got 8"),
-    ({"task": "detection", "images": 1}, "driving_scenes images must be an integer >= 2, got 1"),
-    ({"task": "detection", "val_fraction": 1.5}, "val_fraction must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"task": "tracking"}, "driving_scenes task must be one of 'detection', 'segmentation', got 'tracking'"),
+        ({"task": "detection", "size": 8}, "driving_scenes size must be an integer >= 16, got 8"),
+        ({"task": "detection", "images": 1}, "driving_scenes images must be an integer >= 2, got 1"),
+        ({"task": "detection", "val_fraction": 1.5}, "val_fraction must be between 0 and 1"),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(params, message):
     with pytest.raises(autoprune.AutopruneError, match=message):
         autoprune.create_dataset("driving_scenes", **params)
-

@@ -119,9 +119,18 @@ def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(
     monkeypatch.chdir(tmp_path / "made")
     data = autoprune.create_dataset("digits")
     model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))  # weights only in memory
-    result = autoprune.search(model, data, max_accuracy_drop=50.0, trials=3, importances=("l1", "fpgm"),
-                              calibration_batches=2, uniform_starts=(0.3,), latency_batch_size=4,
-                              storage="sqlite:///study.db", study_name="from-python")
+    result = autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=50.0,
+        trials=3,
+        importances=("l1", "fpgm"),
+        calibration_batches=2,
+        uniform_starts=(0.3,),
+        latency_batch_size=4,
+        storage="sqlite:///study.db",
+        study_name="from-python",
+    )
     source = result.record.source
     assert source["model"] == "small_cnn" and source["dataset"] == "digits" and "baseline_artifact" in source
     monkeypatch.chdir(tmp_path / "other")
@@ -142,8 +151,16 @@ def test_export_measures_latency_at_the_studys_batch_size(tmp_path, monkeypatch)
 
     data = autoprune.create_dataset("digits")
     model = autoprune.train(_digits_model(4), data, autoprune.TrainSettings(epochs=1))
-    autoprune.search(model, data, max_accuracy_drop=100.0, trials=1, uniform_starts=(0.2,), calibration_batches=1,
-                     latency_batch_size=3, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=100.0,
+        trials=1,
+        uniform_starts=(0.2,),
+        calibration_batches=1,
+        latency_batch_size=3,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+    )
     batches = []
     monkeypatch.setattr(export, "latency_ms", lambda m, x, **kw: batches.append(len(x)) or 1.0)
     result = autoprune.Study.load(tmp_path).export(tmp_path / "m.pt")
@@ -153,11 +170,25 @@ def test_export_measures_latency_at_the_studys_batch_size(tmp_path, monkeypatch)
 def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_path, capsys):
     data = autoprune.create_dataset("digits")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
     autoprune.train(model, data, autoprune.TrainSettings(epochs=1))
-    autoprune.search(model, data, max_accuracy_drop=100.0, trials=2, uniform_starts=(0.5,), calibration_batches=1,
-                     storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="custom")
+    autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=100.0,
+        trials=2,
+        uniform_starts=(0.5,),
+        calibration_batches=1,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="custom",
+    )
     assert cli.main(["export", str(tmp_path), "-o", str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not name a registered model" in err and "baseline=model" in err
@@ -167,7 +198,9 @@ def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_pa
     with pytest.raises(autoprune.AutopruneError, match=r"give the unpruned model: autoprune.load\(path, model=...\)"):
         autoprune.load(tmp_path / "m.pt")
     x = data.val[0][0].unsqueeze(0)
-    assert torch.allclose(autoprune.load(tmp_path / "m.pt", model=model)(x), study.rebuild(baseline=model).model(x), atol=1e-5)
+    assert torch.allclose(
+        autoprune.load(tmp_path / "m.pt", model=model)(x), study.rebuild(baseline=model).model(x), atol=1e-5
+    )
     assert sum(p.numel() for p in model.parameters()) == result["baseline"]["params"]  # the model given is kept
     model[0].weight.data.mul_(2)  # not the weights that were searched
     with pytest.raises(autoprune.AutopruneError, match="fingerprint differs"):
@@ -197,12 +230,21 @@ def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path
 
     plugin = types.ModuleType("noisy_plugin")
     plugin.autoprune_register_datasets = autoprune.hookimpl(
-        lambda register: register("noisy_digits", noisy_digits, description="digits with noise"))
+        lambda register: register("noisy_digits", noisy_digits, description="digits with noise")
+    )
     temporary_plugin(plugin, "noisy_plugin")
     data = autoprune.create_dataset("noisy_digits")
     model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))
-    result = autoprune.search(model, data, max_accuracy_drop=100.0, trials=3, uniform_starts=(0.3, 0.5),
-                              calibration_batches=3, batch_size=32, storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=100.0,
+        trials=3,
+        uniform_starts=(0.3, 0.5),
+        calibration_batches=3,
+        batch_size=32,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+    )
     study = autoprune.Study.load(tmp_path, storage=f"sqlite:///{tmp_path / 's.db'}")
     val = torch.utils.data.DataLoader(data.val, batch_size=128)
     for trial in result.study.trials:
@@ -221,8 +263,15 @@ def test_a_pruned_segmenter_exports_and_its_outputs_are_checked(tmp_path, fmt):
     images = [torch.rand(3, 32, 32) for _ in range(3)]
     pruned = autoprune.prune(copy.deepcopy(unpruned), task.example(images[0]), 0.3)
     target = tmp_path / f"segmenter.{fmt}"
-    difference = save(pruned, target, fmt, task.example(images[0]), task.export_inputs(images),
-                      metadata={"rates": 0.3}, unpruned=unpruned)
+    difference = save(
+        pruned,
+        target,
+        fmt,
+        task.example(images[0]),
+        task.export_inputs(images),
+        metadata={"rates": 0.3},
+        unpruned=unpruned,
+    )
     assert difference <= 1e-4 and target.is_file()
 
 

@@ -32,32 +32,48 @@ def _coco(tmp_path, count=6, **changes):
 
 def test_coco_folder_reads_boxes_in_torchvision_s_format_scaled_to_the_image_size(tmp_path):
     folder, annotations = _coco(tmp_path)
-    data = autoprune.create_dataset("coco_folder", images=str(folder), annotations=str(annotations),
-                                    image_size=[20, 40], val_fraction=0.5)
+    data = autoprune.create_dataset(
+        "coco_folder", images=str(folder), annotations=str(annotations), image_size=[20, 40], val_fraction=0.5
+    )
     assert data.task == "detection" and data.num_classes == 3 and data.input_shape == (3, 20, 40)
-    samples = {round(float(image[0, 0, 0]) * 255 / 30): target for split in (data.train, data.val)
-               for image, target in split}
+    samples = {
+        round(float(image[0, 0, 0]) * 255 / 30): target for split in (data.train, data.val) for image, target in split
+    }
     assert sorted(samples) == list(range(6))
     first = samples[0]  # category 7 is label 2 (ids in order: 3 -> 1, 7 -> 2); crowd left out
     assert first["labels"].tolist() == [2, 1]
     assert torch.allclose(first["boxes"], torch.tensor([[4.0, 2.0, 24.0, 12.0], [30.0, 5.0, 35.0, 10.0]]))
     assert samples[1]["labels"].tolist() == [2]  # the box without width is left out
     image, _ = data.train[0]
-    assert image.shape == (3, 20, 40) and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert image.shape == (3, 20, 40) and float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"images": {"id": 1}}, "is not a COCO instances file: it needs lists 'images', 'annotations' and 'categories'"),
-    ({"categories": []}, "has no categories"),
-    ({"images": [{"id": 1, "file_name": "missing.jpg"}], "annotations": []},
-     r"images\[0\] names 'missing.jpg', which is not in"),
-    ({"annotations": [{"image_id": 100, "category_id": 5, "bbox": [0, 0, 1, 1]}]},
-     r"annotations\[0\] needs 'category_id' as a category id \(3, 7\), got 5"),
-    ({"annotations": [{"image_id": 100, "category_id": 7, "bbox": [0, 0, 1]}]},
-     r"annotations\[0\] needs 'bbox' as \[x, y, width, height\], got \[0, 0, 1\]"),
-    ({"annotations": [{"image_id": 55, "category_id": 7, "bbox": [0, 0, 1, 1]}]},
-     r"annotations\[0\] needs 'image_id' as the id of a listed image, got 55"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"images": {"id": 1}},
+            "is not a COCO instances file: it needs lists 'images', 'annotations' and 'categories'",
+        ),
+        ({"categories": []}, "has no categories"),
+        (
+            {"images": [{"id": 1, "file_name": "missing.jpg"}], "annotations": []},
+            r"images\[0\] names 'missing.jpg', which is not in",
+        ),
+        (
+            {"annotations": [{"image_id": 100, "category_id": 5, "bbox": [0, 0, 1, 1]}]},
+            r"annotations\[0\] needs 'category_id' as a category id \(3, 7\), got 5",
+        ),
+        (
+            {"annotations": [{"image_id": 100, "category_id": 7, "bbox": [0, 0, 1]}]},
+            r"annotations\[0\] needs 'bbox' as \[x, y, width, height\], got \[0, 0, 1\]",
+        ),
+        (
+            {"annotations": [{"image_id": 55, "category_id": 7, "bbox": [0, 0, 1, 1]}]},
+            r"annotations\[0\] needs 'image_id' as the id of a listed image, got 55",
+        ),
+    ],
+)
 def test_a_malformed_coco_file_is_one_line_naming_what_is_wrong(tmp_path, changes, message):
     folder, annotations = _coco(tmp_path, **changes)
     with pytest.raises(autoprune.AutopruneError, match=message) as caught:
@@ -76,8 +92,9 @@ def test_coco_folder_file_errors(tmp_path):
         ({"image_size": 8}, r"image_size must be an integer >= 16 or \[height, width\], got 8"),
     ):
         with pytest.raises(autoprune.AutopruneError, match=message):
-            autoprune.create_dataset("coco_folder", **{"images": str(folder), "annotations": str(annotations),
-                                                       **kwargs})
+            autoprune.create_dataset(
+                "coco_folder", **{"images": str(folder), "annotations": str(annotations), **kwargs}
+            )
 
 
 def _masks(tmp_path, count=5, mode="L", top=3, name="masks", images="masks_images", ignore=255):
@@ -95,15 +112,15 @@ def _masks(tmp_path, count=5, mode="L", top=3, name="masks", images="masks_image
 
 def test_seg_folder_pairs_images_with_masks_and_infers_the_classes(tmp_path):
     images, masks = _masks(tmp_path)
-    data = autoprune.create_dataset("seg_folder", images=str(images), masks=str(masks), image_size=16,
-                                    val_fraction=0.4)
+    data = autoprune.create_dataset("seg_folder", images=str(images), masks=str(masks), image_size=16, val_fraction=0.4)
     assert data.task == "segmentation" and data.num_classes == 4 and data.input_shape == (3, 16, 16)
     image, labels = data.val[0]
     assert image.shape == (3, 16, 16) and labels.shape == (16, 16) and labels.dtype == torch.int64
     assert set(labels.unique().tolist()) == {0, 3, 255} and (labels[:, 8:] == 3).all()
     images, masks = _masks(tmp_path, name="masks9", images="images9", ignore=9)
-    ignored = autoprune.create_dataset("seg_folder", images=str(images), masks=str(masks), ignore_index=9,
-                                       image_size=16)  # the user's ignore value becomes the task's 255
+    ignored = autoprune.create_dataset(
+        "seg_folder", images=str(images), masks=str(masks), ignore_index=9, image_size=16
+    )  # the user's ignore value becomes the task's 255
     assert set(ignored.train[0][1].unique().tolist()) == {0, 3, 255} and ignored.num_classes == 4
 
 
@@ -119,8 +136,11 @@ def test_seg_folder_errors_are_one_line(tmp_path):
         with pytest.raises(autoprune.AutopruneError, match=message):
             autoprune.create_dataset("seg_folder", **{"images": str(images), "masks": str(masks), **kwargs})
     (images / "extra.png").unlink()
-    with pytest.raises(autoprune.AutopruneError, match=r"the masks hold class 3, but num_classes is 3 "
-                                                       r"\(classes 0 to 2; ignore_index 255 is ignored\)"):
+    with pytest.raises(
+        autoprune.AutopruneError,
+        match=r"the masks hold class 3, but num_classes is 3 "
+        r"\(classes 0 to 2; ignore_index 255 is ignored\)",
+    ):
         autoprune.create_dataset("seg_folder", images=str(images), masks=str(masks), num_classes=3)
 
 
@@ -130,8 +150,14 @@ class TestCocoFolderConforms(DatasetConformance):
     @pytest.fixture(autouse=True)
     def _files(self, tmp_path):
         folder, annotations = _coco(tmp_path)
-        self.params = {"images": str(folder), "annotations": str(annotations), "image_size": 32,
-                       "test_images": str(folder), "test_annotations": str(annotations), "val_fraction": 0.3}
+        self.params = {
+            "images": str(folder),
+            "annotations": str(annotations),
+            "image_size": 32,
+            "test_images": str(folder),
+            "test_annotations": str(annotations),
+            "val_fraction": 0.3,
+        }
 
 
 class TestSegFolderConforms(DatasetConformance):

@@ -40,8 +40,12 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_timed_latency():
     from autoprune.engine import group_sizes
 
     sizes = group_sizes(model, x)
-    for rates in ({g: 0.5 for g in groups}, {groups[0]: 0.7}, {groups[0]: 0.3, groups[-1]: 0.6},
-                  {groups[0]: 0.6, groups[-1]: 0.2}):
+    for rates in (
+        dict.fromkeys(groups, 0.5),
+        {groups[0]: 0.7},
+        {groups[0]: 0.3, groups[-1]: 0.6},
+        {groups[0]: 0.6, groups[-1]: 0.2},
+    ):
         pruned = autoprune.prune(copy.deepcopy(model), x, rates)
         predicted = table.predict(effective_rates({"rates": rates}, sizes))
         timed = time_model(pruned, timing, "cpu", min_run_time=0.5)
@@ -52,9 +56,18 @@ def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_pat
     digits = autoprune.create_dataset("digits")
     torch.manual_seed(0)
     model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    result = autoprune.search(model, digits, max_accuracy_drop=100.0, objective="latency", trials=3,
-                              warm_start="none", calibration_batches=2, latency_batch_size=8,
-                              storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="lat")
+    result = autoprune.search(
+        model,
+        digits,
+        max_accuracy_drop=100.0,
+        objective="latency",
+        trials=3,
+        warm_start="none",
+        calibration_batches=2,
+        latency_batch_size=8,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="lat",
+    )
     record = result.record
     table = LatencyTable.from_dict(record.latency_table, "the study's table")
     assert record.baseline["latency"] == table.base_ms and table.batch_size == 8
@@ -79,16 +92,36 @@ def test_a_table_from_elsewhere_is_used_and_checked(tmp_path):
     groups = autoprune.prunable_groups(model, x)
     table = LatencyTable(10.0, [0.0, 0.8], {g: [10.0, 2.0] for g in groups}, [10.0, 1.0], "cuda", 1, [1, 8, 8])
     table.write(tmp_path / "table.json")
-    result = autoprune.search(model, digits, max_accuracy_drop=100.0, objective="latency", trials=2,
-                              warm_start="none", calibration_batches=2, latency_table=str(tmp_path / "table.json"),
-                              storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="given")
+    result = autoprune.search(
+        model,
+        digits,
+        max_accuracy_drop=100.0,
+        objective="latency",
+        trials=2,
+        warm_start="none",
+        calibration_batches=2,
+        latency_table=str(tmp_path / "table.json"),
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="given",
+    )
     assert result.record.baseline["latency"] == 10.0  # the given table, not a timing here
     assert result.record.latency_table["device"] == "cuda"
-    with pytest.raises(autoprune.AutopruneError, match=r"measured at batch size 1 on inputs \(1, 8, 8\); this "
-                                                       r"study times batch size 4"):
-        autoprune.search(model, digits, max_accuracy_drop=100.0, objective="latency", trials=1,
-                         latency_table=str(tmp_path / "table.json"), latency_batch_size=4,
-                         storage=f"sqlite:///{tmp_path / 'other.db'}", study_name="other")
+    with pytest.raises(
+        autoprune.AutopruneError,
+        match=r"measured at batch size 1 on inputs \(1, 8, 8\); this "
+        r"study times batch size 4",
+    ):
+        autoprune.search(
+            model,
+            digits,
+            max_accuracy_drop=100.0,
+            objective="latency",
+            trials=1,
+            latency_table=str(tmp_path / "table.json"),
+            latency_batch_size=4,
+            storage=f"sqlite:///{tmp_path / 'other.db'}",
+            study_name="other",
+        )
     (tmp_path / "bad.json").write_text(json.dumps({"base_ms": 1}))
     with pytest.raises(autoprune.AutopruneError, match="is not an autoprune latency table"):
         LatencyTable.read(tmp_path / "bad.json")

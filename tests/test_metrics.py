@@ -44,13 +44,24 @@ def baseline(train_digits_cnn):
 
 
 def _search(baseline, digits, tmp_path, name, **settings):
-    return search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=8, warm_start="none",
-                  sampler="random", seed=0, calibration_batches=2,
-                  storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name, **settings)
+    return search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=100.0,
+        trials=8,
+        warm_start="none",
+        sampler="random",
+        seed=0,
+        calibration_batches=2,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name=name,
+        **settings,
+    )
 
 
 def test_a_plugin_metric_as_a_constraint_makes_trials_infeasible_exactly_when_it_is_exceeded(
-        plugin, baseline, digits, tmp_path):
+    plugin, baseline, digits, tmp_path
+):
     base = conv_channels(baseline, None)
     bound = 0.6 * base
     result = _search(baseline, digits, tmp_path, "bound", constraints={"conv_channels": bound})
@@ -72,8 +83,7 @@ def test_a_plugin_metric_as_a_constraint_makes_trials_infeasible_exactly_when_it
 
 
 def test_a_metric_to_maximize_is_bounded_from_below_and_can_be_the_objective(plugin, baseline, digits, tmp_path):
-    result = _search(baseline, digits, tmp_path, "floor", objective="conv_channels",
-                     constraints={"kept_fraction": 0.3})
+    result = _search(baseline, digits, tmp_path, "floor", objective="conv_channels", constraints={"kept_fraction": 0.3})
     record = result.record
     assert record.study.direction.name == "MINIMIZE"
     for trial in record.completed():
@@ -110,7 +120,9 @@ def test_metrics_sharing_a_measurement_of_one_model_compute_it_once_per_measure_
     assert autoprune.measure_metrics(baseline, ["shared_a", "shared_b"], context) == {"shared_a": 1.0, "shared_b": 10.0}
     assert builds == [baseline]
     assert autoprune.measure_metrics(other, ["shared_a", "shared_b"], context) == {"shared_a": 2.0, "shared_b": 20.0}
-    assert autoprune.measure_metrics(baseline, ["shared_a"], context) == {"shared_a": 3.0}  # measured anew: it may have changed
+    assert autoprune.measure_metrics(baseline, ["shared_a"], context) == {
+        "shared_a": 3.0
+    }  # measured anew: it may have changed
     assert builds == [baseline, other, baseline]
 
 
@@ -141,8 +153,9 @@ def test_robust_accuracy_is_deterministic_for_a_seed_and_falls_as_severity_rises
 
     def robust(severity):
         settings = autoprune.SearchSettings(max_accuracy_drop=1.0, corruption_severities=(severity,))
-        context = autoprune.MetricContext(val[0][0][:1], val[0][0][:1], val, seed=0, baseline_model=baseline,
-                                          settings=settings)
+        context = autoprune.MetricContext(
+            val[0][0][:1], val[0][0][:1], val, seed=0, baseline_model=baseline, settings=settings
+        )
         return autoprune.measure_metrics(baseline, ["robust_accuracy", "robust_accuracy_drop"], context)
 
     clean = autoprune.metrics.accuracy(baseline, val)
@@ -156,8 +169,11 @@ def test_robust_accuracy_is_deterministic_for_a_seed_and_falls_as_severity_rises
 def test_robust_accuracy_needs_images():
     from autoprune.corruptions import corrupt, corrupted_batches
 
-    with pytest.raises(autoprune.AutopruneError, match=r"robust accuracy needs image inputs \(N, C, H, W\); "
-                                                       r"this dataset's are Tensor \(4, 10\)"):
+    with pytest.raises(
+        autoprune.AutopruneError,
+        match=r"robust accuracy needs image inputs \(N, C, H, W\); "
+        r"this dataset's are Tensor \(4, 10\)",
+    ):
         corrupted_batches([(torch.zeros(4, 10), torch.zeros(4))], ["contrast"], [1], 10, 0)
     with pytest.raises(autoprune.AutopruneError, match="unknown corruption 'fog'; valid: 'gaussian_noise'"):
         corrupt(torch.zeros(1, 1, 8, 8), "fog", 1, torch.Generator())
@@ -166,8 +182,16 @@ def test_robust_accuracy_needs_images():
 def test_a_robustness_constraint_and_a_latency_objective_work_together(baseline, digits, tmp_path):
     from autoprune.results import write_report
 
-    result = _search(baseline, digits, tmp_path, "robust", objective="latency",
-                     constraints={"robust_accuracy_drop": 20.0}, corruption_severities=[1], corruption_images=200)
+    result = _search(
+        baseline,
+        digits,
+        tmp_path,
+        "robust",
+        objective="latency",
+        constraints={"robust_accuracy_drop": 20.0},
+        corruption_severities=[1],
+        corruption_images=200,
+    )
     record = result.record
     assert record.study.direction.name == "MINIMIZE" and record.baseline["robust_accuracy_drop"] == 0.0
     for trial in record.completed():

@@ -19,8 +19,10 @@ def baseline(train_digits_cnn):
 
 
 def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
-    scores = {"even": torch.full((8,), 100.0, dtype=torch.float64),  # all high, all alike
-              "skewed": torch.tensor([0.1, 0.2, 0.3, 0.4, 1.6, 1.7, 1.8, 1.9], dtype=torch.float64)}
+    scores = {
+        "even": torch.full((8,), 100.0, dtype=torch.float64),  # all high, all alike
+        "skewed": torch.tensor([0.1, 0.2, 0.3, 0.4, 1.6, 1.7, 1.8, 1.9], dtype=torch.float64),
+    }
     sizes = {"even": (8, 1), "skewed": (8, 1)}
     plan = global_plan(0.25, scores, sizes, "l1", 0.8)
     assert plan["rates"] == {"even": 0.0, "skewed": 0.5}  # the 4 lowest of 16, all in the skewed group
@@ -29,8 +31,16 @@ def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
 
 
 def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(baseline, digits, tmp_path):
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=5, scope="global", seed=0,
-                    calibration_batches=2, warm_start="uniform")
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=3.0,
+        trials=5,
+        scope="global",
+        seed=0,
+        calibration_batches=2,
+        warm_start="uniform",
+    )
     record = result.record
     for trial in record.completed():
         assert set(trial.params) == {"global.rate", "global.max_rate"}
@@ -40,7 +50,8 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(ba
         assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan["rates"].values())
     first = record.completed()[0]  # the warm start: the global baseline's rate
     assert first.params["global.rate"] == pytest.approx(
-        max(r for r in autoprune.searcher.rate_grid(0.0, 0.8, 0.05) if r <= record.references["global"]["rate"] + 1e-9))
+        max(r for r in autoprune.searcher.rate_grid(0.0, 0.8, 0.05) if r <= record.references["global"]["rate"] + 1e-9)
+    )
     frame = trials_frame(record)
     assert set(frame["scope"]) == {"global"} and frame["uniform_rate"].isna().all()
     rebuilt = autoprune.Study(record.study).rebuild(result.best_trial.number, baseline=baseline, data=digits)
@@ -48,8 +59,17 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(ba
 
 
 def test_scope_both_lets_the_sampler_pick_per_trial_and_the_report_tells_them_apart(baseline, digits, tmp_path):
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=8, scope="both", seed=0,
-                    calibration_batches=2, warm_start="uniform", uniform_starts=(0.1,))
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=3.0,
+        trials=8,
+        scope="both",
+        seed=0,
+        calibration_batches=2,
+        warm_start="uniform",
+        uniform_starts=(0.1,),
+    )
     record = result.record
     scopes = {t.params["scope"] for t in record.completed()}
     assert scopes == {"local", "global"}
@@ -72,8 +92,10 @@ def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baselin
 
     calibration = evaluation.calibration_batches(digits, 2, 64, seed=0)
     example = digits.val[0][0].unsqueeze(0)
-    plan = {"rates": {"features.0": 0.5, "features.3": 0.3, "features.7": 0.7},
-            "methods": dict.fromkeys(("features.0", "features.3", "features.7"), "l1")}
+    plan = {
+        "rates": {"features.0": 0.5, "features.3": 0.3, "features.7": 0.7},
+        "methods": dict.fromkeys(("features.0", "features.3", "features.7"), "l1"),
+    }
     one_shot = evaluation.apply_plan(baseline, example, plan, calibration)
     calls, prune = [], evaluation.prune
 
@@ -84,19 +106,29 @@ def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baselin
     monkeypatch.setattr(evaluation, "prune", counted)
     stepped = evaluation.apply_plan(baseline, example, {**plan, "steps": 3, "recovery_steps": 2}, calibration)
     assert len(calls) == 3 and all(0 < rates["features.0"] < 0.5 for rates in calls)
-    evaluator = evaluation.Evaluator.build(baseline, digits, autoprune.SearchSettings(
-        max_accuracy_drop=100.0, calibration_batches=2, batch_size=64))
+    evaluator = evaluation.Evaluator.build(
+        baseline, digits, autoprune.SearchSettings(max_accuracy_drop=100.0, calibration_batches=2, batch_size=64)
+    )
     calls.clear()
     assert evaluator.evaluate({**plan, "steps": 3, "recovery_steps": 2})["flops"] == evaluator.evaluate(plan)["flops"]
     assert len(calls) == 3 + 1  # a trial's evaluation follows the schedule too
     assert [p.shape for p in stepped.parameters()] == [p.shape for p in one_shot.parameters()]
     assert not torch.equal(stepped(example), one_shot(example))  # re-ranked and recovered between steps
-    assert [p.shape for p in baseline.parameters()][0][0] == 8  # the baseline is not touched
+    assert next(p.shape for p in baseline.parameters())[0] == 8  # the baseline is not touched
 
 
 def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baseline, digits, tmp_path):
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=3.0, trials=8, steps=[1, 2], seed=0,
-                    calibration_batches=2, warm_start="uniform", uniform_starts=(0.3,))
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=3.0,
+        trials=8,
+        steps=[1, 2],
+        seed=0,
+        calibration_batches=2,
+        warm_start="uniform",
+        uniform_starts=(0.3,),
+    )
     record = result.record
     chosen = {t.params["steps"] for t in record.completed()}
     assert chosen == {1, 2}
@@ -120,8 +152,11 @@ def test_weight_granularity_reaches_each_groups_sparsity_within_one_weight_per_l
 
     calibration = autoprune.searcher.calibration_batches(digits, 2, 64, seed=0)
     example = digits.val[0][0].unsqueeze(0)
-    plan = {"rates": {"features.3": 0.25}, "methods": {"features.3": "l1"},
-            "sparsity": {"features.0": 0.3, "features.3": 0.6, "features.7": 0.85}}
+    plan = {
+        "rates": {"features.3": 0.25},
+        "methods": {"features.3": "l1"},
+        "sparsity": {"features.0": 0.3, "features.3": 0.6, "features.7": 0.85},
+    }
     model = apply_plan(baseline, example, plan, calibration)
     layers, modules = group_layers(model, example), maskable_layers(model)
     for group, sparsity in plan["sparsity"].items():
@@ -138,9 +173,18 @@ def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(bas
 
     from autoprune.engine import group_layers, n_m_violations
 
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=3, granularity="nm",
-                    objective="size_bytes", seed=0, calibration_batches=2,
-                    storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="nm")
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=100.0,
+        trials=3,
+        granularity="nm",
+        objective="size_bytes",
+        seed=0,
+        calibration_batches=2,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="nm",
+    )
     record = result.record
     best = result.best_trial
     assert record.plan(best)["nm"]["groups"] and best.user_attrs["sparsity"] > 0.3
@@ -167,12 +211,30 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
     from autoprune.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="unknown weight_importance 'snap'.*'snip'"):
-        search(copy.deepcopy(baseline), digits, max_accuracy_drop=1.0, trials=1, granularity="weight",
-               weight_importance="snap",
-               storage=f"sqlite:///{tmp_path / 'bad.db'}", study_name="bad")
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=2, granularity="weight",
-                    weight_importance="snip", objective="nonzero_params", warm_start="none", seed=0,
-                    calibration_batches=2, storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="snip")
+        search(
+            copy.deepcopy(baseline),
+            digits,
+            max_accuracy_drop=1.0,
+            trials=1,
+            granularity="weight",
+            weight_importance="snap",
+            storage=f"sqlite:///{tmp_path / 'bad.db'}",
+            study_name="bad",
+        )
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=100.0,
+        trials=2,
+        granularity="weight",
+        weight_importance="snip",
+        objective="nonzero_params",
+        warm_start="none",
+        seed=0,
+        calibration_batches=2,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="snip",
+    )
     record, best = result.record, result.best_trial
     plan = record.plan(best)
     assert plan["weight_importance"] == "snip" and plan["sparsity"]
@@ -186,16 +248,25 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
     zeros = modules[name].weight == 0
     assert abs(int(zeros.sum()) - plan["sparsity"][group] * zeros.numel()) <= 1
     assert not torch.equal(zeros, magnitude_modules[name].weight == 0)  # another criterion, other weights
-    assert best.user_attrs["nonzero_params"] == pytest.approx(
-        sum(int((p != 0).sum()) for p in replayed.parameters()))
+    assert best.user_attrs["nonzero_params"] == pytest.approx(sum(int((p != 0).sum()) for p in replayed.parameters()))
 
 
 def test_round_to_holds_for_every_trial_and_for_plans_in_several_steps(baseline, digits, tmp_path):
     from autoprune.engine import group_sizes
 
-    result = search(copy.deepcopy(baseline), digits, max_accuracy_drop=100.0, trials=3, round_to=4, steps=[1, 2],
-                    warm_start="none", seed=1, calibration_batches=2,
-                    storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="round")
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=100.0,
+        trials=3,
+        round_to=4,
+        steps=[1, 2],
+        warm_start="none",
+        seed=1,
+        calibration_batches=2,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="round",
+    )
     record = result.record
     example = digits.val[0][0].unsqueeze(0)
     for trial in record.completed():

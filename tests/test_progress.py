@@ -44,13 +44,21 @@ def test_the_summary_names_the_best_reduction_within_the_budget():
     assert best_so_far(record, feasible).number == best.number
     assert progress_summary(record, feasible) == (
         f"{len(feasible)} feasible, best {1_000_000 / best.user_attrs['flops']:.2f}x fewer FLOPs "
-        f"at {-best.user_attrs['accuracy_drop']:+.2f} pt")
+        f"at {-best.user_attrs['accuracy_drop']:+.2f} pt"
+    )
     assert progress_summary(record, []) == "0 feasible"
 
 
 def test_the_bar_counts_the_trials_and_shows_the_reduction_not_optunas_raw_value(trained, digits, capsys):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=5.0, trials=4, calibration_batches=2,
-                    uniform_starts=(0.1,), progress=True)
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=5.0,
+        trials=4,
+        calibration_batches=2,
+        uniform_starts=(0.1,),
+        progress=True,
+    )
     err = capsys.readouterr().err
     assert "4/4 trials" in err and "Best value" not in err
     assert progress_summary(result.record, result.record.feasible()) in err

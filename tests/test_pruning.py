@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GroupedConcatNet, tiny_resnet
 from torch import nn
 
 import autoprune
 from autoprune.errors import AutopruneError, PluginError, PruningError, UnknownNameError
-from conftest import GroupedConcatNet, tiny_resnet
 
 
 def _params(model: nn.Module) -> int:
@@ -113,7 +113,7 @@ def test_channel_group_rows_are_the_channels_weights(example):
     autoprune.prune(model, example, {"layer1.0.conv1": 0.25}, importance=capture)
     group = captured["layer1.0.conv1"]
     conv1, conv2 = original.layer1[0].conv1, original.layer1[0].conv2
-    by_layer = {(l.name, l.role): w for l, w in zip(group.layers, group.weights)}
+    by_layer = {(layer.name, layer.role): w for layer, w in zip(group.layers, group.weights)}
     assert torch.equal(by_layer[("layer1.0.conv1", "out")], conv1.weight)
     assert torch.equal(by_layer[("layer1.0.bn1", "out")].flatten(), original.layer1[0].bn1.weight)
     assert torch.equal(by_layer[("layer1.0.conv2", "in")], conv2.weight.transpose(0, 1))
@@ -122,7 +122,9 @@ def test_channel_group_rows_are_the_channels_weights(example):
 def test_lowest_scores_are_removed(example):
     model = tiny_resnet()
     original = model.layer1[0].conv1.weight.detach().clone()
-    autoprune.prune(model, example, {"layer1.0.conv1": 0.5}, importance=lambda g: -torch.arange(g.num_channels).double())
+    autoprune.prune(
+        model, example, {"layer1.0.conv1": 0.5}, importance=lambda g: -torch.arange(g.num_channels).double()
+    )
     # scores fall with the index, so the first half of the channels survive
     assert torch.equal(model.layer1[0].conv1.weight, original[:4])
 
@@ -190,8 +192,9 @@ def test_taylor_uses_calibration_gradients(example):
         return taylor(group)
 
     recording_taylor.needs_grads = True
-    autoprune.prune(model, example, {"layer1.0.conv1": 0.5}, importance=recording_taylor,
-                    calibration=[(example, targets)])
+    autoprune.prune(
+        model, example, {"layer1.0.conv1": 0.5}, importance=recording_taylor, calibration=[(example, targets)]
+    )
     group = seen["layer1.0.conv1"]
     assert torch.allclose(group.grads[0], expected_grad, atol=1e-6)
     manual = sum(((w * g).flatten(1).sum(1)) for w, g in zip(group.weights, group.grads)).double() ** 2
@@ -199,8 +202,13 @@ def test_taylor_uses_calibration_gradients(example):
     assert all(p.grad is None for p in model.parameters())  # calibration leaves no gradients behind
 
     # the same call through the registry name prunes the same channels
-    by_name = autoprune.prune(copy.deepcopy(reference), example, {"layer1.0.conv1": 0.5},
-                              importance="taylor", calibration=[(example, targets)])
+    by_name = autoprune.prune(
+        copy.deepcopy(reference),
+        example,
+        {"layer1.0.conv1": 0.5},
+        importance="taylor",
+        calibration=[(example, targets)],
+    )
     assert torch.equal(by_name.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
 
 
@@ -256,7 +264,11 @@ def test_round_to_leaves_every_pruned_groups_channel_count_divisible_on_a_torchv
     for group, rate in rates.items():
         channels = after[group][0]
         assert channels % 8 == 0, (group, channels)
-        assert before[group][0] - int(rate * before[group][0]) <= channels < before[group][0] - int(rate * before[group][0]) + 8
+        assert (
+            before[group][0] - int(rate * before[group][0])
+            <= channels
+            < before[group][0] - int(rate * before[group][0]) + 8
+        )
     unrounded = group_sizes(autoprune.prune(copy.deepcopy(model), x, rates), x)
     assert any(unrounded[g][0] % 8 for g in rates)  # the rates alone would not have given multiples of 8
     assert removal_count(10, 0.5, 1, 16) == 0  # narrower than round_to: kept whole

@@ -60,14 +60,18 @@ def test_reconstruction_recovers_the_outputs_that_redundant_removed_channels_car
     wanted = second_outputs(model, x)
     scale = wanted.abs().max().item()
     # the kept channels (the last four) copy the removed ones, so the second layer can be refitted exactly
-    pruned = autoprune.prune(copy.deepcopy(model), x, {"first": 0.5}, importance=lowest_index_first, removed=(removed := {}))
+    pruned = autoprune.prune(
+        copy.deepcopy(model), x, {"first": 0.5}, importance=lowest_index_first, removed=(removed := {})
+    )
     plain_error = (second_outputs(pruned, x) - wanted).abs().max().item()
     assert plain_error > 0.1 * scale
     grams = InputGrams(model, batches)
     assert reconstruct_layers(pruned, model, grams, removed, ridge=1e-9) == ["second"]
     assert (second_outputs(pruned, x) - wanted).abs().max().item() < 1e-4 * scale
     # the default ridge trades a little exactness for stability on correlated inputs
-    damped = autoprune.prune(copy.deepcopy(model), x, {"first": 0.5}, importance=lowest_index_first, removed=(again := {}))
+    damped = autoprune.prune(
+        copy.deepcopy(model), x, {"first": 0.5}, importance=lowest_index_first, removed=(again := {})
+    )
     reconstruct_layers(damped, model, grams, again)
     assert (second_outputs(damped, x) - wanted).abs().max().item() < plain_error / 10
     assert model.second.in_channels == 8  # the unpruned model is only read
@@ -101,8 +105,9 @@ def baseline(train_digits_cnn):
 def test_a_trained_model_loses_less_accuracy_with_reconstruction_at_every_rate(baseline, digits):
     drops = {}
     for reconstruct in (False, True):
-        settings = SearchSettings(max_accuracy_drop=100.0, calibration_batches=4, early_stop="off",
-                                  reconstruct=reconstruct)
+        settings = SearchSettings(
+            max_accuracy_drop=100.0, calibration_batches=4, early_stop="off", reconstruct=reconstruct
+        )
         evaluator = Evaluator.build(copy.deepcopy(baseline), digits, settings)
         for rate in (0.3, 0.5):
             plan = {"rates": dict.fromkeys(evaluator.groups, rate), "methods": dict.fromkeys(evaluator.groups, "l1")}
@@ -113,13 +118,30 @@ def test_a_trained_model_loses_less_accuracy_with_reconstruction_at_every_rate(b
 
 
 def test_the_study_s_plans_record_reconstruction_and_the_best_model_replays_it(baseline, digits):
-    result = autoprune.search(copy.deepcopy(baseline), digits, max_accuracy_drop=2.0, trials=3, seed=0,
-                              calibration_batches=4, uniform_starts=(0.4,), warm_start="uniform")
+    result = autoprune.search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=2.0,
+        trials=3,
+        seed=0,
+        calibration_batches=4,
+        uniform_starts=(0.4,),
+        warm_start="uniform",
+    )
     assert result.best_plan["reconstruct"] is True
     val = torch.utils.data.DataLoader(digits.val, batch_size=256)
     assert autoprune.metrics.accuracy(result.best_model, val) == pytest.approx(result.best_trial.user_attrs["accuracy"])
-    off = autoprune.search(copy.deepcopy(baseline), digits, max_accuracy_drop=2.0, trials=1, seed=0,
-                           calibration_batches=4, uniform_starts=(0.4,), warm_start="uniform", reconstruct=False)
+    off = autoprune.search(
+        copy.deepcopy(baseline),
+        digits,
+        max_accuracy_drop=2.0,
+        trials=1,
+        seed=0,
+        calibration_batches=4,
+        uniform_starts=(0.4,),
+        warm_start="uniform",
+        reconstruct=False,
+    )
     assert "reconstruct" not in off.best_plan
     with pytest.raises(autoprune.AutopruneError, match="reconstruct must be true or false, got str 'yes'"):
         SearchSettings(max_accuracy_drop=1.0, reconstruct="yes")

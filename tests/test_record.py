@@ -17,21 +17,47 @@ GROUPS = ["conv1", "layer1.0.conv1"]
 
 #: A valid value other than SETTINGS' for every setting a resumed study may not change.
 OTHER_VALUES = {
-    "max_accuracy_drop": 2.0, "objective": "params", "seed": 1, "latency_batch_size": 8,
-    "importances": ("l1",), "rate_min": 0.1, "rate_max": 0.6, "rate_step": 0.1,
-    "calibration_batches": 5, "batch_size": 64, "uniform_starts": (0.2,), "early_stop": "off",
-    "sampler": "random", "warm_start": "none", "scope": "global", "steps": (1, 2), "recovery_steps": 3,
-    "granularity": "weight", "nm": (1, 4), "sparsity_max": 0.5, "weight_importance": "snip", "round_to": 8,
-    "reconstruct": False, "prune_only": ("features",),
-    "constraints": {"latency": 5.0}, "corruptions": ("contrast",), "corruption_severities": (1, 5),
-    "corruption_images": 10, "latency_device": "cuda", "latency_table": "table.json",
+    "max_accuracy_drop": 2.0,
+    "objective": "params",
+    "seed": 1,
+    "latency_batch_size": 8,
+    "importances": ("l1",),
+    "rate_min": 0.1,
+    "rate_max": 0.6,
+    "rate_step": 0.1,
+    "calibration_batches": 5,
+    "batch_size": 64,
+    "uniform_starts": (0.2,),
+    "early_stop": "off",
+    "sampler": "random",
+    "warm_start": "none",
+    "scope": "global",
+    "steps": (1, 2),
+    "recovery_steps": 3,
+    "granularity": "weight",
+    "nm": (1, 4),
+    "sparsity_max": 0.5,
+    "weight_importance": "snip",
+    "round_to": 8,
+    "reconstruct": False,
+    "prune_only": ("features",),
+    "constraints": {"latency": 5.0},
+    "corruptions": ("contrast",),
+    "corruption_severities": (1, 5),
+    "corruption_images": 10,
+    "latency_device": "cuda",
+    "latency_table": "table.json",
 }
 
 
 def _record() -> StudyRecord:
     record = StudyRecord(optuna.create_study())
-    record.create(SETTINGS, GROUPS, {"accuracy": 90.0, "flops": 1000, "params": 100},
-                  {"model": "resnet20", "baseline_sha256": "00"})
+    record.create(
+        SETTINGS,
+        GROUPS,
+        {"accuracy": 90.0, "flops": 1000, "params": 100},
+        {"model": "resnet20", "baseline_sha256": "00"},
+    )
     return record
 
 
@@ -92,7 +118,7 @@ def test_values_a_study_cannot_store_are_refused_before_anything_is_written():
 
 def test_a_study_not_made_by_autoprune_is_named_as_such():
     with pytest.raises(AutopruneError, match="is not an autoprune study"):
-        StudyRecord(optuna.create_study(study_name="plain")).settings
+        _ = StudyRecord(optuna.create_study(study_name="plain")).settings
 
 
 def test_the_record_reads_back_what_it_wrote():
@@ -106,20 +132,27 @@ def test_the_record_reads_back_what_it_wrote():
 def test_user_attributes_cannot_take_the_records_keys():
     record = StudyRecord(optuna.create_study())
     with pytest.raises(AutopruneError, match="cannot set baseline_accuracy, baseline_weights, seed"):
-        record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {},
-                      extra={"seed": 3, "baseline_accuracy": 1.0, "baseline_weights": "/x.pt"})
+        record.create(
+            SETTINGS,
+            GROUPS,
+            {"accuracy": 90.0},
+            {},
+            extra={"seed": 3, "baseline_accuracy": 1.0, "baseline_weights": "/x.pt"},
+        )
 
 
 def test_trials_plans_and_feasibility():
     record = _record()
     for rates, drop in (((0.2, 0.2), 0.5), ((0.3, 0.6), 2.0), ((0.5, 0.1), 0.9)):
         trial = record.study.ask()
-        for g, r in zip(GROUPS, rates):
+        for g, _r in zip(GROUPS, rates):
             trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.05)
             trial.suggest_categorical(f"{g}.method", ["l1", "fpgm"])
         flops = 1000 * (1 - sum(rates) / 2)
-        value = record.write_trial(trial, {"accuracy": 90.0 - drop, "accuracy_drop": drop, "flops": flops,
-                                           "params": 100.0, "prune_seconds": 0.1})
+        value = record.write_trial(
+            trial,
+            {"accuracy": 90.0 - drop, "accuracy_drop": drop, "flops": flops, "params": 100.0, "prune_seconds": 0.1},
+        )
         record.study.tell(trial, value)
     done = record.completed()
     assert [record.is_feasible(t) for t in done] == [True, False, True]
@@ -136,8 +169,9 @@ def test_the_chosen_trial_is_the_more_accurate_of_equally_small_ones():
     record = _record()
     for accuracy in (89.5, 89.8, 89.6):  # three plans of the same size within the budget
         trial = record.study.ask()
-        value = record.write_trial(trial, {"accuracy": accuracy, "accuracy_drop": 90.0 - accuracy,
-                                           "flops": 500.0, "params": 50.0})
+        value = record.write_trial(
+            trial, {"accuracy": accuracy, "accuracy_drop": 90.0 - accuracy, "flops": 500.0, "params": 50.0}
+        )
         record.study.tell(trial, value)
     chosen = record.chosen_trial()
     assert chosen.user_attrs["accuracy"] == 89.8 and chosen in record.pareto_trials()

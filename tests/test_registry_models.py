@@ -15,10 +15,21 @@ OWN_MODELS = [n for n in autoprune.list_models(task="classification") if not n.s
 
 # One member of each torchvision family named in the project's goals, at a small input size.
 TORCHVISION = {
-    "resnet18": {}, "resnext50_32x4d": {}, "mobilenet_v2": {}, "mobilenet_v3_small": {},
-    "efficientnet_b0": {}, "densenet121": {}, "googlenet": {}, "regnet_x_400mf": {},
-    "shufflenet_v2_x0_5": {}, "squeezenet1_1": {}, "vgg11_bn": {}, "convnext_tiny": {},
-    "mnasnet0_5": {}, "vit_b_16": {"image_size": 32}, "swin_t": {},
+    "resnet18": {},
+    "resnext50_32x4d": {},
+    "mobilenet_v2": {},
+    "mobilenet_v3_small": {},
+    "efficientnet_b0": {},
+    "densenet121": {},
+    "googlenet": {},
+    "regnet_x_400mf": {},
+    "shufflenet_v2_x0_5": {},
+    "squeezenet1_1": {},
+    "vgg11_bn": {},
+    "convnext_tiny": {},
+    "mnasnet0_5": {},
+    "vit_b_16": {"image_size": 32},
+    "swin_t": {},
 }
 
 

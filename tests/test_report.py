@@ -19,8 +19,9 @@ GROUPS = ["conv<1>", "block&2"]  # names that must be escaped in HTML
 
 
 def _study(storage=None, name="a <b> & c") -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     study.set_user_attr("groups", GROUPS)
     study.set_user_attr("importances", ["l1", "fpgm"])
     study.set_user_attr("objective", "flops")
@@ -54,7 +55,8 @@ def _brute_force_front(study: optuna.Study) -> set[int]:
     front = set()
     for t in feasible:
         beaten = any(
-            o.user_attrs["accuracy"] >= t.user_attrs["accuracy"] and o.value <= t.value
+            o.user_attrs["accuracy"] >= t.user_attrs["accuracy"]
+            and o.value <= t.value
             and (o.user_attrs["accuracy"] > t.user_attrs["accuracy"] or o.value < t.value)
             for o in feasible
         )
@@ -66,8 +68,16 @@ def _brute_force_front(study: optuna.Study) -> set[int]:
 def test_report_files_and_tables(tmp_path):
     study = _study()
     index = write_report(study, tmp_path)
-    for name in ("index.html", "pareto.png", "pareto.svg", "rates.png", "history.png", "importance.png", "trials.csv",
-                 "pareto.csv"):
+    for name in (
+        "index.html",
+        "pareto.png",
+        "pareto.svg",
+        "rates.png",
+        "history.png",
+        "importance.png",
+        "trials.csv",
+        "pareto.csv",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert sorted(trials["trial"]) == [t.number for t in study.trials]
@@ -109,15 +119,25 @@ def test_multi_objective_front_applies_the_search_feasibility_rule(tmp_path):
 
     def add(accuracy, flops, constraint, rate):
         system = {} if constraint is None else {"constraints:accuracy_drop": constraint}
-        study.add_trial(optuna.trial.create_trial(
-            values=[accuracy, flops], params={f"{g}.rate": rate for g in GROUPS}, distributions=dist,
-            user_attrs={"accuracy": accuracy, "accuracy_drop": 95.0 - accuracy, "flops": flops, "params": flops / 10},
-            system_attrs=system))
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[accuracy, flops],
+                params={f"{g}.rate": rate for g in GROUPS},
+                distributions=dist,
+                user_attrs={
+                    "accuracy": accuracy,
+                    "accuracy_drop": 95.0 - accuracy,
+                    "flops": flops,
+                    "params": flops / 10,
+                },
+                system_attrs=system,
+            )
+        )
 
-    add(94.5, 800.0, -0.5, 0.1)   # feasible
-    add(94.0, 600.0, 0.0, 0.2)    # feasible, on the budget's edge
-    add(99.0, 100.0, None, 0.5)   # dominates both, but never checked against the budget
-    add(80.0, 50.0, 14.0, 0.7)    # over the budget
+    add(94.5, 800.0, -0.5, 0.1)  # feasible
+    add(94.0, 600.0, 0.0, 0.2)  # feasible, on the budget's edge
+    add(99.0, 100.0, None, 0.5)  # dominates both, but never checked against the budget
+    add(80.0, 50.0, 14.0, 0.7)  # over the budget
     record = StudyRecord(study)
     assert [t.number for t in record.pareto_trials()] == [1, 0]
     assert record.chosen_trial().number == 0
@@ -146,7 +166,9 @@ def test_report_of_a_study_with_no_finished_trial(tmp_path):
     study.set_user_attr("max_accuracy_drop", 1.0)
     study.ask()
     write_report(study, tmp_path)
-    assert pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()
+    assert (
+        pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()
+    )
 
 
 def test_html_states_how_the_search_ran_in_human_units(tmp_path):
@@ -168,7 +190,7 @@ def test_the_chosen_trial_comes_first_with_its_factors_and_a_working_export_comm
     assert page.index(f"Chosen trial: #{best.number}") < page.index("<img")
     flops = best.user_attrs["flops"]
     assert f"<td>{human(flops, 'flops')}</td><td>{1_000_000 / flops:.2f}x fewer</td>" in page
-    command = html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.S).group(1))
+    command = html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.DOTALL).group(1))
     words = shlex.split(command)
     assert words[:3] == ["autoprune", "export", str(tmp_path)]
     assert words[words.index("--trial") + 1] == str(best.number) and "--storage" not in words
@@ -205,7 +227,7 @@ def test_importance_finds_the_parameter_the_drop_depends_on():
     study.set_user_attr("baseline_flops", 100.0)
 
     def objective(trial):
-        a, b, c = (trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.05) for g in "abc")
+        a, _b, c = (trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.05) for g in "abc")
         trial.set_user_attr("accuracy", 90.0 - 5 * a)
         trial.set_user_attr("accuracy_drop", 5 * a)  # only a's rate costs accuracy
         trial.set_user_attr("flops", 100.0 * (1 - c))  # only c's rate saves FLOPs

@@ -17,8 +17,15 @@ def baseline(train_digits_cnn):
 
 
 def _search(baseline, digits, **kw):
-    options = dict(max_accuracy_drop=2.0, trials=6, importances=("l1", "fpgm"), seed=0,
-                   calibration_batches=4, uniform_starts=(0.0, 0.2), warm_start="uniform")
+    options = {
+        "max_accuracy_drop": 2.0,
+        "trials": 6,
+        "importances": ("l1", "fpgm"),
+        "seed": 0,
+        "calibration_batches": 4,
+        "uniform_starts": (0.0, 0.2),
+        "warm_start": "uniform",
+    }
     options.update(kw)
     return search(copy.deepcopy(baseline), digits, **options)
 
@@ -64,8 +71,7 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
-    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=3, uniform_starts=(0.0, 0.8),
-                     importances=("l1",))
+    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=3, uniform_starts=(0.0, 0.8), importances=("l1",))
     _, untouched, crushed = result.study.trials
     # rate 0 only recalibrates BatchNorm, which keeps (here: raises) the accuracy of a briefly trained baseline
     assert untouched.user_attrs["accuracy_drop"] < 1.5
@@ -95,26 +101,37 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
     assert autoprune.metrics.accuracy(best, val) == pytest.approx(trial.user_attrs["accuracy"])
 
 
-@pytest.mark.parametrize(("kw", "fragment"), [
-    ({"objective": "speed"}, "unknown objective 'speed'; valid: 'accuracy', 'accuracy_drop', 'flops'"),
-    ({"max_accuracy_drop": -1}, "max_accuracy_drop must be a number >= 0, got -1"),
-    ({"trials": 0}, "trials must be an integer >= 1, got 0"),
-    ({"importances": ("l1", "l3")}, "unknown importance 'l3'"),
-    ({"max_accuracy_drop": "1"}, "max_accuracy_drop must be a number >= 0, got str '1'"),
-    ({"calibration_batches": 0}, "calibration_batches must be an integer >= 1, got 0"),
-    ({"timeout": -5}, "timeout must be a number of seconds > 0, got -5"),
-    ({"rate_mx": 0.5}, "unknown search\\(\\) argument 'rate_mx'; did you mean 'rate_max'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"objective": "speed"}, "unknown objective 'speed'; valid: 'accuracy', 'accuracy_drop', 'flops'"),
+        ({"max_accuracy_drop": -1}, "max_accuracy_drop must be a number >= 0, got -1"),
+        ({"trials": 0}, "trials must be an integer >= 1, got 0"),
+        ({"importances": ("l1", "l3")}, "unknown importance 'l3'"),
+        ({"max_accuracy_drop": "1"}, "max_accuracy_drop must be a number >= 0, got str '1'"),
+        ({"calibration_batches": 0}, "calibration_batches must be an integer >= 1, got 0"),
+        ({"timeout": -5}, "timeout must be a number of seconds > 0, got -5"),
+        ({"rate_mx": 0.5}, "unknown search\\(\\) argument 'rate_mx'; did you mean 'rate_max'"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(baseline, digits, kw, fragment):
     with pytest.raises(autoprune.AutopruneError, match=fragment):
         _search(baseline, digits, **kw)
 
 
 def test_search_takes_a_settings_object_and_keyword_overrides(baseline, digits, tmp_path):
-    settings = SearchSettings(max_accuracy_drop=2.0, trials=3, importances=("l1",), calibration_batches=2,
-                              uniform_starts=(0.1,))
-    result = search(copy.deepcopy(baseline), digits, settings, trials=4, seed=5,
-                    storage=f"sqlite:///{tmp_path / 's.db'}", study_name="obj")
+    settings = SearchSettings(
+        max_accuracy_drop=2.0, trials=3, importances=("l1",), calibration_batches=2, uniform_starts=(0.1,)
+    )
+    result = search(
+        copy.deepcopy(baseline),
+        digits,
+        settings,
+        trials=4,
+        seed=5,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        study_name="obj",
+    )
     record = result.record
     assert record.settings == settings.replace(trials=4, seed=5)
     for key, value in settings.replace(trials=4, seed=5).to_attrs().items():
@@ -183,8 +200,9 @@ def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch
     monkeypatch.setattr(Evaluator, "evaluate", broken)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     with pytest.raises(autoprune.AutopruneError, match="4 trials in a row failed.*never prunable"):
-        _search(baseline, digits, trials=3, warm_start="sensitivity", max_failures=4, storage=storage,
-                study_name="broken")
+        _search(
+            baseline, digits, trials=3, warm_start="sensitivity", max_failures=4, storage=storage, study_name="broken"
+        )
     record = open_study(storage, "broken")
     assert [t.state.name for t in record.study.trials] == ["FAIL"] * 4
     references, curves = record.references, record.sensitivity
@@ -205,18 +223,25 @@ def test_search_needs_no_builtin_importance_it_does_not_use(baseline, digits, mo
     assert [t.state.name for t in result.study.trials] == ["COMPLETE"] * 3
     x = result.example_inputs
     groups = autoprune.prunable_groups(baseline, x)
-    pruned = autoprune.prune(copy.deepcopy(baseline), x, {g: 0.5 for g in groups},
-                             importance={g: "random" for g in groups})
+    pruned = autoprune.prune(
+        copy.deepcopy(baseline), x, dict.fromkeys(groups, 0.5), importance=dict.fromkeys(groups, "random")
+    )
     assert autoprune.count_params(pruned) < autoprune.count_params(baseline)
     with pytest.raises(autoprune.UnknownNameError, match="'l1'"):  # a group without one needs the default
-        autoprune.prune(copy.deepcopy(baseline), x, {g: 0.5 for g in groups}, importance={groups[0]: "random"})
+        autoprune.prune(copy.deepcopy(baseline), x, dict.fromkeys(groups, 0.5), importance={groups[0]: "random"})
 
 
 def test_multi_objective_front_holds_only_feasible_trials(baseline, digits, tmp_path):
     from autoprune.results import write_report
 
-    result = _search(baseline, digits, objective=["accuracy", "flops", "latency"], trials=8,
-                     max_accuracy_drop=1.0, uniform_starts=(0.0, 0.2, 0.8))
+    result = _search(
+        baseline,
+        digits,
+        objective=["accuracy", "flops", "latency"],
+        trials=8,
+        max_accuracy_drop=1.0,
+        uniform_starts=(0.0, 0.2, 0.8),
+    )
     study = result.study
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
     assert study.user_attrs["objective"] == ["accuracy", "flops", "latency"]
@@ -248,13 +273,23 @@ def test_prune_only_searches_the_named_modules_alone(baseline, digits):
     assert searched_groups(detector, ("backbone",)) == ["backbone.stem.0", "backbone.smooth"]
     assert searched_groups(detector, ("head.classification_head",)) == ["head.classification_head.conv.0"]
     assert searched_groups(detector, ()) == detector
-    with pytest.raises(autoprune.AutopruneError, match=r"^search.prune_only \['backbones'\] matches none of the "
-                                                       r"model's 4 prunable groups; their names start with: "
-                                                       r"backbone, head$"):
+    with pytest.raises(
+        autoprune.AutopruneError,
+        match=r"^search.prune_only \['backbones'\] matches none of the "
+        r"model's 4 prunable groups; their names start with: "
+        r"backbone, head$",
+    ):
         searched_groups(detector, ("backbones",))
 
-    result = _search(baseline, digits, trials=4, prune_only=("features.0", "features.3"), max_accuracy_drop=50.0,
-                     uniform_starts=(0.5,), scope="both")
+    result = _search(
+        baseline,
+        digits,
+        trials=4,
+        prune_only=("features.0", "features.3"),
+        max_accuracy_drop=50.0,
+        uniform_starts=(0.5,),
+        scope="both",
+    )
     assert result.record.groups == ["features.0", "features.3"]
     for trial in result.record.completed():  # local and global plans alike leave features.7 whole
         rates = result.record.plan(trial)["rates"]

@@ -46,37 +46,54 @@ def test_settings_validate_themselves_and_convert():
 
 
 def test_settings_round_trip_through_study_attributes():
-    settings = SearchSettings(max_accuracy_drop=0.5, objective=["accuracy", "flops"], timeout=30,
-                              importances=["l1", "taylor"])
+    settings = SearchSettings(
+        max_accuracy_drop=0.5, objective=["accuracy", "flops"], timeout=30, importances=["l1", "taylor"]
+    )
     attrs = settings.to_attrs()
     assert attrs["objective"] == ["accuracy", "flops"] and attrs["timeout"] == 30.0
     assert SearchSettings.from_attrs(attrs) == settings
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    ({**MINIMAL, "serch": {}}, "unknown section 'serch'; did you mean 'search'?"),
-    ({**MINIMAL, "search": {"rate_mx": 0.5}}, "unknown key in [search] 'rate_mx'; did you mean 'rate_max'"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": "1"}}, "study.max_accuracy_drop must be a number >= 0, got str '1'"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": -1.0}}, "study.max_accuracy_drop must be a number >= 0, got -1.0"),
-    ({**MINIMAL, "constraints": {"latency": "fast"}}, "constraints.latency must be a number (the metric's bound), "
-                                                     "got str 'fast'"),
-    ({**MINIMAL, "constraints": {"accuracy_drop": 2.0}}, "cannot bound accuracy_drop: study.max_accuracy_drop"),
-    ({**MINIMAL, "constraints": []}, "[constraints] must be a table, got list"),
-    ({"model": {"name": "x"}, "dataset": {"name": "digits"}}, "needs study.max_accuracy_drop"),
-    ({"study": {"max_accuracy_drop": 1.0}, "dataset": {"name": "digits"}}, "needs model.name"),
-    ({**MINIMAL, "search": {"rate_max": 1.0}}, "search.rate_max must be a number in [rate_min, 1), got 1.0"),
-    ({**MINIMAL, "search": {"rate_min": 0.5, "rate_max": 0.3}}, "rate_max must be a number in [rate_min, 1)"),
-    ({**MINIMAL, "search": {"uniform_starts": [0.9]}}, "search.uniform_starts must be a list of rates in"),
-    ({**MINIMAL, "search": {"importances": []}}, "search.importances must be a non-empty list"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "trials": True}}, "study.trials must be an integer >= 1, got bool"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "timeout": -5}}, "study.timeout must be a number of seconds > 0"),
-    ({**MINIMAL, "train": {"lr": 0}}, "train.lr must be a number > 0, got 0"),
-    ({**MINIMAL, "model": {"name": "x", "params": {"num_classes": 3}}}, "cannot set num_classes: the dataset"),
-    ({**MINIMAL, "model": {"name": 3}}, "model.name must be a registered model, got int 3"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy"]}}, "two or three"),
-    ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objective": "flops", "objectives": ["accuracy", "flops"]}},
-     "not both"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({**MINIMAL, "serch": {}}, "unknown section 'serch'; did you mean 'search'?"),
+        ({**MINIMAL, "search": {"rate_mx": 0.5}}, "unknown key in [search] 'rate_mx'; did you mean 'rate_max'"),
+        (
+            {**MINIMAL, "study": {"max_accuracy_drop": "1"}},
+            "study.max_accuracy_drop must be a number >= 0, got str '1'",
+        ),
+        ({**MINIMAL, "study": {"max_accuracy_drop": -1.0}}, "study.max_accuracy_drop must be a number >= 0, got -1.0"),
+        (
+            {**MINIMAL, "constraints": {"latency": "fast"}},
+            ("constraints.latency must be a number (the metric's bound), got str 'fast'"),
+        ),
+        ({**MINIMAL, "constraints": {"accuracy_drop": 2.0}}, "cannot bound accuracy_drop: study.max_accuracy_drop"),
+        ({**MINIMAL, "constraints": []}, "[constraints] must be a table, got list"),
+        ({"model": {"name": "x"}, "dataset": {"name": "digits"}}, "needs study.max_accuracy_drop"),
+        ({"study": {"max_accuracy_drop": 1.0}, "dataset": {"name": "digits"}}, "needs model.name"),
+        ({**MINIMAL, "search": {"rate_max": 1.0}}, "search.rate_max must be a number in [rate_min, 1), got 1.0"),
+        ({**MINIMAL, "search": {"rate_min": 0.5, "rate_max": 0.3}}, "rate_max must be a number in [rate_min, 1)"),
+        ({**MINIMAL, "search": {"uniform_starts": [0.9]}}, "search.uniform_starts must be a list of rates in"),
+        ({**MINIMAL, "search": {"importances": []}}, "search.importances must be a non-empty list"),
+        (
+            {**MINIMAL, "study": {"max_accuracy_drop": 1.0, "trials": True}},
+            "study.trials must be an integer >= 1, got bool",
+        ),
+        (
+            {**MINIMAL, "study": {"max_accuracy_drop": 1.0, "timeout": -5}},
+            "study.timeout must be a number of seconds > 0",
+        ),
+        ({**MINIMAL, "train": {"lr": 0}}, "train.lr must be a number > 0, got 0"),
+        ({**MINIMAL, "model": {"name": "x", "params": {"num_classes": 3}}}, "cannot set num_classes: the dataset"),
+        ({**MINIMAL, "model": {"name": 3}}, "model.name must be a registered model, got int 3"),
+        ({**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objectives": ["accuracy"]}}, "two or three"),
+        (
+            {**MINIMAL, "study": {"max_accuracy_drop": 1.0, "objective": "flops", "objectives": ["accuracy", "flops"]}},
+            "not both",
+        ),
+    ],
+)
 def test_bad_study_files_are_one_clear_error(raw, fragment):
     with pytest.raises(AutopruneError) as err:
         parse_study_file(raw)
@@ -93,16 +110,20 @@ def test_missing_or_broken_files(tmp_path):
         load_study_file(bad)
 
 
-@pytest.mark.parametrize(("study", "constraints", "fragment"), [
-    ({"objective": "flop"}, {}, "unknown objective 'flop'; did you mean 'flops'?"),
-    ({"objectives": ["accuracy", "speed"]}, {}, "unknown objective 'speed'; valid: 'accuracy'"),
-    ({}, {"latncy": 5.0}, "unknown metric in [constraints] 'latncy'; did you mean 'latency'?"),
-])
+@pytest.mark.parametrize(
+    ("study", "constraints", "fragment"),
+    [
+        ({"objective": "flop"}, {}, "unknown objective 'flop'; did you mean 'flops'?"),
+        ({"objectives": ["accuracy", "speed"]}, {}, "unknown objective 'speed'; valid: 'accuracy'"),
+        ({}, {"latncy": 5.0}, "unknown metric in [constraints] 'latncy'; did you mean 'latency'?"),
+    ],
+)
 def test_objectives_and_constraints_name_registered_metrics(study, constraints, fragment):
     from autoprune.searcher import check_importances
 
-    settings = parse_study_file({**MINIMAL, "study": {"max_accuracy_drop": 1.0, **study},
-                                 "constraints": constraints}).settings
+    settings = parse_study_file(
+        {**MINIMAL, "study": {"max_accuracy_drop": 1.0, **study}, "constraints": constraints}
+    ).settings
     with pytest.raises(AutopruneError) as err:
         check_importances(settings)
     assert fragment in str(err.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from conftest import tiny_resnet
 from onnx import numpy_helper
 
 from autoprune.engine.sparsity import (
@@ -17,8 +18,6 @@ from autoprune.engine.sparsity import (
 )
 from autoprune.errors import PruningError
 
-from conftest import tiny_resnet
-
 
 def test_unstructured_masks_reach_the_planned_sparsity_within_one_weight_per_layer(example):
     torch.manual_seed(0)
@@ -28,11 +27,14 @@ def test_unstructured_masks_reach_the_planned_sparsity_within_one_weight_per_lay
     for name, layer in maskable_layers(model).items():
         zeros = int((layer.weight == 0).sum())
         assert abs(zeros - plan[name] * layer.weight.numel()) <= 1, name
-        assert int((layer.weight[layer.weight != 0].abs() < layer.weight_orig[layer.weight == 0].abs().max()).sum()) == 0
+        assert (
+            int((layer.weight[layer.weight != 0].abs() < layer.weight_orig[layer.weight == 0].abs().max()).sum()) == 0
+        )
     stats = sparsity_stats(model)
     total = sum(layer.weight.numel() for layer in maskable_layers(model).values())
-    assert stats["sparsity"] == pytest.approx(sum(plan[n] * m.weight.numel() for n, m in maskable_layers(model).items()) / total,
-                                             abs=len(plan) / total)
+    assert stats["sparsity"] == pytest.approx(
+        sum(plan[n] * m.weight.numel() for n, m in maskable_layers(model).items()) / total, abs=len(plan) / total
+    )
     dense = sparsity_stats(tiny_resnet())
     assert stats["nonzero_params"] < dense["nonzero_params"] and stats["size_bytes"] < dense["size_bytes"]
 
@@ -123,9 +125,13 @@ def test_weight_importances_are_checked_and_snip_uses_loss_gradients(example):
     def flat(weight, grad):
         return weight.flatten()
 
-    with pytest.raises(PluginError, match=r"weight importance '.*flat' on layer 'conv1' returned shape \(\d+,\); "
-                                          "expected the weight's"):
+    with pytest.raises(
+        PluginError,
+        match=r"weight importance '.*flat' on layer 'conv1' returned shape \(\d+,\); "
+        "expected the weight's",
+    ):
         weight_scores(model, layers, flat)
     with pytest.raises(PluginError, match=r"returned 1 non-finite score"):
-        weight_scores(model, layers[:1], lambda w, g: w.flatten().index_fill(0, torch.tensor([0]), float("nan"))
-                      .reshape(w.shape))
+        weight_scores(
+            model, layers[:1], lambda w, g: w.flatten().index_fill(0, torch.tensor([0]), float("nan")).reshape(w.shape)
+        )

@@ -26,8 +26,9 @@ def test_workers_never_claim_the_same_queued_trial(tmp_path):
     study = optuna.create_study(study_name="queue", storage=url)
     for i in range(60):
         study.enqueue_trial({"x": i / 100})
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url], stderr=subprocess.PIPE, text=True)
-               for _ in range(3)]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, url], stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
     for worker in workers:
         _, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err

@@ -30,6 +30,7 @@ def trained(train_digits_cnn):
 
 # -- early stopping --------------------------------------------------------------------
 
+
 class Oracle(nn.Module):
     """Answers right exactly where ``right[i]`` is true, for inputs that are sample indices."""
 
@@ -46,7 +47,7 @@ class Oracle(nn.Module):
 
 def _batches(n: int, size: int) -> list:
     index = torch.arange(n)
-    return [(index[i:i + size], torch.ones(len(index[i:i + size]), dtype=torch.long)) for i in range(0, n, size)]
+    return [(index[i : i + size], torch.ones(len(index[i : i + size]), dtype=torch.long)) for i in range(0, n, size)]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -90,33 +91,36 @@ def test_statistical_early_stop_stops_clear_losers_early_and_keeps_clear_winners
     bad = [i % 10 != 0 for i in range(n)]  # 90% right, the budget needs 98%
     budget = Budget(base_correct=int(0.99 * n), total=n, max_drop=1.0)
     assert count_correct(Oracle(good), _batches(n, 64), stop=budget.stop_rule("statistical")) == (sum(good), n)
-    correct, seen = count_correct(Oracle(bad), _batches(n, 64), stop=budget.stop_rule("statistical"))
+    _correct, seen = count_correct(Oracle(bad), _batches(n, 64), stop=budget.stop_rule("statistical"))
     exact_seen = count_correct(Oracle(bad), _batches(n, 64), stop=budget.stop_rule("exact"))[1]
     assert seen <= 320 and exact_seen >= 384
     assert budget.stop_rule("off") is None
 
 
 def test_early_stopped_trials_are_infeasible_and_full_counts_exact(trained, digits):
-    evaluator = Evaluator.build(copy.deepcopy(trained), digits,
-                                SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact"))
+    evaluator = Evaluator.build(
+        copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact")
+    )
     groups = evaluator.groups
-    crushed = evaluator.evaluate({"rates": {g: 0.85 for g in groups}, "methods": {g: "l1" for g in groups}})
+    crushed = evaluator.evaluate({"rates": dict.fromkeys(groups, 0.85), "methods": dict.fromkeys(groups, "l1")})
     assert crushed["evaluated"] < evaluator.budget.total and crushed["accuracy_drop"] > 1.0
-    full = evaluator.evaluate({"rates": {g: 0.85 for g in groups}, "methods": {g: "l1" for g in groups}},
-                              early_stop="off")
+    full = evaluator.evaluate(
+        {"rates": dict.fromkeys(groups, 0.85), "methods": dict.fromkeys(groups, "l1")}, early_stop="off"
+    )
     assert full["evaluated"] == evaluator.budget.total and full["accuracy_drop"] > 1.0
 
 
 def test_recalibration_at_rate_zero_keeps_the_baselines_accuracy(trained, digits):
     evaluator = Evaluator.build(copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0))
     groups = evaluator.groups
-    metrics = evaluator.evaluate({"rates": {g: 0.0 for g in groups}, "methods": {g: "l1" for g in groups}})
+    metrics = evaluator.evaluate({"rates": dict.fromkeys(groups, 0.0), "methods": dict.fromkeys(groups, "l1")})
     one_image = 100.0 / evaluator.budget.total
     assert abs(metrics["accuracy_drop"]) <= one_image
     assert metrics["flops"] == evaluator.base["flops"]
 
 
 # -- the simple baselines ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("boundary", [0.0, 0.13, 0.37, 0.61, 0.79])
 def test_bisection_finds_the_boundary_of_a_monotone_drop(boundary):
@@ -148,8 +152,14 @@ def test_global_pruning_ranks_channels_across_groups_by_normalized_score():
 
 
 def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them(trained, digits, tmp_path):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=12, calibration_batches=4,
-                    storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=1.0,
+        trials=12,
+        calibration_batches=4,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+    )
     record = result.record
     references = record.references
     for kind in ("uniform", "global"):
@@ -163,9 +173,17 @@ def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them
 
 # -- sensitivity and warm starts ---------------------------------------------------------
 
+
 def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trained, digits, tmp_path):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=3, calibration_batches=4, warm_start="sensitivity",
-                    storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=1.0,
+        trials=3,
+        calibration_batches=4,
+        warm_start="sensitivity",
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+    )
     record = result.record
     rows = record.sensitivity
     assert {r["group"] for r in rows} == set(record.groups)
@@ -180,17 +198,25 @@ def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trai
 
 
 def test_warm_start_plans_run_first(trained, digits, tmp_path):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=1.0, trials=8, calibration_batches=4,
-                    importances=("l1", "fpgm"), warm_start="sensitivity", storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=1.0,
+        trials=8,
+        calibration_batches=4,
+        importances=("l1", "fpgm"),
+        warm_start="sensitivity",
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+    )
     record = result.record
     settings = record.settings
     uniform = record.references["uniform"]
-    expected = [{"rates": {g: uniform["rate"] for g in record.groups}, "methods": {}}]
+    expected = [{"rates": dict.fromkeys(record.groups, uniform["rate"]), "methods": {}}]
     expected += warm_start_plans(record.sensitivity, record.groups, record.baseline["flops"], "flops", 1.0, "l1")
     params = [plan_params(p, record.rate_limits, settings) for p in expected]
     unique = [p for i, p in enumerate(params) if p not in params[:i]]
     assert len(unique) >= 2
-    assert [t.params for t in result.study.trials[:len(unique)]] == unique
+    assert [t.params for t in result.study.trials[: len(unique)]] == unique
 
 
 def test_the_knapsack_spends_the_budget_where_it_saves_the_most():
@@ -232,10 +258,19 @@ def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_p
 
 # -- samplers ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_runs(trained, digits, sampler):
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=2.0, trials=12, calibration_batches=2,
-                    sampler=sampler, warm_start="none", importances=("l1", "fpgm"))
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=2.0,
+        trials=12,
+        calibration_batches=2,
+        sampler=sampler,
+        warm_start="none",
+        importances=("l1", "fpgm"),
+    )
     trials = result.study.trials
     assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) >= 8  # the sampler proposes new plans
@@ -244,19 +279,31 @@ def test_each_sampler_runs(trained, digits, sampler):
 
 # -- finalists --------------------------------------------------------------------------
 
+
 def test_finalists_are_fine_tuned_and_ranked_against_their_score(trained, digits, tmp_path):
     from autoprune.results import write_report
 
     recipe = TrainSettings(epochs=1, lr=0.01, batch_size=128)
-    result = search(copy.deepcopy(trained), digits, max_accuracy_drop=3.0, trials=8, calibration_batches=2,
-                    finalists=3, finetune=recipe, storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = search(
+        copy.deepcopy(trained),
+        digits,
+        max_accuracy_drop=3.0,
+        trials=8,
+        calibration_batches=2,
+        finalists=3,
+        finetune=recipe,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+    )
     record = result.record
     finalists = record.finalists
     feasible = sorted(record.feasible(), key=lambda t: (t.value, -t.user_attrs["accuracy"], t.number))
     assert [row["trial"] for row in finalists["trials"]] == [t.number for t in feasible[:3]]
     assert finalists["recipe"] == recipe.to_attrs()
     for row in finalists["trials"]:
-        assert 0 < row["finetuned_accuracy"] <= 100 and row["accuracy"] == record.study.trials[row["trial"]].user_attrs["accuracy"]
+        assert (
+            0 < row["finetuned_accuracy"] <= 100
+            and row["accuracy"] == record.study.trials[row["trial"]].user_attrs["accuracy"]
+        )
     assert finalists["spearman"] is None or -1.0 <= finalists["spearman"] <= 1.0
     write_report(record, tmp_path / "report")
     assert (tmp_path / "report" / "finalists.png").is_file() and (tmp_path / "report" / "finalists.csv").is_file()
@@ -265,9 +312,21 @@ def test_finalists_are_fine_tuned_and_ranked_against_their_score(trained, digits
 def test_the_study_files_finetune_section_is_the_finalists_recipe():
     from autoprune.settings import FINETUNE, parse_study_file
 
-    study = parse_study_file({"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"},
-                              "dataset": {"name": "digits"}, "finetune": {"epochs": 3}})
+    study = parse_study_file(
+        {
+            "study": {"max_accuracy_drop": 1.0},
+            "model": {"name": "small_cnn"},
+            "dataset": {"name": "digits"},
+            "finetune": {"epochs": 3},
+        }
+    )
     assert study.finetune == FINETUNE.replace(epochs=3) and study.train.epochs == 15
     with pytest.raises(autoprune.AutopruneError, match="finetune.lr must be a number > 0, got -1"):
-        parse_study_file({"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"},
-                          "dataset": {"name": "digits"}, "finetune": {"lr": -1}})
+        parse_study_file(
+            {
+                "study": {"max_accuracy_drop": 1.0},
+                "model": {"name": "small_cnn"},
+                "dataset": {"name": "digits"},
+                "finetune": {"lr": -1},
+            }
+        )

@@ -39,17 +39,29 @@ def test_detection_scores_100_for_the_ground_truth_and_less_as_boxes_shift():
     assert task.metric == "map" and task.extra_metrics == ("map_50",)
     scores = {}
     for shift in (0.0, 2.0, 6.0):
-        answers = [[{"boxes": _shifted(t["boxes"], shift), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]}
-                    for t in targets] for _, targets in batches]
+        answers = [
+            [
+                {"boxes": _shifted(t["boxes"], shift), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]}
+                for t in targets
+            ]
+            for _, targets in batches
+        ]
         scores[shift] = task.scores(Replay(answers), batches)
     assert scores[0.0] == {"map": pytest.approx(100.0), "map_50": pytest.approx(100.0)}
     assert 100.0 > scores[2.0]["map"] > scores[6.0]["map"]
     assert scores[2.0]["map_50"] > scores[2.0]["map"]  # a loose threshold forgives a small shift
-    wrong_class = [[{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"] % 3 + 1}
-                    for t in targets] for _, targets in batches]
+    wrong_class = [
+        [{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"] % 3 + 1} for t in targets]
+        for _, targets in batches
+    ]
     assert task.score(Replay(wrong_class), batches) < 5.0
-    nothing = [[{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
-                for _ in targets] for _, targets in batches]
+    nothing = [
+        [
+            {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+            for _ in targets
+        ]
+        for _, targets in batches
+    ]
     assert task.score(Replay(nothing), batches) == 0.0
 
 
@@ -121,12 +133,16 @@ def test_distillation_is_refused_for_a_task_without_class_probabilities():
         autoprune.train(model, data, autoprune.TrainSettings(epochs=1), teacher=model)
 
 
-@pytest.mark.parametrize(("kind", "model_name", "params", "lr"), [
-    ("segmentation", "small_segmenter", {"width": 8}, 0.1),
-    ("detection", "small_detector", {"width": 8, "image_size": 64}, 0.01),
-])
-def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays_the_score(kind, model_name, params,
-                                                                                          lr):
+@pytest.mark.parametrize(
+    ("kind", "model_name", "params", "lr"),
+    [
+        ("segmentation", "small_segmenter", {"width": 8}, 0.1),
+        ("detection", "small_detector", {"width": 8, "image_size": 64}, 0.01),
+    ],
+)
+def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays_the_score(
+    kind, model_name, params, lr
+):
     data = autoprune.create_dataset("driving_scenes", task=kind, images=60, test_images=0, size=64)
     task = autoprune.create_task(kind, data.num_classes)
     torch.manual_seed(0)
@@ -134,8 +150,18 @@ def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays
     autoprune.train(model, data, autoprune.TrainSettings(epochs=3, batch_size=8, lr=lr))
     val = list(DataLoader(data.val, batch_size=16, collate_fn=task.collate))
     baseline_score = task.score(model, val)
-    result = autoprune.search(model, data, max_accuracy_drop=100.0, trials=3, calibration_batches=2, batch_size=16,
-                              seed=0, uniform_starts=(0.3,), warm_start="uniform", importances=("l1",))
+    result = autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=100.0,
+        trials=3,
+        calibration_batches=2,
+        batch_size=16,
+        seed=0,
+        uniform_starts=(0.3,),
+        warm_start="uniform",
+        importances=("l1",),
+    )
     trials = result.record.completed()
     assert len(trials) == 3
     assert result.record.study.user_attrs["baseline_accuracy"] == pytest.approx(baseline_score)
@@ -156,8 +182,11 @@ def test_settings_a_task_cannot_serve_are_refused_before_any_work():
     model = autoprune.create_model("small_detector", num_classes=4, width=8, image_size=32)
     with pytest.raises(autoprune.AutopruneError, match="small_detector needs width divisible by 8"):
         autoprune.create_model("small_detector", num_classes=4, width=4)
-    with pytest.raises(autoprune.AutopruneError, match="^the dataset's task is 'detection'; importances that need "
-                                                       "loss gradients \\('taylor'\\) serve classification only$"):
+    with pytest.raises(
+        autoprune.AutopruneError,
+        match="^the dataset's task is 'detection'; importances that need "
+        "loss gradients \\('taylor'\\) serve classification only$",
+    ):
         autoprune.search(model, data, max_accuracy_drop=1.0, trials=1, importances=("l1", "taylor"))
 
 
@@ -166,11 +195,12 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
 
     study = tmp_path / "det.toml"
     study.write_text(
-        '[study]\nmax_accuracy_drop = 100.0\ntrials = 2\n'
+        "[study]\nmax_accuracy_drop = 100.0\ntrials = 2\n"
         '[model]\nname = "small_detector"\nparams = { width = 8, image_size = 32 }\n'
         '[dataset]\nname = "driving_scenes"\nparams = { task = "detection", images = 24, test_images = 4, size = 32 }\n'
-        '[train]\nepochs = 1\nbatch_size = 8\nlr = 0.01\n'
-        '[search]\nimportances = ["l1"]\nbatch_size = 8\ncalibration_batches = 2\nuniform_starts = [0.3]\n')
+        "[train]\nepochs = 1\nbatch_size = 8\nlr = 0.01\n"
+        '[search]\nimportances = ["l1"]\nbatch_size = 8\ncalibration_batches = 2\nuniform_starts = [0.3]\n'
+    )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "2 trials" in out and "baseline map" in out and "best trial" in out
@@ -192,21 +222,37 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
     assert set(detections[0]) == {"boxes", "scores", "labels"} and detections[0]["boxes"].shape[1] == 4
 
     import onnxruntime
+
     session = onnxruntime.InferenceSession(str(tmp_path / "detector.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
     boxes, scores, labels = session.run(None, {"image": image.numpy()})
     assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
 
 
-@pytest.mark.parametrize(("model", "dataset", "message"), [
-    ("small_detector", 'name = "digits"', ("model 'small_detector' is registered for detection, but dataset "
-                                           "'digits' gives classification samples; classification models: ")),
-    ("small_cnn", 'name = "driving_scenes"\nparams = { task = "segmentation", images = 8, size = 32 }',
-     ("model 'small_cnn' is registered for classification, but dataset 'driving_scenes' gives segmentation "
-      "samples; segmentation models: small_segmenter, torchvision/deeplabv3_mobilenet_v3_large")),
-])
-def test_a_model_for_another_task_than_the_dataset_s_is_one_line_before_any_work(tmp_path, capsys, model, dataset,
-                                                                                 message):
+@pytest.mark.parametrize(
+    ("model", "dataset", "message"),
+    [
+        (
+            "small_detector",
+            'name = "digits"',
+            (
+                "model 'small_detector' is registered for detection, but dataset "
+                "'digits' gives classification samples; classification models: "
+            ),
+        ),
+        (
+            "small_cnn",
+            'name = "driving_scenes"\nparams = { task = "segmentation", images = 8, size = 32 }',
+            (
+                "model 'small_cnn' is registered for classification, but dataset 'driving_scenes' gives segmentation "
+                "samples; segmentation models: small_segmenter, torchvision/deeplabv3_mobilenet_v3_large"
+            ),
+        ),
+    ],
+)
+def test_a_model_for_another_task_than_the_dataset_s_is_one_line_before_any_work(
+    tmp_path, capsys, model, dataset, message
+):
     from autoprune import cli
 
     study = tmp_path / "mismatch.toml"

@@ -29,7 +29,6 @@ uniform_starts = [0.0]
 """
 
 
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_workers_share_one_study(backend, tmp_path):
     if backend == "sqlite":
@@ -42,14 +41,23 @@ def test_two_workers_share_one_study(backend, tmp_path):
     trials = 10
     study_file = tmp_path / "study.toml"
     study_file.write_text(STUDY.format(name=name, trials=trials))
-    command = [sys.executable, "-m", "autoprune", "search", str(study_file), "--storage", storage,
-               "--out", str(tmp_path / "out"), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "autoprune",
+        "search",
+        str(study_file),
+        "--storage",
+        storage,
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
     # the first run trains and caches the baseline and creates the study; then two workers share it
-    subprocess.run(command[:-1] + ["--trials", "1", "--quiet"], check=True, capture_output=True)
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    subprocess.run([*command[:-1], "--trials", "1", "--quiet"], check=True, capture_output=True)
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for worker in workers:
-        out, err = worker.communicate(timeout=600)
+        _out, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
         assert "training the baseline" not in err
     try:

@@ -8,11 +8,27 @@ layers that lost input channels by least squares (:mod:`.reconstruct`).
 """
 
 from .groups import ChannelGroup, CoupledLayer
-from .importance import (DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE, Importance, ImportanceSpec, WeightImportance,
-                         resolve_importance, resolve_weight_importance, weight_scores)
+from .importance import (
+    DEFAULT_IMPORTANCE,
+    DEFAULT_WEIGHT_IMPORTANCE,
+    Importance,
+    ImportanceSpec,
+    WeightImportance,
+    resolve_importance,
+    resolve_weight_importance,
+    weight_scores,
+)
 from .inputs import call_model, call_network, input_shape, output_shapes
-from .prune import (channel_groups, group_layers, group_scores, group_sizes, prunable_groups, prune,
-                    removal_count, unprunable_groups)
+from .prune import (
+    channel_groups,
+    group_layers,
+    group_scores,
+    group_sizes,
+    prunable_groups,
+    prune,
+    removal_count,
+    unprunable_groups,
+)
 from .reconstruct import InputGrams, reconstruct_layers
 from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 

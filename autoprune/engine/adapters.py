@@ -53,7 +53,7 @@ class WindowAttentionPruner(BasePruningFunc):
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         width = layer.qkv.in_features
-        keep = sorted(set(range(width)) - set(int(i) for i in idxs))
+        keep = sorted(set(range(width)) - {int(i) for i in idxs})
         keep3 = keep + [k + width for k in keep] + [k + 2 * width for k in keep]
         _prune_linear(layer.qkv, rows=keep3, cols=keep)
         _prune_linear(layer.proj, rows=keep, cols=keep)
@@ -82,7 +82,7 @@ class PatchMergingPruner(BasePruningFunc):
 
     def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         width = layer.reduction.in_features // 4
-        keep = sorted(set(range(width)) - set(int(i) for i in idxs))
+        keep = sorted(set(range(width)) - {int(i) for i in idxs})
         keep4 = [k + j * width for j in range(4) for k in keep]
         _prune_linear(layer.reduction, rows=list(range(layer.reduction.out_features)), cols=keep4)
         if layer.norm.normalized_shape[0] == 4 * width:  # V1 normalizes before the reduction
@@ -91,7 +91,7 @@ class PatchMergingPruner(BasePruningFunc):
         return layer
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = sorted(set(range(layer.reduction.out_features)) - set(int(i) for i in idxs))
+        keep = sorted(set(range(layer.reduction.out_features)) - {int(i) for i in idxs})
         _prune_linear(layer.reduction, rows=keep, cols=list(range(layer.reduction.in_features)))
         if layer.norm.normalized_shape[0] != layer.reduction.in_features:  # V2 normalizes after it
             _prune_layernorm(layer.norm, keep)
@@ -125,7 +125,7 @@ class FrozenBatchNormPruner(BasePruningFunc):
     """Prunes torchvision's ``FrozenBatchNorm2d``: its weight, bias and statistics are buffers."""
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = sorted(set(range(layer.weight.numel())) - set(int(i) for i in idxs))
+        keep = sorted(set(range(layer.weight.numel())) - {int(i) for i in idxs})
         for name in ("weight", "bias", "running_mean", "running_var"):
             setattr(layer, name, getattr(layer, name)[keep].clone())
         return layer
@@ -253,8 +253,11 @@ def _dense_detector_network(model: nn.Module, inputs: Any) -> list[torch.Tensor]
     levels = list(features.values())
     head = model.head
     if isinstance(model, ssd.SSD):
-        return [part.module_list[i](x) for part in (head.classification_head, head.regression_head)
-                for i, x in enumerate(levels)]
+        return [
+            part.module_list[i](x)
+            for part in (head.classification_head, head.regression_head)
+            for i, x in enumerate(levels)
+        ]
     outputs = []
     for x in levels:
         outputs.append(head.classification_head.cls_logits(head.classification_head.conv(x)))
@@ -269,16 +272,21 @@ def _rcnn_network(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
     images, features = _features(model, inputs)
     objectness, deltas = model.rpn.head(list(features.values()))
     height, width = images.tensors.shape[-2:]
-    fixed = torch.tensor([[0.0, 0.0, width / 2, height / 2], [width / 4, height / 4, width, height]],
-                         device=images.tensors.device)
+    fixed = torch.tensor(
+        [[0.0, 0.0, width / 2, height / 2], [width / 4, height / 4, width, height]], device=images.tensors.device
+    )
     proposals = [fixed] * len(images.image_sizes)
     heads = model.roi_heads
     outputs = [*objectness, *deltas]
     outputs += heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes)))
     if heads.has_mask():
-        outputs.append(heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, proposals,
-                                                                                 images.image_sizes))))
+        outputs.append(
+            heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, proposals, images.image_sizes)))
+        )
     if heads.has_keypoint():
-        outputs.append(heads.keypoint_predictor(heads.keypoint_head(
-            heads.keypoint_roi_pool(features, proposals, images.image_sizes))))
+        outputs.append(
+            heads.keypoint_predictor(
+                heads.keypoint_head(heads.keypoint_roi_pool(features, proposals, images.image_sizes))
+            )
+        )
     return outputs

@@ -87,7 +87,7 @@ class ChannelGraph:
             num_channels = pruner.get_out_channels(root)
             try:
                 group = self.dg.get_pruning_group(root, root_fn, list(range(num_channels)))
-            except Exception as exc:  # Torch-Pruning's index mapping gave up on this stream
+            except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mapping gave up on this stream
                 visited.add(root)
                 self.skipped[name] = f"Torch-Pruning cannot index its channels ({type(exc).__name__}: {exc})"
                 continue
@@ -140,9 +140,7 @@ class ChannelGraph:
         grouped_consumer = None
         for node, fn in coupled:
             module = node.module
-            if node.type == ops.OPTYPE.OUTPUT or (
-                self.dg.is_out_channel_pruning_fn(fn) and not node.outputs
-            ):
+            if node.type == ops.OPTYPE.OUTPUT or (self.dg.is_out_channel_pruning_fn(fn) and not node.outputs):
                 return "its channels are the model's outputs"
             if node.type == ops.OPTYPE.CONCAT:
                 has_concat = True
@@ -161,11 +159,7 @@ class ChannelGraph:
     def _channel_groups(self, coupled) -> int:
         counts = [1]
         for node, fn in coupled:
-            table = (
-                self.out_channel_groups
-                if self.dg.is_out_channel_pruning_fn(fn)
-                else self.in_channel_groups
-            )
+            table = self.out_channel_groups if self.dg.is_out_channel_pruning_fn(fn) else self.in_channel_groups
             counts.append(table.get(node.module, 1))
         return max(counts)
 
@@ -200,7 +194,6 @@ class ChannelGraph:
             grads=grads if with_grads else None,
             layers=layers,
         )
-
 
 
 @contextlib.contextmanager
@@ -269,7 +262,13 @@ def _parameter_rows(dg, dep):
         return module.weight, ((lambda t: t) if out else (lambda t: t.t())), ("out" if out else "in")
     if isinstance(module, nn.Embedding):
         return module.weight, (lambda t: t.t()), "out"
-    norm_types = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.PReLU)
+    norm_types = (
+        nn.modules.batchnorm._BatchNorm,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.modules.instancenorm._InstanceNorm,
+        nn.PReLU,
+    )
     if isinstance(module, norm_types):
         w = getattr(module, "weight", None)
         if w is None or w.dim() != 1 or w.numel() == 1:
@@ -298,4 +297,3 @@ def _channel_order(root_idxs: list, num_channels: int) -> torch.Tensor | None:
     if len(counts) != num_channels or len(set(counts.values())) != 1 or set(counts) != set(range(num_channels)):
         return None
     return torch.argsort(torch.as_tensor(root_idxs), stable=True)
-

@@ -43,4 +43,3 @@ class ChannelGroup:
     weights: list[torch.Tensor]
     grads: list[torch.Tensor] | None
     layers: list[CoupledLayer]
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ DEFAULT_IMPORTANCE = "l1"
 DEFAULT_WEIGHT_IMPORTANCE = "magnitude"
 
 ImportanceFn = Callable[[ChannelGroup], torch.Tensor]
-ImportanceSpec = Union[str, ImportanceFn]
+ImportanceSpec = str | ImportanceFn
 Batches = Iterable[tuple[Any, torch.Tensor]]
 
 
@@ -45,11 +45,15 @@ class Importance:
         A plugin that raises is reported as a :class:`PluginError` naming it and the group.
         """
         where = f"importance {self.name!r} on group {group.name!r}"
-        return checked_scores(_called(self.fn, where, group), (group.num_channels,), where,
-                              f"({group.num_channels},), one score per channel")
+        return checked_scores(
+            _called(self.fn, where, group),
+            (group.num_channels,),
+            where,
+            f"({group.num_channels},), one score per channel",
+        )
 
 
-WeightImportanceFn = Callable[[torch.Tensor, Union[torch.Tensor, None]], torch.Tensor]
+WeightImportanceFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,9 @@ class WeightImportance:
         """The checked scores of one layer's weight: its shape, finite floats, on the CPU."""
         where = f"weight importance {self.name!r} on layer {layer!r}"
         scores = _called(self.fn, where, weight.detach().clone(), None if grad is None else grad.detach().clone())
-        return checked_scores(scores, tuple(weight.shape), where,
-                              f"the weight's {tuple(weight.shape)}, one score per weight")
+        return checked_scores(
+            scores, tuple(weight.shape), where, f"the weight's {tuple(weight.shape)}, one score per weight"
+        )
 
 
 def resolve_importance(spec: ImportanceSpec) -> Importance:
@@ -113,8 +118,13 @@ def checked_scores(scores: object, shape: tuple[int, ...], where: str, expected:
     return scores
 
 
-def weight_scores(model: nn.Module, layers: Iterable[str], importance: str | WeightImportanceFn,
-                  calibration: Batches | None = None, loss_fn: Callable = F.cross_entropy) -> dict[str, torch.Tensor]:
+def weight_scores(
+    model: nn.Module,
+    layers: Iterable[str],
+    importance: str | WeightImportanceFn,
+    calibration: Batches | None = None,
+    loss_fn: Callable = F.cross_entropy,
+) -> dict[str, torch.Tensor]:
     """``{layer: scores}`` of the named Conv and Linear layers' weights by ``importance``.
 
     An importance that needs gradients gets ``loss_fn``'s, accumulated over

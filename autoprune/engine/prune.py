@@ -46,8 +46,9 @@ def unprunable_groups(model: nn.Module, example_inputs: Any) -> dict[str, str]:
         return dict(ChannelGraph(model, example_inputs).skipped)
 
 
-def channel_groups(model: nn.Module, example_inputs: Any, *, calibration: Batches | None = None,
-                   loss_fn: LossFn = F.cross_entropy) -> list[ChannelGroup]:
+def channel_groups(
+    model: nn.Module, example_inputs: Any, *, calibration: Batches | None = None, loss_fn: LossFn = F.cross_entropy
+) -> list[ChannelGroup]:
     """The :class:`ChannelGroup` of every prunable group, as an importance receives it.
 
     With ``calibration`` batches, ``group.grads`` holds the accumulated loss
@@ -59,9 +60,15 @@ def channel_groups(model: nn.Module, example_inputs: Any, *, calibration: Batche
             return [graph.channel_group(spec, with_grads=calibration is not None) for spec in graph.groups.values()]
 
 
-def group_scores(model: nn.Module, example_inputs: Any, importance: ImportanceSpec, *,
-                 calibration: Batches | None = None, loss_fn: LossFn = F.cross_entropy,
-                 scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def group_scores(
+    model: nn.Module,
+    example_inputs: Any,
+    importance: ImportanceSpec,
+    *,
+    calibration: Batches | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """The checked scores of every prunable group under one importance, ``{group: scores}``.
 
     ``scores`` is the same cache :func:`prune` takes. The model is not changed.
@@ -89,15 +96,21 @@ def group_layers(model: nn.Module, example_inputs: Any) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for name, spec in graph.groups.items():
             layers = graph.channel_group(spec, with_grads=False).layers
-            found[name] = list(dict.fromkeys(
-                layer.name for layer in layers if layer.role == "out" and isinstance(layer.module, MASKABLE)))
+            found[name] = list(
+                dict.fromkeys(
+                    layer.name for layer in layers if layer.role == "out" and isinstance(layer.module, MASKABLE)
+                )
+            )
         return found
 
 
 def group_sizes(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, int]]:
     """``{group: (channels, channel groups)}``: a rate removes the same channels from each channel group."""
     with _mode_kept(model):
-        return {n: (spec.num_channels, _channel_groups(spec)) for n, spec in ChannelGraph(model, example_inputs).groups.items()}
+        return {
+            n: (spec.num_channels, _channel_groups(spec))
+            for n, spec in ChannelGraph(model, example_inputs).groups.items()
+        }
 
 
 def prune(
@@ -153,9 +166,10 @@ def prune(
             for name, method in missing.items():
                 group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
                 cache[name, method.name] = method.scores(group)
-        removals = [(graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n],
-                                                              round_to))
-                    for n, m in methods.items()]
+        removals = [
+            (graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n], round_to))
+            for n, m in methods.items()
+        ]
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         for spec, idxs in removals:
             _remove(graph, spec, idxs, removed)
@@ -191,7 +205,7 @@ def removal_count(size: int, rate: float, channel_groups: int = 1, round_to: int
     so that the channels kept in all blocks together are a multiple of it (rounded
     up, as Torch-Pruning's ``round_to`` does). A group narrower than that keeps all.
     """
-    n_prune = min(int(math.floor(rate * size + 1e-9)), size - 1)
+    n_prune = min(math.floor(rate * size + 1e-9), size - 1)
     if round_to > 1 and n_prune > 0:
         step = round_to // math.gcd(round_to, channel_groups)  # kept per block: a multiple of this
         kept = -(-(size - n_prune) // step) * step
@@ -209,8 +223,9 @@ def _mode_kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _gradients(model: nn.Module, calibration: Batches | None, loss_fn: LossFn, *, needed: bool,
-               users: Iterable[str] = ()) -> Iterator[None]:
+def _gradients(
+    model: nn.Module, calibration: Batches | None, loss_fn: LossFn, *, needed: bool, users: Iterable[str] = ()
+) -> Iterator[None]:
     """Loss gradients accumulated in ``.grad`` while the block runs, cleared after it."""
     if not needed:
         yield
@@ -233,15 +248,16 @@ def _rates_per_group(rates: float | Mapping[str, float], graph: ChannelGraph) ->
         _check_group_names(rates, graph, "rates")
         return {n: _check_rate(r, f"rate of group {n!r}") for n, r in rates.items()}
     rate = _check_rate(rates, "rates")
-    return {n: rate for n in graph.groups}
+    return dict.fromkeys(graph.groups, rate)
 
 
-def _importances_per_group(importance: ImportanceSpec | Mapping[str, ImportanceSpec], graph: ChannelGraph,
-                           active: list[str]) -> dict[str, Importance]:
+def _importances_per_group(
+    importance: ImportanceSpec | Mapping[str, ImportanceSpec], graph: ChannelGraph, active: list[str]
+) -> dict[str, Importance]:
     """The importance of every group with a rate above 0; the default is resolved only if one needs it."""
     if not isinstance(importance, Mapping):
         single = resolve_importance(importance)
-        return {n: single for n in active}
+        return dict.fromkeys(active, single)
     _check_group_names(importance, graph, "importance")
     resolved = {name: resolve_importance(spec) for name, spec in importance.items()}
     unnamed = [n for n in active if n not in resolved]
@@ -249,8 +265,12 @@ def _importances_per_group(importance: ImportanceSpec | Mapping[str, ImportanceS
     return {n: resolved.get(n, default) for n in active}
 
 
-def _remove(graph: ChannelGraph, spec: GroupSpec, idxs: list[int],
-            removed: MutableMapping[str, dict[str, list[int]]] | None = None) -> None:
+def _remove(
+    graph: ChannelGraph,
+    spec: GroupSpec,
+    idxs: list[int],
+    removed: MutableMapping[str, dict[str, list[int]]] | None = None,
+) -> None:
     if not idxs:
         return
     try:
@@ -266,7 +286,9 @@ def _remove(graph: ChannelGraph, spec: GroupSpec, idxs: list[int],
         ) from exc
 
 
-def _record_removed(graph: ChannelGraph, pruning_group: Any, removed: MutableMapping[str, dict[str, list[int]]]) -> None:
+def _record_removed(
+    graph: ChannelGraph, pruning_group: Any, removed: MutableMapping[str, dict[str, list[int]]]
+) -> None:
     """The channels a Torch-Pruning group removes from each Conv and Linear layer, in the layer's own indices."""
     for item in pruning_group.items:
         module = item.dep.target.module

@@ -50,8 +50,12 @@ def refittable(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return module.in_features <= MAX_INPUTS
     if isinstance(module, nn.Conv2d):
-        return (module.groups == 1 and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
-                and module.weight[0].numel() <= MAX_INPUTS)
+        return (
+            module.groups == 1
+            and module.padding_mode == "zeros"
+            and isinstance(module.padding, tuple)
+            and module.weight[0].numel() <= MAX_INPUTS
+        )
     return False
 
 
@@ -90,6 +94,7 @@ def _input_grams(model: nn.Module, batches: list, names: list[str]) -> dict[str,
             rows = torch.cat([rows.float(), rows.new_ones(rows.shape[0], 1, dtype=torch.float32)], 1)
             gram = (rows.T @ rows).double().cpu()
             grams[name] = grams[name] + gram if name in grams else gram
+
         return record
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
@@ -115,8 +120,13 @@ def _unfolded(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def reconstruct_layers(pruned: nn.Module, original: nn.Module, grams: InputGrams,
-                       removed: Mapping[str, Mapping[str, list[int]]], ridge: float = RIDGE) -> list[str]:
+def reconstruct_layers(
+    pruned: nn.Module,
+    original: nn.Module,
+    grams: InputGrams,
+    removed: Mapping[str, Mapping[str, list[int]]],
+    ridge: float = RIDGE,
+) -> list[str]:
     """Refit, in place, every layer of ``pruned`` that lost input channels; return the refitted names.
 
     ``original``: the model before pruning (its weights are read, not changed);
@@ -131,20 +141,24 @@ def reconstruct_layers(pruned: nn.Module, original: nn.Module, grams: InputGrams
     return names
 
 
-def _refit(layer: nn.Module, unpruned: nn.Module, gram: torch.Tensor, removed: Mapping[str, list[int]],
-           ridge: float) -> None:
+def _refit(
+    layer: nn.Module, unpruned: nn.Module, gram: torch.Tensor, removed: Mapping[str, list[int]], ridge: float
+) -> None:
     weight = unpruned.weight.detach().double().cpu()
     out_channels, in_channels = weight.shape[:2]
     area = weight[0, 0].numel()  # kernel area; 1 for Linear
     kept_out = _kept(out_channels, removed.get("out", ()))
     kept_in = _kept(in_channels, removed["in"])
-    columns = torch.cat([(kept_in[:, None] * area + torch.arange(area)).reshape(-1), torch.tensor([in_channels * area])])
+    columns = torch.cat(
+        [(kept_in[:, None] * area + torch.arange(area)).reshape(-1), torch.tensor([in_channels * area])]
+    )
     bias = unpruned.bias.detach().double().cpu() if unpruned.bias is not None else torch.zeros(out_channels)
     target = torch.cat([weight.reshape(out_channels, -1), bias.double()[:, None]], 1)[kept_out]
     kept_gram = gram[columns][:, columns]
     damping = ridge * float(kept_gram.diagonal().mean()) + 1e-12
-    solution = torch.linalg.solve(kept_gram + damping * torch.eye(len(columns), dtype=torch.float64),
-                                  gram[columns] @ target.T).T
+    solution = torch.linalg.solve(
+        kept_gram + damping * torch.eye(len(columns), dtype=torch.float64), gram[columns] @ target.T
+    ).T
     with torch.no_grad():
         layer.weight.copy_(solution[:, :-1].reshape(layer.weight.shape).to(layer.weight))
         if layer.bias is not None:

@@ -41,13 +41,16 @@ def maskable_layers(model: nn.Module, names: list[str] | None = None) -> dict[st
         return layers
     unknown = sorted(set(names) - set(layers))
     if unknown:
-        raise PruningError(f"no Conv or Linear layer named {', '.join(map(repr, unknown))}; "
-                           f"maskable layers: {', '.join(layers) or 'none'}")
+        raise PruningError(
+            f"no Conv or Linear layer named {', '.join(map(repr, unknown))}; "
+            f"maskable layers: {', '.join(layers) or 'none'}"
+        )
     return {n: layers[n] for n in names}
 
 
-def prune_weights(model: nn.Module, sparsity: float | dict[str, float],
-                  scores: dict[str, torch.Tensor] | None = None) -> nn.Module:
+def prune_weights(
+    model: nn.Module, sparsity: float | dict[str, float], scores: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
     """Zero the least important ``sparsity`` fraction of each layer's weights (in place, as masks).
 
     ``sparsity``: one fraction for every Conv and Linear layer, or ``{layer: fraction}``.
@@ -61,7 +64,7 @@ def prune_weights(model: nn.Module, sparsity: float | dict[str, float],
         if not 0.0 <= fraction < 1.0:
             raise PruningError(f"the sparsity of layer {name!r} must be in [0, 1), got {fraction!r}")
         weight = _weight(layer)
-        count = int(round(fraction * weight.numel()))
+        count = round(fraction * weight.numel())
         mask = torch.ones_like(weight, dtype=torch.bool)
         if count:
             order = torch.argsort(_ranking(layer, name, scores).flatten(), stable=True)[:count]
@@ -70,8 +73,13 @@ def prune_weights(model: nn.Module, sparsity: float | dict[str, float],
     return model
 
 
-def prune_n_m(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None,
-              scores: dict[str, torch.Tensor] | None = None) -> list[str]:
+def prune_n_m(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    layers: list[str] | None = None,
+    scores: dict[str, torch.Tensor] | None = None,
+) -> list[str]:
     """Keep the ``n`` most important of every ``m`` consecutive input weights in each layer (in place, as masks).
 
     ``scores`` as for :func:`prune_weights` (magnitude by default). Returns the names
@@ -136,15 +144,18 @@ def sparsity_stats(model: nn.Module) -> dict[str, float]:
         nonzero = weight.numel() - zeros
         size += min(4.0 * weight.numel(), math.ceil(weight.numel() / 8) + 4.0 * nonzero)
     nonzero_params = 0
-    for name, param in _parameters(model):
+    for _name, param in _parameters(model):
         nonzero_params += int((param.detach() != 0).sum())
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if id(module) in counted and name in ("weight", "weight_orig"):
                 continue
             size += 4.0 * param.numel()
-    return {"sparsity": masked_zeros / masked_total if masked_total else 0.0,
-            "nonzero_params": nonzero_params, "size_bytes": int(math.ceil(size))}
+    return {
+        "sparsity": masked_zeros / masked_total if masked_total else 0.0,
+        "nonzero_params": nonzero_params,
+        "size_bytes": math.ceil(size),
+    }
 
 
 def _parameters(model: nn.Module):
@@ -164,8 +175,10 @@ def _ranking(layer: nn.Module, name: str, scores: dict[str, torch.Tensor] | None
         return weight.abs()
     ranking = scores[name].detach().to(weight.device, torch.float64)
     if ranking.shape != weight.shape:
-        raise PruningError(f"the scores of layer {name!r} have shape {tuple(ranking.shape)}; "
-                           f"expected the weight's {tuple(weight.shape)}")
+        raise PruningError(
+            f"the scores of layer {name!r} have shape {tuple(ranking.shape)}; "
+            f"expected the weight's {tuple(weight.shape)}"
+        )
     return ranking.masked_fill(~_mask(layer), -math.inf)
 
 

@@ -30,8 +30,7 @@ FORMATS = ("torch", "torchscript", "onnx")
 MODEL_FORMAT = "autoprune-model-v2"
 
 
-def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int,
-                  batch_size: int = 256) -> dict[str, float]:
+def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int, batch_size: int = 256) -> dict[str, float]:
     """The task's scores on the validation and test splits (``val_accuracy``, or ``val_map`` and
     ``val_map_50`` for detection, ``val_miou`` for segmentation; ``test_...`` likewise), FLOPs,
     parameters and latency (ms at ``latency_batch_size``)."""
@@ -53,9 +52,17 @@ def check_inputs(task: Any, data: Any, count: int) -> list[Any]:
     return task.export_inputs([data.val[i][0] for i in range(min(count, len(data.val)))])
 
 
-def save(model: nn.Module, path: str | Path, fmt: str, example: Any, checks: list[Any],
-         metadata: dict | None = None, atol: float = 1e-4, unpruned: nn.Module | None = None,
-         torchscript: str = "trace") -> float:
+def save(
+    model: nn.Module,
+    path: str | Path,
+    fmt: str,
+    example: Any,
+    checks: list[Any],
+    metadata: dict | None = None,
+    atol: float = 1e-4,
+    unpruned: nn.Module | None = None,
+    torchscript: str = "trace",
+) -> float:
     """Save ``model`` as ``fmt`` and return the largest output difference on ``checks`` after reloading.
 
     ``example``: model inputs to trace on (a batch tensor, or a tuple of arguments);
@@ -82,8 +89,11 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: Any, checks: lis
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript is deprecated but still deployed widely
-            compiled = torch.jit.script(model) if torchscript == "script" else torch.jit.trace(
-                model, example if isinstance(example, tuple) else (example,), strict=False)
+            compiled = (
+                torch.jit.script(model)
+                if torchscript == "script"
+                else torch.jit.trace(model, example if isinstance(example, tuple) else (example,), strict=False)
+            )
             atomic_write(path, lambda tmp: compiled.save(str(tmp)))
             reloaded = torch.jit.load(str(path))
             got = [_scripted_outputs(call_model(reloaded, inputs)) for inputs in checks]
@@ -91,7 +101,9 @@ def save(model: nn.Module, path: str | Path, fmt: str, example: Any, checks: lis
         got = _save_onnx(model, path, example, checks, expected)
     difference = _largest_difference(expected, got, fmt, path, atol)
     if difference > atol:
-        raise AutopruneError(f"the {fmt} export of {path} differs from the PyTorch model by {difference:.2e} (> {atol})")
+        raise AutopruneError(
+            f"the {fmt} export of {path} differs from the PyTorch model by {difference:.2e} (> {atol})"
+        )
     return difference
 
 
@@ -125,8 +137,15 @@ def _save_onnx(model: nn.Module, path: Path, example: Any, checks: list[Any], ex
     def write_onnx(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, str(tmp), input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes, dynamo=False)
+            torch.onnx.export(
+                model,
+                args,
+                str(tmp),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=axes,
+                dynamo=False,
+            )
 
     try:
         atomic_write(path, write_onnx)
@@ -134,8 +153,9 @@ def _save_onnx(model: nn.Module, path: Path, example: Any, checks: list[Any], ex
         raise
     except Exception as exc:  # noqa: BLE001 -- an operator ONNX cannot express, whatever the exporter raises
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutopruneError(f"this model cannot be exported to ONNX ({detail}); --format torchscript or "
-                             "torch can save it") from None
+        raise AutopruneError(
+            f"this model cannot be exported to ONNX ({detail}); --format torchscript or torch can save it"
+        ) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     got = []
@@ -165,8 +185,9 @@ def _largest_difference(expected: list[Any], got: list[Any], fmt: str, path: Pat
         want, have = tp.utils.flatten_as_list(want), tp.utils.flatten_as_list(have)
         shapes = [tuple(t.shape) for t in want], [tuple(t.shape) for t in have]
         if shapes[0] != shapes[1]:
-            raise AutopruneError(f"the {fmt} export of {path} returns outputs of shapes {shapes[1]}, "
-                                 f"the PyTorch model {shapes[0]}")
+            raise AutopruneError(
+                f"the {fmt} export of {path} returns outputs of shapes {shapes[1]}, the PyTorch model {shapes[0]}"
+            )
         for a, b in zip(want, have):
             if a.numel():
                 difference = max(difference, float((a.float() - b.float()).abs().max()))
@@ -174,8 +195,11 @@ def _largest_difference(expected: list[Any], got: list[Any], fmt: str, path: Pat
 
 
 def _detections(out: Any) -> bool:
-    return isinstance(out, list) and bool(out) and all(
-        isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in out)
+    return (
+        isinstance(out, list)
+        and bool(out)
+        and all(isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in out)
+    )
 
 
 def _as_detections(out: Any, like: list[dict]) -> list[dict]:
@@ -184,7 +208,7 @@ def _as_detections(out: Any, like: list[dict]) -> list[dict]:
         return out
     flat = list(out)
     keys = list(like[0])
-    return [dict(zip(keys, flat[i * len(keys):(i + 1) * len(keys)])) for i in range(len(like))]
+    return [dict(zip(keys, flat[i * len(keys) : (i + 1) * len(keys)])) for i in range(len(like))]
 
 
 def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: Path, atol: float) -> float:
@@ -198,16 +222,17 @@ def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: P
         count = max(len(a["scores"]), len(b["scores"]))
         total += count
         if len(a["scores"]) == len(b["scores"]) and torch.equal(a["labels"], b["labels"]):
-            in_order = max((float((a[k] - b[k]).abs().max()) for k in ("boxes", "scores") if a[k].numel()),
-                           default=0.0)
+            in_order = max((float((a[k] - b[k]).abs().max()) for k in ("boxes", "scores") if a[k].numel()), default=0.0)
             if in_order <= atol:
                 difference = max(difference, in_order)
                 continue
         if not len(a["scores"]) or not len(b["scores"]):
             unmatched += count
             continue
-        gap = torch.maximum((a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1),
-                            (a["scores"][:, None] - b["scores"][None, :]).abs())
+        gap = torch.maximum(
+            (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1),
+            (a["scores"][:, None] - b["scores"][None, :]).abs(),
+        )
         gap[a["labels"][:, None] != b["labels"][None, :]] = float("inf")
         nearest = gap.min(1).values
         matched = nearest <= atol
@@ -215,13 +240,16 @@ def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: P
         if matched.any():
             difference = max(difference, float(nearest[matched].max()))
     if unmatched > DETECTION_MISMATCH * total:
-        raise AutopruneError(f"the {fmt} export of {path} differs from the PyTorch model in {unmatched} of its "
-                             f"{total} detections (more than {DETECTION_MISMATCH:.0%})")
+        raise AutopruneError(
+            f"the {fmt} export of {path} differs from the PyTorch model in {unmatched} of its "
+            f"{total} detections (more than {DETECTION_MISMATCH:.0%})"
+        )
     return difference
 
 
-def save_model(model: nn.Module, path: str | Path, metadata: dict | None = None,
-               input_shape: tuple[int, ...] | None = None) -> None:
+def save_model(
+    model: nn.Module, path: str | Path, metadata: dict | None = None, input_shape: tuple[int, ...] | None = None
+) -> None:
     """Save a pruned model (atomically) so that :func:`load` rebuilds it from tensors and plain data.
 
     The file holds the weights, the plan (``metadata["rates"]``), one input's shape and,
@@ -231,9 +259,16 @@ def save_model(model: nn.Module, path: str | Path, metadata: dict | None = None,
     """
     source = provenance(model)
     architecture = {k: source[k] for k in ("model", "model_params", "num_classes", "in_channels") if k in source}
-    atomic_save({"format": MODEL_FORMAT, "state_dict": model.state_dict(), "architecture": architecture,
-                 "input_shape": None if input_shape is None else [int(n) for n in input_shape],
-                 "metadata": metadata or {}}, Path(path))
+    atomic_save(
+        {
+            "format": MODEL_FORMAT,
+            "state_dict": model.state_dict(),
+            "architecture": architecture,
+            "input_shape": None if input_shape is None else [int(n) for n in input_shape],
+            "metadata": metadata or {},
+        },
+        Path(path),
+    )
 
 
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
@@ -252,7 +287,7 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     not_a_model = f"{str(path)!r} is not a model saved by autoprune (autoprune export --format torch or best.pt)"
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # an unreadable or pickled-code file: never retried without weights_only
+    except Exception:  # noqa: BLE001 - an unreadable or pickled-code file: never retried without weights_only
         raise AutopruneError(not_a_model) from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise AutopruneError(not_a_model)
@@ -260,11 +295,17 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     if model is not None:
         model = copy.deepcopy(model)
     elif "model" in architecture:
-        model = create_model(architecture["model"], architecture["num_classes"], architecture["in_channels"],
-                             **architecture.get("model_params", {}))
+        model = create_model(
+            architecture["model"],
+            architecture["num_classes"],
+            architecture["in_channels"],
+            **architecture.get("model_params", {}),
+        )
     else:
-        raise AutopruneError(f"{str(path)!r} holds a model autoprune did not build; give the unpruned model: "
-                             "autoprune.load(path, model=...)")
+        raise AutopruneError(
+            f"{str(path)!r} holds a model autoprune did not build; give the unpruned model: "
+            "autoprune.load(path, model=...)"
+        )
     rates = metadata.get("rates")
     if rates:
         if saved.get("input_shape") is None:

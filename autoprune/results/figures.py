@@ -27,8 +27,13 @@ def _scaled(values, unit: str):
     return values / scale
 
 
-_LABEL = {"flops": "MFLOPs", "params": "thousand parameters", "latency": "latency, ms",
-          "nonzero_params": "thousand nonzero parameters", "size_bytes": "kB stored sparsely"}
+_LABEL = {
+    "flops": "MFLOPs",
+    "params": "thousand parameters",
+    "latency": "latency, ms",
+    "nonzero_params": "thousand nonzero parameters",
+    "size_bytes": "kB stored sparsely",
+}
 
 
 def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, objective: str):
@@ -36,39 +41,95 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
     complete = frame[frame["state"] == "COMPLETE"]
     infeasible = complete[~complete["feasible"]]
     feasible = complete[complete["feasible"]]
-    ax.scatter(_scaled(infeasible[objective], objective), infeasible["accuracy"], marker="x", s=22,
-               color="#d62728", alpha=0.45, label=f"over the budget ({len(infeasible)} trials)")
-    ax.scatter(_scaled(feasible[objective], objective), feasible["accuracy"], s=18, color="#7f7f7f",
-               alpha=0.45, label=f"within the budget ({len(feasible)} trials)")
+    ax.scatter(
+        _scaled(infeasible[objective], objective),
+        infeasible["accuracy"],
+        marker="x",
+        s=22,
+        color="#d62728",
+        alpha=0.45,
+        label=f"over the budget ({len(infeasible)} trials)",
+    )
+    ax.scatter(
+        _scaled(feasible[objective], objective),
+        feasible["accuracy"],
+        s=18,
+        color="#7f7f7f",
+        alpha=0.45,
+        label=f"within the budget ({len(feasible)} trials)",
+    )
     scoped = feasible[feasible["scope"] == "global"]
     if len(scoped) and len(scoped) < len(feasible):  # scope = "both": tell the two apart
-        ax.scatter(_scaled(scoped[objective], objective), scoped["accuracy"], marker="^", s=30, facecolor="none",
-                   edgecolor="#9467bd", label=f"global scope, within the budget ({len(scoped)} trials)")
+        ax.scatter(
+            _scaled(scoped[objective], objective),
+            scoped["accuracy"],
+            marker="^",
+            s=30,
+            facecolor="none",
+            edgecolor="#9467bd",
+            label=f"global scope, within the budget ({len(scoped)} trials)",
+        )
     uniform = complete[complete["uniform_rate"].notna()].sort_values(objective)
     if len(uniform):
-        ax.plot(_scaled(uniform[objective], objective), uniform["accuracy"], "s--", color="#ff7f0e", ms=6,
-                label="same rate in every layer")
+        ax.plot(
+            _scaled(uniform[objective], objective),
+            uniform["accuracy"],
+            "s--",
+            color="#ff7f0e",
+            ms=6,
+            label="same rate in every layer",
+        )
         for _, row in uniform.iterrows():
-            ax.annotate(f"{row['uniform_rate']:.2f}", (_scaled(row[objective], objective), row["accuracy"]),
-                        textcoords="offset points", xytext=(4, -11), fontsize=7, color="#ff7f0e")
+            ax.annotate(
+                f"{row['uniform_rate']:.2f}",
+                (_scaled(row[objective], objective), row["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, -11),
+                fontsize=7,
+                color="#ff7f0e",
+            )
     if len(front):
-        ax.plot(_scaled(front[objective], objective), front["accuracy"], "o-", color="#1f77b4", ms=7,
-                lw=2, label="Pareto front (searched per layer)", zorder=5)
-    for kind, marker, colour, label in (("uniform", "D", "#ff7f0e", "uniform-rate baseline"),
-                                        ("global", "P", "#9467bd", "global-pruning baseline")):
+        ax.plot(
+            _scaled(front[objective], objective),
+            front["accuracy"],
+            "o-",
+            color="#1f77b4",
+            ms=7,
+            lw=2,
+            label="Pareto front (searched per layer)",
+            zorder=5,
+        )
+    for kind, marker, colour, label in (
+        ("uniform", "D", "#ff7f0e", "uniform-rate baseline"),
+        ("global", "P", "#9467bd", "global-pruning baseline"),
+    ):
         reference = (record.references or {}).get(kind, {})
         if reference.get("rate") is not None and objective in reference:
-            ax.scatter([_scaled(reference[objective], objective)], [reference["accuracy"]], marker=marker, s=110,
-                       color=colour, edgecolor="black", zorder=7,
-                       label=f"{label} (rate {reference['rate']:.3f}, by bisection)")
+            ax.scatter(
+                [_scaled(reference[objective], objective)],
+                [reference["accuracy"]],
+                marker=marker,
+                s=110,
+                color=colour,
+                edgecolor="black",
+                zorder=7,
+                label=f"{label} (rate {reference['rate']:.3f}, by bisection)",
+            )
     baseline, max_drop = record.baseline, record.max_accuracy_drop
     base_acc = baseline.get("accuracy")
     if base_acc is not None and max_drop is not None:
         threshold = base_acc - max_drop
         ax.axhline(threshold, color="#2ca02c", ls=":", lw=1.5, label=f"budget: {max_drop} points below baseline")
         if objective in baseline:
-            ax.scatter([_scaled(baseline[objective], objective)], [base_acc], marker="*", s=160,
-                       color="black", zorder=6, label="unpruned baseline")
+            ax.scatter(
+                [_scaled(baseline[objective], objective)],
+                [base_acc],
+                marker="*",
+                s=160,
+                color="black",
+                zorder=6,
+                label="unpruned baseline",
+            )
         budget = max(max_drop, 0.5)
         best = max([base_acc, *complete["accuracy"].dropna()])
         worst = min([threshold, *complete["accuracy"].dropna()])
@@ -76,8 +137,9 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
     ax.set_xlabel(_LABEL[objective] + " (lower is better)")
     ax.set_ylabel(f"validation {record.score_label} (higher is better)")
     source = record.source
-    ax.set_title(f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: {record.score_name} "
-                 f"against {objective}")
+    ax.set_title(
+        f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: {record.score_name} against {objective}"
+    )
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -132,11 +194,15 @@ def plot_finalists(record: StudyRecord):
     fig, ax = plt.subplots(figsize=(6.5, 5), dpi=110)
     ax.scatter(frame["accuracy"], frame["finetuned_accuracy"], s=30, color="#1f77b4")
     for _, row in frame.iterrows():
-        ax.annotate(f"#{int(row['trial'])}", (row["accuracy"], row["finetuned_accuracy"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 3))
+        ax.annotate(
+            f"#{int(row['trial'])}",
+            (row["accuracy"], row["finetuned_accuracy"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, 3),
+        )
     rho = finalists.get("spearman")
-    ax.set_title(f"{len(frame)} finalists: Spearman rank correlation "
-                 f"{'n/a' if rho is None else f'{rho:.2f}'}")
+    ax.set_title(f"{len(frame)} finalists: Spearman rank correlation {'n/a' if rho is None else f'{rho:.2f}'}")
     ax.set_xlabel(f"validation {record.score_label} after BatchNorm recalibration (the search's score)")
     ax.set_ylabel(f"after fine-tuning {finalists['recipe']['epochs']} epoch(s)")
     ax.grid(alpha=0.25)
@@ -166,8 +232,11 @@ def plot_robustness(frame, front, record: StudyRecord):
     ax.set_xlabel("clean accuracy drop, points" if drops else "clean validation accuracy, %")
     ax.set_ylabel("robust accuracy drop, points" if drops else "accuracy on corrupted images, %")
     corruptions = ", ".join(record.settings.corruptions)
-    ax.set_title(f"Clean against robust: {corruptions}\nat severities "
-                 f"{', '.join(map(str, record.settings.corruption_severities))}", fontsize=9)
+    ax.set_title(
+        f"Clean against robust: {corruptions}\nat severities "
+        f"{', '.join(map(str, record.settings.corruption_severities))}",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.25)
     fig.tight_layout()
@@ -181,8 +250,14 @@ def reduction_history(frame: pd.DataFrame, record: StudyRecord) -> pd.DataFrame:
     done = frame[frame["state"] == "COMPLETE"].sort_values("trial")
     reduction = base / done[measure] if base and measure in done else pd.Series(math.nan, index=done.index)
     within = reduction.where(done["feasible"].astype(bool))
-    return pd.DataFrame({"trial": done["trial"], "reduction": reduction, "feasible": done["feasible"],
-                         "best_within_budget": within.ffill().cummax()}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "trial": done["trial"],
+            "reduction": reduction,
+            "feasible": done["feasible"],
+            "best_within_budget": within.ffill().cummax(),
+        }
+    ).reset_index(drop=True)
 
 
 def plot_history(frame: pd.DataFrame, record: StudyRecord):
@@ -194,16 +269,33 @@ def plot_history(frame: pd.DataFrame, record: StudyRecord):
     measure = record.size_objective
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     feasible = history[history["feasible"].astype(bool)]
-    ax.scatter(feasible["trial"], feasible["reduction"], s=14, color="#7f7f7f", alpha=0.5,
-               label=f"a trial within the budget ({len(feasible)})")
-    ax.step(history["trial"], history["best_within_budget"], where="post", color="#1f77b4", lw=2,
-            label="best within the budget so far")
+    ax.scatter(
+        feasible["trial"],
+        feasible["reduction"],
+        s=14,
+        color="#7f7f7f",
+        alpha=0.5,
+        label=f"a trial within the budget ({len(feasible)})",
+    )
+    ax.step(
+        history["trial"],
+        history["best_within_budget"],
+        where="post",
+        color="#1f77b4",
+        lw=2,
+        label="best within the budget so far",
+    )
     for kind, colour, label in (("uniform", "#ff7f0e", "one uniform rate"), ("global", "#9467bd", "global pruning")):
         reference = (record.references or {}).get(kind, {})
         base = record.baseline.get(measure)
         if reference.get("rate") is not None and reference.get(measure) and base:
-            ax.axhline(base / reference[measure], color=colour, ls="--", lw=1.3,
-                       label=f"{label}: {base / reference[measure]:.2f}x (bisection)")
+            ax.axhline(
+                base / reference[measure],
+                color=colour,
+                ls="--",
+                lw=1.3,
+                label=f"{label}: {base / reference[measure]:.2f}x (bisection)",
+            )
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{measure} reduction, x (higher is better)")
     ax.set_title(f"Optimisation history: {measure} reduction within the {record.max_accuracy_drop} point budget")
@@ -230,7 +322,8 @@ def parameter_importances(record: StudyRecord, target: str, top: int = 12) -> di
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = optuna.importance.get_param_importances(
-                record.study, evaluator=evaluator, target=lambda t: t.user_attrs.get(target, math.nan))
+                record.study, evaluator=evaluator, target=lambda t: t.user_attrs.get(target, math.nan)
+            )
     except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. no parameter that varied
         return None
     return dict(list(scores.items())[:top])
@@ -240,8 +333,10 @@ def plot_importance(record: StudyRecord):
     """Which parameters the score's drop and the size objective depended on, side by side; None with
     fewer than :data:`IMPORTANCE_MIN_TRIALS` completed trials."""
     measure = record.size_objective
-    panels = [(f"{record.score_name} drop", parameter_importances(record, "accuracy_drop")),
-              (measure, parameter_importances(record, measure))]
+    panels = [
+        (f"{record.score_name} drop", parameter_importances(record, "accuracy_drop")),
+        (measure, parameter_importances(record, measure)),
+    ]
     panels = [(name, scores) for name, scores in panels if scores]
     if not panels:
         return None

@@ -36,8 +36,9 @@ class Rebuilt:
     plan: Plan
 
 
-def rebuild(record: StudyRecord, number: int | None = None, *, baseline: nn.Module | None = None,
-            data: Any = None) -> Rebuilt:
+def rebuild(
+    record: StudyRecord, number: int | None = None, *, baseline: nn.Module | None = None, data: Any = None
+) -> Rebuilt:
     """Rebuild trial ``number`` (default: the chosen trial) of a study.
 
     ``baseline`` and ``data`` replace what the record names: a study searched on a
@@ -71,9 +72,12 @@ def rebuild_baseline(record: StudyRecord, data: Any) -> nn.Module:
             f"study {record.name!r} does not name a registered model (its baseline did not come from "
             "autoprune.create_model); rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)"
         )
-    model = create_model(source["model"], num_classes=source.get("num_classes", data.num_classes),
-                         in_channels=source.get("in_channels", data.input_shape[0]),
-                         **source.get("model_params", {}))
+    model = create_model(
+        source["model"],
+        num_classes=source.get("num_classes", data.num_classes),
+        in_channels=source.get("in_channels", data.input_shape[0]),
+        **source.get("model_params", {}),
+    )
     with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
         weights = record.baseline_weights_file(Path(tmp))
         if weights is None:
@@ -82,8 +86,10 @@ def rebuild_baseline(record: StudyRecord, data: Any) -> nn.Module:
                 "the storage has no artifact folder); rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)"
             )
         if not weights.is_file():
-            raise AutopruneError(f"the baseline weights {str(weights)!r} of study {record.name!r} are gone; "
-                                 "rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)")
+            raise AutopruneError(
+                f"the baseline weights {str(weights)!r} of study {record.name!r} are gone; "
+                "rebuild it from Python with autoprune.Study.load(...).export(..., baseline=model)"
+            )
         load_checkpoint(model, weights, what="the baseline weights")
     return model.eval()
 

@@ -77,9 +77,19 @@ FINALISTS = "finetuned_finalists"
 LATENCY_TABLE, LATENCY_CHECK = "latency_table_measured", "latency_check"
 #: What the study ran on, written when it is created.
 RUN_KEYS = ("machine", "versions", "splits")
-SOURCE_KEYS = ("model", "model_params", "num_classes", "in_channels", "dataset", "dataset_params",
-               "baseline_weights", "baseline_artifact", "artifact_store", "baseline_sha256",
-               "autoprune_version")
+SOURCE_KEYS = (
+    "model",
+    "model_params",
+    "num_classes",
+    "in_channels",
+    "dataset",
+    "dataset_params",
+    "baseline_weights",
+    "baseline_artifact",
+    "artifact_store",
+    "baseline_sha256",
+    "autoprune_version",
+)
 
 
 #: Parameters of global-scope trials, and the parameter that picks the scope (``scope = "both"``).
@@ -127,9 +137,15 @@ class StudyRecord:
         """True until :meth:`create` has written the study's settings."""
         return GROUPS not in self.attrs
 
-    def create(self, settings: SearchSettings, groups: list[str], baseline: dict[str, float],
-               source: dict[str, Any], extra: dict[str, Any] | None = None,
-               run: dict[str, Any] | None = None) -> None:
+    def create(
+        self,
+        settings: SearchSettings,
+        groups: list[str],
+        baseline: dict[str, float],
+        source: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
+    ) -> None:
         """Write a new study's settings, baseline metrics, source, what it runs on (``run``,
         keys of :data:`RUN_KEYS`), and last its groups.
 
@@ -143,13 +159,24 @@ class StudyRecord:
             if unknown:
                 raise ValueError(f"not a {what} key of the study record: {sorted(unknown)}")
         extra = dict(extra or {})
-        owned = {*settings.to_attrs(), GROUPS, *SOURCE_KEYS, *RUN_KEYS, *(f"baseline_{m}" for m in METRICS),
-                 SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS, LATENCY_TABLE, LATENCY_CHECK}
+        owned = {
+            *settings.to_attrs(),
+            GROUPS,
+            *SOURCE_KEYS,
+            *RUN_KEYS,
+            *(f"baseline_{m}" for m in METRICS),
+            SENSITIVITY,
+            RATE_LIMITS,
+            REFERENCES,
+            WARM_STARTED,
+            FINALISTS,
+            LATENCY_TABLE,
+            LATENCY_CHECK,
+        }
         taken = sorted(set(extra) & owned)
         if taken:
             raise AutopruneError(f"study_attrs cannot set {', '.join(taken)}: the study record owns them")
-        values = {**extra, **settings.to_attrs(), **source, **run,
-                  **{f"baseline_{k}": v for k, v in baseline.items()}}
+        values = {**extra, **settings.to_attrs(), **source, **run, **{f"baseline_{k}": v for k, v in baseline.items()}}
         for key, value in values.items():
             try:
                 json.dumps(value)
@@ -159,8 +186,9 @@ class StudyRecord:
             self.study.set_user_attr(key, value)
         self.study.set_user_attr(GROUPS, list(groups))
 
-    def check_resumable(self, settings: SearchSettings, groups: list[str],
-                        source: dict[str, Any] | None = None) -> None:
+    def check_resumable(
+        self, settings: SearchSettings, groups: list[str], source: dict[str, Any] | None = None
+    ) -> None:
         """Refuse to resume with other settings, groups or baseline than the study's, naming every difference."""
         conflicts = [(setting_key(name), before, now) for name, before, now in settings.resume_conflicts(self.settings)]
         if self.groups != list(groups):
@@ -171,8 +199,10 @@ class StudyRecord:
                 conflicts.append((key, stored.get(key), source.get(key)))
         if conflicts:
             listed = ", ".join(f"{key}={before!r} (not {now!r})" for key, before, now in conflicts)
-            raise AutopruneError(f"study {self.name!r} was created with {listed}; "
-                                 "use another study name (or output folder) for new settings")
+            raise AutopruneError(
+                f"study {self.name!r} was created with {listed}; "
+                "use another study name (or output folder) for new settings"
+            )
         sha, now = stored.get("baseline_sha256"), (source or {}).get("baseline_sha256")
         if sha and now and now != sha:
             raise AutopruneError(
@@ -210,8 +240,9 @@ class StudyRecord:
     @property
     def score_label(self) -> str:
         """The score as figures name it, with its unit (``top-1 accuracy, %``, ``mean IoU, points``)."""
-        return self.attrs.get("score_label", "top-1 accuracy, %" if self.score_name == "accuracy"
-                              else f"{self.score_name}, points")
+        return self.attrs.get(
+            "score_label", "top-1 accuracy, %" if self.score_name == "accuracy" else f"{self.score_name}, points"
+        )
 
     def score_text(self, value: float) -> str:
         """A score as the study's summaries print it: ``93.50 %`` for accuracy, ``41.20`` (points) otherwise."""
@@ -321,13 +352,20 @@ class StudyRecord:
         base = self.baseline.get(measure)
         if not references or not base or measure not in trial.user_attrs:
             return None
-        reductions = {k: (base / r[measure] if r.get("rate") is not None and r.get(measure) else 1.0)
-                      for k, r in references.items()}
+        reductions = {
+            k: (base / r[measure] if r.get("rate") is not None and r.get(measure) else 1.0)
+            for k, r in references.items()
+        }
         better = max(reductions, key=lambda k: reductions[k])
         reduction = base / trial.user_attrs[measure]
-        return {"measure": measure, "reduction": reduction, "baseline": better,
-                "baseline_reduction": reductions[better], "ratio": reduction / reductions[better],
-                **{f"{k}_reduction": v for k, v in reductions.items()}}
+        return {
+            "measure": measure,
+            "reduction": reduction,
+            "baseline": better,
+            "baseline_reduction": reductions[better],
+            "ratio": reduction / reductions[better],
+            **{f"{k}_reduction": v for k, v in reductions.items()},
+        }
 
     # -- the baseline's weights ---------------------------------------------------------
 
@@ -337,8 +375,9 @@ class StudyRecord:
 
         store_dir = Path(artifact_store).resolve()
         store_dir.mkdir(parents=True, exist_ok=True)
-        artifact_id = upload_artifact(study_or_trial=self.study, file_path=str(state_file),
-                                      artifact_store=FileSystemArtifactStore(str(store_dir)))
+        artifact_id = upload_artifact(
+            study_or_trial=self.study, file_path=str(state_file), artifact_store=FileSystemArtifactStore(str(store_dir))
+        )
         self.study.set_user_attr("baseline_artifact", artifact_id)
         self.study.set_user_attr("artifact_store", str(store_dir))
 
@@ -354,8 +393,11 @@ class StudyRecord:
             if not store.is_dir():
                 raise AutopruneError(f"the artifact store {str(store)!r} of study {self.name!r} is gone")
             target = Path(workdir) / "baseline.pt"
-            download_artifact(artifact_store=FileSystemArtifactStore(str(store)),
-                              artifact_id=source["baseline_artifact"], file_path=str(target))
+            download_artifact(
+                artifact_store=FileSystemArtifactStore(str(store)),
+                artifact_id=source["baseline_artifact"],
+                file_path=str(target),
+            )
             return target
         return None
 
@@ -419,8 +461,11 @@ class StudyRecord:
     def is_feasible(self, trial: FrozenTrial) -> bool:
         """Completed, with every constraint of the study recorded and <= 0."""
         constraints = trial.constraints
-        return (trial.state == TrialState.COMPLETE and all(c in constraints for c in self.constraint_names)
-                and all(v <= 0 for v in constraints.values()))
+        return (
+            trial.state == TrialState.COMPLETE
+            and all(c in constraints for c in self.constraint_names)
+            and all(v <= 0 for v in constraints.values())
+        )
 
     def feasible(self) -> list[FrozenTrial]:
         return [t for t in self.completed() if self.is_feasible(t)]
@@ -456,20 +501,23 @@ class StudyRecord:
         if number is None:
             chosen = self.chosen_trial()
             if chosen is None:
-                raise AutopruneError(f"study {self.name!r} has no feasible trial; choose one by its number "
-                                     "(--trial N on the command line)")
+                raise AutopruneError(
+                    f"study {self.name!r} has no feasible trial; choose one by its number "
+                    "(--trial N on the command line)"
+                )
             return chosen
         done = {t.number: t for t in self.completed()}
         if number not in done:
             if not done:
                 raise AutopruneError(f"study {self.name!r} has no completed trial")
-            raise AutopruneError(f"trial {number} is not a completed trial of {self.name!r}; "
-                                 f"completed: {min(done)}..{max(done)}")
+            raise AutopruneError(
+                f"trial {number} is not a completed trial of {self.name!r}; completed: {min(done)}..{max(done)}"
+            )
         return done[number]
 
     @staticmethod
     def scope(trial: FrozenTrial) -> str:
-        """"global" for a trial of global scope, else "local"."""
+        """ "global" for a trial of global scope, else "local"."""
         return "global" if GLOBAL_RATE in trial.params else "local"
 
     def plan(self, trial: FrozenTrial) -> Plan:
@@ -491,8 +539,11 @@ class StudyRecord:
                 "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
             }
         settings = self.attrs
-        sparsity = {g: float(trial.params[sparsity_param(g)]) for g in self.groups
-                    if trial.params.get(sparsity_param(g), 0.0) > 0}
+        sparsity = {
+            g: float(trial.params[sparsity_param(g)])
+            for g in self.groups
+            if trial.params.get(sparsity_param(g), 0.0) > 0
+        }
         if sparsity:
             plan["sparsity"] = sparsity
         nm_groups = [g for g in self.groups if trial.params.get(nm_param(g))]
@@ -532,7 +583,7 @@ def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = No
     opened = open_storage(storage)  # a one-line error for a URL that cannot be opened
     try:
         names = optuna.get_all_study_names(opened)
-    except Exception as exc:  # driver errors of a server that went away
+    except Exception as exc:  # noqa: BLE001 - driver errors of a server that went away
         raise AutopruneError(f"cannot read the storage {storage!r}: {type(exc).__name__}: {exc}") from None
     if not names:
         raise AutopruneError(f"the storage {storage!r} holds no study")

@@ -55,22 +55,30 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
         if not t.state.is_finished():
             continue
         uniform = record.uniform_rate(t)
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            **record.metrics(t),
-            "feasible": record.is_feasible(t),
-            "scope": record.scope(t),
-            "uniform_rate": math.nan if uniform is None else uniform,
-            "seconds": t.duration.total_seconds() if t.duration else math.nan,
-            **t.params,
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                **record.metrics(t),
+                "feasible": record.is_feasible(t),
+                "scope": record.scope(t),
+                "uniform_rate": math.nan if uniform is None else uniform,
+                "seconds": t.duration.total_seconds() if t.duration else math.nan,
+                **t.params,
+            }
+        )
     if not rows:  # nothing finished yet: keep the columns and their types
-        return pd.DataFrame({"trial": pd.Series(dtype=int), "state": pd.Series(dtype=str),
-                             **{m: pd.Series(dtype=float) for m in record.metric_names},
-                             "feasible": pd.Series(dtype=bool), "scope": pd.Series(dtype=str),
-                             "uniform_rate": pd.Series(dtype=float),
-                             "seconds": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "trial": pd.Series(dtype=int),
+                "state": pd.Series(dtype=str),
+                **{m: pd.Series(dtype=float) for m in record.metric_names},
+                "feasible": pd.Series(dtype=bool),
+                "scope": pd.Series(dtype=str),
+                "uniform_rate": pd.Series(dtype=float),
+                "seconds": pd.Series(dtype=float),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -106,8 +114,13 @@ def _png_data(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_report(study: optuna.Study | StudyRecord, folder: str | Path, *, out_dir: str | Path | None = None,
-                 storage: str | None = None) -> Path:
+def write_report(
+    study: optuna.Study | StudyRecord,
+    folder: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    storage: str | None = None,
+) -> Path:
     """Write the report files into ``folder`` and return the path of ``index.html``.
 
     ``out_dir`` and ``storage`` (the search's output folder and storage URL, default:
@@ -163,10 +176,22 @@ def export_command(record: StudyRecord, trial: int, out_dir: str | Path, storage
     import shlex
 
     out_dir = Path(out_dir)
-    words = ["autoprune", "export", str(out_dir), "--trial", str(trial), "--format", "onnx",
-             "-o", str(out_dir / f"trial-{trial}.onnx")]
-    if storage is not None and storage != f"sqlite:///{(out_dir / 'study.db').resolve()}" \
-            and storage != f"sqlite:///{out_dir / 'study.db'}":
+    words = [
+        "autoprune",
+        "export",
+        str(out_dir),
+        "--trial",
+        str(trial),
+        "--format",
+        "onnx",
+        "-o",
+        str(out_dir / f"trial-{trial}.onnx"),
+    ]
+    if (
+        storage is not None
+        and storage != f"sqlite:///{(out_dir / 'study.db').resolve()}"
+        and storage != f"sqlite:///{out_dir / 'study.db'}"
+    ):
         words += ["--storage", _hide_password(storage), "--study", record.name]
     return " ".join(shlex.quote(w) for w in words)
 
@@ -204,36 +229,73 @@ def _chosen_section(record: StudyRecord, best, command: str | None) -> str:
     if best is None:
         return "<h2>Chosen trial</h2><p>No trial within the budget yet.</p>"
     baseline, metrics = record.baseline, record.metrics(best)
-    rows = [(f"validation {record.score_name}", record.score_text(baseline.get("accuracy", math.nan)),
-             record.score_text(metrics["accuracy"]), f"{-metrics['accuracy_drop']:+.2f} points")]
+    rows = [
+        (
+            f"validation {record.score_name}",
+            record.score_text(baseline.get("accuracy", math.nan)),
+            record.score_text(metrics["accuracy"]),
+            f"{-metrics['accuracy_drop']:+.2f} points",
+        )
+    ]
     for measure in _MEASURES:
         if measure in baseline and math.isfinite(metrics.get(measure, math.nan)):
-            rows.append((measure, human(baseline[measure], measure), human(metrics[measure], measure),
-                         factor(baseline[measure], metrics[measure], measure)))
-    table = "".join(f"<tr><th>{e(name)}</th><td>{e(before)}</td><td>{e(after)}</td><td>{e(change)}</td></tr>"
-                    for name, before, after, change in rows)
+            rows.append(
+                (
+                    measure,
+                    human(baseline[measure], measure),
+                    human(metrics[measure], measure),
+                    factor(baseline[measure], metrics[measure], measure),
+                )
+            )
+    table = "".join(
+        f"<tr><th>{e(name)}</th><td>{e(before)}</td><td>{e(after)}</td><td>{e(change)}</td></tr>"
+        for name, before, after, change in rows
+    )
     compared = record.comparison(best)
-    versus = "" if compared is None else (
-        f"<p>Against the simple baselines, each at its largest rate within the budget (found by bisection and "
-        f"scored as the trials are): {compared['reduction']:.2f}x fewer {e(compared['measure'])} here, "
-        f"{compared['uniform_reduction']:.2f}x with one uniform rate, {compared['global_reduction']:.2f}x with "
-        f"global pruning: <strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>")
-    export = "" if command is None else (
-        "<p>Export it (ONNX here; <code>--format torch</code> or <code>torchscript</code> also work, and "
-        "<code>--finetune-epochs N</code> fine-tunes it first):</p>"
-        f"<pre><code>{e(command)}</code></pre>")
-    return (f"<h2>Chosen trial: #{best.number}</h2>"
-            f"<p>The smallest within the budget: what <code>best.pt</code> and <code>best_plan.json</code> hold.</p>"
-            "<div class=\"scroll\"><table><tr><th></th><th>baseline</th>"
-            f"<th>trial #{best.number}</th><th>change</th></tr>{table}</table></div>{versus}{export}")
+    versus = (
+        ""
+        if compared is None
+        else (
+            f"<p>Against the simple baselines, each at its largest rate within the budget (found by bisection and "
+            f"scored as the trials are): {compared['reduction']:.2f}x fewer {e(compared['measure'])} here, "
+            f"{compared['uniform_reduction']:.2f}x with one uniform rate, {compared['global_reduction']:.2f}x with "
+            f"global pruning: <strong>{compared['ratio']:.2f}x</strong> the better baseline.</p>"
+        )
+    )
+    export = (
+        ""
+        if command is None
+        else (
+            "<p>Export it (ONNX here; <code>--format torch</code> or <code>torchscript</code> also work, and "
+            "<code>--finetune-epochs N</code> fine-tunes it first):</p>"
+            f"<pre><code>{e(command)}</code></pre>"
+        )
+    )
+    return (
+        f"<h2>Chosen trial: #{best.number}</h2>"
+        f"<p>The smallest within the budget: what <code>best.pt</code> and <code>best_plan.json</code> hold.</p>"
+        '<div class="scroll"><table><tr><th></th><th>baseline</th>'
+        f"<th>trial #{best.number}</th><th>change</th></tr>{table}</table></div>{versus}{export}"
+    )
 
 
 def _front_table(record: StudyRecord, front: pd.DataFrame) -> str:
     """The Pareto front as an HTML table, measures in human units."""
     if not len(front):
         return "<p>No feasible trial yet.</p>"
-    columns = list(dict.fromkeys(["trial", "accuracy", "accuracy_drop", "flops", "params",
-                                  *(o for o in record.objectives if o in front), *record.settings.bounds]))
+    columns = list(
+        dict.fromkeys(
+            [
+                "trial",
+                "accuracy",
+                "accuracy_drop",
+                "flops",
+                "params",
+                *(o for o in record.objectives if o in front),
+                *record.settings.bounds,
+            ]
+        )
+    )
     if record.settings.granularities != ("channel",):
         columns += ["sparsity", "nonzero_params", "size_bytes"]
     if record.settings.scope != "local":
@@ -245,8 +307,11 @@ def _front_table(record: StudyRecord, front: pd.DataFrame) -> str:
         if measure in shown:
             shown[measure] = [human(v, measure) for v in shown[measure]]
     named = {"accuracy": record.score_name, "accuracy_drop": f"{record.score_name}_drop"}
-    return '<div class="scroll">' + shown.rename(columns=named).to_html(
-        index=False, escape=True, float_format=lambda v: f"{v:.2f}") + "</div>"
+    return (
+        '<div class="scroll">'
+        + shown.rename(columns=named).to_html(index=False, escape=True, float_format=lambda v: f"{v:.2f}")
+        + "</div>"
+    )
 
 
 def _run_section(record: StudyRecord, complete: pd.DataFrame) -> str:
@@ -256,17 +321,28 @@ def _run_section(record: StudyRecord, complete: pd.DataFrame) -> str:
     wall = _wall_seconds(record)
     feasible = int(complete["feasible"].sum()) if len(complete) else 0
     settings, run = record.settings, record.run
-    rows = [("trials", f"{len(complete)} finished, {feasible} within the budget"),
-            ("search wall time", f"{wall / 60:.1f} min from the first trial's start to the last one's end "
-                                 f"({seconds.sum():.0f} s in trials; the baseline and its bisections not counted)"),
-            ("trials per minute", f"{len(complete) / (wall / 60):.1f}" if wall > 0 else "-"),
-            ("median trial", f"{seconds.median():.2f} s" if len(seconds) else "-"),
-            ("seed", str(settings.seed)),
-            ("sampler, warm start", f"{settings.sampler}, {settings.warm_start}")]
+    rows = [
+        ("trials", f"{len(complete)} finished, {feasible} within the budget"),
+        (
+            "search wall time",
+            (
+                f"{wall / 60:.1f} min from the first trial's start to the last one's end "
+                f"({seconds.sum():.0f} s in trials; the baseline and its bisections not counted)"
+            ),
+        ),
+        ("trials per minute", f"{len(complete) / (wall / 60):.1f}" if wall > 0 else "-"),
+        ("median trial", f"{seconds.median():.2f} s" if len(seconds) else "-"),
+        ("seed", str(settings.seed)),
+        ("sampler, warm start", f"{settings.sampler}, {settings.warm_start}"),
+    ]
     if run.get("splits"):
         rows.append(("data", ", ".join(f"{n:,} {split}" for split, n in run["splits"].items()) + " samples"))
-    rows.append(("model, dataset", f"{record.source.get('model', 'not registered')}, "
-                                   f"{record.source.get('dataset', 'not registered')}"))
+    rows.append(
+        (
+            "model, dataset",
+            (f"{record.source.get('model', 'not registered')}, {record.source.get('dataset', 'not registered')}"),
+        )
+    )
     if run.get("machine"):
         rows.append(("machine", run["machine"]))
     if run.get("versions"):
@@ -280,45 +356,74 @@ def _html(record: StudyRecord, frame, front, figures, best, objective, command: 
     e = html.escape
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
     settings = "".join(
-        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(attrs.items())
-        if k not in ("groups", "sensitivity", "rate_limits", "references", "finetuned_finalists", "latency_table_measured")
+        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
+        for k, v in sorted(attrs.items())
+        if k
+        not in ("groups", "sensitivity", "rate_limits", "references", "finetuned_finalists", "latency_table_measured")
     )
-    bounds = "" if not record.settings.bounds else f"<p>Constraints besides the {e(record.score_name)} budget: " + ", ".join(
-        f"<code>{e(n)}</code> {'&ge;' if metric_direction(n) == 'maximize' else '&le;'} {b:g}"
-        for n, b in record.settings.bounds.items()) + " (the baseline: " + ", ".join(
-        f"{record.baseline.get(n, math.nan):.4g}" for n in record.settings.bounds) + ").</p>"
+    bounds = (
+        ""
+        if not record.settings.bounds
+        else f"<p>Constraints besides the {e(record.score_name)} budget: "
+        + ", ".join(
+            f"<code>{e(n)}</code> {'&ge;' if metric_direction(n) == 'maximize' else '&le;'} {b:g}"
+            for n, b in record.settings.bounds.items()
+        )
+        + " (the baseline: "
+        + ", ".join(f"{record.baseline.get(n, math.nan):.4g}" for n in record.settings.bounds)
+        + ").</p>"
+    )
     check = record.latency_check
-    latency = "" if not check else (
-        "<p>Latency is predicted from a table measured once per study on "
-        f"{e(str((record.latency_table or {}).get('device', 'cpu')))}, batch "
-        f"{e(str((record.latency_table or {}).get('batch_size', '')))} (each group alone at a few rates). "
-        "Checked against timings: " + ", ".join(
-            f"{'the baseline' if row['trial'] is None else '#' + str(row['trial'])} predicted "
-            f"{row['predicted_ms']:.3g} ms, timed {row['measured_ms']:.3g} ms"
-            for row in check) + f"; median error {_median_error(check):.0%}.</p>")
+    latency = (
+        ""
+        if not check
+        else (
+            "<p>Latency is predicted from a table measured once per study on "
+            f"{e(str((record.latency_table or {}).get('device', 'cpu')))}, batch "
+            f"{e(str((record.latency_table or {}).get('batch_size', '')))} (each group alone at a few rates). "
+            "Checked against timings: "
+            + ", ".join(
+                f"{'the baseline' if row['trial'] is None else '#' + str(row['trial'])} predicted "
+                f"{row['predicted_ms']:.3g} ms, timed {row['measured_ms']:.3g} ms"
+                for row in check
+            )
+            + f"; median error {_median_error(check):.0%}.</p>"
+        )
+    )
     granularities = record.settings.granularities
-    sparse = "" if granularities == ("channel",) else (
-        f"<p>Granularity {e(', '.join(granularities))}: zeroed weights leave the dense FLOPs as they are; they "
-        "save time only with sparse kernels (N:M on GPUs with sparse tensor cores) and save space when the "
-        "model is stored sparsely (<code>size_bytes</code>).</p>")
+    sparse = (
+        ""
+        if granularities == ("channel",)
+        else (
+            f"<p>Granularity {e(', '.join(granularities))}: zeroed weights leave the dense FLOPs as they are; they "
+            "save time only with sparse kernels (N:M on GPUs with sparse tensor cores) and save space when the "
+            "model is stored sparsely (<code>size_bytes</code>).</p>"
+        )
+    )
     notes = {
-        "history": ("Each grey dot is a trial within the budget; the blue steps are the best so far. The dashed "
-                    "lines are what one uniform rate and global pruning reach within the same budget."),
-        "importance": ("fANOVA over the completed trials: each parameter's share of the variance of the score's "
-                       "drop and of the size. A trial whose validation stopped early counts with the drop it had "
-                       "reached."),
+        "history": (
+            "Each grey dot is a trial within the budget; the blue steps are the best so far. The dashed "
+            "lines are what one uniform rate and global pruning reach within the same budget."
+        ),
+        "importance": (
+            "fANOVA over the completed trials: each parameter's share of the variance of the score's "
+            "drop and of the size. A trial whose validation stopped early counts with the drop it had "
+            "reached."
+        ),
     }
     chosen = None if best is None else best.number
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
         + (f"<p>{e(notes[key])}</p>" if key in notes else "")
-        for key, title in (("pareto", f"{record.score_name} against {objective}"),
-                           ("history", "Best reduction within the budget, trial by trial"),
-                           ("rates", f"Per-layer plan of trial #{chosen}"),
-                           ("importance", "Which parameters mattered"),
-                           ("robustness", "Clean against robust accuracy"),
-                           ("sensitivity", "Sensitivity of each group alone"),
-                           ("finalists", "How well the search's score ranks fine-tuned plans"))
+        for key, title in (
+            ("pareto", f"{record.score_name} against {objective}"),
+            ("history", "Best reduction within the budget, trial by trial"),
+            ("rates", f"Per-layer plan of trial #{chosen}"),
+            ("importance", "Which parameters mattered"),
+            ("robustness", "Clean against robust accuracy"),
+            ("sensitivity", "Sensitivity of each group alone"),
+            ("finalists", "How well the search's score ranks fine-tuned plans"),
+        )
         if key in figures
     )
     source = record.source
@@ -330,10 +435,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;
 .scroll{{overflow-x:auto}}pre{{background:#f4f4f4;padding:.6em;white-space:pre-wrap;word-break:break-all}}
 img{{max-width:100%;height:auto}}</style></head><body>
 <h1>autoprune report: {e(record.name)}</h1>
-<p>{e(source.get('model', 'A model'))} on {e(source.get('dataset', 'its data'))}:
-baseline validation {e(record.score_name)} {e(record.score_text(baseline.get('accuracy', float('nan'))))},
-{e(human(baseline.get('flops'), 'flops'))}, {e(human(baseline.get('params'), 'params'))}.
-Budget: at most {e(str(record.max_accuracy_drop))} points of {e(record.score_label.split(',')[0])} lost.</p>
+<p>{e(source.get("model", "A model"))} on {e(source.get("dataset", "its data"))}:
+baseline validation {e(record.score_name)} {e(record.score_text(baseline.get("accuracy", float("nan"))))},
+{e(human(baseline.get("flops"), "flops"))}, {e(human(baseline.get("params"), "params"))}.
+Budget: at most {e(str(record.max_accuracy_drop))} points of {e(record.score_label.split(",")[0])} lost.</p>
 {_chosen_section(record, best, command)}
 {bounds}{latency}{sparse}
 {images}

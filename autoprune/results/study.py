@@ -23,6 +23,7 @@ from .export import check_inputs, measure_model, save
 from .rebuild import Rebuilt, rebuild
 from .record import Plan, StudyRecord, open_study
 
+
 class Study:
     """An autoprune study: the ``optuna.Study`` (``.optuna``) read through its record (``.record``)."""
 
@@ -33,8 +34,7 @@ class Study:
         self.storage = storage  # its URL, when loaded from one
 
     @classmethod
-    def load(cls, out_dir: str | Path | None = None, *, storage: str | None = None,
-             name: str | None = None) -> Study:
+    def load(cls, out_dir: str | Path | None = None, *, storage: str | None = None, name: str | None = None) -> Study:
         """Open the study of an output folder (its ``study.db``) or of any Optuna storage."""
         if storage is None:
             if out_dir is None:
@@ -73,26 +73,56 @@ class Study:
         """
         return rebuild(self.record, trial, baseline=baseline, data=data)
 
-    def export(self, path: str | Path, trial: int | None = None, *, format: str = "torch",
-               finetune_epochs: int = 0, distill: bool = False, lr: float = FINETUNE.lr,
-               baseline: nn.Module | None = None, data: Any = None) -> dict:
+    def export(
+        self,
+        path: str | Path,
+        trial: int | None = None,
+        *,
+        format: str = "torch",
+        finetune_epochs: int = 0,
+        distill: bool = False,
+        lr: float = FINETUNE.lr,
+        baseline: nn.Module | None = None,
+        data: Any = None,
+    ) -> dict:
         """Rebuild, optionally fine-tune, and save a trial's model; return its measurements."""
         rebuilt = self.rebuild(trial, baseline=baseline, data=data)
         settings = self.record.settings
         if finetune_epochs:
             teacher = copy.deepcopy(rebuilt.baseline) if distill else None
-            train(rebuilt.model, rebuilt.data, FINETUNE.replace(epochs=finetune_epochs, lr=lr), seed=settings.seed,
-                  teacher=teacher)
-        measured = {name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
-                    for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))}
+            train(
+                rebuilt.model,
+                rebuilt.data,
+                FINETUNE.replace(epochs=finetune_epochs, lr=lr),
+                seed=settings.seed,
+                teacher=teacher,
+            )
+        measured = {
+            name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
+            for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))
+        }
         task = dataset_task(rebuilt.data)
-        difference = save(rebuilt.model, path, format, task.example(rebuilt.data.val[0][0]),
-                          check_inputs(task, rebuilt.data, 8),
-                          metadata={"study": self.record.name, "trial": rebuilt.trial.number, **rebuilt.plan,
-                                    "metrics": measured["pruned"]}, unpruned=rebuilt.baseline,
-                          torchscript=task.torchscript)
-        return {"trial": rebuilt.trial.number, **measured, "max_difference": difference,
-                "latency_batch_size": settings.latency_batch_size}
+        difference = save(
+            rebuilt.model,
+            path,
+            format,
+            task.example(rebuilt.data.val[0][0]),
+            check_inputs(task, rebuilt.data, 8),
+            metadata={
+                "study": self.record.name,
+                "trial": rebuilt.trial.number,
+                **rebuilt.plan,
+                "metrics": measured["pruned"],
+            },
+            unpruned=rebuilt.baseline,
+            torchscript=task.torchscript,
+        )
+        return {
+            "trial": rebuilt.trial.number,
+            **measured,
+            "max_difference": difference,
+            "latency_batch_size": settings.latency_batch_size,
+        }
 
     def report(self, folder: str | Path | None = None) -> Path:
         """Write the report (default: ``<out_dir>/report``) and return its ``index.html``."""

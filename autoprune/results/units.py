@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 
 #: The unit each measure is counted in; FLOPs and parameters take SI prefixes, sizes binary ones.
-UNITS = {"flops": "FLOPs", "params": "params", "nonzero_params": "nonzero params", "size_bytes": "B",
-         "latency": "ms"}
+UNITS = {"flops": "FLOPs", "params": "params", "nonzero_params": "nonzero params", "size_bytes": "B", "latency": "ms"}
 #: Measures where smaller is the point of pruning, so a factor reads "N.NNx fewer" (or "smaller", "faster").
-FACTOR_WORDS = {"flops": "fewer", "params": "fewer", "nonzero_params": "fewer", "size_bytes": "smaller",
-                "latency": "faster"}
+FACTOR_WORDS = {
+    "flops": "fewer",
+    "params": "fewer",
+    "nonzero_params": "fewer",
+    "size_bytes": "smaller",
+    "latency": "faster",
+}
 
 
 def count(value: float, digits: int = 3) -> str:

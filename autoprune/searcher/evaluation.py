@@ -30,16 +30,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import (DEFAULT_WEIGHT_IMPORTANCE, InputGrams, group_layers, group_sizes, input_shape,
-                      make_permanent, prunable_groups, prune, prune_n_m, prune_weights, reconstruct_layers,
-                      removal_count, weight_scores)
+from ..engine import (
+    DEFAULT_WEIGHT_IMPORTANCE,
+    InputGrams,
+    group_layers,
+    group_sizes,
+    input_shape,
+    make_permanent,
+    prunable_groups,
+    prune,
+    prune_n_m,
+    prune_weights,
+    reconstruct_layers,
+    removal_count,
+    weight_scores,
+)
 from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
 from ..results.record import Plan
 from ..settings import FINETUNE, SearchSettings
 from ..tasks import Task
-from ..zoo import dataset_task
 from ..training import train_steps
+from ..zoo import dataset_task
 from .latency import LatencyTable, effective_rates, measure_table
 from .recovery import recalibrate_batchnorm
 
@@ -72,8 +84,13 @@ def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> li
         random.seed(seed)
         np.random.seed(seed % 2**32)
         try:
-            loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=dataset_task(data).collate,
-                                generator=torch.Generator().manual_seed(seed))
+            loader = DataLoader(
+                data.train,
+                batch_size=batch_size,
+                shuffle=True,
+                collate_fn=dataset_task(data).collate,
+                generator=torch.Generator().manual_seed(seed),
+            )
             return [batch for _, batch in zip(range(count), loader)]
         finally:
             random.setstate(python_state)
@@ -82,19 +99,31 @@ def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> li
 
 def validation_batches(data: Any, batch_size: int, seed: int) -> list:
     """The whole validation split in a fixed shuffled order, so a stopped count has seen every class."""
-    loader = DataLoader(data.val, batch_size=batch_size, shuffle=True, collate_fn=dataset_task(data).collate,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        data.val,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=dataset_task(data).collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return list(loader)
 
 
-def apply_plan(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
-               scores: dict | None = None) -> nn.Module:
+def apply_plan(
+    baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list, scores: dict | None = None
+) -> nn.Module:
     """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
     return recalibrate_batchnorm(pruned_copy(baseline, example_inputs, plan, calibration, scores), calibration)
 
 
-def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list,
-                scores: dict | None = None, structure: BaselineStructure | None = None) -> nn.Module:
+def pruned_copy(
+    baseline: nn.Module,
+    example_inputs: Any,
+    plan: Plan,
+    calibration: list,
+    scores: dict | None = None,
+    structure: BaselineStructure | None = None,
+) -> nn.Module:
     """A copy of ``baseline`` pruned with ``plan``, before its final BatchNorm recalibration.
 
     With ``plan["steps"] = K`` (iterative pruning), the plan's channel counts are
@@ -116,10 +145,19 @@ def pruned_copy(baseline: nn.Module, example_inputs: Any, plan: Plan, calibratio
         removed: dict | None = None
         if reconstruct:  # the model before this step, and its layers' input statistics
             removed, unpruned = {}, baseline if k == 1 else copy.deepcopy(model)
-            grams = structure.grams(calibration) if k == 1 else InputGrams(unpruned, calibration[:RECONSTRUCTION_BATCHES])
-        model = prune(model, example_inputs, step_rates, importance=plan["methods"],
-                      calibration=calibration[:GRADIENT_BATCHES], scores=cached, round_to=round_to,
-                      removed=removed)
+            grams = (
+                structure.grams(calibration) if k == 1 else InputGrams(unpruned, calibration[:RECONSTRUCTION_BATCHES])
+            )
+        model = prune(
+            model,
+            example_inputs,
+            step_rates,
+            importance=plan["methods"],
+            calibration=calibration[:GRADIENT_BATCHES],
+            scores=cached,
+            round_to=round_to,
+            removed=removed,
+        )
         if reconstruct:
             reconstruct_layers(model, unpruned, grams, removed)
         if steps > 1 and (k < steps or plan.get("recovery_steps")):
@@ -155,15 +193,17 @@ class BaselineStructure:
         return self._grams
 
 
-def apply_weight_sparsity(model: nn.Module, layers: dict[str, list[str]], plan: Plan,
-                          calibration: list | None = None) -> nn.Module:
+def apply_weight_sparsity(
+    model: nn.Module, layers: dict[str, list[str]], plan: Plan, calibration: list | None = None
+) -> nn.Module:
     """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers (``layers``,
     as :func:`~autoprune.engine.group_layers` gives them), permanently, ranked by the plan's
     ``weight_importance`` (magnitude when it names none; ``calibration`` for one that needs gradients)."""
     sparsity = {layer: rate for group, rate in plan.get("sparsity", {}).items() for layer in layers[group]}
     nm_layers = [layer for group in plan.get("nm", {}).get("groups", ()) for layer in layers[group]]
-    scores = weight_scores(model, [*sparsity, *nm_layers], plan.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE),
-                           calibration)
+    scores = weight_scores(
+        model, [*sparsity, *nm_layers], plan.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE), calibration
+    )
     if sparsity:
         prune_weights(model, sparsity, scores)
     if nm_layers:
@@ -265,8 +305,10 @@ def searched_groups(groups: list[str], prune_only: tuple[str, ...] = ()) -> list
     kept = [g for g in groups if any(g == p or g.startswith(p.rstrip(".") + ".") for p in prune_only)]
     if not kept:
         tops = sorted({g.split(".")[0] for g in groups})
-        raise AutopruneError(f"search.prune_only {list(prune_only)} matches none of the model's {len(groups)} "
-                             f"prunable groups; their names start with: {', '.join(tops)}")
+        raise AutopruneError(
+            f"search.prune_only {list(prune_only)} matches none of the model's {len(groups)} "
+            f"prunable groups; their names start with: {', '.join(tops)}"
+        )
     return kept
 
 
@@ -293,8 +335,16 @@ class Evaluator:
         if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
             self.structure = BaselineStructure(self.baseline, self.example)
         if self.context is None:
-            self.context = MetricContext(self.example, self.timing_input, self.val_batches, self.settings.seed,
-                                         self.baseline, self.calibration, self.settings, task=self.task)
+            self.context = MetricContext(
+                self.example,
+                self.timing_input,
+                self.val_batches,
+                self.settings.seed,
+                self.baseline,
+                self.calibration,
+                self.settings,
+                task=self.task,
+            )
 
     @functools.cached_property
     def measured(self) -> list[str]:
@@ -306,8 +356,9 @@ class Evaluator:
         return [n for n in dict.fromkeys(names) if n not in ("accuracy", "accuracy_drop")]
 
     @classmethod
-    def build(cls, model: nn.Module, data: Any, settings: SearchSettings,
-              latency_table: LatencyTable | None = None) -> Evaluator:
+    def build(
+        cls, model: nn.Module, data: Any, settings: SearchSettings, latency_table: LatencyTable | None = None
+    ) -> Evaluator:
         """Trace the baseline, draw the calibration and validation batches, and measure the baseline.
 
         When latency is measured (an objective or a constraint), its table comes from
@@ -343,8 +394,15 @@ class Evaluator:
         if table is None and settings.latency_table:
             table, where = LatencyTable.read(settings.latency_table), f"latency table {settings.latency_table!r}"
         if table is None:
-            table = measure_table(self.baseline, self.example, self.timing_input, self.groups, settings.rate_max,
-                                  settings.latency_device, settings.round_to)
+            table = measure_table(
+                self.baseline,
+                self.example,
+                self.timing_input,
+                self.groups,
+                settings.rate_max,
+                settings.latency_device,
+                settings.round_to,
+            )
         table.check_fits(self.groups, *input_shape(self.timing_input), where)
         self.latency_table = table
         self.context.predict_latency = lambda plan: table.predict(effective_rates(plan, self.structure.sizes))
@@ -387,6 +445,10 @@ class Evaluator:
             drop = self.base["accuracy"] - accuracy
         evaluated_at = time.perf_counter()
         metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **extra, **self.size(model, plan)}
-        metrics.update(prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
-                       eval_seconds=evaluated_at - recalibrated_at, measure_seconds=time.perf_counter() - evaluated_at)
+        metrics.update(
+            prune_seconds=pruned_at - start,
+            recalibrate_seconds=recalibrated_at - pruned_at,
+            eval_seconds=evaluated_at - recalibrated_at,
+            measure_seconds=time.perf_counter() - evaluated_at,
+        )
         return metrics

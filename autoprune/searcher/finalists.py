@@ -33,16 +33,23 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
     finalists = best_feasible(record, evaluator.settings.finalists)
     numbers = [t.number for t in finalists]
     stored = record.finalists
-    if not finalists or stored and stored["recipe"] == recipe.to_attrs() and \
-            [row["trial"] for row in stored["trials"]] == numbers:
+    if not finalists or (
+        stored and stored["recipe"] == recipe.to_attrs() and [row["trial"] for row in stored["trials"]] == numbers
+    ):
         return
     rows = []
     for trial in finalists:
-        model = apply_plan(evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration,
-                           scores=evaluator.scores)
+        model = apply_plan(
+            evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration, scores=evaluator.scores
+        )
         train(model, data, recipe, seed=evaluator.settings.seed)
-        rows.append({"trial": trial.number, "accuracy": trial.user_attrs["accuracy"],
-                     "finetuned_accuracy": accuracy(model, evaluator.val_batches)})
+        rows.append(
+            {
+                "trial": trial.number,
+                "accuracy": trial.user_attrs["accuracy"],
+                "finetuned_accuracy": accuracy(model, evaluator.val_batches),
+            }
+        )
     record.write_finalists({"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)})
 
 

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from ..engine import input_shape, prune, removal_count
+from ..engine.inputs import move_to
 from ..errors import AutopruneError
 from ..files import atomic_write_text
 from ..metrics import latency_ms
-from ..engine.inputs import move_to
 
 #: What a latency table file holds (``autoprune latency-table``).
 TABLE_FORMAT = "autoprune-latency-table-v1"
@@ -63,15 +63,18 @@ class LatencyTable:
         groups interact: it is fitted so that the uniform plans (every group at one
         rate, also timed) are predicted exactly, and taken at the plan's mean rate.
         """
-        log_speedup = sum(math.log(float(np.interp(rate, self.rates, self.ms[group])) / self.base_ms)
-                          for group, rate in rates.items() if rate > 0)
+        log_speedup = sum(
+            math.log(float(np.interp(rate, self.rates, self.ms[group])) / self.base_ms)
+            for group, rate in rates.items()
+            if rate > 0
+        )
         mean_rate = sum(rates.values()) / len(self.ms) if self.ms else 0.0
         return self.base_ms * math.exp(self._interaction(mean_rate) * log_speedup)
 
     def _interaction(self, mean_rate: float) -> float:
         """The exponent ``a`` at each table rate, fitted on the uniform plans, interpolated."""
         exponents = []
-        for k, rate in enumerate(self.rates[1:], start=1):
+        for k, _rate in enumerate(self.rates[1:], start=1):
             alone = sum(math.log(row[k] / self.base_ms) for row in self.ms.values())
             together = math.log(self.uniform_ms[k] / self.base_ms)
             exponents.append(together / alone if abs(alone) > 1e-9 else 1.0)
@@ -102,19 +105,25 @@ class LatencyTable:
         """Refuse a table measured for other groups, another latency batch or another input."""
         if sorted(self.ms) != sorted(groups):
             missing = sorted(set(groups) - set(self.ms))
-            raise AutopruneError(f"{where} was measured for other groups than this model's"
-                                 f"{'; it lacks ' + ', '.join(missing[:3]) if missing else ''}")
+            raise AutopruneError(
+                f"{where} was measured for other groups than this model's"
+                f"{'; it lacks ' + ', '.join(missing[:3]) if missing else ''}"
+            )
         if self.batch_size != batch_size or list(self.input_shape) != list(input_shape):
-            raise AutopruneError(f"{where} was measured at batch size {self.batch_size} on inputs "
-                                 f"{tuple(self.input_shape)}; this study times batch size {batch_size} on "
-                                 f"{tuple(input_shape)}")
+            raise AutopruneError(
+                f"{where} was measured at batch size {self.batch_size} on inputs "
+                f"{tuple(self.input_shape)}; this study times batch size {batch_size} on "
+                f"{tuple(input_shape)}"
+            )
 
 
 def timing_device(name: str) -> torch.device:
     """The device latency is timed on, checked to exist."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise AutopruneError("latency_device = 'cuda' but this machine has no CUDA device; use 'cpu' or run "
-                             "`autoprune latency-table` on the target and give latency_table")
+        raise AutopruneError(
+            "latency_device = 'cuda' but this machine has no CUDA device; use 'cpu' or run "
+            "`autoprune latency-table` on the target and give latency_table"
+        )
     return torch.device(name)
 
 
@@ -122,19 +131,29 @@ def time_model(model: nn.Module, timing_input: torch.Tensor, device: str, min_ru
     """Milliseconds of a forward pass of a copy of ``model`` on ``device``: the fastest of the timed
     blocks, which other processes on a shared machine disturb least."""
     target = timing_device(device)
-    return latency_ms(copy.deepcopy(model).to(target), move_to(timing_input, target), min_run_time=min_run_time,
-                      statistic="min")
+    return latency_ms(
+        copy.deepcopy(model).to(target), move_to(timing_input, target), min_run_time=min_run_time, statistic="min"
+    )
 
 
-def measure_table(baseline: nn.Module, example: torch.Tensor, timing_input: torch.Tensor, groups: list[str],
-                  rate_max: float, device: str, round_to: int = 1) -> LatencyTable:
+def measure_table(
+    baseline: nn.Module,
+    example: torch.Tensor,
+    timing_input: torch.Tensor,
+    groups: list[str],
+    rate_max: float,
+    device: str,
+    round_to: int = 1,
+) -> LatencyTable:
     """Time the baseline, then the baseline with each group alone pruned at each table rate."""
     rates = [float(r) for r in np.linspace(0.0, rate_max, TABLE_POINTS)]
     plans = {("base", 0): {}}
     plans.update({(group, k): {group: rate} for group in groups for k, rate in enumerate(rates) if k})
     plans.update({("uniform", k): dict.fromkeys(groups, rate) for k, rate in enumerate(rates) if k})
-    models = {key: prune(copy.deepcopy(baseline), example, plan, round_to=round_to) if plan else baseline
-              for key, plan in plans.items()}
+    models = {
+        key: prune(copy.deepcopy(baseline), example, plan, round_to=round_to) if plan else baseline
+        for key, plan in plans.items()
+    }
     best = dict.fromkeys(models, math.inf)
     for _ in range(TABLE_ROUNDS):  # round robin, so a burst of load elsewhere does not skew one entry
         for key, model in models.items():
@@ -166,13 +185,23 @@ def check_table(record, evaluator) -> list[dict[str, Any]]:
     from .evaluation import apply_plan
 
     settings, table = evaluator.settings, evaluator.latency_table
-    rows = [{"trial": None, "predicted_ms": table.base_ms,
-             "measured_ms": time_model(evaluator.baseline, evaluator.timing_input, settings.latency_device)}]
+    rows = [
+        {
+            "trial": None,
+            "predicted_ms": table.base_ms,
+            "measured_ms": time_model(evaluator.baseline, evaluator.timing_input, settings.latency_device),
+        }
+    ]
     first = record.chosen_trial()
     trials = {t.number: t for t in [first, *record.pareto_trials()] if t is not None}
     for trial in list(trials.values())[:CHECKED_PLANS]:
         model = apply_plan(evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration)
         predicted = table.predict(effective_rates(record.plan(trial), evaluator.structure.sizes))
-        rows.append({"trial": trial.number, "predicted_ms": predicted,
-                     "measured_ms": time_model(model, evaluator.timing_input, settings.latency_device)})
+        rows.append(
+            {
+                "trial": trial.number,
+                "predicted_ms": predicted,
+                "measured_ms": time_model(model, evaluator.timing_input, settings.latency_device),
+            }
+        )
     return rows

@@ -37,8 +37,14 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ..checkpoint import atomic_save
-from ..engine import (group_layers, group_scores, prunable_groups, resolve_importance, resolve_weight_importance,
-                      weight_scores)
+from ..engine import (
+    group_layers,
+    group_scores,
+    prunable_groups,
+    resolve_importance,
+    resolve_weight_importance,
+    weight_scores,
+)
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..metrics import metric_direction
 from ..provenance import environment, fingerprint, provenance, split_sizes
@@ -127,7 +133,7 @@ def search(
             default: ``artifacts/`` beside an SQLite database. The baseline's weights
             are kept there unless they came from a checkpoint file
             (:func:`autoprune.load_checkpoint`), whose path is recorded instead.
-        progress: show Optuna's progress bar.
+        progress: show a progress bar (trials done, how many are feasible, the best reduction so far).
         finetune: the recipe that fine-tunes the finalists (``finalists`` setting).
         study_attrs: user attributes of your own, recorded when the study is created.
 
@@ -136,8 +142,8 @@ def search(
     sharing one storage stop together once the study holds ``trials`` completed trials.
     """
     settings = _settings(settings, overrides)
-    record, evaluator = open_search(model, data, settings, storage=storage, study_name=study_name,
-                                    artifacts=artifacts, study_attrs=study_attrs)
+    where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
+    record, evaluator = open_search(model, data, settings, **where)
     ranking = GlobalRanking(evaluator)
     prepare(record, evaluator, ranking)
     limits = record.rate_limits
@@ -162,16 +168,25 @@ def search(
     return result
 
 
-def open_search(model: nn.Module, data: Any, settings: SearchSettings, *,
-                storage: str | optuna.storages.BaseStorage | None = None, study_name: str | None = None,
-                artifacts: str | Path | None = None,
-                study_attrs: dict[str, Any] | None = None) -> tuple[StudyRecord, Evaluator]:
+def open_search(
+    model: nn.Module,
+    data: Any,
+    settings: SearchSettings,
+    *,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    artifacts: str | Path | None = None,
+    study_attrs: dict[str, Any] | None = None,
+) -> tuple[StudyRecord, Evaluator]:
     """The study's record (created, or checked and resumed) and the evaluator of its plans."""
     check_task(data, settings)
     check_importances(settings)
     record = StudyRecord(_open_study(settings, storage, study_name))
-    stored = None if record.is_new or record.latency_table is None else LatencyTable.from_dict(
-        record.latency_table, f"the latency table of study {record.name!r}")
+    stored = (
+        None
+        if record.is_new or record.latency_table is None
+        else LatencyTable.from_dict(record.latency_table, f"the latency table of study {record.name!r}")
+    )
     evaluator = Evaluator.build(model, data, settings, latency_table=stored)
     source = baseline_source(evaluator.baseline, data)
     if record.is_new:
@@ -190,8 +205,17 @@ def ensure_sensitivity(record: StudyRecord, evaluator: Evaluator) -> list[dict[s
     if record.sensitivity is None:
         settings = evaluator.settings
         rows = measure_sensitivity(evaluator)
-        record.write_sensitivity(rows, rate_limits(rows, evaluator.groups, settings.rate_min, settings.rate_max,
-                                                   settings.rate_step, settings.max_accuracy_drop))
+        record.write_sensitivity(
+            rows,
+            rate_limits(
+                rows,
+                evaluator.groups,
+                settings.rate_min,
+                settings.rate_max,
+                settings.rate_step,
+                settings.max_accuracy_drop,
+            ),
+        )
     return record.sensitivity
 
 
@@ -212,8 +236,10 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     limits, plans = record.rate_limits, []
     if "channel" not in settings.granularities:  # weights only: uniform sparsities, or N:M everywhere
         if "weight" in settings.granularities:
-            plans = [{"rates": {}, "methods": {}, "sparsity": dict.fromkeys(evaluator.groups, rate)}
-                     for rate in settings.uniform_starts]
+            plans = [
+                {"rates": {}, "methods": {}, "sparsity": dict.fromkeys(evaluator.groups, rate)}
+                for rate in settings.uniform_starts
+            ]
         else:
             plans = [{"rates": {}, "methods": {}, "nm": {"groups": list(evaluator.groups)}}]
     elif settings.scope != "global":
@@ -221,23 +247,39 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
         if uniform.get("rate"):
             plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
         if settings.warm_start == "sensitivity":
-            plans += warm_start_plans(record.sensitivity, evaluator.groups,
-                                      evaluator.base[record.size_objective_measure], record.size_objective_measure,
-                                      settings.max_accuracy_drop, settings.importances[0])
+            plans += warm_start_plans(
+                record.sensitivity,
+                evaluator.groups,
+                evaluator.base[record.size_objective_measure],
+                record.size_objective_measure,
+                settings.max_accuracy_drop,
+                settings.importances[0],
+            )
         elif settings.warm_start == "uniform":
             plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
     queued = [plan_params(plan, limits, settings) for plan in plans]
     if settings.scope != "local" and "channel" in settings.granularities:
-        queued.insert(0, {**global_params(record.references["global"].get("rate") or settings.rate_min, settings),
-                          **weight_params({}, list(limits), settings)})
+        queued.insert(
+            0,
+            {
+                **global_params(record.references["global"].get("rate") or settings.rate_min, settings),
+                **weight_params({}, list(limits), settings),
+            },
+        )
     with _quiet_optuna():  # a warm-start plan equal to another (rates clipped to the same range) is skipped quietly
         for params in queued:
             record.study.enqueue_trial(params, skip_if_exists=True)
     record.mark_warm_started()
 
 
-def preflight(model: nn.Module, data: Any, settings: SearchSettings, *,
-              storage: str | optuna.storages.BaseStorage, study_name: str | None) -> None:
+def preflight(
+    model: nn.Module,
+    data: Any,
+    settings: SearchSettings,
+    *,
+    storage: str | optuna.storages.BaseStorage,
+    study_name: str | None,
+) -> None:
     """The checks of :func:`search` that need no trained weights, to run before training a baseline.
 
     Every importance must be registered, and a study that exists already must have
@@ -263,19 +305,26 @@ def check_task(data: Any, settings: SearchSettings) -> None:
     if task.name == "classification":
         return
     needs_grads = [name for name in settings.importances if resolve_importance(name).needs_grads]
-    if {"weight", "nm"} & set(settings.granularities) and resolve_weight_importance(settings.weight_importance).needs_grads:
+    if {"weight", "nm"} & set(settings.granularities) and resolve_weight_importance(
+        settings.weight_importance
+    ).needs_grads:
         needs_grads.append(settings.weight_importance)
     robust = [m for m in (*settings.objectives, *settings.bounds) if m.startswith("robust_")]
-    for refused, what in ((needs_grads, "importances that need loss gradients"),
-                          (["recovery_steps"] if settings.recovery_steps else [], "recovery steps"),
-                          (robust, "the corruption metrics")):
+    for refused, what in (
+        (needs_grads, "importances that need loss gradients"),
+        (["recovery_steps"] if settings.recovery_steps else [], "recovery steps"),
+        (robust, "the corruption metrics"),
+    ):
         if refused:
-            raise AutopruneError(f"the dataset's task is {task.name!r}; {what} ({', '.join(map(repr, refused))}) "
-                                 "serve classification only")
+            raise AutopruneError(
+                f"the dataset's task is {task.name!r}; {what} ({', '.join(map(repr, refused))}) "
+                "serve classification only"
+            )
 
 
-def check_importances(settings: SearchSettings, model: nn.Module | None = None, example: Any = None,
-                      data: Any = None) -> None:
+def check_importances(
+    settings: SearchSettings, model: nn.Module | None = None, example: Any = None, data: Any = None
+) -> None:
     """An unknown importance, weight-importance or metric name fails here, before any work.
 
     Given a model (trained or not), each importance also scores every group once, so
@@ -314,8 +363,9 @@ def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -
     from .. import __version__
 
     model_notes, data_notes = provenance(model), provenance(data)
-    source: dict[str, Any] = {k: model_notes[k] for k in ("model", "model_params", "num_classes", "in_channels")
-                              if k in model_notes}
+    source: dict[str, Any] = {
+        k: model_notes[k] for k in ("model", "model_params", "num_classes", "in_channels") if k in model_notes
+    }
     source.update({k: data_notes[k] for k in ("dataset", "dataset_params") if k in data_notes})
     source["autoprune_version"] = __version__
     if with_weights:
@@ -341,13 +391,24 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
     with _quiet_optuna():
         sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
         directions = [metric_direction(o) for o in settings.objectives]
-        return optuna.create_study(study_name=study_name, storage=open_storage(storage, settings.heartbeat_interval),
-                                   directions=directions,
-                                   sampler=sampler, load_if_exists=True)
+        return optuna.create_study(
+            study_name=study_name,
+            storage=open_storage(storage, settings.heartbeat_interval),
+            directions=directions,
+            sampler=sampler,
+            load_if_exists=True,
+        )
 
 
-def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings, source: dict[str, Any],
-            artifact_dir: Path | None, study_attrs: dict[str, Any] | None, run: dict[str, Any]) -> None:
+def _create(
+    record: StudyRecord,
+    evaluator: Evaluator,
+    settings: SearchSettings,
+    source: dict[str, Any],
+    artifact_dir: Path | None,
+    study_attrs: dict[str, Any] | None,
+    run: dict[str, Any],
+) -> None:
     """Record a new study, keep its baseline's weights if no file holds them, enqueue its uniform starts."""
     if "baseline_weights" not in source and artifact_dir is not None:
         with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
@@ -355,9 +416,12 @@ def _create(record: StudyRecord, evaluator: Evaluator, settings: SearchSettings,
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
     score = evaluator.task.metric  # what "accuracy" holds; a task's score is recorded under its own name too
-    task = {"task": evaluator.task.name, "score": score,
-            "score_label": getattr(evaluator.task, "metric_label", score),
-            **({} if score == "accuracy" else {f"baseline_{score}": evaluator.base["accuracy"]})}
+    task = {
+        "task": evaluator.task.name,
+        "score": score,
+        "score_label": getattr(evaluator.task, "metric_label", score),
+        **({} if score == "accuracy" else {f"baseline_{score}": evaluator.base["accuracy"]}),
+    }
     record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})}, run=run)
 
 
@@ -391,8 +455,16 @@ def _run_trials(record: StudyRecord, objective, settings: SearchSettings, progre
             bar.close()
 
 
-def _optimize_until_done(record: StudyRecord, objective, settings: SearchSettings, full, failures, deadline,
-                         grace: float, bar: SearchProgress | None) -> None:
+def _optimize_until_done(
+    record: StudyRecord,
+    objective,
+    settings: SearchSettings,
+    full,
+    failures,
+    deadline,
+    grace: float,
+    bar: SearchProgress | None,
+) -> None:
     study, waiting_since = record.study, None
     callbacks = [full, failures] if bar is None else [full, failures, bar]
     while True:
@@ -412,11 +484,14 @@ def _optimize_until_done(record: StudyRecord, objective, settings: SearchSetting
         with _quiet_optuna(logging.ERROR), warnings.catch_warnings():  # failures are logged by _Failures
             warnings.filterwarnings("ignore", "Constraints have been set, but CmaEsSampler")  # documented
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=missing, timeout=left, catch=(PruningError, PluginError),
-                           callbacks=callbacks)
+            study.optimize(
+                objective, n_trials=missing, timeout=left, catch=(PruningError, PluginError), callbacks=callbacks
+            )
         if failures.in_a_row >= settings.max_failures:
-            raise AutopruneError(f"{failures.in_a_row} trials in a row failed, so the search stopped "
-                                 f"(search.max_failures); the last: {failures.last}")
+            raise AutopruneError(
+                f"{failures.in_a_row} trials in a row failed, so the search stopped "
+                f"(search.max_failures); the last: {failures.last}"
+            )
 
 
 def _skip_if_full(record: StudyRecord, trial: optuna.Trial, trials: int) -> None:

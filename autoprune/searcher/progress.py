@@ -23,8 +23,9 @@ def best_so_far(record: StudyRecord, feasible: list[FrozenTrial]) -> FrozenTrial
     """Of ``feasible`` trials, the one that cut the study's size measure most (the smaller drop of equals)."""
     measure = record.size_objective
     scored = [t for t in feasible if t.user_attrs.get(measure)]
-    return min(scored, key=lambda t: (t.user_attrs[measure], t.user_attrs.get("accuracy_drop", 0.0), t.number),
-               default=None)
+    return min(
+        scored, key=lambda t: (t.user_attrs[measure], t.user_attrs.get("accuracy_drop", 0.0), t.number), default=None
+    )
 
 
 def progress_summary(record: StudyRecord, feasible: list[FrozenTrial]) -> str:
@@ -36,8 +37,8 @@ def progress_summary(record: StudyRecord, feasible: list[FrozenTrial]) -> str:
     measure = record.size_objective
     shown = {"flops": "FLOPs", "nonzero_params": "nonzero params", "size_bytes": "bytes"}.get(measure, measure)
     drop = best.user_attrs.get("accuracy_drop", float("nan"))
-    return f"{text}, best {factor(record.baseline.get(measure), best.user_attrs[measure], measure)} {shown} " \
-           f"at {-drop:+.2f} pt"
+    reduction = factor(record.baseline.get(measure), best.user_attrs[measure], measure)
+    return f"{text}, best {reduction} {shown} at {-drop:+.2f} pt"
 
 
 class SearchProgress:
@@ -49,9 +50,15 @@ class SearchProgress:
         self.record = record
         done = record.completed()
         self.feasible = [t for t in done if record.is_feasible(t)]
-        self.bar = tqdm(total=total, initial=min(len(done), total), unit="trial", file=sys.stderr,
-                        dynamic_ncols=True, desc=record.name, bar_format="{desc}: {n_fmt}/{total_fmt} trials "
-                        "|{bar}| {postfix} [{elapsed}<{remaining}]")
+        self.bar = tqdm(
+            total=total,
+            initial=min(len(done), total),
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc=record.name,
+            bar_format="{desc}: {n_fmt}/{total_fmt} trials |{bar}| {postfix} [{elapsed}<{remaining}]",
+        )
         self.bar.set_postfix_str(progress_summary(record, self.feasible), refresh=True)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

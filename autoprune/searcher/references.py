@@ -30,11 +30,16 @@ KINDS = ("uniform", "global")
 
 
 def uniform_plan(groups: list[str], rate: float, method: str) -> Plan:
-    return {"rates": {g: rate for g in groups}, "methods": {g: method for g in groups}}
+    return {"rates": dict.fromkeys(groups, rate), "methods": dict.fromkeys(groups, method)}
 
 
-def global_plan(rate: float, scores: dict[str, torch.Tensor], sizes: dict[str, tuple[int, int]], method: str,
-                rate_cap: float | dict[str, float]) -> Plan:
+def global_plan(
+    rate: float,
+    scores: dict[str, torch.Tensor],
+    sizes: dict[str, tuple[int, int]],
+    method: str,
+    rate_cap: float | dict[str, float],
+) -> Plan:
     """Remove the lowest-ranked ``rate`` of all channels, ranked by mean-normalized importance.
 
     No group loses more than its cap (``rate_cap``: one for all, or one per group),
@@ -51,7 +56,7 @@ def global_plan(rate: float, scores: dict[str, torch.Tensor], sizes: dict[str, t
         units += [(float(v), name, cg) for v in normalized]
         total += channels
     removed = dict.fromkeys(sizes, 0)
-    cap = {n: min(int(math.floor(caps[n] * (c // cg) + 1e-9)), c // cg - 1) for n, (c, cg) in sizes.items()}
+    cap = {n: min(math.floor(caps[n] * (c // cg) + 1e-9), c // cg - 1) for n, (c, cg) in sizes.items()}
     target, taken = rate * total, 0
     for _, name, cg in sorted(units, key=lambda u: u[0]):
         if taken + cg / 2 > target:
@@ -60,11 +65,12 @@ def global_plan(rate: float, scores: dict[str, torch.Tensor], sizes: dict[str, t
             removed[name] += 1
             taken += cg
     rates = {n: removed[n] / (sizes[n][0] // sizes[n][1]) for n in sizes}
-    return {"rates": rates, "methods": {n: method for n in sizes}}
+    return {"rates": rates, "methods": dict.fromkeys(sizes, method)}
 
 
-def largest_feasible(evaluate: Callable[[float], dict[str, float]], high: float, max_drop: float,
-                     steps: int = BISECTION_STEPS) -> dict[str, Any]:
+def largest_feasible(
+    evaluate: Callable[[float], dict[str, float]], high: float, max_drop: float, steps: int = BISECTION_STEPS
+) -> dict[str, Any]:
     """Bisect for the largest rate in [0, ``high``] whose plan stays within ``max_drop``.
 
     Returns the rate and its metrics (``rate`` None when not even rate 0 fits) and
@@ -77,7 +83,10 @@ def largest_feasible(evaluate: Callable[[float], dict[str, float]], high: float,
         count += 1
         try:
             return evaluate(rate)
-        except (PruningError, PluginError):  # a plan the model (or a plugin) cannot take is no better than one over the budget
+        except (
+            PruningError,
+            PluginError,
+        ):  # a plan the model (or a plugin) cannot take is no better than one over the budget
             return {"accuracy_drop": math.inf}
 
     best: dict[str, Any] | None = None
@@ -108,8 +117,13 @@ class GlobalRanking:
     def plan(self, rate: float, method: str, rate_cap: float | dict[str, float]) -> Plan:
         """:func:`global_plan` of the study's baseline under importance ``method``."""
         evaluator = self.evaluator
-        scores = group_scores(evaluator.baseline, evaluator.example, method,
-                              calibration=evaluator.calibration[:GRADIENT_BATCHES], scores=evaluator.scores)
+        scores = group_scores(
+            evaluator.baseline,
+            evaluator.example,
+            method,
+            calibration=evaluator.calibration[:GRADIENT_BATCHES],
+            scores=evaluator.scores,
+        )
         searched = set(evaluator.groups)  # search.prune_only leaves the other groups whole
         sizes = {g: n for g, n in evaluator.structure.sizes.items() if g in searched}
         return global_plan(rate, scores, sizes, method, rate_cap)
@@ -127,8 +141,9 @@ def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) 
     keep = ("rate", "accuracy", "accuracy_drop", "flops", "params", "latency", "evaluations")
     found = {}
     for kind in KINDS:
-        result = largest_feasible(lambda r, k=kind: evaluator.evaluate(plans[k](r)), settings.rate_max,
-                                  settings.max_accuracy_drop)
+        result = largest_feasible(
+            lambda r, k=kind: evaluator.evaluate(plans[k](r)), settings.rate_max, settings.max_accuracy_drop
+        )
         found[kind] = {"importance": method, **{k: v for k, v in result.items() if k in keep}}
         if result["rate"] is not None:
             found[kind]["plan"] = plans[kind](result["rate"])["rates"]

@@ -26,14 +26,15 @@ def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.B
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              n_startup_trials=startup_trials)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials)
         if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials,
-                                             warn_independent_sampling=False)
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=startup_trials, warn_independent_sampling=False
+            )
         if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup_trials,
-                                                warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, n_startup_trials=startup_trials, warn_independent_sampling=False
+            )
         if name == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(10, startup_trials))
         if name == "random":

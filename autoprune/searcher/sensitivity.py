@@ -39,7 +39,7 @@ def curve_rates(rate_min: float, rate_max: float, rate_step: float) -> list[floa
     """The rates a curve is measured at: the grid, thinned to steps of at least ``SENSITIVITY_STEP``."""
     grid = [r for r in rate_grid(rate_min, rate_max, rate_step) if r > 0]
     every = max(1, math.ceil(SENSITIVITY_STEP / rate_step - 1e-9))
-    picked = grid[every - 1::every]
+    picked = grid[every - 1 :: every]
     if grid and picked[-1:] != grid[-1:]:
         picked.append(grid[-1])
     return picked
@@ -59,15 +59,21 @@ def measure_sensitivity(evaluator: Evaluator) -> list[dict[str, Any]]:
             except (PruningError, PluginError) as exc:  # the curve ends where pruning fails
                 rows.append({"group": group, "rate": rate, "failed": f"{type(exc).__name__}: {exc}"})
                 break
-            rows.append({"group": group, "rate": rate, **{k: metrics[k] for k in
-                                                           ("accuracy_drop", "flops", "params", "evaluated")}})
+            rows.append(
+                {
+                    "group": group,
+                    "rate": rate,
+                    **{k: metrics[k] for k in ("accuracy_drop", "flops", "params", "evaluated")},
+                }
+            )
             if metrics["accuracy_drop"] > budget.max_drop:
                 break
     return rows
 
 
-def rate_limits(rows: list[dict[str, Any]], groups: list[str], rate_min: float, rate_max: float, rate_step: float,
-                max_drop: float) -> dict[str, float]:
+def rate_limits(
+    rows: list[dict[str, Any]], groups: list[str], rate_min: float, rate_max: float, rate_step: float, max_drop: float
+) -> dict[str, float]:
     """Each group's largest grid rate below the first measured rate whose drop passes the curve's limit."""
     grid = rate_grid(rate_min, rate_max, rate_step)
     limits = {}
@@ -81,8 +87,9 @@ def rate_limits(rows: list[dict[str, Any]], groups: list[str], rate_min: float, 
     return limits
 
 
-def warm_start_plans(rows: list[dict[str, Any]], groups: list[str], base_size: float, measure: str,
-                     max_drop: float, method: str) -> list[Plan]:
+def warm_start_plans(
+    rows: list[dict[str, Any]], groups: list[str], base_size: float, measure: str, max_drop: float, method: str
+) -> list[Plan]:
     """Plans that spend each share of the budget on the curves where it saves the most ``measure``."""
     options: dict[str, list[tuple[float, float, float]]] = {g: [(0.0, 0.0, 0.0)] for g in groups}
     for row in rows:
@@ -94,7 +101,7 @@ def warm_start_plans(rows: list[dict[str, Any]], groups: list[str], base_size: f
         key = tuple(sorted(rates.items()))
         if any(rates.values()) and key not in seen:
             seen.add(key)
-            plans.append({"rates": rates, "methods": {g: method for g in groups}})
+            plans.append({"rates": rates, "methods": dict.fromkeys(groups, method)})
     return plans
 
 
@@ -106,7 +113,7 @@ def _beyond(row: dict[str, Any], max_drop: float) -> bool:
 def _knapsack(options: dict[str, list[tuple[float, float, float]]], allowance: float) -> dict[str, float]:
     """One option per group maximizing the total saving with the total drop within ``allowance``."""
     if allowance <= 0:
-        return {g: 0.0 for g in options}
+        return dict.fromkeys(options, 0.0)
     unit = allowance / UNITS
     best: dict[int, tuple[float, dict[str, float]]] = {0: (0.0, {})}
     for group, choices in options.items():

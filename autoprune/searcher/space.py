@@ -21,19 +21,29 @@ from typing import Any
 
 import optuna
 
-from ..results.record import (GLOBAL_MAX_RATE, GLOBAL_METHOD, GLOBAL_RATE, PLAN_ATTR, SCOPE_PARAM, STEPS_PARAM,
-                              Plan, method_param, nm_param, rate_param, sparsity_param)
+from ..results.record import (
+    GLOBAL_MAX_RATE,
+    GLOBAL_METHOD,
+    GLOBAL_RATE,
+    PLAN_ATTR,
+    SCOPE_PARAM,
+    STEPS_PARAM,
+    Plan,
+    method_param,
+    nm_param,
+    rate_param,
+    sparsity_param,
+)
 from ..settings import SearchSettings
 
 
 def rate_grid(rate_min: float, rate_max: float, step: float) -> list[float]:
     """The rates a group can take: ``rate_min`` up to ``rate_max`` in steps of ``step``."""
-    n = int(math.floor((rate_max - rate_min) / step + 1e-9))
+    n = math.floor((rate_max - rate_min) / step + 1e-9)
     return [round(rate_min + k * step, 10) for k in range(n + 1)]
 
 
-def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings,
-                 ranking: Any = None) -> Plan:
+def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings, ranking: Any = None) -> Plan:
     """Ask the sampler for a plan in the study's scope.
 
     Local: a rate (up to the group's limit, on the grid) and a method per group.
@@ -43,8 +53,9 @@ def suggest_plan(trial: optuna.Trial, limits: dict[str, float], settings: Search
     scope = settings.scope
     if scope == "both":
         scope = trial.suggest_categorical(SCOPE_PARAM, ("local", "global"))
-    steps = (trial.suggest_categorical(STEPS_PARAM, settings.steps) if isinstance(settings.steps, tuple)
-             else settings.steps)
+    steps = (
+        trial.suggest_categorical(STEPS_PARAM, settings.steps) if isinstance(settings.steps, tuple) else settings.steps
+    )
     if "channel" not in settings.granularities:
         plan = {"rates": dict.fromkeys(limits, 0.0), "methods": dict.fromkeys(limits, settings.importances[0])}
     elif scope == "global":
@@ -59,8 +70,10 @@ def _suggest_weights(trial: optuna.Trial, limits: dict[str, float], settings: Se
     """The weight-level part of a plan: a sparsity per group, or which groups take the N:M pattern."""
     part: dict[str, Any] = {}
     if "weight" in settings.granularities:
-        sparsity = {g: trial.suggest_float(sparsity_param(g), 0.0, settings.sparsity_max, step=settings.rate_step)
-                    for g in limits}
+        sparsity = {
+            g: trial.suggest_float(sparsity_param(g), 0.0, settings.sparsity_max, step=settings.rate_step)
+            for g in limits
+        }
         if any(sparsity.values()):
             part["sparsity"] = {g: s for g, s in sparsity.items() if s > 0}
     if "nm" in settings.granularities:
@@ -84,20 +97,24 @@ def with_schedule(plan: Plan, steps: int, recovery_steps: int) -> Plan:
 
 def _suggest_local(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings) -> Plan:
     groups = list(limits)
-    rates = {g: trial.suggest_float(rate_param(g), settings.rate_min, limits[g], step=settings.rate_step)
-             for g in groups}
+    rates = {
+        g: trial.suggest_float(rate_param(g), settings.rate_min, limits[g], step=settings.rate_step) for g in groups
+    }
     if len(settings.importances) > 1:
         methods = {g: trial.suggest_categorical(method_param(g), settings.importances) for g in groups}
     else:
-        methods = {g: settings.importances[0] for g in groups}
+        methods = dict.fromkeys(groups, settings.importances[0])
     return {"rates": rates, "methods": methods}
 
 
 def _suggest_global(trial: optuna.Trial, limits: dict[str, float], settings: SearchSettings, ranking: Any) -> Plan:
     rate = trial.suggest_float(GLOBAL_RATE, settings.rate_min, settings.rate_max, step=settings.rate_step)
     cap = trial.suggest_float(GLOBAL_MAX_RATE, _cap_min(settings), settings.rate_max, step=settings.rate_step)
-    method = (trial.suggest_categorical(GLOBAL_METHOD, settings.importances) if len(settings.importances) > 1
-              else settings.importances[0])
+    method = (
+        trial.suggest_categorical(GLOBAL_METHOD, settings.importances)
+        if len(settings.importances) > 1
+        else settings.importances[0]
+    )
     plan = ranking.plan(rate, method, {g: min(cap, limit) for g, limit in limits.items()})
     trial.set_user_attr(PLAN_ATTR, plan)
     return plan
@@ -160,4 +177,4 @@ def plan_params(plan: Plan, limits: dict[str, float], settings: SearchSettings) 
 def uniform_params(rate: float, limits: dict[str, float], settings: SearchSettings) -> dict[str, Any]:
     """The parameters of a uniform plan (``rate`` in every group, rounded down to the grid, the first importance)."""
     groups = list(limits)
-    return plan_params({"rates": {g: rate for g in groups}, "methods": {}}, limits, settings)
+    return plan_params({"rates": dict.fromkeys(groups, rate), "methods": {}}, limits, settings)
