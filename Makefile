@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test demo bench bench-driving clean
+.PHONY: install lint test demo bench bench-driving bench-timm clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ bench: install
 # as a user runs them, with their exports; their figures go into docs/benchmarks.md.
 bench-driving: install
 	$(BIN)/python benchmarks/bench_driving.py --doc docs/benchmarks.md
+
+# One timm model per family pruned at rate 0.3 and checked; the pass rate and every failure
+# with its reason go into docs/pruning.md.
+bench-timm: install
+	$(BIN)/python benchmarks/prune_timm.py --doc docs/pruning.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

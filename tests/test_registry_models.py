@@ -11,7 +11,7 @@ from torch.utils.data import Subset
 
 import autoprune
 
-OWN_MODELS = [n for n in autoprune.list_models(task="classification") if not n.startswith("torchvision/")]
+OWN_MODELS = [n for n in autoprune.list_models(task="classification") if not n.startswith(("torchvision/", "timm/"))]
 
 # One member of each torchvision family named in the project's goals, at a small input size.
 TORCHVISION = {

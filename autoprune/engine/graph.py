@@ -238,7 +238,8 @@ def _parameter_rows(dg, dep):
     out = dg.is_out_channel_pruning_fn(fn)
     if isinstance(module, nn.Parameter):
         dim = dep.target.pruning_dim
-        return module, (lambda t, d=dim: t.movedim(d, 0)), "out"
+        # one row per channel, also for a 1-D parameter (ConvNeXt's layer scale, a LayerNorm2d weight)
+        return module, (lambda t, d=dim: t.movedim(d, 0).reshape(t.shape[d], -1)), "out"
     if isinstance(module, ops.TORCH_CONV):
         w = module.weight
         if _is_depthwise(module):
