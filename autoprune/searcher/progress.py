@@ -57,7 +57,7 @@ class SearchProgress:
             file=sys.stderr,
             dynamic_ncols=True,
             desc=record.name,
-            bar_format="{desc}: {n_fmt}/{total_fmt} trials |{bar}| {postfix} [{elapsed}<{remaining}]",
+            bar_format="{desc}: {n_fmt}/{total_fmt} trials{postfix} |{bar}| [{elapsed}<{remaining}]",  # ", 12 feasible, ..."
         )
         self.bar.set_postfix_str(progress_summary(record, self.feasible), refresh=True)
 
