@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
+import autoprune
 from autoprune.baseline import build_model, load_or_train
 from autoprune.provenance import environment
 from autoprune.settings import StudyFile, load_study_file
@@ -67,3 +69,39 @@ def measured_with() -> dict[str, str]:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def survey(name: str, input_shape: tuple[int, ...], rate: float) -> dict:
+    """Build registered model ``name`` (random weights), prune it at ``rate`` in every group and check it.
+
+    ``{"model", "params", "pruned_params", "flops_reduction", "same_shape", "unprunable",
+    "ok", "seconds"}``, with ``"reason"`` when it is not ok (an exception's type and
+    message, or which check failed).
+    """
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    row: dict[str, Any] = {"model": name}
+    try:
+        model = autoprune.create_model(name, num_classes=1000).eval()
+        x = torch.randn(*input_shape)
+        before = autoprune.measure(model, x)
+        with torch.no_grad():
+            shape = model(x).shape
+        row["unprunable"] = len(autoprune.unprunable_groups(model, x))
+        autoprune.prune(model, x, rate)
+        after = autoprune.measure(model, x)
+        with torch.no_grad():
+            same = model(x).shape == shape
+        row.update(
+            params=before["params"],
+            pruned_params=after["params"],
+            flops_reduction=before["flops"] / max(after["flops"], 1),
+            same_shape=same,
+            ok=same and after["params"] < before["params"],
+        )
+        if not row["ok"]:
+            row["reason"] = "the output shape changed" if not same else "no parameter was removed"
+    except Exception as exc:  # noqa: BLE001 - report and go on: this is a survey
+        row.update(ok=False, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}")
+    row["seconds"] = time.perf_counter() - started
+    return row

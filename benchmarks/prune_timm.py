@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 
-import torch
-from common import measured_with
+from common import measured_with, survey
 
-import autoprune
 from autoprune.files import atomic_write_text
 from autoprune_plugins.models_timm import input_size
 
@@ -68,37 +65,6 @@ FAMILIES = {
 }
 
 
-def survey(name: str, rate: float) -> dict:
-    """Build, prune and check ``timm/<name>``; the measurements, or the failure's reason."""
-    torch.manual_seed(0)
-    started = time.perf_counter()
-    row = {"model": name}
-    try:
-        model = autoprune.create_model(f"timm/{name}", num_classes=1000).eval()
-        x = torch.randn(1, *input_size(name))
-        before = autoprune.measure(model, x)
-        with torch.no_grad():
-            shape = model(x).shape
-        row["unprunable"] = len(autoprune.unprunable_groups(model, x))
-        autoprune.prune(model, x, rate)
-        after = autoprune.measure(model, x)
-        with torch.no_grad():
-            same = model(x).shape == shape
-        row.update(
-            params=before["params"],
-            pruned_params=after["params"],
-            flops_reduction=before["flops"] / max(after["flops"], 1),
-            same_shape=same,
-            ok=same and after["params"] < before["params"],
-        )
-        if not row["ok"]:
-            row["reason"] = "the output shape changed" if not same else "no parameter was removed"
-    except Exception as exc:  # noqa: BLE001 - report and go on: this is a survey
-        row.update(ok=False, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}")
-    row["seconds"] = time.perf_counter() - started
-    return row
-
-
 def render(rows: list[dict], families: dict[str, str], rate: float, command: str) -> str:
     passed = sum(r["ok"] for r in rows)
     family = {model: fam for fam, model in families.items()}
@@ -124,8 +90,9 @@ def render(rows: list[dict], families: dict[str, str], rate: float, command: str
                 f"{r['seconds']:.1f} |"
             )
     failed = [r for r in rows if not r["ok"]]
-    lines += ["", "Failures, each with its reason:" if failed else "No model failed.", ""]
-    lines += [f"- {family.get(r['model'], '')} `timm/{r['model']}`: {r['reason']}" for r in failed]
+    lines += ["", "Failures, each with its reason:" if failed else "No model failed."]
+    if failed:
+        lines += ["", *(f"- {family.get(r['model'], '')} `timm/{r['model']}`: {r['reason']}" for r in failed)]
     measured = measured_with()
     lines += [
         "",
@@ -148,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     families = {name: name for name in args.names} if args.names else FAMILIES
     rows = []
     for name in families.values():
-        row = survey(name, args.rate)
+        row = survey(f"timm/{name}", (1, *input_size(name)), args.rate)
+        row["model"] = name
         rows.append(row)
         verdict = "ok" if row["ok"] else f"FAILED {row['reason']}"
         print(f"{name:34} {row['seconds']:6.1f}s {verdict}", flush=True)
     print(f"{sum(r['ok'] for r in rows)} of {len(rows)} pruned with the output shape unchanged")
     if args.doc:
-        command = "python benchmarks/prune_timm.py" + (f" --rate {args.rate}" if args.rate != 0.3 else "")
+        command = " ".join(
+            ["python benchmarks/prune_timm.py", *args.names, *(["--rate", str(args.rate)] if args.rate != 0.3 else [])]
+        )
         section = render(rows, families, args.rate, command)
         path = Path(args.doc)
         old = path.read_text() if path.exists() else ""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
-import time
 
 import torch
+from common import survey
 
 import autoprune
 
@@ -64,29 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':34} {'params':>9} {'pruned':>9} {'ratio':>6} {'flops x':>7} {'shape':>6} {'skipped':>7} {'s':>5}")
     for name in names:
         size = 299 if "inception" in name else args.size
-        x = torch.randn(1, 3, size, size)
-        t0 = time.perf_counter()
-        try:
-            model = autoprune.create_model(name, num_classes=1000).eval()
-            before = autoprune.measure(model, x)
-            with torch.no_grad():
-                shape = model(x).shape
-            skipped = autoprune.unprunable_groups(model, x)
-            autoprune.prune(model, x, args.rate)
-            after = autoprune.measure(model, x)
-            with torch.no_grad():
-                same = model(x).shape == shape
-            ok = same and after["params"] < before["params"]
-            failures += not ok
-            print(
-                f"{name:34} {before['params'] / 1e6:8.2f}M {after['params'] / 1e6:8.2f}M "
-                f"{after['params'] / before['params']:6.2f} {before['flops'] / max(after['flops'], 1):7.2f} "
-                f"{'same' if same else 'DIFF':>6} {len(skipped):7d} {time.perf_counter() - t0:5.1f}",
-                flush=True,
-            )
-        except Exception as exc:  # noqa: BLE001 - report and go on: this is a survey
-            failures += 1
-            print(f"{name:34} FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        row = survey(name, (1, 3, size, size), args.rate)
+        failures += not row["ok"]
+        if "params" not in row:
+            print(f"{name:34} FAILED {row['reason'][:200]}", flush=True)
+            continue
+        print(
+            f"{name:34} {row['params'] / 1e6:8.2f}M {row['pruned_params'] / 1e6:8.2f}M "
+            f"{row['pruned_params'] / row['params']:6.2f} {row['flops_reduction']:7.2f} "
+            f"{'same' if row['same_shape'] else 'DIFF':>6} {row['unprunable']:7d} {row['seconds']:5.1f}",
+            flush=True,
+        )
     print(f"{len(names) - failures} of {len(names)} pruned with the output shape unchanged")
     return 1 if failures else 0
 
