@@ -26,12 +26,18 @@ for _name in registered("weight_importance"):
 for _name in registered("metric"):
     globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})
 
-for _name in [n for n in registered("model") if not n.startswith("torchvision/") and n != "small_detector"]:
+# torchvision's and timm's hundreds of models: one representative each below (and tests/test_timm.py)
+for _name in [n for n in registered("model") if not n.startswith(("torchvision/", "timm/")) and n != "small_detector"]:
     globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
 
 
 class TestModel_torchvision_resnet18(ModelConformance):
     model = "torchvision/resnet18"
+    input_size = (32, 32)
+
+
+class TestModel_timm_mobilenetv3_small_100(ModelConformance):
+    model = "timm/mobilenetv3_small_100"
     input_size = (32, 32)
 
 
