@@ -13,8 +13,11 @@ kept). ``make bench-timm`` runs it.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from common import measured_with, survey
@@ -65,7 +68,30 @@ FAMILIES = {
 }
 
 
-def render(rows: list[dict], families: dict[str, str], rate: float, command: str) -> str:
+def _survey_apart(name: str, rate: float, limit: int) -> dict:
+    """:func:`common.survey` of ``timm/<name>`` in a child process, stopped after ``limit`` seconds (a model
+    can hang inside one call, where no signal reaches Python)."""
+    started = time.perf_counter()
+    command = [sys.executable, __file__, "--one", name, "--rate", str(rate)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "ok": False, "reason": f"still pruning after {limit} s (stopped)", "seconds": limit}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {
+            "model": name,
+            "ok": False,
+            "reason": f"the process failed: {last[:240]}",
+            "seconds": time.perf_counter() - started,
+        }
+    row = json.loads(lines[-1])
+    row["model"] = name
+    return row
+
+
+def render(rows: list[dict], families: dict[str, str], rate: float, limit: int, command: str) -> str:
     passed = sum(r["ok"] for r in rows)
     family = {model: fam for fam, model in families.items()}
     lines = [
@@ -75,7 +101,7 @@ def render(rows: list[dict], families: dict[str, str], rate: float, command: str
         "",
         f"Measured with `{command}` (uniform rate {rate}, random weights, each model at the input size it",
         "was designed for): one model per family, pruned by `autoprune.prune`, then checked to give the same",
-        "output shape with fewer parameters.",
+        f"output shape with fewer parameters. A model still being pruned after {limit} s counts as failed.",
         "",
         f"**{passed} of {len(rows)} pass.**",
         "",
@@ -110,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="timm model names (default: one per family)")
     parser.add_argument("--rate", type=float, default=0.3)
+    parser.add_argument("--limit", type=int, default=120, help="seconds a model may take before it counts as failed")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--doc", help="write the table into this Markdown file (docs/pruning.md)")
     args = parser.parse_args(argv)
     families = {name: name for name in args.names} if args.names else FAMILIES
     rows = []
+    if args.one:  # the child process of one model: its row as JSON
+        print(json.dumps(survey(f"timm/{args.one}", (1, *input_size(args.one)), args.rate)))
+        return 0
     for name in families.values():
-        row = survey(f"timm/{name}", (1, *input_size(name)), args.rate)
-        row["model"] = name
+        row = _survey_apart(name, args.rate, args.limit)
         rows.append(row)
         verdict = "ok" if row["ok"] else f"FAILED {row['reason']}"
         print(f"{name:34} {row['seconds']:6.1f}s {verdict}", flush=True)
@@ -125,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(
             ["python benchmarks/prune_timm.py", *args.names, *(["--rate", str(args.rate)] if args.rate != 0.3 else [])]
         )
-        section = render(rows, families, args.rate, command)
+        section = render(rows, families, args.rate, args.limit, command)
         path = Path(args.doc)
         old = path.read_text() if path.exists() else ""
         marked = re.compile(r"<!-- timm: .*?-->.*?<!-- /timm -->", re.DOTALL)
