@@ -64,7 +64,7 @@ def test_warm_up_rises_linearly_to_the_learning_rate_then_the_cosine_decays_it_t
         optimizer.step()
         schedule.step()
     assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])  # 4 warm-up steps, then the full rate
-    assert all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] < 0.01
+    assert all(a > b for a, b in itertools.pairwise(rates[4:])) and rates[-1] < 0.01
     plain, _ = _optimizer(model, TrainSettings(lr=0.1), total_steps=12)
     assert plain.param_groups[0]["lr"] == pytest.approx(0.1) and isinstance(plain, torch.optim.SGD)
     adamw, _ = _optimizer(model, TrainSettings(lr=0.1, optimizer="adamw"), total_steps=12)
