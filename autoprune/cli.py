@@ -20,6 +20,7 @@ from . import plugins
 from .errors import AutopruneError, SearchInterrupted
 from .files import atomic_write_text
 from .settings import FINETUNE
+from .storage import folder_storage
 
 KINDS = ("importance", "model", "dataset", "weight_importance", "metric", "task")
 
@@ -69,7 +70,7 @@ def _study_baseline(args: argparse.Namespace):
         settings=study_file.settings.replace(**overrides),
         **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v},
     )
-    storage = study_file.storage or f"sqlite:///{(study_file.out_dir / 'study.db').resolve()}"
+    storage = study_file.storage or folder_storage(study_file.out_dir)
     _check_folder(study_file.out_dir, study_file.name, storage, force=args.force)
     study_file.out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives there
     data = create_dataset(study_file.dataset, **study_file.dataset_params)

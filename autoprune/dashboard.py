@@ -19,20 +19,10 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import AutopruneError
-from .storage import open_storage
+from .storage import existing_storage, open_storage
 
 #: Where the dashboard listens unless told otherwise: this machine only.
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8080
-
-
-def study_storage(out_dir: str | Path, storage: str | None = None) -> str:
-    """The storage URL of a search's output folder (its ``study.db``), or ``storage`` when given."""
-    if storage is not None:
-        return storage
-    db = Path(out_dir) / "study.db"
-    if not db.is_file():
-        raise AutopruneError(f"{db} does not exist; give the storage URL of a study stored elsewhere (--storage)")
-    return f"sqlite:///{db.resolve()}"
 
 
 def dashboard_server(
@@ -46,7 +36,7 @@ def dashboard_server(
         raise AutopruneError(
             "optuna-dashboard is not installed; install it with pip install 'autoprune[dashboard]'"
         ) from None
-    url = study_storage(out_dir, storage)
+    url = existing_storage(out_dir, storage)
     artifacts = Path(out_dir) / "artifacts"
     store = None
     if artifacts.is_dir():

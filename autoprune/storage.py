@@ -102,14 +102,42 @@ def storage_file(storage: str | BaseStorage | None) -> Path | None:
     return None
 
 
+def folder_storage(out_dir: str | Path) -> str:
+    """The URL of the database a search keeps in its output folder: ``sqlite:////abs/OUT_DIR/study.db``."""
+    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+
+
+def existing_storage(out_dir: str | Path | None, storage: str | None = None) -> str:
+    """``storage`` when given, else the database of output folder ``out_dir``, which must exist."""
+    if storage is not None:
+        return storage
+    if out_dir is None:
+        raise AutopruneError("give the search's output folder or a storage URL")
+    db = Path(out_dir) / "study.db"
+    if not db.is_file():
+        raise AutopruneError(f"{db} does not exist; give the storage URL of a study stored elsewhere (--storage)")
+    return folder_storage(out_dir)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages and commands show it: a database URL with its password hidden."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:  # not a database URL (a journal file): nothing to hide
+        return url
+
+
 def _rdb_storage(url: str, heartbeat_interval: int, grace: int, retry) -> optuna.storages.RDBStorage:
     import sqlalchemy
     from sqlalchemy import event
 
     try:
-        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise AutopruneError(f"storage {url!r} is not a storage URL; valid forms: {URL_FORMS}") from None
+    shown = shown_url(url)
     sqlite = url.startswith("sqlite:")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}} if sqlite else None
     try:

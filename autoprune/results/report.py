@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..files import atomic_savefig, atomic_to_csv, atomic_write_text
 from ..metrics import metric_direction
+from ..storage import folder_storage, shown_url
 from .figures import (
     plot_finalists,
     plot_history,
@@ -187,22 +188,9 @@ def export_command(record: StudyRecord, trial: int, out_dir: str | Path, storage
         "-o",
         str(out_dir / f"trial-{trial}.onnx"),
     ]
-    if (
-        storage is not None
-        and storage != f"sqlite:///{(out_dir / 'study.db').resolve()}"
-        and storage != f"sqlite:///{out_dir / 'study.db'}"
-    ):
-        words += ["--storage", _hide_password(storage), "--study", record.name]
+    if storage is not None and storage not in (folder_storage(out_dir), f"sqlite:///{out_dir / 'study.db'}"):
+        words += ["--storage", shown_url(storage), "--study", record.name]
     return " ".join(shlex.quote(w) for w in words)
-
-
-def _hide_password(url: str) -> str:
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:  # not a database URL (a journal file): nothing to hide
-        return url
 
 
 def _median_error(check: list[dict]) -> float:

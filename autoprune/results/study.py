@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import AutopruneError
 from ..settings import FINETUNE
+from ..storage import existing_storage
 from ..training import train
 from ..zoo import dataset_task
 from .export import check_inputs, measure_model, save
@@ -36,13 +37,7 @@ class Study:
     @classmethod
     def load(cls, out_dir: str | Path | None = None, *, storage: str | None = None, name: str | None = None) -> Study:
         """Open the study of an output folder (its ``study.db``) or of any Optuna storage."""
-        if storage is None:
-            if out_dir is None:
-                raise AutopruneError("give the search's output folder or a storage URL")
-            db = Path(out_dir) / "study.db"
-            if not db.is_file():
-                raise AutopruneError(f"{db} does not exist; give the storage URL of a study stored elsewhere")
-            storage = f"sqlite:///{db.resolve()}"
+        storage = existing_storage(out_dir, storage)
         return cls(open_study(storage, name).study, out_dir, storage)
 
     def trials(self) -> pd.DataFrame:
