@@ -193,7 +193,6 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     """Print the search's outcome, write the report, save the chosen model and its plan."""
-    import json
 
     from .engine import input_shape
     from .results import save_model, write_report
@@ -259,11 +258,11 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     save_model(
         result.best_model,
         out / "best.pt",
-        metadata={"study": record.name, "trial": best.number, **plan},
+        metadata={"study": record.name, "trial": best.number, **plan.to_dict()},
         input_shape=tuple(input_shape(result.example_inputs)[1]),
     )
     plan_path = out / "best_plan.json"
-    atomic_write_text(plan_path, json.dumps({"trial": best.number, **plan}, indent=2) + "\n")
+    atomic_write_text(plan_path, plan.to_json(trial=best.number))
     print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
     print(f"  report              {report}")
     return 0

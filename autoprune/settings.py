@@ -495,6 +495,11 @@ class SearchSettings(_Validated):
     def multi_objective(self) -> bool:
         return not isinstance(self.objective, str)
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of setting ``name``, as declared (the one place it is written)."""
+        return cls.__dataclass_fields__[name].default
+
     @staticmethod
     def is_resumable(name: str) -> bool:
         """Whether a resumed study may run with another value of setting ``name``."""

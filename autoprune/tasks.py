@@ -48,11 +48,17 @@ class Task:
     #: forward pass; ``"script"`` compiles its code, for models whose outputs' shapes depend on
     #: the data (a detector's score threshold and non-maximum suppression), which a trace would freeze.
     torchscript = "trace"
+    #: Whether the score is the percentage of samples predicted right (top-1 accuracy), so a count
+    #: that stops early bounds it exactly; a task that scores otherwise is scored on the whole split.
+    #: A subclass that overrides :meth:`scores` is not countable unless it says so.
+    countable = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "metric" in cls.__dict__ and "metric_label" not in cls.__dict__:  # a new score, not its parent's label
             cls.metric_label = f"{cls.metric}, points"
+        if "scores" in cls.__dict__ and "countable" not in cls.__dict__:
+            cls.countable = False
 
     def __init__(self, num_classes: int) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -75,22 +81,24 @@ class Task:
         """The model inputs an export is checked on, from a few validation samples: one batch of them."""
         return [torch.stack(list(sample_inputs))]
 
-    @property
-    def countable(self) -> bool:
-        """Whether the score is the percentage of samples predicted right (top-1 accuracy), so a count
-        that stops early bounds it exactly; a task that scores otherwise is scored on the whole split."""
-        return type(self).scores is Task.scores
-
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         """The model's predictions for a batch, in eval mode."""
         return call_model(model, inputs)
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         """The training loss of a batch (the model is in the mode the caller set)."""
-        return F.cross_entropy(_logits(call_model(model, inputs)), targets)
+        return F.cross_entropy(_logits(call_model(model, inputs)), targets.to(_device(model)))
+
+    def gradient_loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        """The loss whose gradients rank channels and weights (Taylor, SNIP, a plugin's ``needs_grads``
+        importance): :meth:`loss` with the model in eval mode, so BatchNorm statistics stay as they are.
+        The caller restores the model's mode."""
+        model.eval()
+        return self.loss(model, inputs, targets)
 
     def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
-        """``{metric: points, **extra_metrics}`` over ``batches``, in eval mode; the model is left as it was."""
+        """``{metric: points, **extra_metrics}`` over ``batches``, in eval mode; the model is left as it was.
+        (Override it with ``countable = True`` only for a score that is the percentage of samples right.)"""
         correct, seen = count_correct(model, batches)
         if not seen:
             raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
@@ -143,6 +151,15 @@ class Detection(Task):
                 f"training mode, as torchvision's detectors do; got {type(losses).__name__}"
             )
         return sum(losses.values())
+
+    def gradient_loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        """The detector's training losses (it returns them in training mode only), with every
+        normalization and dropout layer in eval mode, so their statistics stay as they are."""
+        model.train()
+        for module in model.modules():
+            if isinstance(module, _FIXED_IN_GRADIENTS):
+                module.eval()
+        return self.loss(model, inputs, targets)
 
     def scores(self, model: nn.Module, batches: Batches) -> dict[str, float]:
         from torchmetrics.detection import MeanAveragePrecision
@@ -199,6 +216,10 @@ class Segmentation(Task):
         if not seen:
             raise AutopruneError(f"task {self.name!r} was asked for a score on no samples")
         return {"miou": 100.0 * float(metric.compute())}
+
+
+#: Layers whose training mode would change the model (statistics) or add noise to its gradients.
+_FIXED_IN_GRADIENTS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.dropout._DropoutNd)
 
 
 def _logits(out: Any) -> torch.Tensor:

@@ -36,6 +36,7 @@ from common import measured_with, study_setup
 
 from autoprune import TrainSettings, train
 from autoprune.files import atomic_write_text
+from autoprune.plan import Plan
 from autoprune.searcher import Evaluator, search
 from autoprune.searcher.references import find_references
 
@@ -67,7 +68,7 @@ def run_budget(study_file, data, model, budget: float, trials: int, storage: str
             for t in complete
         ]
         rows[method] = {
-            "plan": result.best_plan,
+            "plan": None if result.best_plan is None else result.best_plan.to_dict(),
             "flops": best.user_attrs["flops"] if best else None,
             "accuracy": best.user_attrs["accuracy"] if best else None,
             "seconds": seconds,
@@ -97,11 +98,13 @@ def reference_rows(references: dict, groups: list[str], reconstruct: bool) -> di
         reference = references[kind]
         plan = None
         if reference.get("rate") is not None:
-            plan = {"rates": reference["plan"], "methods": dict.fromkeys(groups, reference["importance"])}
-            if reconstruct:
-                plan["reconstruct"] = True
+            plan = Plan(
+                rates=reference["plan"],
+                methods=dict.fromkeys(groups, reference["importance"]),
+                reconstruct=reconstruct,
+            )
         rows[kind] = {
-            "plan": plan,
+            "plan": None if plan is None else plan.to_dict(),
             "flops": reference.get("flops"),
             "accuracy": reference.get("accuracy"),
             "rate": reference.get("rate"),
@@ -115,9 +118,8 @@ def finetuned_accuracy(evaluator: Evaluator, data, plan, epochs: int, seed: int)
     if plan is None:
         return None
     from autoprune.metrics import accuracy
-    from autoprune.searcher import apply_plan
 
-    model = apply_plan(evaluator.baseline, evaluator.example, plan, evaluator.calibration)
+    model = Plan.from_dict(plan).apply(evaluator.baseline, evaluator.example, evaluator.calibration)
     train(model, data, TrainSettings(epochs=epochs, lr=0.01), seed=seed)
     return accuracy(model, evaluator.val_batches)
 

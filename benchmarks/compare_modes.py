@@ -26,7 +26,7 @@ from common import study_setup
 from autoprune.engine import sparsity_stats
 from autoprune.files import atomic_write_text
 from autoprune.metrics import measure
-from autoprune.searcher import apply_plan, search
+from autoprune.searcher import search
 
 #: Each mode: a name, and its changes to the study file's [study] and [search] settings.
 MODES = (
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         best = result.best_trial
         row = {"mode": mode, "trials": len(result.record.completed()), "seconds": seconds, "best": None}
         if best is not None:
-            pruned = apply_plan(model, example, result.best_plan, result.calibration)
+            pruned = result.best_plan.apply(model, example, result.calibration)
             row["best"] = {
                 "drop": best.user_attrs["accuracy_drop"],
                 **measure(pruned, example),

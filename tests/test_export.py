@@ -87,7 +87,7 @@ def test_study_api_gives_what_the_command_line_gives(finished, tmp_path):
     trials, front = study.trials(), study.pareto()
     assert len(trials) == 3 and set(front["trial"]) <= set(trials["trial"])
     assert list(front["trial"]) == list(pd.read_csv(finished / "report" / "pareto.csv")["trial"])
-    assert study.plan()["rates"] == study.plan(study.best_trial.number)["rates"]
+    assert study.plan() == study.plan(study.best_trial.number)
     result = study.export(tmp_path / "m.pt")
     assert result["trial"] == study.best_trial.number and result["pruned"]["flops"] < result["baseline"]["flops"]
     assert autoprune.load(tmp_path / "m.pt")(torch.randn(1, 1, 8, 8)).shape == (1, 10)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import autoprune
-from autoprune.searcher.latency import LatencyTable, effective_rates, measure_table, time_model
+from autoprune.plan import Plan
+from autoprune.searcher.latency import LatencyTable, measure_table, time_model
 
 
 class Wide(nn.Module):
@@ -47,7 +48,7 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_timed_latency():
         {groups[0]: 0.6, groups[-1]: 0.2},
     ):
         pruned = autoprune.prune(copy.deepcopy(model), x, rates)
-        predicted = table.predict(effective_rates({"rates": rates}, sizes))
+        predicted = table.predict(Plan(rates=rates).removed_fractions(sizes))
         timed = time_model(pruned, timing, "cpu", min_run_time=0.5)
         assert 1 / 2 <= predicted / timed <= 2, (rates, predicted, timed)
 
@@ -75,7 +76,7 @@ def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_pat
 
     sizes = group_sizes(model, digits.val[0][0].unsqueeze(0))
     for trial in record.completed():
-        assert trial.user_attrs["latency"] == pytest.approx(table.predict(effective_rates(record.plan(trial), sizes)))
+        assert trial.user_attrs["latency"] == pytest.approx(table.predict(record.plan(trial).removed_fractions(sizes)))
     check = record.latency_check
     assert check[0]["trial"] is None and check[0]["predicted_ms"] == table.base_ms
     assert all(row["measured_ms"] > 0 for row in check) and len(check) >= 2

@@ -9,8 +9,9 @@ import torch
 
 import autoprune
 from autoprune import search
+from autoprune.plan import Plan
 from autoprune.results import trials_frame, write_report
-from autoprune.searcher import apply_plan, global_plan
+from autoprune.searcher import global_plan
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,13 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(ba
     for trial in record.completed():
         assert set(trial.params) == {"global.rate", "global.max_rate"}
         plan = record.plan(trial)
-        assert {"rates": plan["rates"], "methods": plan["methods"]} == trial.user_attrs["plan"]
-        assert set(plan["rates"]) == set(record.groups) and plan["reconstruct"] is True  # the study's setting
-        assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan["rates"].values())
+        assert {"rates": plan.rates, "methods": plan.methods} == trial.user_attrs["plan"]
+        assert set(plan.rates) == set(record.groups) and plan.reconstruct is True  # the study's setting
+        assert plan.scope == "global" and plan.global_max_rate == trial.params["global.max_rate"]
+        assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan.rates.values())
     first = record.completed()[0]  # the warm start: the global baseline's rate
     assert first.params["global.rate"] == pytest.approx(
-        max(r for r in autoprune.searcher.rate_grid(0.0, 0.8, 0.05) if r <= record.references["global"]["rate"] + 1e-9)
+        max(r for r in autoprune.plan.rate_grid(0.0, 0.8, 0.05) if r <= record.references["global"]["rate"] + 1e-9)
     )
     frame = trials_frame(record)
     assert set(frame["scope"]) == {"global"} and frame["uniform_rate"].isna().all()
@@ -88,29 +90,31 @@ def test_scope_both_needs_a_sampler_for_parameters_some_trials_lack():
 
 
 def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baseline, digits, monkeypatch):
+    from autoprune.plan import apply
     from autoprune.searcher import evaluation
 
     calibration = evaluation.calibration_batches(digits, 2, 64, seed=0)
     example = digits.val[0][0].unsqueeze(0)
-    plan = {
-        "rates": {"features.0": 0.5, "features.3": 0.3, "features.7": 0.7},
-        "methods": dict.fromkeys(("features.0", "features.3", "features.7"), "l1"),
-    }
-    one_shot = evaluation.apply_plan(baseline, example, plan, calibration)
-    calls, prune = [], evaluation.prune
+    plan = Plan(
+        rates={"features.0": 0.5, "features.3": 0.3, "features.7": 0.7},
+        methods=dict.fromkeys(("features.0", "features.3", "features.7"), "l1"),
+    )
+    one_shot = plan.apply(baseline, example, calibration)
+    calls, prune = [], apply.prune
 
     def counted(model, example_inputs, rates, **kwargs):
         calls.append(dict(rates))
         return prune(model, example_inputs, rates, **kwargs)
 
-    monkeypatch.setattr(evaluation, "prune", counted)
-    stepped = evaluation.apply_plan(baseline, example, {**plan, "steps": 3, "recovery_steps": 2}, calibration)
+    monkeypatch.setattr(apply, "prune", counted)
+    stepped = plan.replace(steps=3, recovery_steps=2).apply(baseline, example, calibration)
     assert len(calls) == 3 and all(0 < rates["features.0"] < 0.5 for rates in calls)
     evaluator = evaluation.Evaluator.build(
         baseline, digits, autoprune.SearchSettings(max_accuracy_drop=100.0, calibration_batches=2, batch_size=64)
     )
     calls.clear()
-    assert evaluator.evaluate({**plan, "steps": 3, "recovery_steps": 2})["flops"] == evaluator.evaluate(plan)["flops"]
+    three_steps = plan.replace(steps=3, recovery_steps=2)
+    assert evaluator.evaluate(three_steps)["flops"] == evaluator.evaluate(plan)["flops"]
     assert len(calls) == 3 + 1  # a trial's evaluation follows the schedule too
     assert [p.shape for p in stepped.parameters()] == [p.shape for p in one_shot.parameters()]
     assert not torch.equal(stepped(example), one_shot(example))  # re-ranked and recovered between steps
@@ -133,12 +137,12 @@ def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baselin
     chosen = {t.params["steps"] for t in record.completed()}
     assert chosen == {1, 2}
     two = next(t for t in record.completed() if t.params["steps"] == 2)
-    assert record.plan(two)["steps"] == 2
+    assert record.plan(two).steps == 2
     rebuilt = autoprune.Study(record.study).rebuild(two.number, baseline=baseline, data=digits)  # as export does
     assert rebuilt.plan == record.plan(two)
     x = torch.stack([digits.val[i][0] for i in range(8)])
-    one_shot = apply_plan(baseline, x[:1], {**rebuilt.plan, "steps": 1}, result.calibration)
-    again = apply_plan(baseline, x[:1], rebuilt.plan, result.calibration)  # the trial's own schedule
+    one_shot = rebuilt.plan.replace(steps=1).apply(baseline, x[:1], result.calibration)
+    again = rebuilt.plan.apply(baseline, x[:1], result.calibration)  # the trial's own schedule
     assert torch.allclose(again(x), rebuilt.model(x), atol=1e-5)
     assert not torch.allclose(one_shot(x), rebuilt.model(x), atol=1e-5)
     index = write_report(record, tmp_path / "report").read_text()
@@ -152,14 +156,14 @@ def test_weight_granularity_reaches_each_groups_sparsity_within_one_weight_per_l
 
     calibration = autoprune.searcher.calibration_batches(digits, 2, 64, seed=0)
     example = digits.val[0][0].unsqueeze(0)
-    plan = {
-        "rates": {"features.3": 0.25},
-        "methods": {"features.3": "l1"},
-        "sparsity": {"features.0": 0.3, "features.3": 0.6, "features.7": 0.85},
-    }
-    model = apply_plan(baseline, example, plan, calibration)
+    plan = Plan(
+        rates={"features.3": 0.25},
+        methods={"features.3": "l1"},
+        sparsity={"features.0": 0.3, "features.3": 0.6, "features.7": 0.85},
+    )
+    model = plan.apply(baseline, example, calibration)
     layers, modules = group_layers(model, example), maskable_layers(model)
-    for group, sparsity in plan["sparsity"].items():
+    for group, sparsity in plan.sparsity.items():
         for name in layers[group]:
             weight = modules[name].weight
             assert abs(int((weight == 0).sum()) - sparsity * weight.numel()) <= 1, name
@@ -187,14 +191,14 @@ def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(bas
     )
     record = result.record
     best = result.best_trial
-    assert record.plan(best)["nm"]["groups"] and best.user_attrs["sparsity"] > 0.3
+    assert record.plan(best).nm_groups and best.user_attrs["sparsity"] > 0.3
     assert best.user_attrs["size_bytes"] < record.baseline["size_bytes"]
     assert best.user_attrs["flops"] == record.baseline["flops"]  # dense FLOPs stay as they are
     study = autoprune.Study(record.study)
     study.export(tmp_path / "m.pt", baseline=baseline, data=digits)
     reloaded = autoprune.load(tmp_path / "m.pt")
     layers = group_layers(reloaded, digits.val[0][0].unsqueeze(0))
-    masked = [name for group in record.plan(best)["nm"]["groups"] for name in layers[group]]
+    masked = [name for group in record.plan(best).nm_groups for name in layers[group]]
     assert "features.3" in masked and n_m_violations(reloaded, 2, 4, masked) == {}
     study.export(tmp_path / "m.onnx", format="onnx", baseline=baseline, data=digits)
     convs = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer]
@@ -237,16 +241,16 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
     )
     record, best = result.record, result.best_trial
     plan = record.plan(best)
-    assert plan["weight_importance"] == "snip" and plan["sparsity"]
+    assert plan.weight_importance == "snip" and plan.sparsity
     example = digits.val[0][0].unsqueeze(0)
-    replayed = apply_plan(baseline, example, plan, result.calibration)
-    by_magnitude = apply_plan(baseline, example, {**plan, "weight_importance": "magnitude"}, result.calibration)
+    replayed = plan.apply(baseline, example, result.calibration)
+    by_magnitude = plan.replace(weight_importance="magnitude").apply(baseline, example, result.calibration)
     layers = group_layers(replayed, example)
     modules, magnitude_modules = dict(replayed.named_modules()), dict(by_magnitude.named_modules())
-    group = max(plan["sparsity"], key=plan["sparsity"].get)
+    group = max(plan.sparsity, key=plan.sparsity.get)
     name = layers[group][0]
     zeros = modules[name].weight == 0
-    assert abs(int(zeros.sum()) - plan["sparsity"][group] * zeros.numel()) <= 1
+    assert abs(int(zeros.sum()) - plan.sparsity[group] * zeros.numel()) <= 1
     assert not torch.equal(zeros, magnitude_modules[name].weight == 0)  # another criterion, other weights
     assert best.user_attrs["nonzero_params"] == pytest.approx(sum(int((p != 0).sum()) for p in replayed.parameters()))
 
@@ -271,13 +275,16 @@ def test_round_to_holds_for_every_trial_and_for_plans_in_several_steps(baseline,
     example = digits.val[0][0].unsqueeze(0)
     for trial in record.completed():
         plan = record.plan(trial)
-        assert plan["round_to"] == 4
-        model = apply_plan(baseline, example, plan, result.calibration)
+        assert plan.round_to == 4
+        model = plan.apply(baseline, example, result.calibration)
         sizes = group_sizes(model, example)
         assert all(channels % 4 == 0 for channels, _ in sizes.values()), sizes
         assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
-    assert any(record.plan(t)["rates"][g] > 0 for t in record.completed() for g in record.groups)
-    plan = {"rates": dict.fromkeys(record.groups, 0.3), "methods": dict.fromkeys(record.groups, "l1"), "round_to": 4}
-    one_shot = group_sizes(apply_plan(baseline, example, plan, result.calibration), example)
-    two_steps = group_sizes(apply_plan(baseline, example, {**plan, "steps": 2}, result.calibration), example)
+    assert any(record.plan(t).rates[g] > 0 for t in record.completed() for g in record.groups)
+    plan = Plan(rates=dict.fromkeys(record.groups, 0.3), methods=dict.fromkeys(record.groups, "l1"), round_to=4)
+    one_shot = group_sizes(plan.apply(baseline, example, result.calibration), example)
+    two_steps = group_sizes(plan.replace(steps=2).apply(baseline, example, result.calibration), example)
     assert one_shot == two_steps and all(channels % 4 == 0 for channels, _ in one_shot.values())
+    exported = autoprune.Study(record.study).export(tmp_path / "m.pt", baseline=baseline, data=digits)
+    reloaded = autoprune.load(tmp_path / "m.pt")  # rebuilt to the rounded widths the file's weights have
+    assert sum(p.numel() for p in reloaded.parameters()) == record.trial(exported["trial"]).user_attrs["params"]

@@ -110,7 +110,8 @@ def test_a_trained_model_loses_less_accuracy_with_reconstruction_at_every_rate(b
         )
         evaluator = Evaluator.build(copy.deepcopy(baseline), digits, settings)
         for rate in (0.3, 0.5):
-            plan = {"rates": dict.fromkeys(evaluator.groups, rate), "methods": dict.fromkeys(evaluator.groups, "l1")}
+            plan = evaluator.space.uniform(rate, "l1")
+            assert plan.reconstruct is reconstruct  # the study's setting, given by its space
             drops[reconstruct, rate] = evaluator.evaluate(plan)["accuracy_drop"]
     for rate in (0.3, 0.5):
         assert drops[True, rate] < drops[False, rate], drops
@@ -128,7 +129,7 @@ def test_the_study_s_plans_record_reconstruction_and_the_best_model_replays_it(b
         uniform_starts=(0.4,),
         warm_start="uniform",
     )
-    assert result.best_plan["reconstruct"] is True
+    assert result.best_plan.reconstruct is True
     val = torch.utils.data.DataLoader(digits.val, batch_size=256)
     assert autoprune.metrics.accuracy(result.best_model, val) == pytest.approx(result.best_trial.user_attrs["accuracy"])
     off = autoprune.search(
@@ -142,6 +143,6 @@ def test_the_study_s_plans_record_reconstruction_and_the_best_model_replays_it(b
         warm_start="uniform",
         reconstruct=False,
     )
-    assert "reconstruct" not in off.best_plan
+    assert off.best_plan.reconstruct is False and "reconstruct" not in off.best_plan.to_dict()
     with pytest.raises(autoprune.AutopruneError, match="reconstruct must be true or false, got str 'yes'"):
         SearchSettings(max_accuracy_drop=1.0, reconstruct="yes")

@@ -159,7 +159,7 @@ def test_trials_plans_and_feasibility():
     assert done[1].constraints == {"accuracy_drop": pytest.approx(1.0)}
     chosen = record.chosen_trial()
     assert chosen.number == min(record.feasible(), key=lambda t: t.value).number
-    assert set(record.plan(chosen)["rates"]) == set(GROUPS)
+    assert set(record.plan(chosen).rates) == set(GROUPS)
     assert record.trial().number == chosen.number
     with pytest.raises(AutopruneError, match="trial 7 is not a completed trial"):
         record.trial(7)

@@ -199,16 +199,16 @@ def test_two_workers_each_killed_once_and_restarted_share_exactly_the_budget(bac
 
 
 def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, capsys, monkeypatch):
-    from autoprune.searcher import optimize
+    from autoprune.plan import PlanSpace
 
-    suggest = optimize.suggest_plan
+    suggest = PlanSpace.suggest
 
-    def interrupted_at_trial_3(trial, *args, **kwargs):
+    def interrupted_at_trial_3(space, trial, *args, **kwargs):
         if trial.number == 3:
             raise KeyboardInterrupt
-        return suggest(trial, *args, **kwargs)
+        return suggest(space, trial, *args, **kwargs)
 
-    monkeypatch.setattr(optimize, "suggest_plan", interrupted_at_trial_3)
+    monkeypatch.setattr(PlanSpace, "suggest", interrupted_at_trial_3)
     out, study_file = tmp_path / "out", tmp_path / "quick.toml"
     study_file.write_text(
         '[study]\nmax_accuracy_drop = 5.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
@@ -226,7 +226,7 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, c
     study = optuna.load_study(study_name="quick", storage=f"sqlite:///{out / 'study.db'}")
     finished = [t.state.name for t in study.trials if t.state != TrialState.WAITING]  # queued warm starts wait
     assert finished == ["COMPLETE"] * 3 + ["FAIL"]
-    monkeypatch.setattr(optimize, "suggest_plan", suggest)
+    monkeypatch.setattr(PlanSpace, "suggest", suggest)
     assert cli.main([*args[:3], "4", *args[4:]]) == 0  # the same command resumes
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
 

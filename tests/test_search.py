@@ -48,7 +48,7 @@ def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
         assert trial.constraints["accuracy_drop"] == pytest.approx(trial.user_attrs["accuracy_drop"] - 2.0)
     # the uniform-rate baseline (rounded down to the grid) comes first, then the uniform starts
     reference = attrs["references"]["uniform"]["rate"]
-    grid = autoprune.searcher.rate_grid(0.0, 0.8, 0.05)
+    grid = autoprune.plan.rate_grid(0.0, 0.8, 0.05)
     assert {study.trials[0].params[f"{g}.rate"] for g in groups} == {max(r for r in grid if r <= reference + 1e-9)}
     assert {study.trials[1].params[f"{g}.rate"] for g in groups} == {0.0}
     assert {study.trials[2].params[f"{g}.rate"] for g in groups} == {0.2}
@@ -94,7 +94,7 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
     result = _search(baseline, digits, trials=4)
     plan, trial = result.best_plan, result.best_trial
     x = result.example_inputs
-    model = autoprune.prune(copy.deepcopy(baseline), x, plan["rates"], importance=plan["methods"])
+    model = autoprune.prune(copy.deepcopy(baseline), x, plan.rates, importance=dict(plan.methods))
     assert autoprune.measure(model, x)["flops"] == trial.user_attrs["flops"]
     best = result.best_model
     val = torch.utils.data.DataLoader(digits.val, batch_size=256)
@@ -292,7 +292,7 @@ def test_prune_only_searches_the_named_modules_alone(baseline, digits):
     )
     assert result.record.groups == ["features.0", "features.3"]
     for trial in result.record.completed():  # local and global plans alike leave features.7 whole
-        rates = result.record.plan(trial)["rates"]
+        rates = result.record.plan(trial).rates
         assert set(rates) <= {"features.0", "features.3"} and any(rates.values())
     last_conv = [m for m in result.best_model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert last_conv.out_channels == [m for m in baseline.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels

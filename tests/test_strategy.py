@@ -12,13 +12,13 @@ from torch import nn
 import autoprune
 from autoprune import SearchSettings, TrainSettings, search
 from autoprune.metrics import count_correct
+from autoprune.plan import PlanSpace
 from autoprune.searcher import (
     SAMPLERS,
     Budget,
     Evaluator,
     global_plan,
     largest_feasible,
-    plan_params,
     warm_start_plans,
 )
 
@@ -101,19 +101,15 @@ def test_early_stopped_trials_are_infeasible_and_full_counts_exact(trained, digi
     evaluator = Evaluator.build(
         copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact")
     )
-    groups = evaluator.groups
-    crushed = evaluator.evaluate({"rates": dict.fromkeys(groups, 0.85), "methods": dict.fromkeys(groups, "l1")})
+    crushed = evaluator.evaluate(evaluator.space.uniform(0.85, "l1"))
     assert crushed["evaluated"] < evaluator.budget.total and crushed["accuracy_drop"] > 1.0
-    full = evaluator.evaluate(
-        {"rates": dict.fromkeys(groups, 0.85), "methods": dict.fromkeys(groups, "l1")}, early_stop="off"
-    )
+    full = evaluator.evaluate(evaluator.space.uniform(0.85, "l1"), early_stop="off")
     assert full["evaluated"] == evaluator.budget.total and full["accuracy_drop"] > 1.0
 
 
 def test_recalibration_at_rate_zero_keeps_the_baselines_accuracy(trained, digits):
     evaluator = Evaluator.build(copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0))
-    groups = evaluator.groups
-    metrics = evaluator.evaluate({"rates": dict.fromkeys(groups, 0.0), "methods": dict.fromkeys(groups, "l1")})
+    metrics = evaluator.evaluate(evaluator.space.uniform(0.0, "l1"))
     one_image = 100.0 / evaluator.budget.total
     assert abs(metrics["accuracy_drop"]) <= one_image
     assert metrics["flops"] == evaluator.base["flops"]
@@ -209,11 +205,11 @@ def test_warm_start_plans_run_first(trained, digits, tmp_path):
         storage=f"sqlite:///{tmp_path / 's.db'}",
     )
     record = result.record
-    settings = record.settings
     uniform = record.references["uniform"]
-    expected = [{"rates": dict.fromkeys(record.groups, uniform["rate"]), "methods": {}}]
-    expected += warm_start_plans(record.sensitivity, record.groups, record.baseline["flops"], "flops", 1.0, "l1")
-    params = [plan_params(p, record.rate_limits, settings) for p in expected]
+    space = record.space
+    expected = [space.uniform(uniform["rate"])]
+    expected += warm_start_plans(record.sensitivity, space, record.baseline["flops"], "flops", 1.0)
+    params = [space.params(p) for p in expected]
     unique = [p for i, p in enumerate(params) if p not in params[:i]]
     assert len(unique) >= 2
     assert [t.params for t in result.study.trials[: len(unique)]] == unique
@@ -226,11 +222,12 @@ def test_the_knapsack_spends_the_budget_where_it_saves_the_most():
         {"group": "dear", "rate": 0.5, "accuracy_drop": 0.9, "flops": 90, "params": 0},
         {"group": "dear", "rate": 0.8, "accuracy_drop": 3.0, "flops": 50, "params": 0},
     ]
-    plans = warm_start_plans(rows, ["cheap", "dear"], 100, "flops", 1.0, "l1")
+    space = PlanSpace(SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm")), ("cheap", "dear"))
+    plans = warm_start_plans(rows, space, 100, "flops", 1.0)
     # half the budget and all of it: 0.4 points for 60 FLOPs; 1.5 budgets and more: 1.3 points for 70
     # (the dear group's 0.8 is past the curve's limit, and the same plan is not repeated)
-    assert [p["rates"] for p in plans] == [{"cheap": 0.8, "dear": 0.0}, {"cheap": 0.8, "dear": 0.5}]
-    assert plans[0]["methods"] == {"cheap": "l1", "dear": "l1"}
+    assert [p.rates for p in plans] == [{"cheap": 0.8, "dear": 0.0}, {"cheap": 0.8, "dear": 0.5}]
+    assert plans[0].methods == {"cheap": "l1", "dear": "l1"}
 
 
 def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_path, capsys, monkeypatch):

@@ -184,10 +184,50 @@ def test_settings_a_task_cannot_serve_are_refused_before_any_work():
         autoprune.create_model("small_detector", num_classes=4, width=4)
     with pytest.raises(
         autoprune.AutopruneError,
-        match="^the dataset's task is 'detection'; importances that need "
-        "loss gradients \\('taylor'\\) serve classification only$",
+        match="^the dataset's task is 'detection'; the corruption metrics \\('robust_accuracy'\\) "
+        "serve classification only$",
     ):
-        autoprune.search(model, data, max_accuracy_drop=1.0, trials=1, importances=("l1", "taylor"))
+        autoprune.search(model, data, max_accuracy_drop=1.0, trials=1, constraints={"robust_accuracy": 50.0})
+
+
+def test_taylor_importance_and_recovery_steps_take_a_detectors_own_loss():
+    """Gradient importances rank a detector's channels by its training losses (Molchanov et al., CVPR 2019),
+    with its normalization statistics untouched; recovery steps train on the same losses."""
+    data = autoprune.create_dataset("driving_scenes", task="detection", images=24, test_images=0, size=32)
+    torch.manual_seed(0)
+    model = autoprune.create_model("small_detector", num_classes=data.num_classes, width=8, image_size=32)
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=1, batch_size=8, lr=0.01))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = autoprune.search(
+        model,
+        data,
+        max_accuracy_drop=100.0,
+        trials=3,
+        importances=("taylor",),
+        steps=2,
+        recovery_steps=1,
+        calibration_batches=2,
+        batch_size=8,
+        uniform_starts=(0.3,),
+        warm_start="uniform",
+    )
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the baseline is not changed
+    trials = result.record.completed()
+    assert len(trials) == 3 and all(result.record.plan(t).methods for t in trials)
+    assert {m for t in trials for m in result.record.plan(t).methods.values()} == {"taylor"}
+    best = result.best_trial
+    task = autoprune.create_task("detection", data.num_classes)
+    val = list(DataLoader(data.val, batch_size=8, collate_fn=task.collate))
+    assert task.score(result.best_model, val) == pytest.approx(best.user_attrs["map"], abs=1e-6)
+    scores = autoprune.engine.group_scores(
+        model,
+        task.example(data.val[0][0]),
+        "taylor",
+        calibration=val[:1],
+        batch_loss=task.gradient_loss,
+    )
+    assert all(s.shape[0] > 0 and torch.isfinite(s).all() and s.abs().sum() > 0 for s in scores.values())
+    assert not model.training and all(p.grad is None for p in model.parameters())
 
 
 def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
@@ -207,6 +247,12 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "out" / "best.pt").is_file() and (tmp_path / "out" / "report" / "index.html").is_file()
     page = (tmp_path / "out" / "report" / "index.html").read_text()
     assert "validation map" in page and "points of COCO mAP@[.5:.95] lost" in page and "<th>map_drop</th>" in page
+    rebuilt_study = autoprune.Study.load(tmp_path / "out")  # every trial rebuilt from the record scores as recorded
+    for trial in rebuilt_study.record.completed():
+        rebuilt = rebuilt_study.rebuild(trial.number)
+        task = autoprune.create_task("detection", rebuilt.data.num_classes)
+        val = list(DataLoader(rebuilt.data.val, batch_size=8, collate_fn=task.collate))
+        assert task.score(rebuilt.model, val) == pytest.approx(trial.user_attrs["map"], abs=1e-6)
 
     # the chosen detector exports with its post-processing: scripted, and to ONNX checked by onnxruntime
     image = autoprune.create_dataset("driving_scenes", task="detection", images=24, test_images=4, size=32).val[0][0]

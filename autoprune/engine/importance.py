@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import AutopruneError, PluginError
 from ..zoo import get_importance, get_weight_importance
 from .groups import ChannelGroup
-from .inputs import call_model
+from .inputs import call_model, move_to
 
 #: The importance used where none is named.
 DEFAULT_IMPORTANCE = "l1"
@@ -29,6 +29,9 @@ DEFAULT_WEIGHT_IMPORTANCE = "magnitude"
 ImportanceFn = Callable[[ChannelGroup], torch.Tensor]
 ImportanceSpec = str | ImportanceFn
 Batches = Iterable[tuple[Any, torch.Tensor]]
+#: ``batch_loss(model, inputs, targets) -> loss``: a batch's loss as its task computes it
+#: (:meth:`autoprune.Task.gradient_loss`), in place of ``loss_fn(model(inputs), targets)``.
+BatchLoss = Callable[[nn.Module, Any, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,13 @@ def weight_scores(
     importance: str | WeightImportanceFn,
     calibration: Batches | None = None,
     loss_fn: Callable = F.cross_entropy,
+    *,
+    batch_loss: BatchLoss | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{layer: scores}`` of the named Conv and Linear layers' weights by ``importance``.
 
-    An importance that needs gradients gets ``loss_fn``'s, accumulated over
-    ``calibration`` in eval mode (required then); the model's ``.grad`` are cleared after.
+    An importance that needs gradients gets those of ``loss_fn`` (or ``batch_loss``),
+    accumulated over ``calibration`` (required then); the model's ``.grad`` are cleared after.
     """
     method = resolve_weight_importance(importance)
     named = dict(model.named_modules())
@@ -137,7 +142,7 @@ def weight_scores(
     if method.needs_grads:
         if calibration is None:
             raise AutopruneError(f"weight importance {method.name!r} needs gradients; pass calibration batches")
-        if accumulate_grads(model, calibration, loss_fn) == 0:
+        if accumulate_grads(model, calibration, loss_fn, batch_loss) == 0:
             raise AutopruneError("calibration gave no batches; importances that need gradients need at least one")
         for name in layers:
             param = getattr(named[name], "weight_orig", None)
@@ -147,16 +152,31 @@ def weight_scores(
     return {name: method.scores(name, named[name].weight, grads[name]) for name in layers}
 
 
-def accumulate_grads(model: nn.Module, calibration: Batches, loss_fn: Callable) -> int:
-    """Accumulate ``loss_fn`` gradients over ``calibration`` in eval mode; return the batch count."""
+def accumulate_grads(
+    model: nn.Module, calibration: Batches, loss_fn: Callable, batch_loss: BatchLoss | None = None
+) -> int:
+    """Accumulate loss gradients over ``calibration``; return the batch count.
+
+    The loss is ``loss_fn(model(inputs), targets)`` in eval mode, so BatchNorm statistics stay
+    untouched, or ``batch_loss(model, inputs, targets)`` (a task's, which sets the mode its loss
+    needs). Every module's mode is restored after.
+    """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    modes = [(m, m.training) for m in model.modules()]
     model.zero_grad(set_to_none=True)
     model.eval()  # keep BatchNorm statistics untouched
     n = 0
-    with torch.enable_grad():
-        for inputs, targets in calibration:
-            inputs = inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
-            loss = loss_fn(call_model(model, inputs), targets.to(device))
-            loss.backward()
-            n += 1
+    try:
+        with torch.enable_grad():
+            for inputs, targets in calibration:
+                inputs = move_to(inputs, device)
+                if batch_loss is not None:
+                    loss = batch_loss(model, inputs, targets)
+                else:
+                    loss = loss_fn(call_model(model, inputs), targets.to(device))
+                loss.backward()
+                n += 1
+    finally:
+        for module, training in modes:
+            module.training = training
     return n

@@ -18,6 +18,7 @@ from .groups import ChannelGroup
 from .importance import (
     DEFAULT_IMPORTANCE,
     Batches,
+    BatchLoss,
     Importance,
     ImportanceSpec,
     accumulate_grads,
@@ -56,7 +57,7 @@ def channel_groups(
     """
     with _mode_kept(model):
         graph = ChannelGraph(model, example_inputs)
-        with _gradients(model, calibration, loss_fn, needed=calibration is not None):
+        with _gradients(model, calibration, loss_fn, None, needed=calibration is not None):
             return [graph.channel_group(spec, with_grads=calibration is not None) for spec in graph.groups.values()]
 
 
@@ -67,6 +68,7 @@ def group_scores(
     *,
     calibration: Batches | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    batch_loss: BatchLoss | None = None,
     scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The checked scores of every prunable group under one importance, ``{group: scores}``.
@@ -78,7 +80,8 @@ def group_scores(
         method = resolve_importance(importance)
         cache = {} if scores is None else scores
         missing = [n for n in graph.groups if (n, method.name) not in cache]
-        with _gradients(model, calibration, loss_fn, needed=method.needs_grads and bool(missing), users=[method.name]):
+        needed = method.needs_grads and bool(missing)
+        with _gradients(model, calibration, loss_fn, batch_loss, needed=needed, users=[method.name]):
             for name in missing:
                 cache[name, method.name] = method.scores(graph.channel_group(graph.groups[name], method.needs_grads))
         return {n: cache[n, method.name] for n in graph.groups}
@@ -121,6 +124,7 @@ def prune(
     *,
     calibration: Batches | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    batch_loss: BatchLoss | None = None,
     scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
     round_to: int = 1,
     removed: MutableMapping[str, dict[str, list[int]]] | None = None,
@@ -141,6 +145,9 @@ def prune(
             gradients of ``loss_fn`` accumulated over these batches (in eval
             mode, so BatchNorm statistics are not changed).
         loss_fn: the loss whose gradients are accumulated (cross-entropy by default).
+        batch_loss: ``batch_loss(model, inputs, targets) -> loss`` in place of
+            ``loss_fn(model(inputs), targets)``: a task's loss, such as a detector's
+            (:meth:`autoprune.Task.gradient_loss`), which sets the mode it needs.
         scores: a cache of importance scores, ``{(group, importance name): scores}``,
             read where it has an entry and filled where it has none. Scores depend
             only on the unpruned model (and the calibration batches), so a search
@@ -162,7 +169,7 @@ def prune(
         cache = {} if scores is None else scores
         missing = {n: m for n, m in methods.items() if (n, m.name) not in cache}
         gradient_users = sorted({m.name for m in missing.values() if m.needs_grads})
-        with _gradients(model, calibration, loss_fn, needed=bool(gradient_users), users=gradient_users):
+        with _gradients(model, calibration, loss_fn, batch_loss, needed=bool(gradient_users), users=gradient_users):
             for name, method in missing.items():
                 group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
                 cache[name, method.name] = method.scores(group)
@@ -224,7 +231,13 @@ def _mode_kept(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _gradients(
-    model: nn.Module, calibration: Batches | None, loss_fn: LossFn, *, needed: bool, users: Iterable[str] = ()
+    model: nn.Module,
+    calibration: Batches | None,
+    loss_fn: LossFn,
+    batch_loss: BatchLoss | None,
+    *,
+    needed: bool,
+    users: Iterable[str] = (),
 ) -> Iterator[None]:
     """Loss gradients accumulated in ``.grad`` while the block runs, cleared after it."""
     if not needed:
@@ -235,7 +248,7 @@ def _gradients(
             f"importance {', '.join(repr(n) for n in users)} needs gradients; "
             "pass calibration=[(inputs, targets), ...] batches to prune()"
         )
-    if accumulate_grads(model, calibration, loss_fn) == 0:
+    if accumulate_grads(model, calibration, loss_fn, batch_loss) == 0:
         raise AutopruneError("calibration gave no batches; importances that need gradients need at least one")
     try:
         yield

@@ -311,7 +311,8 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         if saved.get("input_shape") is None:
             raise AutopruneError(f"{str(path)!r} does not record the input shape its plan was pruned for")
         example = torch.zeros(1, *saved["input_shape"])
-        model = prune(model.eval(), example, rates, "l1")  # the plan's widths; the weights come next
+        # the plan's widths (with its round_to, Plan.to_dict's key); the weights come next
+        model = prune(model.eval(), example, rates, "l1", round_to=int(metadata.get("round_to", 1)))
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:

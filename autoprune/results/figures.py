@@ -148,9 +148,9 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
 
 def plot_rates(record: StudyRecord, trial: optuna.trial.FrozenTrial):
     plan = record.plan(trial)
-    groups = list(plan["rates"])
-    rates = [plan["rates"][g] for g in groups]
-    methods = [plan["methods"][g] for g in groups]
+    groups = list(plan.rates)
+    rates = [plan.rates[g] for g in groups]
+    methods = [plan.methods[g] for g in groups]
     palette = {m: plt.cm.tab10(i) for i, m in enumerate(dict.fromkeys([*record.importances, *methods]))}
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) + 2), 4.5), dpi=110)
     ax.bar(range(len(groups)), rates, color=[palette.get(m, "gray") for m in methods])
@@ -314,7 +314,7 @@ def parameter_importances(record: StudyRecord, target: str, top: int = 12) -> di
     ICML 2014; Optuna's evaluator), over the completed trials; None with too few trials to tell."""
     import warnings
 
-    done = [t for t in record.completed() if target in t.user_attrs and math.isfinite(t.user_attrs[target])]
+    done = [t for t in record.completed() if math.isfinite(record.value(t, target))]
     if len(done) < IMPORTANCE_MIN_TRIALS or not done[0].params:
         return None
     evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
@@ -322,7 +322,7 @@ def parameter_importances(record: StudyRecord, target: str, top: int = 12) -> di
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = optuna.importance.get_param_importances(
-                record.study, evaluator=evaluator, target=lambda t: t.user_attrs.get(target, math.nan)
+                record.study, evaluator=evaluator, target=lambda t: record.value(t, target)
             )
     except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. no parameter that varied
         return None

@@ -17,12 +17,13 @@ from typing import Any
 from optuna.trial import FrozenTrial
 from torch import nn
 
+from ..batches import calibration_batches
 from ..checkpoint import load_checkpoint
 from ..errors import AutopruneError
+from ..plan import Plan
 from ..provenance import fingerprint
-from ..searcher.evaluation import apply_plan, calibration_batches
 from ..zoo import create_dataset, create_model, dataset_task
-from .record import Plan, StudyRecord
+from .record import StudyRecord
 
 
 @dataclass
@@ -51,7 +52,8 @@ def rebuild(
     settings = record.settings
     calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
     plan = record.plan(trial)
-    model = apply_plan(baseline, dataset_task(data).example(data.val[0][0]), plan, calibration)
+    task = dataset_task(data)
+    model = plan.apply(baseline, task.example(data.val[0][0]), calibration, task=task)
     return Rebuilt(baseline, model, data, trial, plan)
 
 

@@ -47,13 +47,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..engine.importance import DEFAULT_WEIGHT_IMPORTANCE
 from ..errors import AutopruneError, unknown_name
 from ..metrics import metric_direction
+from ..plan import GLOBAL_RATE, Plan, PlanSpace, method_param, rate_param
 from ..settings import SearchSettings, setting_key
 from ..storage import open_storage, storage_file
-
-Plan = dict[str, dict[str, Any]]
 
 #: Trial metrics, in the order tables show them.
 METRICS = ("accuracy", "accuracy_drop", "flops", "params", "latency", "sparsity", "nonzero_params", "size_bytes")
@@ -62,6 +60,8 @@ TIMINGS = ("prune_seconds", "recalibrate_seconds", "eval_seconds", "measure_seco
 EVALUATED = "evaluated"
 #: Why a failed trial failed (the error's message).
 FAIL_REASON = "fail_reason"
+#: Why a trial was closed unscored (PRUNED): the study had its trials when it started.
+SKIPPED = "skipped"
 #: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
 CONSTRAINT = "accuracy_drop"
 GROUPS = "groups"
@@ -91,29 +91,10 @@ SOURCE_KEYS = (
     "autoprune_version",
 )
 
-
-#: Parameters of global-scope trials, and the parameter that picks the scope (``scope = "both"``).
-GLOBAL_RATE, GLOBAL_MAX_RATE, GLOBAL_METHOD, SCOPE_PARAM = "global.rate", "global.max_rate", "global.method", "scope"
-#: The parameter of the number of pruning steps, when the study searches it (``steps = [1, 2, 4]``).
-STEPS_PARAM = "steps"
 #: The user attribute of a global-scope trial that holds its resolved per-group plan.
 PLAN_ATTR = "plan"
-
-
-def sparsity_param(group: str) -> str:
-    return f"{group}.sparsity"
-
-
-def nm_param(group: str) -> str:
-    return f"{group}.nm"
-
-
-def rate_param(group: str) -> str:
-    return f"{group}.rate"
-
-
-def method_param(group: str) -> str:
-    return f"{group}.method"
+#: Settings a study made before they existed was searched without: their value then, not today's default.
+LEGACY_SETTINGS = {"reconstruct": False}
 
 
 class StudyRecord:
@@ -222,7 +203,12 @@ class StudyRecord:
         attrs = self.attrs
         if "max_accuracy_drop" not in attrs:
             raise AutopruneError(f"study {self.name!r} is not an autoprune study: it records no search settings")
-        return SearchSettings.from_attrs(attrs)
+        return SearchSettings.from_attrs({**LEGACY_SETTINGS, **attrs})
+
+    @property
+    def space(self) -> PlanSpace:
+        """The study's :class:`~autoprune.plan.PlanSpace`: its settings, groups and their searched ranges."""
+        return PlanSpace(self.settings, tuple(self.groups), self.rate_limits)
 
     @property
     def groups(self) -> list[str]:
@@ -429,6 +415,21 @@ class StudyRecord:
         return values[0] if len(values) == 1 else values
 
     @staticmethod
+    def value(trial: FrozenTrial, name: str, default: Any = math.nan) -> Any:
+        """What trial ``trial`` recorded as ``name`` (a metric, a timing, ``evaluated``), or ``default``."""
+        return trial.user_attrs.get(name, default)
+
+    @staticmethod
+    def write_skipped(trial: optuna.Trial, reason: str) -> None:
+        """Record why a trial was closed without being scored (it started after the study had its trials)."""
+        trial.set_user_attr(SKIPPED, reason)
+
+    def summary_attrs(self) -> dict[str, Any]:
+        """The study's attributes short enough for a table: all but the per-group and per-trial ones."""
+        bulky = {GROUPS, SENSITIVITY, RATE_LIMITS, REFERENCES, FINALISTS, LATENCY_TABLE}
+        return {k: v for k, v in self.attrs.items() if k not in bulky}
+
+    @staticmethod
     def write_failure(trial: optuna.Trial, error: Exception) -> None:
         """Record why a trial failed."""
         trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
@@ -521,46 +522,18 @@ class StudyRecord:
         return "global" if GLOBAL_RATE in trial.params else "local"
 
     def plan(self, trial: FrozenTrial) -> Plan:
-        """``{"rates": {group: rate}, "methods": {group: importance}}`` of a trial.
+        """The :class:`~autoprune.plan.Plan` of a trial, decoded from its parameters by the study's space
+        (a global trial's per-group rates from the plan it recorded)."""
+        resolved = trial.user_attrs.get(PLAN_ATTR)
+        if self.scope(trial) == "global" and resolved is None:
+            raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
+        return self.space.decode(trial.params, resolved)
 
-        An iterative trial's plan also holds ``steps`` (and ``recovery_steps``); a study with
-        ``round_to`` above 1 gives it to every plan, and one with ``reconstruct`` gives
-        ``"reconstruct": True``.
-        """
-        if self.scope(trial) == "global":
-            plan = trial.user_attrs.get(PLAN_ATTR)
-            if plan is None:
-                raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
-            plan = {"rates": dict(plan["rates"]), "methods": dict(plan["methods"])}
-        else:
-            default = self.importances[0]
-            plan = {
-                "rates": {g: float(trial.params.get(rate_param(g), 0.0)) for g in self.groups},
-                "methods": {g: trial.params.get(method_param(g), default) for g in self.groups},
-            }
-        settings = self.attrs
-        sparsity = {
-            g: float(trial.params[sparsity_param(g)])
-            for g in self.groups
-            if trial.params.get(sparsity_param(g), 0.0) > 0
-        }
-        if sparsity:
-            plan["sparsity"] = sparsity
-        nm_groups = [g for g in self.groups if trial.params.get(nm_param(g))]
-        if nm_groups:
-            plan["nm"] = {"groups": nm_groups, "pattern": list(settings.get("nm", (2, 4)))}
-        if sparsity or nm_groups:
-            plan["weight_importance"] = settings.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE)
-        if settings.get("round_to", 1) > 1:
-            plan["round_to"] = int(settings["round_to"])
-        if settings.get("reconstruct"):  # absent from studies made before it existed: scored without
-            plan["reconstruct"] = True
-        steps = trial.params.get(STEPS_PARAM, settings.get("steps", 1))
-        if isinstance(steps, int) and steps > 1:
-            plan["steps"] = steps
-            if settings.get("recovery_steps"):
-                plan["recovery_steps"] = int(settings["recovery_steps"])
-        return plan
+    @staticmethod
+    def write_plan(trial: optuna.Trial, plan: Plan) -> None:
+        """Record what a trial's parameters do not say: a global plan's per-group rates and methods."""
+        if plan.scope == "global":
+            trial.set_user_attr(PLAN_ATTR, {"rates": dict(plan.rates), "methods": dict(plan.methods)})
 
     def uniform_rate(self, trial: FrozenTrial) -> float | None:
         """The rate of a plan that uses one rate and one method in every group, else None."""

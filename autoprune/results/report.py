@@ -340,15 +340,10 @@ def _run_section(record: StudyRecord, complete: pd.DataFrame) -> str:
 
 
 def _html(record: StudyRecord, frame, front, figures, best, objective, command: str | None) -> str:
-    attrs, baseline = record.attrs, record.baseline
+    attrs, baseline = record.summary_attrs(), record.baseline
     e = html.escape
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
-    settings = "".join(
-        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
-        for k, v in sorted(attrs.items())
-        if k
-        not in ("groups", "sensitivity", "rate_limits", "references", "finetuned_finalists", "latency_table_measured")
-    )
+    settings = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(attrs.items()))
     bounds = (
         ""
         if not record.settings.bounds

@@ -16,13 +16,14 @@ import pandas as pd
 from torch import nn
 
 from ..errors import AutopruneError
+from ..plan import Plan
 from ..settings import FINETUNE
 from ..storage import existing_storage
 from ..training import train
 from ..zoo import dataset_task
 from .export import check_inputs, measure_model, save
 from .rebuild import Rebuilt, rebuild
-from .record import Plan, StudyRecord, open_study
+from .record import StudyRecord, open_study
 
 
 class Study:
@@ -57,7 +58,7 @@ class Study:
         return self.record.chosen_trial()
 
     def plan(self, trial: int | None = None) -> Plan:
-        """``{"rates": ..., "methods": ...}`` of trial ``trial`` (default: the best feasible one)."""
+        """The :class:`~autoprune.plan.Plan` of trial ``trial`` (default: the best feasible one)."""
         return self.record.plan(self.record.trial(trial))
 
     def rebuild(self, trial: int | None = None, *, baseline: nn.Module | None = None, data: Any = None) -> Rebuilt:
@@ -106,7 +107,7 @@ class Study:
             metadata={
                 "study": self.record.name,
                 "trial": rebuilt.trial.number,
-                **rebuilt.plan,
+                **rebuilt.plan.to_dict(),
                 "metrics": measured["pruned"],
             },
             unpruned=rebuilt.baseline,

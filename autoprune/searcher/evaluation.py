@@ -17,228 +17,32 @@ probability of ``STATISTICAL_DELTA`` per check, puts the plan over the budget.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ..engine import (
-    DEFAULT_WEIGHT_IMPORTANCE,
-    InputGrams,
-    group_layers,
-    group_sizes,
-    input_shape,
-    make_permanent,
-    prunable_groups,
-    prune,
-    prune_n_m,
-    prune_weights,
-    reconstruct_layers,
-    removal_count,
-    weight_scores,
-)
+from ..batches import calibration_batches, validation_batches
+from ..engine import input_shape, prunable_groups
+from ..engine.recovery import recalibrate_batchnorm
 from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
-from ..results.record import Plan
-from ..settings import FINETUNE, SearchSettings
+from ..plan import BaselineStructure, Plan, PlanSpace
+from ..settings import SearchSettings
 from ..tasks import Task
-from ..training import train_steps
 from ..zoo import dataset_task
-from .latency import LatencyTable, effective_rates, measure_table
-from .recovery import recalibrate_batchnorm
+from .latency import LatencyTable, measure_table
 
 #: What weight sparsity changes (:func:`autoprune.engine.sparsity_stats`).
 SPARSE_MEASURES = ("sparsity", "nonzero_params", "size_bytes")
-#: The fine-tuning recipe of iterative pruning's recovery steps (its learning rate, momentum, weight decay).
-RECOVERY = FINETUNE
-
-#: Calibration batches whose gradients feed importances registered with ``needs_grads``.
-GRADIENT_BATCHES = 4
-#: Calibration batches whose inputs the layers that lost channels are refitted on (``reconstruct``).
-RECONSTRUCTION_BATCHES = 4
 #: The statistical early stop's one-sided error probability per check, and the
 #: fewest images it needs before it may stop.
 STATISTICAL_DELTA = 1e-3
 STATISTICAL_MIN_IMAGES = 256
-
-
-def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> list:
-    """The fixed training batches every trial recalibrates BatchNorm on.
-
-    The same for the same seed, in any process: the order comes from a seeded
-    generator, and random augmentations (which draw from torch's, Python's and
-    NumPy's global generators) run under generators seeded from ``seed``, whose
-    previous state is restored afterwards.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            loader = DataLoader(
-                data.train,
-                batch_size=batch_size,
-                shuffle=True,
-                collate_fn=dataset_task(data).collate,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            return [batch for _, batch in zip(range(count), loader)]
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
-
-def validation_batches(data: Any, batch_size: int, seed: int) -> list:
-    """The whole validation split in a fixed shuffled order, so a stopped count has seen every class."""
-    loader = DataLoader(
-        data.val,
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=dataset_task(data).collate,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return list(loader)
-
-
-def apply_plan(
-    baseline: nn.Module, example_inputs: Any, plan: Plan, calibration: list, scores: dict | None = None
-) -> nn.Module:
-    """Prune a copy of ``baseline`` with ``plan`` and recalibrate its BatchNorm statistics."""
-    return recalibrate_batchnorm(pruned_copy(baseline, example_inputs, plan, calibration, scores), calibration)
-
-
-def pruned_copy(
-    baseline: nn.Module,
-    example_inputs: Any,
-    plan: Plan,
-    calibration: list,
-    scores: dict | None = None,
-    structure: BaselineStructure | None = None,
-) -> nn.Module:
-    """A copy of ``baseline`` pruned with ``plan``, before its final BatchNorm recalibration.
-
-    With ``plan["steps"] = K`` (iterative pruning), the plan's channel counts are
-    reached in K equal steps, each followed by BatchNorm recalibration and
-    ``plan["recovery_steps"]`` optimizer steps of fine-tuning on the calibration
-    batches; channels are ranked anew on the partly pruned model at every step.
-    With ``plan["reconstruct"]``, every layer that lost input channels is refitted
-    by least squares to the outputs it had before each step
-    (:func:`~autoprune.engine.reconstruct_layers`).
-    ``structure``: the baseline's groups as a study keeps them (traced here when None).
-    """
-    structure = structure or BaselineStructure(baseline, example_inputs)
-    model = copy.deepcopy(baseline)
-    steps = int(plan.get("steps", 1))
-    sizes = structure.sizes if steps > 1 else {}  # traced only for a plan in several steps
-    round_to = int(plan.get("round_to", 1)) if steps == 1 else 1  # several steps: in their targets
-    reconstruct = bool(plan.get("reconstruct"))
-    for k, (step_rates, cached) in enumerate(pruning_steps(sizes, plan, scores), start=1):
-        removed: dict | None = None
-        if reconstruct:  # the model before this step, and its layers' input statistics
-            removed, unpruned = {}, baseline if k == 1 else copy.deepcopy(model)
-            grams = (
-                structure.grams(calibration) if k == 1 else InputGrams(unpruned, calibration[:RECONSTRUCTION_BATCHES])
-            )
-        model = prune(
-            model,
-            example_inputs,
-            step_rates,
-            importance=plan["methods"],
-            calibration=calibration[:GRADIENT_BATCHES],
-            scores=cached,
-            round_to=round_to,
-            removed=removed,
-        )
-        if reconstruct:
-            reconstruct_layers(model, unpruned, grams, removed)
-        if steps > 1 and (k < steps or plan.get("recovery_steps")):
-            recalibrate_batchnorm(model, calibration)
-            if plan.get("recovery_steps"):
-                train_steps(model, calibration, plan["recovery_steps"], RECOVERY)
-    if plan.get("sparsity") or plan.get("nm"):
-        apply_weight_sparsity(model, structure.layers, plan, calibration[:GRADIENT_BATCHES])
-    return model
-
-
-class BaselineStructure:
-    """What a plan needs to know of the baseline's groups, traced once and only when asked:
-    ``sizes`` (:func:`~autoprune.engine.group_sizes`) and ``layers`` (:func:`~autoprune.engine.group_layers`).
-    Pruning keeps every group's name and every layer's, so they hold for any plan of the baseline."""
-
-    def __init__(self, baseline: nn.Module, example_inputs: Any) -> None:
-        self.baseline, self.example_inputs = baseline, example_inputs
-
-    @functools.cached_property
-    def sizes(self) -> dict[str, tuple[int, int]]:
-        return group_sizes(self.baseline, self.example_inputs)
-
-    @functools.cached_property
-    def layers(self) -> dict[str, list[str]]:
-        return group_layers(self.baseline, self.example_inputs)
-
-    def grams(self, calibration: list) -> InputGrams:
-        """The baseline's :class:`~autoprune.engine.InputGrams` on the first calibration batches, kept."""
-        if getattr(self, "_grams", None) is None or self._grams_of is not calibration:
-            self._grams = InputGrams(self.baseline, calibration[:RECONSTRUCTION_BATCHES])
-            self._grams_of = calibration
-        return self._grams
-
-
-def apply_weight_sparsity(
-    model: nn.Module, layers: dict[str, list[str]], plan: Plan, calibration: list | None = None
-) -> nn.Module:
-    """Zero the weights the plan's ``sparsity`` and ``nm`` ask for in each group's layers (``layers``,
-    as :func:`~autoprune.engine.group_layers` gives them), permanently, ranked by the plan's
-    ``weight_importance`` (magnitude when it names none; ``calibration`` for one that needs gradients)."""
-    sparsity = {layer: rate for group, rate in plan.get("sparsity", {}).items() for layer in layers[group]}
-    nm_layers = [layer for group in plan.get("nm", {}).get("groups", ()) for layer in layers[group]]
-    scores = weight_scores(
-        model, [*sparsity, *nm_layers], plan.get("weight_importance", DEFAULT_WEIGHT_IMPORTANCE), calibration
-    )
-    if sparsity:
-        prune_weights(model, sparsity, scores)
-    if nm_layers:
-        n, m = plan["nm"].get("pattern", (2, 4))
-        prune_n_m(model, n, m, nm_layers, scores)
-    return make_permanent(model)
-
-
-def pruning_steps(sizes: dict[str, tuple[int, int]], plan: Plan, scores: dict | None):
-    """The rates of each of the plan's steps, relative to the channels left, with the score cache each may use.
-
-    Step k removes channels until ``floor(n * k / K)`` of a group's are gone, where
-    ``n`` is what the one-shot plan removes (:func:`~autoprune.engine.removal_count`,
-    with the plan's ``round_to``), so the last step ends at exactly its widths.
-    Only the first step prunes the baseline itself, so only it may use ``scores``.
-    ``sizes``: the baseline's ``{group: (channels, channel groups)}``.
-    """
-    steps = int(plan.get("steps", 1))
-    if steps == 1:
-        yield plan["rates"], scores
-        return
-    removed = dict.fromkeys(plan["rates"], 0)
-    final = {}
-    for group, rate in plan["rates"].items():
-        channels, channel_groups = sizes[group]
-        final[group] = removal_count(channels // channel_groups, rate, channel_groups, int(plan.get("round_to", 1)))
-    for k in range(1, steps + 1):
-        rates = {}
-        for group in plan["rates"]:
-            channels, channel_groups = sizes[group]
-            size = channels // channel_groups
-            target = final[group] * k // steps
-            rates[group] = (target - removed[group]) / (size - removed[group])
-            removed[group] = target
-        yield rates, scores if k == 1 else None
 
 
 @dataclass(frozen=True)
@@ -384,7 +188,7 @@ class Evaluator:
             correct, total = 0, sum(len(targets) for _, targets in val_batches)
             score = task.score(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
-        evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, {"rates": {}})}
+        evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, Plan())}
         evaluator.context.remember_baseline(evaluator.base)
         return evaluator
 
@@ -405,7 +209,7 @@ class Evaluator:
             )
         table.check_fits(self.groups, *input_shape(self.timing_input), where)
         self.latency_table = table
-        self.context.predict_latency = lambda plan: table.predict(effective_rates(plan, self.structure.sizes))
+        self.context.predict_latency = lambda plan: table.predict(plan.removed_fractions(self.structure.sizes))
 
     def size(self, model: nn.Module, plan: Plan | None = None) -> dict[str, float]:
         """The plan's metrics besides accuracy (:attr:`measured`), each by its registered function."""
@@ -415,8 +219,20 @@ class Evaluator:
         finally:
             self.context.plan = None
 
+    @functools.cached_property
+    def space(self) -> PlanSpace:
+        """The study's plans over its searched groups (every group up to ``rate_max``)."""
+        return PlanSpace(self.settings, tuple(self.groups))
+
+    def apply(self, plan: Plan) -> nn.Module:
+        """``plan`` applied to the baseline as a trial is, with the study's calibration and score cache."""
+        return plan.apply(
+            self.baseline, self.example, self.calibration, scores=self.scores, structure=self.structure, task=self.task
+        )
+
     def evaluate(self, plan: Plan, early_stop: str | None = None, budget: Budget | None = None) -> dict[str, float]:
-        """The metrics of ``plan``: accuracy and its drop, sizes, and the seconds each step took.
+        """The metrics of ``plan`` (as the study's :attr:`space` makes it): accuracy and its drop,
+        sizes, and the seconds each step took.
 
         A count that stopped early records ``evaluated`` (images seen) below the
         validation size, and a drop that is certain (``"exact"``) or likely
@@ -425,12 +241,10 @@ class Evaluator:
         """
         mode = self.settings.early_stop if early_stop is None else early_stop
         budget = self.budget if budget is None else budget
-        if self.settings.round_to > 1:
-            plan = {**plan, "round_to": self.settings.round_to}
-        if self.settings.reconstruct:
-            plan = {**plan, "reconstruct": True}
         start = time.perf_counter()
-        model = pruned_copy(self.baseline, self.example, plan, self.calibration, self.scores, self.structure)
+        model = plan.pruned(
+            self.baseline, self.example, self.calibration, scores=self.scores, structure=self.structure, task=self.task
+        )
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()

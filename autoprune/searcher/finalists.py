@@ -18,13 +18,13 @@ from ..metrics import accuracy
 from ..results.record import StudyRecord
 from ..settings import TrainSettings
 from ..training import train
-from .evaluation import Evaluator, apply_plan
+from .evaluation import Evaluator
 
 
 def best_feasible(record: StudyRecord, count: int) -> list:
     """The ``count`` feasible trials with the lowest objective (the highest accuracy breaking ties)."""
     key = record.size_objective
-    ranked = sorted(record.feasible(), key=lambda t: (t.user_attrs[key], -t.user_attrs["accuracy"], t.number))
+    ranked = sorted(record.feasible(), key=lambda t: (record.value(t, key), -record.value(t, "accuracy"), t.number))
     return ranked[:count]
 
 
@@ -39,14 +39,12 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
         return
     rows = []
     for trial in finalists:
-        model = apply_plan(
-            evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration, scores=evaluator.scores
-        )
+        model = evaluator.apply(record.plan(trial))
         train(model, data, recipe, seed=evaluator.settings.seed)
         rows.append(
             {
                 "trial": trial.number,
-                "accuracy": trial.user_attrs["accuracy"],
+                "accuracy": record.value(trial, "accuracy"),
                 "finetuned_accuracy": accuracy(model, evaluator.val_batches),
             }
         )

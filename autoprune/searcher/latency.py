@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import input_shape, prune, removal_count
+from ..engine import input_shape, prune
 from ..engine.inputs import move_to
 from ..errors import AutopruneError
 from ..files import atomic_write_text
@@ -164,17 +164,6 @@ def measure_table(
     return LatencyTable(base, rates, ms, uniform, device, *input_shape(timing_input))
 
 
-def effective_rates(plan: dict[str, Any], sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
-    """The fraction of each group's channels a plan really removes (floors and ``round_to`` applied)."""
-    round_to = int(plan.get("round_to", 1))
-    rates = {}
-    for group, rate in plan.get("rates", {}).items():
-        channels, channel_groups = sizes[group]
-        size = channels // channel_groups
-        rates[group] = removal_count(size, rate, channel_groups, round_to) / size
-    return rates
-
-
 #: How many of the best feasible plans the search times to check its latency table.
 CHECKED_PLANS = 3
 
@@ -182,8 +171,6 @@ CHECKED_PLANS = 3
 def check_table(record, evaluator) -> list[dict[str, Any]]:
     """Time the baseline and the best feasible plans (the chosen trial, then the Pareto front) and set each
     timing beside the table's prediction: ``[{"trial", "predicted_ms", "measured_ms"}]`` (trial None for the baseline)."""
-    from .evaluation import apply_plan
-
     settings, table = evaluator.settings, evaluator.latency_table
     rows = [
         {
@@ -195,8 +182,9 @@ def check_table(record, evaluator) -> list[dict[str, Any]]:
     first = record.chosen_trial()
     trials = {t.number: t for t in [first, *record.pareto_trials()] if t is not None}
     for trial in list(trials.values())[:CHECKED_PLANS]:
-        model = apply_plan(evaluator.baseline, evaluator.example, record.plan(trial), evaluator.calibration)
-        predicted = table.predict(effective_rates(record.plan(trial), evaluator.structure.sizes))
+        plan = record.plan(trial)
+        model = plan.apply(evaluator.baseline, evaluator.example, evaluator.calibration, task=evaluator.task)
+        predicted = table.predict(plan.removed_fractions(evaluator.structure.sizes))
         rows.append(
             {
                 "trial": trial.number,

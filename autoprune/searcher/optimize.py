@@ -36,6 +36,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from ..batches import calibration_batches
 from ..checkpoint import atomic_save
 from ..engine import (
     group_layers,
@@ -47,19 +48,20 @@ from ..engine import (
 )
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..metrics import metric_direction
+from ..plan import Plan
 from ..provenance import environment, fingerprint, provenance, split_sizes
-from ..results.record import Plan, StudyRecord
+from ..results.record import StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
+from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
-from .evaluation import Evaluator, apply_plan, calibration_batches
+from .evaluation import Evaluator
 from .finalists import fine_tune_finalists
 from .latency import LatencyTable, check_table
 from .progress import SearchProgress
-from .references import GlobalRanking, find_references, uniform_plan
+from .references import GlobalRanking, find_references
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
-from .space import global_params, plan_params, suggest_plan, weight_params
 
 _logger = logging.getLogger("autoprune")
 
@@ -75,6 +77,7 @@ class SearchResult:
     baseline: nn.Module
     example_inputs: torch.Tensor
     calibration: list = field(default_factory=list, repr=False)
+    task: Task | None = field(default=None, repr=False)
     _best_model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -88,7 +91,7 @@ class SearchResult:
 
     @property
     def best_plan(self) -> Plan | None:
-        """``{"rates": {group: rate}, "methods": {group: importance}}`` of the best trial."""
+        """The :class:`~autoprune.plan.Plan` of the best trial (``.rates``, ``.methods``, ...)."""
         trial = self.best_trial
         return None if trial is None else self.record.plan(trial)
 
@@ -96,7 +99,9 @@ class SearchResult:
     def best_model(self) -> nn.Module | None:
         """The baseline pruned with :attr:`best_plan` and recalibrated, rebuilt on first use."""
         if self._best_model is None and self.best_trial is not None:
-            self._best_model = apply_plan(self.baseline, self.example_inputs, self.best_plan, self.calibration)
+            self._best_model = self.best_plan.apply(
+                self.baseline, self.example_inputs, self.calibration, task=self.task
+            )
         return self._best_model
 
     @property
@@ -146,17 +151,8 @@ def search(
     record, evaluator = open_search(model, data, settings, **where)
     ranking = GlobalRanking(evaluator)
     prepare(record, evaluator, ranking)
-    limits = record.rate_limits
-
-    def objective(trial: optuna.Trial) -> float | list[float]:
-        _skip_if_full(record, trial, settings.trials)
-        try:
-            return record.write_trial(trial, evaluator.evaluate(suggest_plan(trial, limits, settings, ranking)))
-        except (PruningError, PluginError) as exc:
-            record.write_failure(trial, exc)
-            raise
-
-    result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration)
+    objective = _objective(record, evaluator, ranking)
+    result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task)
     try:
         _run_trials(record, objective, settings, progress)
     except KeyboardInterrupt as exc:  # Optuna has failed the running trial
@@ -166,6 +162,23 @@ def search(
     if evaluator.latency_table is not None and record.feasible():
         record.write_latency_check(check_table(record, evaluator))
     return result
+
+
+def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking):
+    """Optuna's objective: a plan from the study's space (each group within its range), scored and recorded."""
+    space, trials = evaluator.space.with_limits(record.rate_limits), evaluator.settings.trials
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
+        _skip_if_full(record, trial, trials)
+        try:
+            plan = space.suggest(trial, ranking)
+            record.write_plan(trial, plan)
+            return record.write_trial(trial, evaluator.evaluate(plan))
+        except (PruningError, PluginError) as exc:
+            record.write_failure(trial, exc)
+            raise
+
+    return objective
 
 
 def open_search(
@@ -233,39 +246,26 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
         record.write_references(find_references(evaluator, ranking))
     if record.warm_started:
         return
-    limits, plans = record.rate_limits, []
+    space, plans = evaluator.space.with_limits(record.rate_limits), []
     if "channel" not in settings.granularities:  # weights only: uniform sparsities, or N:M everywhere
         if "weight" in settings.granularities:
-            plans = [
-                {"rates": {}, "methods": {}, "sparsity": dict.fromkeys(evaluator.groups, rate)}
-                for rate in settings.uniform_starts
-            ]
+            plans = [space.plan({}, sparsity=dict.fromkeys(space.groups, rate)) for rate in settings.uniform_starts]
         else:
-            plans = [{"rates": {}, "methods": {}, "nm": {"groups": list(evaluator.groups)}}]
+            plans = [space.plan({}, nm_groups=space.groups)]
     elif settings.scope != "global":
         uniform = record.references["uniform"]
         if uniform.get("rate"):
-            plans.append(uniform_plan(evaluator.groups, uniform["rate"], settings.importances[0]))
+            plans.append(space.uniform(uniform["rate"]))
         if settings.warm_start == "sensitivity":
+            measure = record.size_objective_measure
             plans += warm_start_plans(
-                record.sensitivity,
-                evaluator.groups,
-                evaluator.base[record.size_objective_measure],
-                record.size_objective_measure,
-                settings.max_accuracy_drop,
-                settings.importances[0],
+                record.sensitivity, space, evaluator.base[measure], measure, settings.max_accuracy_drop
             )
         elif settings.warm_start == "uniform":
-            plans += [uniform_plan(evaluator.groups, rate, settings.importances[0]) for rate in settings.uniform_starts]
-    queued = [plan_params(plan, limits, settings) for plan in plans]
+            plans += [space.uniform(rate) for rate in settings.uniform_starts]
     if settings.scope != "local" and "channel" in settings.granularities:
-        queued.insert(
-            0,
-            {
-                **global_params(record.references["global"].get("rate") or settings.rate_min, settings),
-                **weight_params({}, list(limits), settings),
-            },
-        )
+        plans.insert(0, space.global_start(record.references["global"].get("rate") or settings.rate_min))
+    queued = [space.params(plan) for plan in plans]
     with _quiet_optuna():  # a warm-start plan equal to another (rates clipped to the same range) is skipped quietly
         for params in queued:
             record.study.enqueue_trial(params, skip_if_exists=True)
@@ -297,29 +297,19 @@ def preflight(
 def check_task(data: Any, settings: SearchSettings) -> None:
     """The dataset's task is registered, and the settings it cannot serve are refused before any work.
 
-    A task scored on the whole split (detection, segmentation) trains with its own loss in
-    training mode: importances and weight importances that need loss gradients, recovery
-    steps and the corruption metrics, which assume class labels, are classification's.
+    Importances that need gradients and recovery steps take the task's own loss
+    (:meth:`~autoprune.Task.gradient_loss`); the corruption metrics assume class labels,
+    so they serve a countable (top-1) task only.
     """
     task = dataset_task(data)
-    if task.name == "classification":
+    if task.countable:
         return
-    needs_grads = [name for name in settings.importances if resolve_importance(name).needs_grads]
-    if {"weight", "nm"} & set(settings.granularities) and resolve_weight_importance(
-        settings.weight_importance
-    ).needs_grads:
-        needs_grads.append(settings.weight_importance)
     robust = [m for m in (*settings.objectives, *settings.bounds) if m.startswith("robust_")]
-    for refused, what in (
-        (needs_grads, "importances that need loss gradients"),
-        (["recovery_steps"] if settings.recovery_steps else [], "recovery steps"),
-        (robust, "the corruption metrics"),
-    ):
-        if refused:
-            raise AutopruneError(
-                f"the dataset's task is {task.name!r}; {what} ({', '.join(map(repr, refused))}) "
-                "serve classification only"
-            )
+    if robust:
+        raise AutopruneError(
+            f"the dataset's task is {task.name!r}; the corruption metrics ({', '.join(map(repr, robust))}) "
+            "serve classification only"
+        )
 
 
 def check_importances(
@@ -337,14 +327,15 @@ def check_importances(
     if model is None:
         return
     with torch.random.fork_rng(devices=[]):  # a plugin drawing random numbers changes nothing after
-        calibration = None
+        calibration, batch_loss = None, None
         if any(method.needs_grads for method in methods):
             calibration = calibration_batches(data, 1, min(settings.batch_size, 16), settings.seed)
+            batch_loss = dataset_task(data).gradient_loss
         for name in settings.importances:
-            group_scores(model, example, name, calibration=calibration)
+            group_scores(model, example, name, calibration=calibration, batch_loss=batch_loss)
         if {"weight", "nm"} & set(settings.granularities):
             layers = sorted({layer for group in group_layers(model, example).values() for layer in group})
-            weight_scores(model, layers, settings.weight_importance, calibration=calibration)
+            weight_scores(model, layers, settings.weight_importance, calibration=calibration, batch_loss=batch_loss)
 
 
 def check_metrics(settings: SearchSettings) -> None:
@@ -502,7 +493,7 @@ def _skip_if_full(record: StudyRecord, trial: optuna.Trial, trials: int) -> None
     """
     ahead = [t for t in record.trials(states=(TrialState.RUNNING,)) if t.number < trial.number]
     if len(record.completed()) + len(ahead) >= trials:
-        trial.set_user_attr("skipped", "the study had its trials when this one started")
+        record.write_skipped(trial, "the study had its trials when this one started")
         raise optuna.TrialPruned("the study had its trials")
 
 

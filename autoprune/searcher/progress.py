@@ -22,9 +22,11 @@ __all__ = ["SearchProgress", "best_so_far", "progress_summary"]
 def best_so_far(record: StudyRecord, feasible: list[FrozenTrial]) -> FrozenTrial | None:
     """Of ``feasible`` trials, the one that cut the study's size measure most (the smaller drop of equals)."""
     measure = record.size_objective
-    scored = [t for t in feasible if t.user_attrs.get(measure)]
+    scored = [t for t in feasible if record.value(t, measure, None)]
     return min(
-        scored, key=lambda t: (t.user_attrs[measure], t.user_attrs.get("accuracy_drop", 0.0), t.number), default=None
+        scored,
+        key=lambda t: (record.value(t, measure), record.value(t, "accuracy_drop", 0.0), t.number),
+        default=None,
     )
 
 
@@ -36,8 +38,8 @@ def progress_summary(record: StudyRecord, feasible: list[FrozenTrial]) -> str:
         return text
     measure = record.size_objective
     shown = {"flops": "FLOPs", "nonzero_params": "nonzero params", "size_bytes": "bytes"}.get(measure, measure)
-    drop = best.user_attrs.get("accuracy_drop", float("nan"))
-    reduction = factor(record.baseline.get(measure), best.user_attrs[measure], measure)
+    drop = record.value(best, "accuracy_drop")
+    reduction = factor(record.baseline.get(measure), record.value(best, measure), measure)
     return f"{text}, best {reduction} {shown} at {-drop:+.2f} pt"
 
 

@@ -21,16 +21,13 @@ import torch
 
 from ..engine import group_scores
 from ..errors import PluginError, PruningError
-from ..results.record import Plan
-from .evaluation import GRADIENT_BATCHES, Evaluator
+from ..plan import Plan
+from ..plan.apply import GRADIENT_BATCHES
+from .evaluation import Evaluator
 
 #: Bisection steps after the first probe at ``rate_max`` (resolution ``rate_max / 2**steps``).
 BISECTION_STEPS = 6
 KINDS = ("uniform", "global")
-
-
-def uniform_plan(groups: list[str], rate: float, method: str) -> Plan:
-    return {"rates": dict.fromkeys(groups, rate), "methods": dict.fromkeys(groups, method)}
 
 
 def global_plan(
@@ -39,8 +36,8 @@ def global_plan(
     sizes: dict[str, tuple[int, int]],
     method: str,
     rate_cap: float | dict[str, float],
-) -> Plan:
-    """Remove the lowest-ranked ``rate`` of all channels, ranked by mean-normalized importance.
+) -> dict[str, dict[str, Any]]:
+    """``{"rates", "methods"}`` that remove the lowest-ranked ``rate`` of all channels, ranked by mean-normalized importance.
 
     No group loses more than its cap (``rate_cap``: one for all, or one per group),
     nor its last channel. A group with channel groups (grouped convolutions,
@@ -115,18 +112,19 @@ class GlobalRanking:
         self.evaluator = evaluator
 
     def plan(self, rate: float, method: str, rate_cap: float | dict[str, float]) -> Plan:
-        """:func:`global_plan` of the study's baseline under importance ``method``."""
+        """:func:`global_plan` of the study's baseline under importance ``method``, as a plan of the study."""
         evaluator = self.evaluator
         scores = group_scores(
             evaluator.baseline,
             evaluator.example,
             method,
             calibration=evaluator.calibration[:GRADIENT_BATCHES],
+            batch_loss=evaluator.task.gradient_loss,
             scores=evaluator.scores,
         )
         searched = set(evaluator.groups)  # search.prune_only leaves the other groups whole
         sizes = {g: n for g, n in evaluator.structure.sizes.items() if g in searched}
-        return global_plan(rate, scores, sizes, method, rate_cap)
+        return evaluator.space.plan(**global_plan(rate, scores, sizes, method, rate_cap))
 
 
 def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) -> dict[str, dict[str, Any]]:
@@ -135,7 +133,7 @@ def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) 
     method = settings.importances[0]
     ranking = ranking or GlobalRanking(evaluator)
     plans = {
-        "uniform": lambda rate: uniform_plan(evaluator.groups, rate, method),
+        "uniform": lambda rate: evaluator.space.uniform(rate, method),
         "global": lambda rate: ranking.plan(rate, method, settings.rate_max),
     }
     keep = ("rate", "accuracy", "accuracy_drop", "flops", "params", "latency", "evaluations")
@@ -146,5 +144,5 @@ def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) 
         )
         found[kind] = {"importance": method, **{k: v for k, v in result.items() if k in keep}}
         if result["rate"] is not None:
-            found[kind]["plan"] = plans[kind](result["rate"])["rates"]
+            found[kind]["plan"] = plans[kind](result["rate"]).rates
     return found

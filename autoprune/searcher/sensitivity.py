@@ -21,9 +21,8 @@ import math
 from typing import Any
 
 from ..errors import PluginError, PruningError
-from ..results.record import Plan
+from ..plan import Plan, PlanSpace, rate_grid
 from .evaluation import Budget, Evaluator
-from .space import rate_grid
 
 #: The coarsest step between the rates of a curve.
 SENSITIVITY_STEP = 0.2
@@ -55,7 +54,7 @@ def measure_sensitivity(evaluator: Evaluator) -> list[dict[str, Any]]:
     for group in evaluator.groups:
         for rate in curve_rates(settings.rate_min, settings.rate_max, settings.rate_step):
             try:
-                metrics = evaluator.evaluate({"rates": {group: rate}, "methods": {group: method}}, budget=budget)
+                metrics = evaluator.evaluate(evaluator.space.plan({group: rate}, {group: method}), budget=budget)
             except (PruningError, PluginError) as exc:  # the curve ends where pruning fails
                 rows.append({"group": group, "rate": rate, "failed": f"{type(exc).__name__}: {exc}"})
                 break
@@ -88,10 +87,11 @@ def rate_limits(
 
 
 def warm_start_plans(
-    rows: list[dict[str, Any]], groups: list[str], base_size: float, measure: str, max_drop: float, method: str
+    rows: list[dict[str, Any]], space: PlanSpace, base_size: float, measure: str, max_drop: float
 ) -> list[Plan]:
-    """Plans that spend each share of the budget on the curves where it saves the most ``measure``."""
-    options: dict[str, list[tuple[float, float, float]]] = {g: [(0.0, 0.0, 0.0)] for g in groups}
+    """Plans of ``space`` that spend each share of the budget on the curves where it saves the most ``measure``
+    (every group with the study's first importance, which the curves were measured with)."""
+    options: dict[str, list[tuple[float, float, float]]] = {g: [(0.0, 0.0, 0.0)] for g in space.groups}
     for row in rows:
         if not _beyond(row, max_drop):
             options[row["group"]].append((row["rate"], max(0.0, row["accuracy_drop"]), base_size - row[measure]))
@@ -101,7 +101,7 @@ def warm_start_plans(
         key = tuple(sorted(rates.items()))
         if any(rates.values()) and key not in seen:
             seen.add(key)
-            plans.append({"rates": rates, "methods": dict.fromkeys(groups, method)})
+            plans.append(space.plan(rates, dict.fromkeys(space.groups, space.default_method)))
     return plans
 
 

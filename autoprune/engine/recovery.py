@@ -14,8 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..engine import call_network
-from ..engine.inputs import move_to
+from .inputs import call_network, move_to
 
 
 def has_batchnorm(model: nn.Module) -> bool:
