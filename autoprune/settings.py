@@ -400,7 +400,8 @@ class SearchSettings(_Validated):
         check=lambda v: v in WARM_STARTS,
         choices=WARM_STARTS,
         doc="the first trials: the uniform_starts, or plans built from per-group sensitivity curves (which "
-        "also bound each group's range); the uniform-rate baseline is tried first in every case",
+        "also bound each group's range); the uniform-rate and global baselines, exactly as found, are tried "
+        "first in every case",
     )
     early_stop: str = setting(
         "statistical",

@@ -46,12 +46,16 @@ def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
             assert key in trial.user_attrs
         assert trial.value == trial.user_attrs["flops"]
         assert trial.constraints["accuracy_drop"] == pytest.approx(trial.user_attrs["accuracy_drop"] - 2.0)
-    # the uniform-rate baseline (rounded down to the grid) comes first, then the uniform starts
-    reference = attrs["references"]["uniform"]["rate"]
+    # the uniform-rate and global baselines come first (their parameters rounded down to the grid, their
+    # plans exact), then the uniform starts
+    references, record = attrs["references"], StudyRecord(study)
     grid = autoprune.plan.rate_grid(0.0, 0.8, 0.05)
+    reference = references["uniform"]["rate"]
     assert {study.trials[0].params[f"{g}.rate"] for g in groups} == {max(r for r in grid if r <= reference + 1e-9)}
-    assert {study.trials[1].params[f"{g}.rate"] for g in groups} == {0.0}
-    assert {study.trials[2].params[f"{g}.rate"] for g in groups} == {0.2}
+    assert record.plan(study.trials[0]).rates == dict.fromkeys(groups, reference)
+    assert record.plan(study.trials[1]).rates == references["global"]["plan"]
+    assert {study.trials[2].params[f"{g}.rate"] for g in groups} == {0.0}
+    assert {study.trials[3].params[f"{g}.rate"] for g in groups} == {0.2}
     assert result.best_trial.number == study.best_trial.number == StudyRecord(study).chosen_trial().number
 
 
@@ -71,8 +75,8 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
-    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=3, uniform_starts=(0.0, 0.8), importances=("l1",))
-    _, untouched, crushed = result.study.trials
+    result = _search(baseline, digits, max_accuracy_drop=1.5, trials=4, uniform_starts=(0.0, 0.8), importances=("l1",))
+    _, _, untouched, crushed = result.study.trials  # after the two baselines
     # rate 0 only recalibrates BatchNorm, which keeps (here: raises) the accuracy of a briefly trained baseline
     assert untouched.user_attrs["accuracy_drop"] < 1.5
     assert untouched.constraints["accuracy_drop"] <= 0

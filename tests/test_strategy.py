@@ -161,9 +161,17 @@ def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them
     for kind in ("uniform", "global"):
         reference = references[kind]
         assert reference["rate"] is not None and reference["accuracy_drop"] <= 1.0 and reference["evaluations"] >= 2
+    grid = autoprune.plan.rate_grid(0.0, 0.8, 0.05)
+    first = result.study.trials[:2]  # the baselines themselves, scored as they were found
+    for trial, kind in zip(first, ("uniform", "global")):
+        assert record.plan(trial).rates == references[kind]["plan"]  # the bisection's rates, off the grid
+        assert all(any(abs(rate - r) < 1e-9 for r in grid) for rate in trial.params.values())  # the sampler's
+        for metric in ("flops", "params", "accuracy_drop"):
+            assert trial.user_attrs[metric] == references[kind][metric], (kind, metric)
+    assert record.uniform_rate(first[0]) == references["uniform"]["rate"] not in grid
     best = result.best_trial
     compared = record.comparison(best)
-    assert compared["ratio"] >= 1.0  # the uniform baseline is the first trial, so the search never does worse
+    assert compared["ratio"] >= 1.0  # the baselines are the first trials, so the search never does worse
     assert compared["reduction"] == pytest.approx(record.baseline["flops"] / best.user_attrs["flops"])
 
 
@@ -206,8 +214,8 @@ def test_warm_start_plans_run_first(trained, digits, tmp_path):
     )
     record = result.record
     uniform = record.references["uniform"]
-    space = record.space
-    expected = [space.uniform(uniform["rate"])]
+    space, found = record.space, record.references["global"]
+    expected = [space.uniform(uniform["rate"]), space.plan(found["plan"])]  # the baselines, then the curves'
     expected += warm_start_plans(record.sensitivity, space, record.baseline["flops"], "flops", 1.0)
     params = [space.params(p) for p in expected]
     unique = [p for i, p in enumerate(params) if p not in params[:i]]

@@ -135,11 +135,15 @@ class PlanSpace:
 
     # -- from a trial ---------------------------------------------------------------------
 
-    def suggest(self, trial: optuna.Trial, ranking: GlobalRanking | None = None) -> Plan:
+    def suggest(
+        self, trial: optuna.Trial, ranking: GlobalRanking | None = None, given: Mapping[str, Any] | None = None
+    ) -> Plan:
         """Ask the sampler for a plan.
 
         Local: a rate (up to the group's limit, on the grid) and a method per group.
         Global: a global rate and cap, resolved into per-group rates by ``ranking``.
+        ``given``: ``{"rates", "methods"}`` recorded with an enqueued trial (a baseline's, off
+        the grid), which the plan takes instead of what its parameters say.
         The order of the questions is part of a study's reproducibility: it is kept.
         """
         settings = self.settings
@@ -157,9 +161,11 @@ class PlanSpace:
                 "methods": dict.fromkeys(self.groups, self.default_method),
             }
         elif scope == "global":
-            channels = self._suggest_global(trial, ranking)
+            channels = self._suggest_global(trial, None if given is not None else ranking)
         else:
             channels = self._suggest_local(trial)
+        if given is not None and "channel" in settings.granularities:
+            channels.update(rates=dict(given["rates"]), methods=dict(given["methods"]))
         return self.plan(**channels, **self._suggest_weights(trial), steps=int(steps))
 
     def _suggest_local(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -175,8 +181,7 @@ class PlanSpace:
         return {"rates": rates, "methods": methods}
 
     def _suggest_global(self, trial: optuna.Trial, ranking: GlobalRanking | None) -> dict[str, Any]:
-        if ranking is None:
-            raise AutopruneError("a global-scope plan needs a ranking of the baseline's channels")
+        """The global rate, cap and method, resolved by ``ranking`` (None: left to the caller)."""
         settings = self.settings
         rate = trial.suggest_float(GLOBAL_RATE, settings.rate_min, settings.rate_max, step=settings.rate_step)
         cap = trial.suggest_float(GLOBAL_MAX_RATE, self._cap_min(), settings.rate_max, step=settings.rate_step)
@@ -185,8 +190,11 @@ class PlanSpace:
             if len(settings.importances) > 1
             else self.default_method
         )
+        chosen = {"global_rate": rate, "global_max_rate": cap}
+        if ranking is None:
+            return {"rates": {}, "methods": {}, **chosen}
         resolved = ranking.plan(rate, method, {g: min(cap, limit) for g, limit in self.limits.items()})
-        return {"rates": resolved.rates, "methods": resolved.methods, "global_rate": rate, "global_max_rate": cap}
+        return {"rates": resolved.rates, "methods": resolved.methods, **chosen}
 
     def _suggest_weights(self, trial: optuna.Trial) -> dict[str, Any]:
         """The weight-level part of a plan: a sparsity per group, or which groups take the N:M pattern."""
@@ -238,14 +246,16 @@ class PlanSpace:
         return params
 
     def decode(self, params: Mapping[str, Any], resolved: Mapping[str, Any] | None = None) -> Plan:
-        """The plan of a trial from its parameters; a global trial's per-group rates and methods come
-        from ``resolved`` (``{"rates", "methods"}``, kept by the study record)."""
+        """The plan of a trial from its parameters. Its per-group rates and methods come from
+        ``resolved`` (``{"rates", "methods"}``, kept by the study record) where the parameters do not
+        say them exactly: a global trial's resolved plan, a baseline's rates off the grid."""
         parts: dict[str, Any] = {}
         if GLOBAL_RATE in params:
             if resolved is None:
                 raise AutopruneError("a trial of global scope needs its resolved per-group plan")
-            rates, methods = dict(resolved["rates"]), dict(resolved["methods"])
             parts.update(global_rate=float(params[GLOBAL_RATE]), global_max_rate=float(params[GLOBAL_MAX_RATE]))
+        if resolved is not None:
+            rates, methods = dict(resolved["rates"]), dict(resolved["methods"])
         else:
             rates = {g: float(params.get(rate_param(g), 0.0)) for g in self.groups}
             methods = {g: params.get(method_param(g), self.default_method) for g in self.groups}

@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutopruneError, unknown_name
 from ..metrics import metric_direction
-from ..plan import GLOBAL_RATE, Plan, PlanSpace, method_param, rate_param
+from ..plan import GLOBAL_RATE, Plan, PlanSpace
 from ..settings import SearchSettings, setting_key
 from ..storage import open_storage, storage_file
 
@@ -531,17 +531,29 @@ class StudyRecord:
 
     @staticmethod
     def write_plan(trial: optuna.Trial, plan: Plan) -> None:
-        """Record what a trial's parameters do not say: a global plan's per-group rates and methods."""
-        if plan.scope == "global":
+        """Record what a trial's parameters do not say: a global plan's per-group rates and methods
+        (an enqueued baseline's were recorded when it was enqueued)."""
+        if plan.scope == "global" and PLAN_ATTR not in trial.user_attrs:
             trial.set_user_attr(PLAN_ATTR, {"rates": dict(plan.rates), "methods": dict(plan.methods)})
+
+    @staticmethod
+    def given_plan(trial: optuna.Trial) -> dict[str, Any] | None:
+        """The exact ``{"rates", "methods"}`` a trial was enqueued with (a baseline's), or None."""
+        return trial.user_attrs.get(PLAN_ATTR)
+
+    def enqueue(self, params: dict[str, Any], exact: Plan | None = None) -> None:
+        """Queue a trial of ``params`` (unless one with the same parameters exists); ``exact``: the plan
+        it prunes where its parameters, on the grid, only approach it (a baseline found by bisection)."""
+        attrs = None if exact is None else {PLAN_ATTR: {"rates": dict(exact.rates), "methods": dict(exact.methods)}}
+        self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
 
     def uniform_rate(self, trial: FrozenTrial) -> float | None:
         """The rate of a plan that uses one rate and one method in every group, else None."""
         if self.scope(trial) == "global":
             return None
-        rates = {trial.params.get(rate_param(g)) for g in self.groups}
-        methods = {trial.params.get(method_param(g)) for g in self.groups}
-        return rates.pop() if len(rates) == 1 and len(methods) == 1 and None not in rates else None
+        plan = self.plan(trial)
+        rates, methods = set(plan.rates.values()), set(plan.methods.values())
+        return rates.pop() if len(rates) == 1 and len(methods) == 1 and set(plan.rates) == set(self.groups) else None
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

@@ -48,7 +48,7 @@ from ..engine import (
 )
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..metrics import metric_direction
-from ..plan import Plan
+from ..plan import Plan, PlanSpace
 from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import StudyRecord
 from ..settings import FINETUNE, SearchSettings, TrainSettings
@@ -171,7 +171,7 @@ def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking
     def objective(trial: optuna.Trial) -> float | list[float]:
         _skip_if_full(record, trial, trials)
         try:
-            plan = space.suggest(trial, ranking)
+            plan = space.suggest(trial, ranking, given=record.given_plan(trial))
             record.write_plan(trial, plan)
             return record.write_trial(trial, evaluator.evaluate(plan))
         except (PruningError, PluginError) as exc:
@@ -236,8 +236,12 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     """What a study learns before its trials, each part once: the sensitivity curves (and the
     groups' ranges they bound), the uniform and global baselines, and the warm-start trials.
 
-    The warm starts of a local scope are the uniform baseline and the sensitivity
-    (or uniform) plans; of a global scope, the global baseline's rate; ``both`` gets both.
+    The first trials are the study's baselines, scored exactly as they were found, so the
+    chosen trial is never worse than either: in a local scope the uniform and the global
+    baselines, in a global scope the global one, in ``both`` both. Their rates, found by
+    bisection between grid points, are recorded with the enqueued trial and are what it
+    prunes; its parameters, which the sampler learns from, are the nearest grid point
+    below. The warm starts follow: the sensitivity (or uniform) plans of a local scope.
     """
     settings = evaluator.settings
     if settings.warm_start == "sensitivity":
@@ -246,16 +250,15 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
         record.write_references(find_references(evaluator, ranking))
     if record.warm_started:
         return
-    space, plans = evaluator.space.with_limits(record.rate_limits), []
+    space, plans, baselines = evaluator.space.with_limits(record.rate_limits), [], []
     if "channel" not in settings.granularities:  # weights only: uniform sparsities, or N:M everywhere
         if "weight" in settings.granularities:
             plans = [space.plan({}, sparsity=dict.fromkeys(space.groups, rate)) for rate in settings.uniform_starts]
         else:
             plans = [space.plan({}, nm_groups=space.groups)]
-    elif settings.scope != "global":
-        uniform = record.references["uniform"]
-        if uniform.get("rate"):
-            plans.append(space.uniform(uniform["rate"]))
+    else:
+        baselines = _baseline_plans(record, space)
+    if "channel" in settings.granularities and settings.scope != "global":
         if settings.warm_start == "sensitivity":
             measure = record.size_objective_measure
             plans += warm_start_plans(
@@ -263,13 +266,34 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
             )
         elif settings.warm_start == "uniform":
             plans += [space.uniform(rate) for rate in settings.uniform_starts]
-    if settings.scope != "local" and "channel" in settings.granularities:
-        plans.insert(0, space.global_start(record.references["global"].get("rate") or settings.rate_min))
-    queued = [space.params(plan) for plan in plans]
     with _quiet_optuna():  # a warm-start plan equal to another (rates clipped to the same range) is skipped quietly
-        for params in queued:
-            record.study.enqueue_trial(params, skip_if_exists=True)
+        for plan in baselines:
+            record.enqueue(space.params(plan), exact=plan)
+        for plan in plans:
+            record.enqueue(space.params(plan))
     record.mark_warm_started()
+
+
+def _baseline_plans(record: StudyRecord, space: PlanSpace) -> list[Plan]:
+    """The study's baselines as plans of its space, as they were scored: in a global or ``both`` scope
+    the global one (its rate and the widest cap; the grid's lowest rate when none fit the budget),
+    then the uniform one unless the scope is global, then in a local scope the global one's rates."""
+    settings, plans = space.settings, []
+    found = {kind: ref for kind, ref in record.references.items() if ref.get("rate") is not None and ref.get("plan")}
+    if settings.scope != "local":
+        if "global" in found:
+            rates = found["global"]["plan"]
+            methods = dict.fromkeys(rates, found["global"]["importance"])
+            cap = settings.rate_max
+            plans.append(space.plan(rates, methods, global_rate=found["global"]["rate"], global_max_rate=cap))
+        else:
+            plans.append(space.global_start(settings.rate_min))
+    kinds = {"local": ("uniform", "global"), "both": ("uniform",), "global": ()}[settings.scope]
+    for kind in kinds:
+        if kind in found and found[kind]["rate"] > 0:
+            rates = found[kind]["plan"]
+            plans.append(space.plan(rates, dict.fromkeys(rates, found[kind]["importance"])))
+    return plans
 
 
 def preflight(
