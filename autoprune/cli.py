@@ -347,30 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE (a dotted path) and register it as a plugin; repeatable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # the options several commands share, declared once
+    study_file = argparse.ArgumentParser(add_help=False)  # commands that run a study file
+    study_file.add_argument("study", help="the study file (TOML)")
+    study_file.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
+    study_file.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
+    study_file.add_argument("--seed", type=int, help="the study's seed (sampler, calibration batches, baseline)")
+    study_file.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
+    folder = argparse.ArgumentParser(add_help=False)  # commands that read a search's output folder
+    folder.add_argument("out_dir", help="the search's output folder")
+    folder.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument("--study", help="the study's name (default: the only study in the storage)")
+
     p = sub.add_parser("plugins", help="list registered importances, models and datasets with their source")
     p.add_argument("pattern", nargs="?", help="only names matching this shell-style pattern")
     p.add_argument("--kind", choices=KINDS, help="only this kind")
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("search", help="search per-group pruning rates and importances for a study file")
-    p.add_argument("study", help="the study file (TOML)")
+    p = sub.add_parser(
+        "search", parents=[study_file], help="search per-group pruning rates and importances for a study file"
+    )
     p.add_argument("--trials", type=int, help="total number of trials (overrides study.trials)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
-    p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
-    p.add_argument("--seed", type=int, help="seed of the sampler and the baseline training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(
-        "sensitivity", help="prune each group alone at each rate; write a CSV and a plot (cached in the study)"
+        "sensitivity",
+        parents=[study_file],
+        help="prune each group alone at each rate; write a CSV and a plot (cached in the study)",
     )
-    p.add_argument("study", help="the study file (TOML)")
-    p.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
-    p.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
-    p.add_argument("--seed", type=int, help="seed of the calibration batches and the baseline training")
-    p.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser(
@@ -383,33 +390,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="time on this device (default: study.latency_device)")
     p.set_defaults(func=_cmd_latency_table)
 
-    p = sub.add_parser("report", help="write the report of a search (also while it runs) into OUT_DIR/report")
-    p.add_argument("out_dir", help="the search's output folder")
-    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
-    p.add_argument("--study", help="the study's name (default: the only study in the storage)")
+    p = sub.add_parser(
+        "report",
+        parents=[folder, named],
+        help="write the report of a search (also while it runs) into OUT_DIR/report",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
         "dashboard",
+        parents=[folder],
         help="serve a search's study in optuna-dashboard (pip install "
         "'autoprune[dashboard]'), on this machine only unless --host says otherwise",
     )
-    p.add_argument("out_dir", help="the search's output folder")
     p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, loopback)")
-    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
     p.set_defaults(func=_cmd_dashboard)
 
-    p = sub.add_parser("export", help="rebuild a trial's pruned model, optionally fine-tune it, and save it")
-    p.add_argument("out_dir", help="the search's output folder")
+    p = sub.add_parser(
+        "export",
+        parents=[folder, named],
+        help="rebuild a trial's pruned model, optionally fine-tune it, and save it",
+    )
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--trial", type=int, help="trial number (default: the best feasible trial)")
     p.add_argument("--format", choices=("torch", "torchscript", "onnx"), default="torch")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
     p.add_argument("--lr", type=float, default=FINETUNE.lr, help=f"fine-tuning learning rate (default {FINETUNE.lr})")
-    p.add_argument("--storage", help="an Optuna storage URL (default: OUT_DIR/study.db)")
-    p.add_argument("--study", help="the study's name (default: the only study in the storage)")
     p.set_defaults(func=_cmd_export)
     return parser
 

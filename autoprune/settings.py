@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import corruptions
+from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
 from .errors import AutopruneError, unknown_name
 
 #: What a single-objective search minimizes.
@@ -35,8 +37,8 @@ WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
-#: The corruptions robust_accuracy can apply (:mod:`autoprune.corruptions`).
-CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg")
+#: The corruptions robust_accuracy can apply: those :mod:`autoprune.corruptions` defines.
+CORRUPTIONS = tuple(corruptions.CORRUPTIONS)
 #: Samplers that handle parameters present in some trials only (scope = "both").
 CONDITIONAL_SAMPLERS = ("tpe", "random")
 
@@ -52,12 +54,55 @@ class SettingError(AutopruneError):
         self.detail = message
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What a valid value of a setting is: in words (``text``, which errors and the study-file
+    reference quote), as a ``check``, and the names to suggest for a misspelled one (``choices``)."""
+
+    text: str
+    check: Callable[[Any], bool]
+    choices: tuple[str, ...] = ()
+
+
+def int_at_least(low: int, note: str = "") -> Rule:
+    return Rule(f"an integer >= {low}{note}", lambda v: _is_int(v) and v >= low)
+
+
+def number_at_least(low: float, note: str = "") -> Rule:
+    return Rule(f"a number >= {low:g}{note}", lambda v: _is_number(v) and v >= low)
+
+
+def number_above(low: float) -> Rule:
+    return Rule(f"a number > {low:g}", lambda v: _is_number(v) and v > low)
+
+
+def rate(text: str = "a number in [0, 1)") -> Rule:
+    """A fraction to remove: a number in [0, 1) (``text`` says so where another bound also applies)."""
+    return Rule(text, _is_rate)
+
+
+def boolean() -> Rule:
+    return Rule("true or false", lambda v: isinstance(v, bool))
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule("one of " + ", ".join(map(repr, choices)), lambda v: v in choices, tuple(choices))
+
+
+def non_empty_list_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(
+        "a non-empty list of " + ", ".join(map(repr, choices)),
+        lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(c in choices for c in v),
+        tuple(choices),
+    )
+
+
 def setting(
     default: Any = _REQUIRED,
     *,
     section: str,
-    rule: str,
-    check: Callable[[Any], bool],
+    rule: Rule | str,
+    check: Callable[[Any], bool] | None = None,
     resumable: bool = False,
     choices: tuple[str, ...] = (),
     doc: str = "",
@@ -67,13 +112,17 @@ def setting(
     Args:
         default: the one default (omit for a required setting).
         section: the study-file section the key lives in (``study``, ``search``, ``train``).
-        rule: what a valid value is, in words ("an integer >= 1"); errors and the
-            study-file reference quote it.
-        check: true for a valid value (types included).
+        rule: what a valid value is: a :class:`Rule` (``int_at_least(1)``, ``one_of(SCOPES)``, ...),
+            or its words ("an integer >= 1") with ``check``; errors and the study-file reference quote it.
+        check: true for a valid value (types included), for a rule given in words.
         resumable: a resumed study may run with another value (a trial budget, a timeout).
         choices: names to suggest when a string value is misspelled.
         doc: one line for the study-file reference.
     """
+    if isinstance(rule, Rule):
+        rule, check, choices = rule.text, rule.check, choices or rule.choices
+    if check is None:
+        raise TypeError("a rule given in words needs check=")
     metadata = {
         "section": section,
         "rule": rule,
@@ -174,8 +223,7 @@ class SearchSettings(_Validated):
 
     max_accuracy_drop: float = setting(
         section="study",
-        rule="a number >= 0",
-        check=lambda v: _is_number(v) and v >= 0,
+        rule=number_at_least(0),
         doc="percentage points of top-1 validation accuracy the pruned model may lose",
     )
     objective: str | tuple[str, ...] = setting(
@@ -198,8 +246,7 @@ class SearchSettings(_Validated):
     trials: int = setting(
         50,
         section="study",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         resumable=True,
         doc="completed trials the study holds when the search ends; a rerun runs only the missing ones",
     )
@@ -221,16 +268,13 @@ class SearchSettings(_Validated):
     latency_batch_size: int = setting(
         1,
         section="study",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         doc="batch size of latency measurements (median of timed forward passes)",
     )
     latency_device: str = setting(
         "cpu",
         section="study",
-        rule="one of 'cpu', 'cuda'",
-        check=lambda v: v in ("cpu", "cuda"),
-        choices=("cpu", "cuda"),
+        rule=one_of(("cpu", "cuda")),
         doc="where latency is timed: the study's latency table and the check of its predictions",
     )
     latency_table: str | None = setting(
@@ -242,49 +286,41 @@ class SearchSettings(_Validated):
         "machine when latency is an objective or a constraint",
     )
     importances: tuple[str, ...] = setting(
-        ("l1",),
+        (DEFAULT_IMPORTANCE,),
         section="search",
         rule="a non-empty list of registered importance names",
         check=_is_names,
         doc="importances each group chooses from",
     )
-    rate_min: float = setting(
-        0.0, section="search", rule="a number in [0, 1)", check=_is_rate, doc="the smallest rate of every group's grid"
-    )
+    rate_min: float = setting(0.0, section="search", rule=rate(), doc="the smallest rate of every group's grid")
     rate_max: float = setting(
         0.8,
         section="search",
-        rule="a number in [rate_min, 1)",
-        check=_is_rate,
+        rule=rate("a number in [rate_min, 1)"),
         doc="the largest rate of every group's grid",
     )
     rate_step: float = setting(
         0.05,
         section="search",
-        rule="a number > 0",
-        check=lambda v: _is_number(v) and v > 0,
+        rule=number_above(0),
         doc="the grid's step: rate_min, rate_min + rate_step, ... up to rate_max",
     )
     calibration_batches: int = setting(
         20,
         section="search",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         doc="training batches each trial recalibrates BatchNorm on (the same for every trial)",
     )
     batch_size: int = setting(
         128,
         section="search",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         doc="batch size of calibration and evaluation",
     )
     scope: str = setting(
         "local",
         section="search",
-        rule="one of 'local', 'global', 'both'",
-        check=lambda v: v in SCOPES,
-        choices=SCOPES,
+        rule=one_of(SCOPES),
         doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
         "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
         "sampler picks per trial",
@@ -315,7 +351,7 @@ class SearchSettings(_Validated):
         doc="the N:M pattern of granularity 'nm': N weights kept in every M along the input dimension",
     )
     weight_importance: str = setting(
-        "magnitude",
+        DEFAULT_WEIGHT_IMPORTANCE,
         section="search",
         rule="a registered weight-importance name (autoprune plugins --kind weight_importance)",
         check=lambda v: isinstance(v, str) and bool(v),
@@ -324,23 +360,20 @@ class SearchSettings(_Validated):
     sparsity_max: float = setting(
         0.9,
         section="search",
-        rule="a number in [0, 1)",
-        check=_is_rate,
+        rule=rate(),
         doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)",
     )
     round_to: int = setting(
         1,
         section="search",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         doc="keep every pruned group's channel count a multiple of this (8, 16 or 32 suit GPU tensor cores "
         "and vector units; Torch-Pruning's round_to); the kept count is rounded up",
     )
     reconstruct: bool = setting(
         True,
         section="search",
-        rule="true or false",
-        check=lambda v: isinstance(v, bool),
+        rule=boolean(),
         doc="after channels are removed, refit every layer that lost input channels by least squares so that it "
         "reproduces its unpruned outputs on calibration batches (He et al., ICCV 2017); channel pruning only",
     )
@@ -358,17 +391,14 @@ class SearchSettings(_Validated):
     recovery_steps: int = setting(
         0,
         section="search",
-        rule="an integer >= 0",
-        check=lambda v: _is_int(v) and v >= 0,
+        rule=int_at_least(0),
         doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
         "(SGD with momentum, learning rate 0.01, cosine schedule)",
     )
     corruptions: tuple[str, ...] = setting(
         ("gaussian_noise", "gaussian_blur", "brightness", "contrast"),
         section="search",
-        rule="a non-empty list of 'gaussian_noise', 'gaussian_blur', 'brightness', 'contrast', 'jpeg'",
-        check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(c in CORRUPTIONS for c in v),
-        choices=CORRUPTIONS,
+        rule=non_empty_list_of(CORRUPTIONS),
         doc="the corruptions of robust_accuracy (Hendrycks & Dietterich, ICLR 2019), each at every severity",
     )
     corruption_severities: tuple[int, ...] = setting(
@@ -381,24 +411,19 @@ class SearchSettings(_Validated):
     corruption_images: int = setting(
         1000,
         section="search",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         doc="validation images robust_accuracy corrupts (the first of the study's fixed order)",
     )
     sampler: str = setting(
         "tpe",
         section="search",
-        rule="one of 'tpe', 'gp', 'cmaes', 'random', 'nsga2'",
-        check=lambda v: v in SAMPLERS,
-        choices=SAMPLERS,
+        rule=one_of(SAMPLERS),
         doc="Optuna's sampler: multivariate TPE, Gaussian process, CMA-ES, random search or NSGA-II",
     )
     warm_start: str = setting(
         "uniform",
         section="search",
-        rule="one of 'uniform', 'sensitivity', 'none'",
-        check=lambda v: v in WARM_STARTS,
-        choices=WARM_STARTS,
+        rule=one_of(WARM_STARTS),
         doc="the first trials: the uniform_starts, or plans built from per-group sensitivity curves (which "
         "also bound each group's range); the uniform-rate and global baselines, exactly as found, are tried "
         "first in every case",
@@ -406,17 +431,14 @@ class SearchSettings(_Validated):
     early_stop: str = setting(
         "statistical",
         section="search",
-        rule="one of 'exact', 'statistical', 'off'",
-        check=lambda v: v in ("exact", "statistical", "off"),
-        choices=("exact", "statistical", "off"),
+        rule=one_of(("exact", "statistical", "off")),
         doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
         "'statistical': at a 0.1% false-stop risk per check)",
     )
     max_failures: int = setting(
         10,
         section="search",
-        rule="an integer >= 1",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1),
         resumable=True,
         doc="stop the search with an error after this many failed trials in a row (a broken plugin, a "
         "model that cannot be pruned)",
@@ -424,8 +446,7 @@ class SearchSettings(_Validated):
     heartbeat_interval: int = setting(
         10,
         section="search",
-        rule="an integer >= 1 (seconds)",
-        check=lambda v: _is_int(v) and v >= 1,
+        rule=int_at_least(1, note=" (seconds)"),
         resumable=True,
         doc="a running trial records a heartbeat this often; a trial silent for 3 intervals (its worker was "
         "killed) is failed and its parameters run again",
@@ -433,8 +454,7 @@ class SearchSettings(_Validated):
     finalists: int = setting(
         0,
         section="search",
-        rule="an integer >= 0",
-        check=lambda v: _is_int(v) and v >= 0,
+        rule=int_at_least(0),
         resumable=True,
         doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "
         "their accuracy, to show how well the recalibrated score ranks plans",
@@ -541,45 +561,34 @@ class TrainSettings(_Validated):
     epochs: int = setting(
         15,
         section="train",
-        rule="an integer >= 0",
-        check=lambda v: _is_int(v) and v >= 0,
+        rule=int_at_least(0),
         doc="epochs over the training split",
     )
-    batch_size: int = setting(
-        64, section="train", rule="an integer >= 1", check=lambda v: _is_int(v) and v >= 1, doc="training batch size"
-    )
+    batch_size: int = setting(64, section="train", rule=int_at_least(1), doc="training batch size")
     lr: float = setting(
         0.05,
         section="train",
-        rule="a number > 0",
-        check=lambda v: _is_number(v) and v > 0,
+        rule=number_above(0),
         doc="initial learning rate, decayed to 0 on a cosine schedule",
     )
-    momentum: float = setting(
-        0.9, section="train", rule="a number in [0, 1)", check=_is_rate, doc="SGD momentum (Nesterov when > 0)"
-    )
-    weight_decay: float = setting(
-        0.0005, section="train", rule="a number >= 0", check=lambda v: _is_number(v) and v >= 0, doc="L2 weight decay"
-    )
+    momentum: float = setting(0.9, section="train", rule=rate(), doc="SGD momentum (Nesterov when > 0)")
+    weight_decay: float = setting(0.0005, section="train", rule=number_at_least(0), doc="L2 weight decay")
     optimizer: str = setting(
         "sgd",
         section="train",
-        rule="one of 'sgd', 'adamw'",
-        check=lambda v: v in OPTIMIZERS,
+        rule=one_of(OPTIMIZERS),
         doc="SGD, or AdamW (Loshchilov & Hutter, ICLR 2019; decoupled weight decay): detectors train faster with it",
     )
     warmup_epochs: float = setting(
         0.0,
         section="train",
-        rule="a number >= 0",
-        check=lambda v: _is_number(v) and v >= 0,
+        rule=number_at_least(0),
         doc="epochs of linear learning-rate warm-up from 0 before the cosine decay",
     )
     clip_grad_norm: float = setting(
         0.0,
         section="train",
-        rule="a number >= 0 (0: off)",
-        check=lambda v: _is_number(v) and v >= 0,
+        rule=number_at_least(0, note=" (0: off)"),
         doc="clip the gradients' global norm to this (0: no clipping)",
     )
 
