@@ -26,7 +26,7 @@ for _name in registered("weight_importance"):
 for _name in registered("metric"):
     globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})
 
-# torchvision's and timm's hundreds of models: one representative each below (and tests/test_timm.py)
+# torchvision's and timm's hundreds of models: one representative each below (and tests/plugins/test_timm.py)
 for _name in [n for n in registered("model") if not n.startswith(("torchvision/", "timm/")) and n != "small_detector"]:
     globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
 
