@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test demo bench bench-driving bench-timm clean
+.PHONY: install lint test demo bench bench-driving bench-latency bench-timm clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ bench: install
 # as a user runs them, with their exports; their figures go into docs/benchmarks.md.
 bench-driving: install
 	$(BIN)/python benchmarks/bench_driving.py --doc docs/benchmarks.md
+
+# How well a latency table predicts real timings (ResNet-18 and MobileNetV2 on the CPU, random
+# plans); a few minutes, to be run alone. The error goes into docs/benchmarks.md.
+bench-latency: install
+	$(BIN)/python benchmarks/bench_latency.py --doc docs/benchmarks.md
 
 # One timm model per family pruned at rate 0.3 and checked; the pass rate and every failure
 # with its reason go into docs/pruning.md.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 from torch import nn
 
 import autoprune
+from autoprune.engine import group_sizes
+from autoprune.metrics import count_flops
 from autoprune.plan import Plan
+from autoprune.searcher import latency
 from autoprune.searcher.latency import LatencyTable, measure_table, time_model
 
 
@@ -27,9 +31,16 @@ class Wide(nn.Module):
         return self.fc(self.b(self.a(x)).mean((2, 3)))
 
 
-def test_the_tables_prediction_is_within_a_factor_of_2_of_the_timed_latency():
-    """Stated error: predicted / timed within [1/2, 2]. On a 2-core machine with another search running
-    beside it, the ratios measured 0.79 to 1.49; timings there are that noisy."""
+def flop_cost(model, timing_input, device, min_run_time=0.2):
+    """A deterministic stand-in for a timing: a fixed overhead plus one unit per MFLOP. A timed test on a
+    shared machine fails by chance (the wall-clock accuracy is `make bench-latency`'s to measure)."""
+    return 0.05 + count_flops(model, timing_input) / 1e6
+
+
+def test_the_tables_prediction_is_within_a_factor_of_2_of_the_cost_it_was_built_from(monkeypatch):
+    """Built from one cost per entry, the table predicts other plans' cost (groups alone, together, uneven)
+    within 15 % (the stated error of real timings is a factor of 2): its per-group speed-ups and the fitted interaction do what they claim."""
+    monkeypatch.setattr(latency, "time_model", flop_cost)
     torch.manual_seed(0)
     model = Wide().eval()
     x = torch.randn(1, 3, 32, 32)
@@ -37,10 +48,13 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_timed_latency():
     groups = autoprune.prunable_groups(model, x)
     table = measure_table(model, x, timing, groups, 0.8, "cpu")
     assert table.rates == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8]) and set(table.ms) == set(groups)
-    assert all(row[-1] < row[0] for row in table.ms.values())  # 80 % fewer channels: faster
-    from autoprune.engine import group_sizes
-
+    assert table.base_ms == pytest.approx(flop_cost(model, timing, "cpu"))
+    assert all(row[-1] < row[0] for row in table.ms.values())  # 80 % fewer channels: cheaper
     sizes = group_sizes(model, x)
+    for k, rate in enumerate(table.rates):  # the uniform plans fit the interaction: predicted all but exactly
+        uniform = dict.fromkeys(groups, rate)  # (whole channels: 0.2 of 64 removes 12, a fraction of 0.19)
+        assert table.predict(Plan(rates=uniform).removed_fractions(sizes)) == pytest.approx(table.uniform_ms[k], rel=0.05)
+    ratios = []
     for rates in (
         dict.fromkeys(groups, 0.5),
         {groups[0]: 0.7},
@@ -49,8 +63,19 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_timed_latency():
     ):
         pruned = autoprune.prune(copy.deepcopy(model), x, rates)
         predicted = table.predict(Plan(rates=rates).removed_fractions(sizes))
-        timed = time_model(pruned, timing, "cpu", min_run_time=0.5)
-        assert 1 / 2 <= predicted / timed <= 2, (rates, predicted, timed)
+        ratios.append(predicted / flop_cost(pruned, timing, "cpu"))
+    assert all(1 / 1.15 <= ratio <= 1.15 for ratio in ratios), ratios
+    assert max(abs(math.log(r)) for r in ratios) > 1e-6  # a real prediction, not a lookup of the same plans
+
+
+def test_time_model_times_a_copy_on_the_device_and_refuses_a_missing_cuda(monkeypatch):
+    model = Wide().eval()
+    timing = torch.randn(2, 3, 32, 32)
+    assert time_model(model, timing, "cpu", min_run_time=0.01) > 0
+    assert next(model.parameters()).device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(autoprune.AutopruneError, match="latency_device = 'cuda' but this machine has no CUDA"):
+        time_model(model, timing, "cuda")
 
 
 def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_path):
@@ -72,8 +97,6 @@ def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_pat
     record = result.record
     table = LatencyTable.from_dict(record.latency_table, "the study's table")
     assert record.baseline["latency"] == table.base_ms and table.batch_size == 8
-    from autoprune.engine import group_sizes
-
     sizes = group_sizes(model, digits.val[0][0].unsqueeze(0))
     for trial in record.completed():
         assert trial.user_attrs["latency"] == pytest.approx(table.predict(record.plan(trial).removed_fractions(sizes)))
