@@ -53,7 +53,9 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_cost_it_was_built_
     sizes = group_sizes(model, x)
     for k, rate in enumerate(table.rates):  # the uniform plans fit the interaction: predicted all but exactly
         uniform = dict.fromkeys(groups, rate)  # (whole channels: 0.2 of 64 removes 12, a fraction of 0.19)
-        assert table.predict(Plan(rates=uniform).removed_fractions(sizes)) == pytest.approx(table.uniform_ms[k], rel=0.05)
+        assert table.predict(Plan(rates=uniform).removed_fractions(sizes)) == pytest.approx(
+            table.uniform_ms[k], rel=0.05
+        )
     ratios = []
     for rates in (
         dict.fromkeys(groups, 0.5),
