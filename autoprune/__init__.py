@@ -7,13 +7,15 @@ The public API::
     autoprune.prune(model, x, 0.3, importance="l1")
     autoprune.measure(model, x)  # {"flops": ..., "params": ...}
     result = autoprune.search(model, data, autoprune.SearchSettings(max_accuracy_drop=1.0))
+    autoprune.run_study("studies/quickstart.toml")  # what `autoprune search` does: report, best.pt
     autoprune.Study.load("runs/quickstart").export("model.onnx", format="onnx")
 
 The code is laid out as the data flows: ``settings`` (one validated settings
 object), the plugin system (``hookspecs``, ``plugins``, ``registry``, ``zoo``),
 ``engine/`` (channel groups, importances, removal), ``training`` and
 ``checkpoint``, ``searcher/`` (space, evaluation, the Optuna loop) and
-``results/`` (the study record, report, export, :class:`Study`).
+``results/`` (the study record, report, export, :class:`Study`), and
+``workflow`` (a study file run end to end, which the command line prints).
 
 Plugins implement the hooks in :mod:`autoprune.hookspecs` with
 :data:`autoprune.hookimpl`.
@@ -48,6 +50,7 @@ from .searcher import SearchResult, search
 from .settings import SearchSettings, TrainSettings
 from .tasks import Task
 from .training import train
+from .workflow import run_study
 from .zoo import (
     create_dataset,
     create_model,
@@ -111,6 +114,7 @@ __all__ = [
     "measure_metrics",
     "prunable_groups",
     "prune",
+    "run_study",
     "search",
     "split_train_val",
     "train",

@@ -12,15 +12,12 @@ import logging
 import math
 import sys
 import textwrap
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import plugins
 from .errors import AutopruneError, SearchInterrupted
-from .files import atomic_write_text
 from .settings import FINETUNE
-from .storage import folder_storage
 
 KINDS = ("importance", "model", "dataset", "weight_importance", "metric", "task")
 
@@ -48,96 +45,46 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_baseline(args: argparse.Namespace):
+def _prepare(args: argparse.Namespace):
     """The study file (with the command line's overrides), its data and trained baseline, checked first."""
-    from .baseline import build_model, load_or_train
-    from .checkpoint import load_checkpoint
-    from .searcher import preflight
-    from .settings import load_study_file
-    from .zoo import create_dataset
+    from .workflow import prepare_study
 
-    study_file = load_study_file(args.study)
-    overrides = {
-        k: v
-        for k, v in {
-            "trials": getattr(args, "trials", None),
-            "timeout": getattr(args, "timeout", None),
-            "seed": args.seed,
-        }.items()
-        if v is not None
-    }
-    study_file = study_file.replace(
-        settings=study_file.settings.replace(**overrides),
-        **{k: v for k, v in {"storage": args.storage, "out": args.out}.items() if v},
+    return prepare_study(
+        args.study,
+        trials=getattr(args, "trials", None),
+        timeout=getattr(args, "timeout", None),
+        seed=args.seed,
+        storage=args.storage,
+        out=args.out,
+        force=args.force,
+        log=lambda m: print(m, file=sys.stderr),
     )
-    storage = study_file.storage or folder_storage(study_file.out_dir)
-    _check_folder(study_file.out_dir, study_file.name, storage, force=args.force)
-    study_file.out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives there
-    data = create_dataset(study_file.dataset, **study_file.dataset_params)
-    model = build_model(study_file, data)
-    if study_file.checkpoint:  # readable, and fits the model, before any work
-        load_checkpoint(model, study_file.checkpoint, what="model.checkpoint")
-    preflight(model, data, study_file.settings, storage=storage, study_name=study_file.name)  # before training
-    _claim_folder(study_file.out_dir, study_file.name, storage)
-    model, trained = load_or_train(study_file, model, data, log=lambda m: print(m, file=sys.stderr))
-    where = {
-        "storage": storage,
-        "study_name": study_file.name,
-        "artifacts": study_file.out_dir / "artifacts",
-        "study_attrs": {"study_file": study_file.path} if study_file.path else None,
-    }
-    return study_file, data, model, trained, where
-
-
-FOLDER_MARK = ".autoprune-study.json"
-
-
-def _check_folder(out, name: str, storage: str, *, force: bool) -> None:
-    """One study per output folder: its best.pt, plan and report belong to that study alone."""
-    import json
-
-    mark = out / FOLDER_MARK
-    if not mark.is_file() or force:
-        return
-    try:
-        theirs = json.loads(mark.read_text())
-    except ValueError:
-        theirs = None
-    if isinstance(theirs, dict) and theirs != {"study": name, "storage": storage}:
-        raise AutopruneError(
-            f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
-            f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
-            "(or --force to take the folder over)"
-        )
-
-
-def _claim_folder(out, name: str, storage: str) -> None:
-    """Mark ``out`` as the folder of this study (once its inputs have passed every check)."""
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / FOLDER_MARK, json.dumps({"study": name, "storage": storage}) + "\n")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .searcher import search
+    from .workflow import run_study
 
-    started = time.perf_counter()
-    study_file, data, model, trained, where = _study_baseline(args)
+    options = {"trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None)}
     try:
-        result = search(
-            model, data, study_file.settings, progress=not args.quiet, finetune=study_file.finetune, **where
+        run = run_study(
+            args.study,
+            progress=not args.quiet,
+            seed=args.seed,
+            storage=args.storage,
+            out=args.out,
+            force=args.force,
+            **options,
         )
     except SearchInterrupted as stop:
-        done = len(stop.result.record.completed())
+        done = len(stop.result.result.record.completed())
         print(
             f"autoprune: interrupted; the running trial is marked failed, the {done} finished trials are "
             "saved (run the same command to resume)",
             file=sys.stderr,
         )
-        _summarize(stop.result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
+        _summarize(stop.result)
         return 130
-    return _summarize(result, where["storage"], study_file.out_dir, time.perf_counter() - started, trained)
+    return _summarize(run)
 
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
@@ -174,8 +121,9 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     from .results import write_sensitivity
     from .searcher import ensure_sensitivity, open_search
 
-    study_file, data, model, _, where = _study_baseline(args)
-    record, evaluator = open_search(model, data, study_file.settings, **where)
+    prepared = _prepare(args)
+    study_file = prepared.study_file
+    record, evaluator = open_search(prepared.model, prepared.data, study_file.settings, **prepared.search_args)
     rows = ensure_sensitivity(record, evaluator)
     table, figure = write_sensitivity(record, study_file.out_dir)
     budget = record.max_accuracy_drop
@@ -191,13 +139,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
-    """Print the search's outcome, write the report, save the chosen model and its plan."""
+def _summarize(run) -> int:
+    """Print what a study run found and the files it wrote (:class:`autoprune.workflow.StudyRun`)."""
+    from .results.units import factor, human, score
 
-    from .engine import input_shape
-    from .results import save_model, write_report
-    from .results.units import factor, human
-
+    result, storage, seconds, trained = run.result, run.prepared.storage, run.seconds, run.prepared.trained
     record = result.record
     done, feasible, failed = record.completed(), record.feasible(), result.failed_trials
     print(
@@ -205,8 +151,8 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
         f"{f', {len(failed)} failed' if failed else ''} ({seconds:.0f}s{', baseline trained' if trained else ''})"
     )
     baseline = record.baseline
-    print(f"  {'baseline ' + record.score_name:<19} {record.score_text(baseline['accuracy'])}")
-    report = write_report(record, out / "report", out_dir=out, storage=storage)
+    print(f"  {'baseline ' + record.score_name:<19} {score(record.score_name, baseline['accuracy'])}")
+    report = run.report
     best = result.best_trial
     max_drop = record.max_accuracy_drop
     if best is None:
@@ -239,7 +185,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
     metrics = record.metrics(best)
     print(f"  best trial          #{best.number}")
     print(
-        f"  {record.score_name:<19} {record.score_text(metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
+        f"  {record.score_name:<19} {score(record.score_name, metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
         f"<= {max_drop})"
     )
     for key in ("flops", "params", "latency"):
@@ -254,16 +200,7 @@ def _summarize(result, storage: str, out, seconds: float, trained: bool) -> int:
             f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
             f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)"
         )
-    plan = result.best_plan
-    save_model(
-        result.best_model,
-        out / "best.pt",
-        metadata={"study": record.name, "trial": best.number, **plan.to_dict()},
-        input_shape=tuple(input_shape(result.example_inputs)[1]),
-    )
-    plan_path = out / "best_plan.json"
-    atomic_write_text(plan_path, plan.to_json(trial=best.number))
-    print(f"  saved               {out / 'best.pt'} (plan: {plan_path})")
+    print(f"  saved               {run.best_model_file} (plan: {run.best_plan_file})")
     print(f"  report              {report}")
     return 0
 

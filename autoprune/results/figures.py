@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 
 from .record import StudyRecord
+from .units import score_label
 
 
 def _scaled(values, unit: str):
@@ -135,7 +136,7 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
         worst = min([threshold, *complete["accuracy"].dropna()])
         ax.set_ylim(max(worst, threshold - 3 * budget) - 0.2 * budget, best + 0.3 * budget)
     ax.set_xlabel(_LABEL[objective] + " (lower is better)")
-    ax.set_ylabel(f"validation {record.score_label} (higher is better)")
+    ax.set_ylabel(f"validation {score_label(record.score_name, record.score_label)} (higher is better)")
     source = record.source
     ax.set_title(
         f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: {record.score_name} against {objective}"
@@ -151,7 +152,7 @@ def plot_rates(record: StudyRecord, trial: optuna.trial.FrozenTrial):
     groups = list(plan.rates)
     rates = [plan.rates[g] for g in groups]
     methods = [plan.methods[g] for g in groups]
-    palette = {m: plt.cm.tab10(i) for i, m in enumerate(dict.fromkeys([*record.importances, *methods]))}
+    palette = {m: plt.cm.tab10(i) for i, m in enumerate(dict.fromkeys([*record.settings.importances, *methods]))}
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) + 2), 4.5), dpi=110)
     ax.bar(range(len(groups)), rates, color=[palette.get(m, "gray") for m in methods])
     ax.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
@@ -203,7 +204,9 @@ def plot_finalists(record: StudyRecord):
         )
     rho = finalists.get("spearman")
     ax.set_title(f"{len(frame)} finalists: Spearman rank correlation {'n/a' if rho is None else f'{rho:.2f}'}")
-    ax.set_xlabel(f"validation {record.score_label} after BatchNorm recalibration (the search's score)")
+    ax.set_xlabel(
+        f"validation {score_label(record.score_name, record.score_label)} after BatchNorm recalibration (the search's score)"
+    )
     ax.set_ylabel(f"after fine-tuning {finalists['recipe']['epochs']} epoch(s)")
     ax.grid(alpha=0.25)
     fig.tight_layout()

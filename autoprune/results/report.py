@@ -41,7 +41,7 @@ from .figures import (
     plot_sensitivity,
 )
 from .record import StudyRecord
-from .units import factor, human
+from .units import factor, human, score, score_label
 
 
 def as_record(study: optuna.Study | StudyRecord) -> StudyRecord:
@@ -220,8 +220,8 @@ def _chosen_section(record: StudyRecord, best, command: str | None) -> str:
     rows = [
         (
             f"validation {record.score_name}",
-            record.score_text(baseline.get("accuracy", math.nan)),
-            record.score_text(metrics["accuracy"]),
+            score(record.score_name, baseline.get("accuracy", math.nan)),
+            score(record.score_name, metrics["accuracy"]),
             f"{-metrics['accuracy_drop']:+.2f} points",
         )
     ]
@@ -419,9 +419,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;
 img{{max-width:100%;height:auto}}</style></head><body>
 <h1>autoprune report: {e(record.name)}</h1>
 <p>{e(source.get("model", "A model"))} on {e(source.get("dataset", "its data"))}:
-baseline validation {e(record.score_name)} {e(record.score_text(baseline.get("accuracy", float("nan"))))},
+baseline validation {e(record.score_name)} {e(score(record.score_name, baseline.get("accuracy", float("nan"))))},
 {e(human(baseline.get("flops"), "flops"))}, {e(human(baseline.get("params"), "params"))}.
-Budget: at most {e(str(record.max_accuracy_drop))} points of {e(record.score_label.split(",")[0])} lost.</p>
+Budget: at most {e(str(record.max_accuracy_drop))} points of {e(score_label(record.score_name, record.score_label).split(",")[0])} lost.</p>
 {_chosen_section(record, best, command)}
 {bounds}{latency}{sparse}
 {images}

@@ -60,3 +60,14 @@ def factor(before: float | None, after: float | None, measure: str = "flops") ->
     if not before or not after or not math.isfinite(before) or not math.isfinite(after):
         return "-"
     return f"{before / after:.2f}x {FACTOR_WORDS.get(measure, 'smaller')}"
+
+
+def score_label(name: str, label: str | None = None) -> str:
+    """A task's score as figures name it, with its unit: the task's own ``label``, else ``top-1 accuracy, %``
+    for accuracy and ``NAME, points`` for another score."""
+    return label or ("top-1 accuracy, %" if name == "accuracy" else f"{name}, points")
+
+
+def score(name: str, value: float) -> str:
+    """A score as summaries print it: ``93.50 %`` for accuracy, ``41.20`` (points) otherwise."""
+    return f"{value:.2f} %" if name == "accuracy" else f"{value:.2f}"

@@ -48,7 +48,7 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
                 "finetuned_accuracy": accuracy(model, evaluator.val_batches),
             }
         )
-    record.write_finalists({"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)})
+    record.finalists = {"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)}
 
 
 def rank_correlation(rows: list[dict[str, Any]]) -> float | None:

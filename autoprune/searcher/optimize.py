@@ -160,7 +160,7 @@ def search(
     if settings.finalists:
         fine_tune_finalists(record, evaluator, data, finetune)
     if evaluator.latency_table is not None and record.feasible():
-        record.write_latency_check(check_table(record, evaluator))
+        record.latency_check = check_table(record, evaluator)
     return result
 
 
@@ -209,7 +209,7 @@ def open_search(
         record.check_resumable(settings, evaluator.groups, source)
         record.update_budget(settings)
     if evaluator.latency_table is not None and stored is None:
-        record.write_latency_table(dataclasses.asdict(evaluator.latency_table))
+        record.latency_table = dataclasses.asdict(evaluator.latency_table)
     return record, evaluator
 
 
@@ -247,7 +247,7 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     if settings.warm_start == "sensitivity":
         ensure_sensitivity(record, evaluator)
     if record.references is None:
-        record.write_references(find_references(evaluator, ranking))
+        record.references = find_references(evaluator, ranking)
     if record.warm_started:
         return
     space, plans, baselines = evaluator.space.with_limits(record.rate_limits), [], []
@@ -271,7 +271,7 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
             record.enqueue(space.params(plan), exact=plan)
         for plan in plans:
             record.enqueue(space.params(plan))
-    record.mark_warm_started()
+    record.warm_started = True
 
 
 def _baseline_plans(record: StudyRecord, space: PlanSpace) -> list[Plan]:
@@ -430,14 +430,9 @@ def _create(
             state_file = Path(tmp) / "baseline.pt"
             atomic_save({"state_dict": copy.deepcopy(evaluator.baseline).cpu().state_dict()}, state_file)
             record.store_baseline_weights(state_file, artifact_dir)
-    score = evaluator.task.metric  # what "accuracy" holds; a task's score is recorded under its own name too
-    task = {
-        "task": evaluator.task.name,
-        "score": score,
-        "score_label": getattr(evaluator.task, "metric_label", score),
-        **({} if score == "accuracy" else {f"baseline_{score}": evaluator.base["accuracy"]}),
-    }
-    record.create(settings, evaluator.groups, evaluator.base, source, extra={**task, **(study_attrs or {})}, run=run)
+    score = evaluator.task.metric  # what "accuracy" holds
+    task = {"task": evaluator.task.name, "score": score, "score_label": getattr(evaluator.task, "metric_label", score)}
+    record.create(settings, evaluator.groups, evaluator.base, source, task=task, extra=study_attrs, run=run)
 
 
 def _artifact_dir(storage, artifacts: str | Path | None) -> Path | None:

@@ -10,6 +10,7 @@ import pytest
 
 from autoprune import AutopruneError, SearchSettings
 from autoprune.results import StudyRecord
+from autoprune.results.record import RECORD_VERSION
 from autoprune.settings import setting_key
 
 SETTINGS = SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"))
@@ -127,6 +128,48 @@ def test_the_record_reads_back_what_it_wrote():
     assert record.baseline == {"accuracy": 90.0, "flops": 1000, "params": 100}
     assert record.source == {"model": "resnet20", "baseline_sha256": "00"}
     assert StudyRecord(optuna.create_study()).is_new
+
+
+def test_a_new_study_records_its_layout_version_and_an_unversioned_one_reads_as_version_1():
+    record = _record()
+    assert record.study.user_attrs["record_version"] == RECORD_VERSION
+    old = StudyRecord(optuna.create_study())  # what 0.1.0 wrote: no version, no reconstruct setting
+    for key, value in SETTINGS.replace(reconstruct=True).to_attrs().items():
+        if key != "reconstruct":
+            old.study.set_user_attr(key, value)
+    old.study.set_user_attr("groups", GROUPS)
+    assert old.settings.reconstruct is False
+    assert "record_version" not in old.study.user_attrs  # read, never rewritten
+
+
+def test_a_study_written_by_a_newer_autoprune_is_refused_in_one_line():
+    record = _record()
+    record.study.set_user_attr("record_version", RECORD_VERSION + 1)
+    with pytest.raises(AutopruneError, match=f"newer autoprune \\(record version {RECORD_VERSION + 1}; this one reads"):
+        _ = record.settings
+
+
+def test_what_a_study_learns_is_read_back_after_it_is_assigned():
+    storage = optuna.storages.InMemoryStorage()
+    record = StudyRecord(optuna.create_study(storage=storage, study_name="learned"))
+    record.create(SETTINGS, GROUPS, {"accuracy": 90.0}, {})
+    assert record.references is None and record.finalists is None and not record.warm_started
+    record.references = {"uniform": {"rate": 0.3, "flops": 500}}
+    record.warm_started = True
+    again = StudyRecord(optuna.load_study(study_name=record.name, storage=storage))
+    assert again.references == {"uniform": {"rate": 0.3, "flops": 500}} and again.warm_started is True
+
+
+def test_the_task_and_its_score_are_the_records_and_the_score_is_kept_under_its_own_name():
+    record = StudyRecord(optuna.create_study())
+    task = {"task": "detection", "score": "map", "score_label": "COCO mAP, points"}
+    record.create(SETTINGS, GROUPS, {"accuracy": 41.0, "flops": 10, "params": 5}, {}, task=task)
+    assert record.score_name == "map" and record.score_label == "COCO mAP, points"
+    assert record.study.user_attrs["baseline_map"] == 41.0 and record.study.user_attrs["task"] == "detection"
+    with pytest.raises(AutopruneError, match="cannot set score"):
+        StudyRecord(optuna.create_study()).create(SETTINGS, GROUPS, {"accuracy": 1.0}, {}, extra={"score": "x"})
+    with pytest.raises(ValueError, match="not a task key of the study record"):
+        StudyRecord(optuna.create_study()).create(SETTINGS, GROUPS, {"accuracy": 1.0}, {}, task={"labels": 3})
 
 
 def test_user_attributes_cannot_take_the_records_keys():

@@ -1,0 +1,44 @@
+"""The baseline's weights kept with a study: a file it names, or an Optuna artifact it uploaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...errors import AutopruneError
+
+if TYPE_CHECKING:
+    from .study_record import StudyRecord
+
+ARTIFACT, STORE = "baseline_artifact", "artifact_store"
+
+
+def store_baseline_weights(record: StudyRecord, state_file: Path, artifact_store: Path) -> None:
+    """Keep the baseline's weights as an Optuna artifact of the study."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    store_dir = Path(artifact_store).resolve()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    artifact_id = upload_artifact(
+        study_or_trial=record.study, file_path=str(state_file), artifact_store=FileSystemArtifactStore(str(store_dir))
+    )
+    record.write_attrs({ARTIFACT: artifact_id, STORE: str(store_dir)})
+
+
+def baseline_weights_file(record: StudyRecord, workdir: Path) -> Path | None:
+    """A file holding the baseline's state_dict (downloaded into ``workdir`` if it is an artifact)."""
+    source = record.source
+    if "baseline_weights" in source:
+        return Path(source["baseline_weights"])
+    if ARTIFACT not in source:
+        return None
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    store = Path(source[STORE])
+    if not store.is_dir():
+        raise AutopruneError(f"the artifact store {str(store)!r} of study {record.name!r} is gone")
+    target = Path(workdir) / "baseline.pt"
+    download_artifact(
+        artifact_store=FileSystemArtifactStore(str(store)), artifact_id=source[ARTIFACT], file_path=str(target)
+    )
+    return target

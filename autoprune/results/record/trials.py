@@ -1,0 +1,84 @@
+"""What a trial of an autoprune study records: its metrics and constraints, its exact plan, why it failed
+or was skipped; and how each is read back."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from ...metrics import metric_direction
+from ...plan import GLOBAL_RATE, Plan
+from .schema import CONSTRAINT, EVALUATED, FAIL_REASON, PLAN_ATTR, SKIPPED, TIMINGS
+
+if TYPE_CHECKING:
+    from .study_record import StudyRecord
+
+
+def write_trial(record: StudyRecord, trial: optuna.Trial, metrics: dict[str, float]) -> list[float] | float:
+    """Record a trial's metrics and constraints; return its objective value(s).
+
+    Each ``[constraints]`` bound is recorded under the metric's name, as ``value -
+    bound`` for a metric to minimize and ``bound - value`` for one to maximize, so
+    it is met when <= 0, as the accuracy budget is.
+    """
+    named = (*record.metric_names, *TIMINGS, EVALUATED)
+    for key in named:
+        if key in metrics:
+            trial.set_user_attr(key, metrics[key])
+    for key, value in metrics.items():  # a task's other scores (map_50), and its score under its own name
+        if key not in named and isinstance(value, (int, float)):
+            trial.set_user_attr(key, value)
+    if record.score_name != "accuracy":
+        trial.set_user_attr(record.score_name, metrics["accuracy"])
+        trial.set_user_attr(f"{record.score_name}_drop", metrics["accuracy_drop"])
+    trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - record.max_accuracy_drop)
+    bounds = record.settings.bounds if len(record.constraint_names) > 1 else {}
+    for name, bound in bounds.items():
+        over = metrics[name] - bound
+        trial.set_constraint(name, -over if metric_direction(name) == "maximize" else over)
+    values = [float(metrics[o]) for o in record.objectives]
+    return values[0] if len(values) == 1 else values
+
+
+def value(trial: FrozenTrial, name: str, default: Any = math.nan) -> Any:
+    """What trial ``trial`` recorded as ``name`` (a metric, a timing, ``evaluated``), or ``default``."""
+    return trial.user_attrs.get(name, default)
+
+
+def write_skipped(trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial was closed without being scored (it started after the study had its trials)."""
+    trial.set_user_attr(SKIPPED, reason)
+
+
+def write_failure(trial: optuna.Trial, error: Exception) -> None:
+    """Record why a trial failed."""
+    trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
+
+
+def fail_reason(trial: FrozenTrial) -> str | None:
+    return trial.user_attrs.get(FAIL_REASON)
+
+
+def scope(trial: FrozenTrial) -> str:
+    """ "global" for a trial of global scope, else "local"."""
+    return "global" if GLOBAL_RATE in trial.params else "local"
+
+
+def exact_plan(plan: Plan) -> dict[str, Any]:
+    """What a trial keeps of a plan its parameters do not say exactly: its per-group rates and methods."""
+    return {"rates": dict(plan.rates), "methods": dict(plan.methods)}
+
+
+def write_plan(trial: optuna.Trial, plan: Plan) -> None:
+    """Record what a trial's parameters do not say: a global plan's per-group rates and methods (an
+    enqueued baseline's were recorded when it was enqueued)."""
+    if plan.scope == "global" and PLAN_ATTR not in trial.user_attrs:
+        trial.set_user_attr(PLAN_ATTR, exact_plan(plan))
+
+
+def given_plan(trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
+    """The exact ``{"rates", "methods"}`` a trial recorded (a global trial's, an enqueued baseline's), or None."""
+    return trial.user_attrs.get(PLAN_ATTR)

@@ -1,0 +1,34 @@
+"""A study file run from Python leaves what `autoprune search` leaves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import autoprune
+from autoprune import cli
+from autoprune.workflow import FOLDER_MARK
+
+
+def test_run_study_writes_the_report_the_model_and_its_plan_and_the_cli_adds_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    run = autoprune.run_study("studies/quickstart.toml", trials=3, out=out, log=lambda m: None)
+    record, best = run.result.record, run.result.best_trial
+    assert run.prepared.trained and len(record.completed()) == 3 and best is not None
+    assert run.best_model_file == out / "best.pt" and run.report == out / "report" / "index.html"
+    assert json.loads(run.best_plan_file.read_text()) == json.loads(run.result.best_plan.to_json(trial=best.number))
+    model = autoprune.load(run.best_model_file)
+    assert autoprune.measure(model, torch.randn(1, 1, 8, 8))["flops"] == record.value(best, "flops")
+    written = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert cli.main(["search", "studies/quickstart.toml", "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    assert f"best trial          #{best.number}" in capsys.readouterr().out  # resumed: no trial run again
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == written
+
+
+def test_run_study_refuses_a_folder_another_study_claimed_before_any_work(tmp_path):
+    (tmp_path / FOLDER_MARK).write_text(json.dumps({"study": "other", "storage": "sqlite:///x.db"}))
+    with pytest.raises(autoprune.AutopruneError, match="holds study 'other'"):
+        autoprune.run_study("studies/quickstart.toml", trials=1, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER_MARK]
