@@ -35,10 +35,10 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from . import storage_adapters
 from .errors import AutopruneError
 
 #: Seconds a SQLite connection waits for another process's write lock.
@@ -189,7 +189,7 @@ class _Recover:
         )
 
 
-class HeartbeatRDBStorage(optuna.storages.RDBStorage):
+class HeartbeatRDBStorage(storage_adapters.StaleTrialsHeartbeat, optuna.storages.RDBStorage):
     """Optuna's RDB storage, where a trial killed before its first heartbeat also goes stale.
 
     Optuna counts a trial as stale only by its last heartbeat, so a worker killed
@@ -197,35 +197,20 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
     ever; such a trial counts from its start instead.
     """
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        stale = super()._get_stale_trial_ids(study_id)
-        running = {t._trial_id: t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))}
-        if not running:
-            return stale
-        with _create_scoped_session(self.scoped_session) as session:
-            beating = {
-                row[0]
-                for row in session.query(models.TrialHeartbeatModel.trial_id).filter(
-                    models.TrialHeartbeatModel.trial_id.in_(list(running))
-                )
-            }
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = storage_adapters.rdb_stale_trial_ids(self, study_id)
         now = datetime.datetime.now()
-        for trial_id, trial in running.items():
-            started = trial.datetime_start
-            if (
-                trial_id not in beating
-                and trial_id not in stale
-                and started is not None
-                and (now - started).total_seconds() > self.grace_period
-            ):
-                stale.append(trial_id)
-        return stale
+        overdue = [
+            self.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > self.grace_period
+        ]
+        overdue = [trial_id for trial_id in overdue if trial_id not in stale]
+        beating = storage_adapters.rdb_trial_ids_with_heartbeat(self, overdue)
+        return stale + [trial_id for trial_id in overdue if trial_id not in beating]
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+class HeartbeatJournalStorage(JournalStorage, storage_adapters.StaleTrialsHeartbeat):
     """Optuna's journal storage with the heartbeat its RDB storage has.
 
     A running trial's heartbeat is the wall-clock time in its system attribute
@@ -254,7 +239,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         except optuna.exceptions.UpdateFinishedTrialError:  # finished (or failed as stale) meanwhile
             pass
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
@@ -263,7 +248,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
                 beats.append(trial.datetime_start.timestamp())
             beat = max((b for b in beats if b is not None), default=None)
             if beat is not None and now - beat > self.grace_period:
-                stale.append(trial._trial_id)
+                stale.append(self.get_trial_id_from_study_id_trial_number(study_id, trial.number))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:

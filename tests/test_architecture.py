@@ -51,6 +51,23 @@ def test_no_module_uses_another_modules_private_names():
     assert crossings == []
 
 
+def _library_private_imports(path: Path) -> list[str]:
+    """Private modules or names of other libraries that ``path`` imports."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] not in OURS:
+            if any(map(_private, node.module.split("."))) or any(_private(a.name) for a in node.names):
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.Import):
+            found.extend(ast.unparse(node) for a in node.names if any(map(_private, a.name.split("."))))
+    return [f"{path.relative_to(ROOT)}: {f}" for f in found]
+
+
+def test_only_the_storage_adapters_import_other_libraries_private_names():
+    allowed = ROOT / "autoprune" / "storage_adapters.py"
+    assert [f for path in SOURCES if path != allowed for f in _library_private_imports(path)] == []
+
+
 def _code_lines(fn) -> int:
     """Lines of a function without its signature and docstring."""
     node = ast.parse(inspect.getsource(fn).strip()).body[0]

@@ -43,6 +43,8 @@ class ChannelGraph:
 
     def __init__(self, model: nn.Module, example_inputs: Any) -> None:
         self.model = model
+        #: Every module's qualified name in ``model`` (pruning changes modules in place, never replaces them).
+        self.module_names: dict[nn.Module, str] = {module: name for name, module in model.named_modules()}
         num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
         custom = adapters.customized_pruners()
         forward = adapters.network_forward(model)
@@ -75,7 +77,7 @@ class ChannelGraph:
             root_fn = pruner.prune_out_channels
             if _is_depthwise(root):
                 root_fn = tpf.prune_depthwise_conv_out_channels
-            name = self.dg._module2name[root]
+            name = self.module_names[root]
             # Some streams cannot be indexed by Torch-Pruning at all (an attention block it
             # cannot see reshapes them, a channel shuffle permutes them) and building their
             # group can crash or exhaust memory, so those are decided on the index-free closure.
@@ -115,7 +117,7 @@ class ChannelGraph:
     def _closure_reason(self, node, fn, frozen: set[nn.Module]) -> str | None:
         for n, _ in self._closure(node, fn):
             if n.module in frozen:
-                return f"{self.dg._module2name[n.module]} reads its channel count at run time"
+                return f"{self.module_names[n.module]} reads its channel count at run time"
             barrier = adapters.barrier_reason(n)
             if barrier:
                 return barrier
@@ -149,7 +151,7 @@ class ChannelGraph:
                 and fn == tpf.prune_conv_in_channels
                 and 1 < module.groups < module.in_channels
             ):
-                grouped_consumer = self.dg._module2name.get(module, "a grouped convolution")
+                grouped_consumer = self.module_names.get(module, "a grouped convolution")
         if has_concat and grouped_consumer:
             # Torch-Pruning 1.6 mis-indexes a grouped convolution fed by a concatenation
             # and crashes in most cases; leave these channels alone rather than risk it.
@@ -182,10 +184,10 @@ class ChannelGraph:
                     g = torch.zeros_like(param) if g is None else g.detach()
                     grads.append(_channel_first(to_rows(g), index, spec.num_channels))
             module = dep.target.module
-            if isinstance(module, nn.Parameter):
-                name = self.dg._param_to_name.get(module, "")
+            if isinstance(module, nn.Parameter):  # pruning replaces a parameter: look its name up now
+                name = next((n for n, p in self.model.named_parameters() if p is module), "")
             else:
-                name = self.dg._module2name.get(module, "")
+                name = self.module_names.get(module, "")
             layers.append(CoupledLayer(name, dep.target.module, role))
         return ChannelGroup(
             name=spec.name,

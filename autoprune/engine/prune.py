@@ -308,7 +308,7 @@ def _record_removed(
         if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             continue
         side = "out" if graph.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
-        entry = removed.setdefault(graph.dg._module2name[module], {})
+        entry = removed.setdefault(graph.module_names[module], {})
         entry[side] = sorted({*entry.get(side, ()), *(int(i) for i in item.idxs)})
 
 
