@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test demo bench bench-driving bench-latency bench-timm clean
+.PHONY: install lint test docs demo bench bench-driving bench-latency bench-timm clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: install
 # PostgreSQL (loopback only) backs the test of several workers sharing one study.
 test: lint $(EXAMPLE_STAMP)
 	AUTOPRUNE_TEST_POSTGRES="$$(bash .ci/postgres.sh)" $(BIN)/python -m pytest
+
+# The study-file reference table (docs/study_file.md), rendered from the settings' declarations;
+# tests/test_docs.py fails while it is stale.
+docs: install
+	$(BIN)/python -m autoprune.reference docs/study_file.md
 
 demo: install
 	$(BIN)/autoprune search studies/quickstart.toml

@@ -47,7 +47,7 @@ from .plugins import get_plugin_manager, get_registries
 from .registry import Entry, Source
 from .results import Study, load
 from .searcher import SearchResult, search
-from .settings import SearchSettings, TrainSettings
+from .settings import Options, SearchSettings, TrainSettings
 from .tasks import Task
 from .training import train
 from .workflow import run_study
@@ -79,6 +79,7 @@ __all__ = [
     "DuplicateNameError",
     "Entry",
     "MetricContext",
+    "Options",
     "PluginError",
     "PruningError",
     "SearchInterrupted",

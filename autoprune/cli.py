@@ -39,7 +39,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             print(f"{'' if kind == entries[0].kind else chr(10)}{kind.replace('_', ' ')}s:")
         extra = " [needs grads]" if e.options.get("needs_grads") else ""
         if e.kind == "metric":
-            extra = f" [{e.options.get('direction', 'minimize')}{', ' + e.options['unit'] if e.options.get('unit') else ''}]"
+            unit = ", " + e.options["unit"] if e.options.get("unit") else ""
+            options = f", options: [metrics.{e.name}]" if e.options.get("options") else ""
+            extra = f" [{e.options.get('direction', 'minimize')}{unit}{options}]"
         desc = textwrap.shorten(e.description, 70, placeholder="...") if e.description else ""
         print(f"  {e.name:<{width}}  {desc}{extra}  <- {e.source}")
     return 0

@@ -17,10 +17,13 @@ registries; their return values are ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 import torch
+
+if TYPE_CHECKING:
+    from .settings import Options
 
 PROJECT_NAME = "autoprune"
 
@@ -59,6 +62,7 @@ class RegisterMetric(Protocol):
         direction: str = "minimize",
         unit: str = "",
         description: str = "",
+        options: type[Options] | None = None,
     ) -> None: ...
 
 
@@ -106,14 +110,17 @@ def autoprune_register_weight_importances(register: RegisterWeightImportance) ->
 def autoprune_register_metrics(register: RegisterMetric) -> None:
     """Register metrics: numbers measured on every pruned candidate, usable as objectives and constraints.
 
-    Call ``register(name, fn, *, direction="minimize", unit="", description="")``
-    once per metric. ``fn(model: torch.nn.Module, context: autoprune.MetricContext)
-    -> float`` measures the candidate (pruned, recalibrated, in eval mode); the
-    context holds the validation batches, an example input, the latency batch, the
-    seed, and ``context.baseline(name)``, any metric of the unpruned model (measured
-    once, cached). ``direction`` says which way is better. A study names metrics in
-    ``objective`` and ``[constraints]`` (``name = bound``: at most the bound for a
-    minimized metric, at least for a maximized one).
+    Call ``register(name, fn, *, direction="minimize", unit="", description="",
+    options=None)`` once per metric. ``fn(model: torch.nn.Module, context:
+    autoprune.MetricContext) -> float`` measures the candidate (pruned, recalibrated,
+    in eval mode); the context holds the validation batches, an example input, the
+    latency batch, the seed, and ``context.baseline(name)``, any metric of the
+    unpruned model (measured once, cached). ``direction`` says which way is better.
+    ``options``: the metric's own settings, an :class:`autoprune.Options` dataclass; a
+    study gives them in ``[metrics.<name>]``, validated and stored with it, and ``fn``
+    reads them with ``context.options(name)``. A study names metrics in ``objective``
+    and ``[constraints]`` (``name = bound``: at most the bound for a minimized metric,
+    at least for a maximized one).
     """
 
 

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .engine import call_model, call_network
 from .errors import AutopruneError, PluginError
+from .settings import options_class
 from .zoo import get_metric
 
 
@@ -108,7 +109,8 @@ class MetricContext:
     fixed order; ``calibration``: the training batches BatchNorm is recalibrated on;
     ``seed``: the study's seed (draw any randomness from it);
     ``baseline_model``: the unpruned model (:meth:`baseline` gives any metric of it);
-    ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search);
+    ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search),
+    whose metric options :meth:`options` gives;
     ``plan``: the plan of the candidate being measured (None outside a search);
     ``predict_latency``: ``plan -> ms`` from the study's latency table, when it has one;
     ``task``: the dataset's :class:`~autoprune.Task` (None: classification).
@@ -136,6 +138,11 @@ class MetricContext:
                 raise AutopruneError(f"metric {name!r} of the baseline was asked for, but the context has no baseline")
             self._baseline[name] = measure_metrics(self.baseline_model, [name], self)[name]
         return self._baseline[name]
+
+    def options(self, metric: str) -> Any:
+        """The :class:`~autoprune.Options` registered metric ``metric`` declares: the study's
+        ``[metrics.<metric>]``, or their defaults (outside a search, or when the study gives none)."""
+        return options_class(metric)() if self.settings is None else self.settings.options_of(metric)
 
     def remember_baseline(self, values: dict[str, float]) -> None:
         """Metrics of the unpruned model measured elsewhere (the search's own count of its accuracy)."""

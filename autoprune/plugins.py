@@ -135,12 +135,14 @@ def get_registries() -> Registries:
     """Registries filled by every plugin's hooks (cached until a plugin is added or removed)."""
     global _registries
     if _registries is None:
+        from .settings import options_problem  # deferred: the settings check names against these registries
+
         registries = Registries(
             Registry("importance", {"needs_grads": bool}),
             Registry("model", {"task": str}),
             Registry("dataset"),
             Registry("weight_importance", {"needs_grads": bool}),
-            Registry("metric", {"direction": ("minimize", "maximize"), "unit": str}),
+            Registry("metric", {"direction": ("minimize", "maximize"), "unit": str, "options": options_problem}),
             Registry("task"),
         )
         hooks = get_plugin_manager().hook

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -50,8 +50,11 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Registered objects of one kind, in registration order."""
 
-    def __init__(self, kind: str, options: dict[str, type | tuple[Any, ...]] | None = None) -> None:
-        """``options``: the keyword options ``register`` accepts, each a type or a tuple of valid values."""
+    def __init__(
+        self, kind: str, options: dict[str, type | tuple[Any, ...] | Callable[[Any], str]] | None = None
+    ) -> None:
+        """``options``: the keyword options ``register`` accepts, each a type, a tuple of valid values,
+        or a function that says what is wrong with a value ("" when nothing)."""
         self.kind = kind
         self._options = dict(options or {})
         self._entries: dict[str, Entry[T]] = {}
@@ -85,11 +88,14 @@ class Registry(Generic[T]):
                         f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; "
                         f"valid: {', '.join(map(repr, expected))}"
                     )
-            elif not isinstance(value, expected):
-                raise AutopruneError(
-                    f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; "
-                    f"it must be a {expected.__name__}"
-                )
+            elif isinstance(expected, type):
+                if not isinstance(value, expected):
+                    raise AutopruneError(
+                        f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; "
+                        f"it must be a {expected.__name__}"
+                    )
+            elif problem := expected(value):
+                raise AutopruneError(f"{source.plugin} registered {self.kind} {name!r} with {key}={value!r}; {problem}")
         if name in self._entries:
             first = self._entries[name].source
             raise DuplicateNameError(

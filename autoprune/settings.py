@@ -6,7 +6,9 @@ trained. Each field is declared once with :func:`setting`: its default, the
 study-file section it lives in, the rule its value must follow, and whether a
 resumed study may change it. Both objects validate themselves when they are
 built, so a value can only be wrong in one place, and an error names the key,
-the value received and what would be valid.
+the value received and what would be valid. A plugin's metric declares its own
+options the same way, in an :class:`Options` subclass; a study gives them in
+``[metrics.<name>]`` (``SearchSettings.metric_options``).
 
 A study file (TOML) parses into a :class:`StudyFile`: the settings objects plus
 what the study is about (model, dataset, checkpoint) and where it is kept
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import re
 import tomllib
@@ -25,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import corruptions
 from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
 from .errors import AutopruneError, unknown_name
+from .zoo import declared_options, list_metrics
 
 #: What a single-objective search minimizes.
 OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
@@ -37,12 +40,11 @@ WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
-#: The corruptions robust_accuracy can apply: those :mod:`autoprune.corruptions` defines.
-CORRUPTIONS = tuple(corruptions.CORRUPTIONS)
 #: Samplers that handle parameters present in some trials only (scope = "both").
 CONDITIONAL_SAMPLERS = ("tpe", "random")
 
 _REQUIRED = dataclasses.MISSING
+_logger = logging.getLogger(__name__)
 
 
 class SettingError(AutopruneError):
@@ -100,7 +102,7 @@ def non_empty_list_of(choices: tuple[str, ...]) -> Rule:
 def setting(
     default: Any = _REQUIRED,
     *,
-    section: str,
+    section: str | None = None,
     rule: Rule | str,
     check: Callable[[Any], bool] | None = None,
     resumable: bool = False,
@@ -111,7 +113,8 @@ def setting(
 
     Args:
         default: the one default (omit for a required setting).
-        section: the study-file section the key lives in (``study``, ``search``, ``train``).
+        section: the study-file section the key lives in (``study``, ``search``, ``train``); omitted
+            for a metric's :class:`Options`, which live in ``[metrics.<name>]``.
         rule: what a valid value is: a :class:`Rule` (``int_at_least(1)``, ``one_of(SCOPES)``, ...),
             or its words ("an integer >= 1") with ``check``; errors and the study-file reference quote it.
         check: true for a valid value (types included), for a rule given in words.
@@ -212,6 +215,80 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+class Options(_Validated):
+    """A metric's own settings, declared by the plugin that registers it (``register(..., options=...)``).
+
+    Subclass it as a frozen dataclass whose fields are declared with :func:`setting`
+    (a default, a rule, a one-line doc; no section)::
+
+        @dataclass(frozen=True)
+        class WidthOptions(autoprune.Options):
+            images: int = setting(100, rule=int_at_least(1), doc="validation images measured")
+
+    A study gives them in ``[metrics.<name>]`` (or ``metric_options={name: {...}}``),
+    validated like every setting; the metric reads them with ``context.options(name)``.
+    They are stored with the study, and a resumed study must have the same.
+    """
+
+
+def options_problem(value: Any) -> str:
+    """What is wrong with ``value`` as a metric's options declaration ("" when nothing)."""
+    if not (isinstance(value, type) and issubclass(value, Options) and dataclasses.is_dataclass(value)):
+        return "it must be a frozen dataclass derived from autoprune.Options"
+    if not value.__dataclass_params__.frozen:
+        return f"{value.__name__} must be a frozen dataclass (@dataclass(frozen=True))"
+    for f in dataclasses.fields(value):
+        if "check" not in f.metadata:
+            return f"{value.__name__}.{f.name} must be declared with autoprune.settings.setting(...)"
+        if f.default is _REQUIRED and f.default_factory is _REQUIRED:
+            return f"{value.__name__}.{f.name} needs a default (a study may give no [metrics] table)"
+        if f.metadata["resumable"]:
+            return f"{value.__name__}.{f.name} cannot be resumable: a metric's options decide what its trials measure"
+    return ""
+
+
+def options_class(metric: str) -> type[Options]:
+    """The :class:`Options` class registered metric ``metric`` declares (an error when it declares none,
+    naming those that do)."""
+    if metric not in list_metrics():
+        raise unknown_name("metric in [metrics]", metric, list_metrics())
+    declared = declared_options(metric)
+    if declared is None:
+        with_options = [m for m in list_metrics() if declared_options(m) is not None]
+        raise AutopruneError(
+            f"metric {metric!r} declares no options ([metrics.{metric}]); metrics with options: "
+            + (", ".join(map(repr, with_options)) or "none")
+        )
+    return declared
+
+
+def _build_options(metric: str, table: Any) -> Options:
+    """``table`` (the options given for ``metric``) as the metric's validated :class:`Options`."""
+    declared = options_class(metric)
+    if isinstance(table, declared):
+        return table
+    if not isinstance(table, Mapping):
+        what = f"a {declared.__name__} or a table of its options"
+        raise SettingError(f"metrics.{metric}", f"must be {what}, got {_shown(table)}")
+    names = {f.name for f in dataclasses.fields(declared)}
+    for key in table:
+        if key not in names:
+            raise unknown_name(f"key in [metrics.{metric}]", key, names, list_all=True)
+    try:
+        return declared(**table)
+    except SettingError as exc:
+        raise SettingError(f"metrics.{metric}.{exc.key}", exc.detail) from None
+
+
+def _is_option_tables(v: Any) -> bool:
+    """A mapping of metric names (each table is checked against the metric's own declaration)."""
+    pairs = v.items() if isinstance(v, Mapping) else v
+    try:
+        return all(isinstance(name, str) and name for name, _ in pairs)
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class SearchSettings(_Validated):
     """Every setting of a search, each with its single default, validated when built.
@@ -242,6 +319,14 @@ class SearchSettings(_Validated):
         check=_is_constraints,
         doc="bounds every feasible trial meets besides the accuracy budget, e.g. latency = 5.0: at most the "
         "bound for a metric to minimize, at least for one to maximize",
+    )
+    metric_options: tuple[tuple[str, Options], ...] = setting(
+        (),
+        section="metrics",
+        rule="a table per registered metric, of the options it declares",
+        check=_is_option_tables,
+        doc="a metric's own options, as its plugin declares them ([metrics.robust_accuracy] corruption_images = 500; "
+        "`autoprune plugins --kind metric` names the metrics that have options)",
     )
     trials: int = setting(
         50,
@@ -395,25 +480,6 @@ class SearchSettings(_Validated):
         doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
         "(SGD with momentum, learning rate 0.01, cosine schedule)",
     )
-    corruptions: tuple[str, ...] = setting(
-        ("gaussian_noise", "gaussian_blur", "brightness", "contrast"),
-        section="search",
-        rule=non_empty_list_of(CORRUPTIONS),
-        doc="the corruptions of robust_accuracy (Hendrycks & Dietterich, ICLR 2019), each at every severity",
-    )
-    corruption_severities: tuple[int, ...] = setting(
-        (3,),
-        section="search",
-        rule="a non-empty list of integers from 1 to 5",
-        check=lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and 1 <= k <= 5 for k in v),
-        doc="the severities of robust_accuracy's corruptions (ImageNet-C's scale)",
-    )
-    corruption_images: int = setting(
-        1000,
-        section="search",
-        rule=int_at_least(1),
-        doc="validation images robust_accuracy corrupts (the first of the study's fixed order)",
-    )
     sampler: str = setting(
         "tpe",
         section="search",
@@ -496,6 +562,14 @@ class SearchSettings(_Validated):
         object.__setattr__(self, "constraints", tuple(sorted((str(n), float(b)) for n, b in pairs)))
         if "accuracy_drop" in self.bounds:
             raise SettingError("constraints", "cannot bound accuracy_drop: study.max_accuracy_drop is that budget")
+        tables = self.metric_options.items() if isinstance(self.metric_options, Mapping) else self.metric_options
+        options = tuple(sorted((name, _build_options(name, table)) for name, table in tables))
+        object.__setattr__(self, "metric_options", options)
+
+    def options_of(self, metric: str) -> Options:
+        """The options of registered metric ``metric``: the study's ``[metrics.<metric>]``, else its defaults."""
+        given = dict(self.metric_options)
+        return given[metric] if metric in given else options_class(metric)()
 
     @property
     def granularities(self) -> tuple[str, ...]:
@@ -527,18 +601,67 @@ class SearchSettings(_Validated):
         return SearchSettings.__dataclass_fields__[name].metadata["resumable"]
 
     def resume_conflicts(self, stored: SearchSettings) -> list[tuple[str, Any, Any]]:
-        """``(name, stored value, this value)`` for every setting a resumed study cannot change."""
-        return [
+        """``(name, stored value, this value)`` for every setting a resumed study cannot change; a metric's
+        option is named as the study file spells it (``metrics.robust_accuracy.corruptions``)."""
+        conflicts = [
             (f.name, getattr(stored, f.name), getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if not f.metadata["resumable"] and getattr(stored, f.name) != getattr(self, f.name)
+            if not f.metadata["resumable"]
+            and f.name != "metric_options"
+            and getattr(stored, f.name) != getattr(self, f.name)
         ]
+        for metric in sorted({name for name, _ in (*stored.metric_options, *self.metric_options)}):
+            before, now = stored.options_of(metric).to_attrs(), self.options_of(metric).to_attrs()
+            conflicts += [(f"metrics.{metric}.{k}", before[k], now[k]) for k in before if before[k] != now[k]]
+        return conflicts
+
+    def to_attrs(self) -> dict[str, Any]:
+        """One JSON-serializable entry per field; ``metric_options`` as ``{metric: {option: value}}``."""
+        attrs = super().to_attrs()
+        attrs["metric_options"] = {name: options.to_attrs() for name, options in self.metric_options}
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> SearchSettings:
+        """The settings stored by :meth:`to_attrs`; a study stored before its metrics' options moved out of
+        ``[search]`` (:data:`MOVED_TO_OPTIONS`) has them read as those options. Options a metric no longer
+        declares are left out, as settings that no longer exist are."""
+        values = {f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs}
+        tables: dict[str, dict[str, Any]] = {}
+        if "metric_options" not in attrs:
+            for key, (metric, option) in MOVED_TO_OPTIONS.items():
+                if key in attrs:
+                    tables.setdefault(metric, {})[option] = attrs[key]
+        for metric, table in {**tables, **attrs.get("metric_options", {})}.items():
+            declared = {f.name for f in dataclasses.fields(options_class(metric))}
+            tables[metric] = {k: v for k, v in table.items() if k in declared}
+        return cls(**{**values, "metric_options": tables})
+
+
+#: Settings that were :class:`SearchSettings` fields and are now a metric's options: the old name (a
+#: study attribute, a key of an old study file's ``[search]``) -> (metric, option).
+MOVED_TO_OPTIONS = {
+    "corruptions": ("robust_accuracy", "corruptions"),
+    "corruption_severities": ("robust_accuracy", "corruption_severities"),
+    "corruption_images": ("robust_accuracy", "corruption_images"),
+}
+
+
+def moved_key(name: str) -> str:
+    """Where setting ``name``, which moved to a metric's options, is now written."""
+    metric, option = MOVED_TO_OPTIONS[name]
+    return f"metrics.{metric}.{option}"
 
 
 def setting_key(name: str) -> str:
-    """A setting as a study file spells it: ``search.batch_size``, ``study.seed``, ``[constraints]``."""
+    """A setting as a study file spells it: ``search.batch_size``, ``study.seed``, ``[constraints]``,
+    ``[metrics]``; a metric's option is spelled so already (``metrics.robust_accuracy.corruptions``)."""
     if name == "constraints":
         return "[constraints]"
+    if name == "metric_options":
+        return "[metrics]"
+    if name.startswith("metrics."):
+        return name
     for cls in (SearchSettings, TrainSettings):
         if name in cls.__dataclass_fields__:
             return f"{cls.__dataclass_fields__[name].metadata['section']}.{name}"
@@ -607,6 +730,8 @@ class TrainSettings(_Validated):
 #: Fine-tuning a pruned model (``[finetune]``: export's fine-tuning and the search's
 #: finalists): the training recipe with one epoch and a smaller learning rate.
 FINETUNE = TrainSettings(epochs=1, lr=0.01)
+#: What a ``[finetune]`` key says beyond "as the same ``[train]`` key" (for the study-file reference).
+FINETUNE_DOCS = {"epochs": "epochs of fine-tuning (the finalists; `autoprune export --finetune-epochs` sets its own)"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -687,9 +812,10 @@ def section_keys() -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {s: list(k) for s, k in FILE_KEYS.items()}
     for cls in (SearchSettings, TrainSettings):
         for f in dataclasses.fields(cls):
-            if f.name != "constraints":  # [constraints] holds metric names, not fixed keys
+            if f.name not in ("constraints", "metric_options"):  # these hold metric names, not fixed keys
                 keys.setdefault(f.metadata["section"], []).append(f.name)
     keys["constraints"] = []
+    keys["metrics"] = []
     keys["finetune"] = list(TrainSettings.__dataclass_fields__)
     for section, alias in ALIASES:
         keys[section].append(alias)
@@ -701,6 +827,7 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     valid = section_keys()
     values: dict[str, dict[str, Any]] = {s: {} for s in ("study", "search", "train", "finetune", "model", "dataset")}
     spelled: dict[str, str] = {}  # a setting's name -> the key the file used for it
+    options: dict[str, dict[str, Any]] = {}  # [metrics.<name>] tables
     for section, body in raw.items():
         if section not in valid:
             raise unknown_name("section", section, valid)
@@ -714,7 +841,22 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
                     )
             values["search"]["constraints"] = body
             continue
+        if section == "metrics":  # a table of options per metric, checked against what the metric declares
+            for metric, table in body.items():
+                if not isinstance(table, dict):
+                    raise AutopruneError(
+                        f"metrics.{metric} must be a table of the metric's options, got {_shown(table)}"
+                    )
+                options.setdefault(metric, {})
+                for key, value in table.items():
+                    _add_option(options, spelled, metric, key, value, f"metrics.{metric}.{key}")
+            continue
         for key, value in body.items():
+            if section == "search" and key in MOVED_TO_OPTIONS:
+                _logger.warning("search.%s is now %s; move it there (read as such)", key, moved_key(key))
+                metric, option = MOVED_TO_OPTIONS[key]
+                _add_option(options, spelled, metric, option, value, f"search.{key}")
+                continue
             if key not in valid[section]:
                 raise unknown_name(f"key in [{section}]", key, valid[section], list_all=True)
             target = ALIASES.get((section, key), key)
@@ -733,6 +875,8 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
     search_values = {k: v for s in ("study", "search") for k, v in values[s].items() if k not in file_keys[s]}
     if "max_accuracy_drop" not in search_values:
         raise AutopruneError("the study file needs study.max_accuracy_drop")
+    if options:
+        search_values["metric_options"] = options
     settings = _build(SearchSettings, search_values, spelled)
     train = _build(TrainSettings(), values["train"], spelled, "train")
     finetune = _build(FINETUNE, values["finetune"], spelled, "finetune")
@@ -758,6 +902,17 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
         storage=file_keys["study"].get("storage"),
         path=path,
     )
+
+
+def _add_option(
+    options: dict[str, dict[str, Any]], spelled: dict[str, str], metric: str, option: str, value: Any, key: str
+) -> None:
+    """Option ``option`` of ``metric`` as the file gave it (under ``key``), once."""
+    target = f"metrics.{metric}.{option}"
+    if option in options.setdefault(metric, {}):
+        raise AutopruneError(f"give {spelled[target]} or {key}, not both")
+    options[metric][option] = value
+    spelled[target] = key
 
 
 def _build(base: Any, values: dict[str, Any], spelled: dict[str, str], section: str | None = None):

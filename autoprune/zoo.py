@@ -63,6 +63,11 @@ def get_metric(name: str) -> Entry:
     return get_registries().metrics.get(name)
 
 
+def declared_options(name: str) -> Any:
+    """The :class:`~autoprune.Options` class metric ``name`` declares (``register(..., options=...)``), or None."""
+    return get_metric(name).options.get("options")
+
+
 def list_tasks(pattern: str = "*") -> list[str]:
     """Registered task names (classification, detection, segmentation, a plugin's) matching ``pattern``."""
     return get_registries().tasks.names(pattern)

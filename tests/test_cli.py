@@ -5,6 +5,7 @@ import re
 import shlex
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,18 @@ def test_user_errors_are_one_line_and_exit_2(capsys):
     assert err.count("\n") == 1 and err.startswith("autoprune: error: cannot import plugin module 'no.such.module'")
     with pytest.raises(autoprune.AutopruneError):
         cli.main(["--debug", "--plugin", "no.such.module", "plugins"])
+
+
+def test_a_wrong_metric_option_in_a_study_file_is_one_line_and_exit_2(tmp_path, capsys):
+    study = tmp_path / "robust.toml"
+    text = Path("studies/robust.toml").read_text()
+    study.write_text(text.replace("corruption_severities = [1, 2]", "corruption_severities = [0]"))
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "autoprune: error: metrics.robust_accuracy.corruption_severities must be a non-empty list of integers "
+        "from 1 to 5, got [0]\n"
+    )
 
 
 def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):

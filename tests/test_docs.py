@@ -7,10 +7,11 @@ import inspect
 import re
 from pathlib import Path
 
-from autoprune import SearchSettings, TrainSettings, hookspecs
-from autoprune.settings import ALIASES, FILE_KEYS, FINETUNE, section_keys
+from autoprune import hookspecs, reference
+from autoprune.settings import ALIASES, options_class, parse_study_file, section_keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+MINIMAL = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, "dataset": {"name": "digits"}}
 
 
 def _hooks():
@@ -30,57 +31,34 @@ def test_every_hook_is_documented_with_its_signature():
         assert fn.__doc__, f"{name} has no docstring"
 
 
-def _toml(value) -> str:
-    """A default as the reference writes it: a TOML literal, or `none`."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, str):
-        return f'`"{value}"`'
-    if isinstance(value, tuple):
-        return "`[" + ", ".join(_toml(v).strip("`") for v in value) + "]`"
-    return f"`{value!r}`"
-
-
-def _reference_table() -> dict[str, tuple[str, str]]:
-    """``{"section.key": (type, default)}`` from the table in docs/study_file.md."""
-    rows = {}
-    for line in (DOCS / "study_file.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        match = re.fullmatch(r"`(\w+\.\w+)`", cells[0]) if len(cells) >= 3 else None
-        if match:
-            rows[match.group(1)] = (cells[1], cells[2])
-    return rows
-
-
-def test_every_setting_is_documented_with_its_rule_and_its_default():
-    rows = _reference_table()
+def test_the_study_file_reference_is_the_table_the_declarations_render():
     text = (DOCS / "study_file.md").read_text()
-    constraints = SearchSettings.__dataclass_fields__["constraints"].metadata
-    assert "## Constraints" in text and "[constraints]" in text and constraints["section"] == "constraints"
-    for cls in (SearchSettings, TrainSettings):
-        for f in dataclasses.fields(cls):
-            if f.name == "constraints":  # a section of metric names, documented in its own part
-                continue
-            key = f"{f.metadata['section']}.{f.name}"
-            assert key in rows, f"{key} is not in docs/study_file.md"
-            default = "required" if f.default is dataclasses.MISSING else _toml(f.default)
-            assert rows[key] == (f.metadata["rule"], default), f"docs/study_file.md describes {key} otherwise"
-    for f in dataclasses.fields(TrainSettings):  # [finetune]: the training recipe with its own defaults
-        key = f"finetune.{f.name}"
-        assert rows.get(key) == (f.metadata["rule"], _toml(getattr(FINETUNE, f.name))), key
-    for section, keys in FILE_KEYS.items():
-        for key, (_, rule, default, _) in keys.items():
-            assert rows.get(f"{section}.{key}") == (rule, default), f"{section}.{key} in docs/study_file.md"
+    assert reference.current(text) == reference.render(), (
+        "docs/study_file.md's reference table differs from the settings' declarations; "
+        "regenerate it: python -m autoprune.reference docs/study_file.md (or make docs)"
+    )
+    assert "## Constraints" in text and "## Metric options" in text
 
 
-def test_the_reference_documents_no_key_the_parser_rejects():
-    valid = {f"{s}.{k}" for s, keys in section_keys().items() for k in keys}
-    documented = set(_reference_table())
-    assert documented <= valid, f"documented but not accepted: {sorted(documented - valid)}"
-    aliases = {f"{s}.{a}" for s, a in ALIASES}
-    assert valid - aliases <= documented
+def test_the_reference_documents_every_key_the_parser_accepts_and_no_other():
+    documented = {row[0].strip("`") for row in reference.rows()}
+    valid = {f"{s}.{k}" for s, keys in section_keys().items() for k in keys} - {f"{s}.{a}" for s, a in ALIASES}
+    assert {k for k in documented if not k.startswith("metrics.")} == valid
+    robust = {f"metrics.robust_accuracy.{f.name}" for f in dataclasses.fields(options_class("robust_accuracy"))}
+    assert robust <= documented
+    for key in documented - valid:  # a built-in metric's option: the parser takes it
+        _, metric, option = key.split(".")
+        parse_study_file({**MINIMAL, "metrics": {metric: {option: getattr(options_class(metric)(), option)}}})
+
+
+def test_the_reference_command_rewrites_a_stale_table_and_checks_a_current_one(tmp_path, capsys):
+    doc = tmp_path / "study_file.md"
+    doc.write_text(f"# Reference\n\n{reference.BEGIN}\n| stale |\n{reference.END}\n\nAfter.\n")
+    assert reference.main([str(doc), "--check"]) == 1
+    assert "python -m autoprune.reference" in capsys.readouterr().out
+    assert reference.main([str(doc)]) == 0
+    assert doc.read_text() == f"# Reference\n\n{reference.render()}\n\nAfter.\n"
+    assert reference.main([str(doc), "--check"]) == 0
 
 
 def test_the_task_tutorial_shows_the_example_plugins_code():

@@ -6,7 +6,7 @@ import pytest
 
 from autoprune import SearchSettings, TrainSettings
 from autoprune.errors import AutopruneError
-from autoprune.settings import load_study_file, parse_study_file
+from autoprune.settings import load_study_file, options_class, parse_study_file
 
 MINIMAL = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, "dataset": {"name": "digits"}}
 
@@ -57,7 +57,7 @@ def test_settings_round_trip_through_study_attributes():
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ({**MINIMAL, "serch": {}}, "unknown section 'serch'; did you mean 'search'?"),
+        ({**MINIMAL, "serch": {}}, "unknown section 'serch'; did you mean 'search'"),
         ({**MINIMAL, "search": {"rate_mx": 0.5}}, "unknown key in [search] 'rate_mx'; did you mean 'rate_max'"),
         (
             {**MINIMAL, "study": {"max_accuracy_drop": "1"}},
@@ -133,3 +133,98 @@ def test_constraints_are_read_as_metric_bounds_and_kept_in_the_study_attributes(
     settings = parse_study_file({**MINIMAL, "constraints": {"params": 1e6, "latency": 5}}).settings
     assert settings.bounds == {"latency": 5.0, "params": 1e6}
     assert type(settings).from_attrs(settings.to_attrs()) == settings
+
+
+# -- a metric's options ([metrics.<name>]) ---------------------------------------------------
+
+
+def test_a_metrics_options_are_read_from_its_table_with_its_defaults_for_the_rest():
+    settings = parse_study_file({**MINIMAL, "metrics": {"robust_accuracy": {"corruption_images": 200}}}).settings
+    options = settings.options_of("robust_accuracy")
+    assert options.corruption_images == 200 and options.corruption_severities == (3,)
+    assert options == SearchSettings(max_accuracy_drop=1.0).options_of("robust_accuracy").replace(corruption_images=200)
+    given = SearchSettings(max_accuracy_drop=1.0, metric_options={"robust_accuracy": {"corruption_images": 200}})
+    assert given == settings and hash(given) == hash(settings)
+
+
+def test_a_metrics_options_are_stored_with_the_study_and_read_back():
+    settings = SearchSettings(max_accuracy_drop=1.0, metric_options={"robust_accuracy": {"corruptions": ["jpeg"]}})
+    attrs = settings.to_attrs()
+    assert attrs["metric_options"] == {
+        "robust_accuracy": {"corruptions": ["jpeg"], "corruption_severities": [3], "corruption_images": 1000}
+    }
+    assert SearchSettings.from_attrs(attrs) == settings
+    assert SearchSettings(max_accuracy_drop=1.0).to_attrs()["metric_options"] == {}
+
+
+def test_a_study_stored_before_options_moved_to_their_metric_reads_them_as_the_metrics():
+    attrs = {k: v for k, v in SearchSettings(max_accuracy_drop=1.0).to_attrs().items() if k != "metric_options"}
+    attrs.update(corruptions=["contrast"], corruption_severities=[1, 2], corruption_images=300)
+    options = SearchSettings.from_attrs(attrs).options_of("robust_accuracy")
+    assert options.corruptions == ("contrast",) and options.corruption_severities == (1, 2)
+    assert options.corruption_images == 300
+    defaults = {**attrs, "corruptions": list(options_class("robust_accuracy")().corruptions)}
+    defaults.update(corruption_severities=[3], corruption_images=1000)
+    assert SearchSettings(max_accuracy_drop=1.0).resume_conflicts(SearchSettings.from_attrs(defaults)) == []
+
+
+def test_an_old_study_files_search_keys_are_read_as_the_metrics_options(caplog):
+    old = {**MINIMAL, "search": {"corruption_severities": [1, 2]}}
+    with caplog.at_level("WARNING", logger="autoprune"):
+        settings = parse_study_file(old).settings
+    assert settings.options_of("robust_accuracy").corruption_severities == (1, 2)
+    assert "search.corruption_severities is now metrics.robust_accuracy.corruption_severities" in caplog.text
+    with pytest.raises(AutopruneError, match=r"^search.corruption_images must be an integer >= 1, got 0$"):
+        parse_study_file({**MINIMAL, "search": {"corruption_images": 0}})
+    both = {**old, "metrics": {"robust_accuracy": {"corruption_severities": [1]}}}
+    with pytest.raises(AutopruneError, match="give search.corruption_severities or metrics.robust_accuracy."):
+        parse_study_file(both)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "fragment"),
+    [
+        (
+            {"robust_accuracy": {"corruption_images": 0}},
+            "metrics.robust_accuracy.corruption_images must be an integer >= 1, got 0",
+        ),
+        (
+            {"robust_accuracy": {"corruptions": ["fog"]}},
+            (
+                "metrics.robust_accuracy.corruptions must be a non-empty list of 'gaussian_noise', "
+                "'gaussian_blur', 'brightness', 'contrast', 'jpeg', got ['fog']"
+            ),
+        ),
+        (
+            {"robust_accuracy": {"corruption_severities": [6]}},
+            "metrics.robust_accuracy.corruption_severities must be a non-empty list of integers from 1 to 5, got [6]",
+        ),
+        (
+            {"robust_accuracy": {"corruption_image": 10}},
+            "unknown key in [metrics.robust_accuracy] 'corruption_image'; did you mean 'corruption_images'",
+        ),
+        ({"robust_acuracy": {}}, "unknown metric in [metrics] 'robust_acuracy'; did you mean 'robust_accuracy'"),
+        ({"flops": {"x": 1}}, "metric 'flops' declares no options ([metrics.flops]); metrics with options: "),
+        ({"robust_accuracy": 3}, "metrics.robust_accuracy must be a table of the metric's options, got 3"),
+    ],
+)
+def test_a_wrong_option_is_one_clear_error(metrics, fragment):
+    with pytest.raises(AutopruneError) as err:
+        parse_study_file({**MINIMAL, "metrics": metrics})
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_resume_check_names_every_option_that_differs():
+    stored = SearchSettings(max_accuracy_drop=1.0, metric_options={"robust_accuracy": {"corruption_images": 10}})
+    same = SearchSettings(max_accuracy_drop=1.0, metric_options={"robust_accuracy": {}}).replace(trials=3)
+    assert stored.resume_conflicts(stored) == [] and same.resume_conflicts(SearchSettings(max_accuracy_drop=1.0)) == []
+    assert SearchSettings(max_accuracy_drop=1.0).resume_conflicts(stored) == [
+        ("metrics.robust_accuracy.corruption_images", 10, 1000)
+    ]
+
+
+def test_a_search_argument_that_became_an_option_says_where_it_went():
+    from autoprune.searcher.optimize import search
+
+    with pytest.raises(AutopruneError, match=r"is now an option of metric 'robust_accuracy': give metric_options="):
+        search(None, None, max_accuracy_drop=1.0, corruption_images=10)

@@ -234,10 +234,10 @@ def plot_robustness(frame, front, record: StudyRecord):
             ax.axhline(bound, color="#555555", ls=":", lw=1, label=f"{y} bound")
     ax.set_xlabel("clean accuracy drop, points" if drops else "clean validation accuracy, %")
     ax.set_ylabel("robust accuracy drop, points" if drops else "accuracy on corrupted images, %")
-    corruptions = ", ".join(record.settings.corruptions)
+    corruptions = ", ".join(record.settings.options_of("robust_accuracy").corruptions)
     ax.set_title(
         f"Clean against robust: {corruptions}\nat severities "
-        f"{', '.join(map(str, record.settings.corruption_severities))}",
+        f"{', '.join(map(str, record.settings.options_of('robust_accuracy').corruption_severities))}",
         fontsize=9,
     )
     ax.legend(fontsize=8)

@@ -51,7 +51,7 @@ from ..metrics import metric_direction
 from ..plan import Plan, PlanSpace
 from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import StudyRecord
-from ..settings import FINETUNE, SearchSettings, TrainSettings
+from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
@@ -130,7 +130,8 @@ def search(
             (what dataset factories return); ``.test`` is never read.
         settings: a :class:`~autoprune.SearchSettings`; its fields can also be given
             as keyword arguments (``max_accuracy_drop=1.0, trials=100``), which
-            override the object's.
+            override the object's; a metric's own options go in ``metric_options``
+            (``{"robust_accuracy": {"corruption_images": 500}}``).
         storage: an Optuna storage URL (``sqlite:///study.db``, PostgreSQL...) or
             object; None keeps the study in memory.
         study_name: the study's name in the storage; the same name resumes it.
@@ -391,6 +392,13 @@ def baseline_source(model: nn.Module, data: Any, *, with_weights: bool = True) -
 
 
 def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> SearchSettings:
+    for key in overrides:
+        if key in MOVED_TO_OPTIONS:
+            metric, option = MOVED_TO_OPTIONS[key]
+            raise AutopruneError(
+                f"search() argument {key!r} is now an option of metric {metric!r}: "
+                f"give metric_options={{{metric!r}: {{{option!r}: ...}}}}"
+            )
     if settings is not None:
         return settings.replace(**overrides)
     names = SearchSettings.__dataclass_fields__

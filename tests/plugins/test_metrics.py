@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 import autoprune
 from autoprune import search
 from autoprune.errors import PluginError
+from autoprune.settings import int_at_least, number_above, setting
 
 
 def conv_channels(model, context):
@@ -152,7 +155,8 @@ def test_robust_accuracy_is_deterministic_for_a_seed_and_falls_as_severity_rises
     assert sum(len(y) for _, y in first) == 5 * 200
 
     def robust(severity):
-        settings = autoprune.SearchSettings(max_accuracy_drop=1.0, corruption_severities=(severity,))
+        options = {"robust_accuracy": {"corruption_severities": [severity]}}
+        settings = autoprune.SearchSettings(max_accuracy_drop=1.0, metric_options=options)
         context = autoprune.MetricContext(
             val[0][0][:1], val[0][0][:1], val, seed=0, baseline_model=baseline, settings=settings
         )
@@ -189,11 +193,11 @@ def test_a_robustness_constraint_and_a_latency_objective_work_together(baseline,
         "robust",
         objective="latency",
         constraints={"robust_accuracy_drop": 20.0},
-        corruption_severities=[1],
-        corruption_images=200,
+        metric_options={"robust_accuracy": {"corruption_severities": [1], "corruption_images": 200}},
     )
     record = result.record
     assert record.study.direction.name == "MINIMIZE" and record.baseline["robust_accuracy_drop"] == 0.0
+    assert record.attrs["metric_options"]["robust_accuracy"]["corruption_images"] == 200
     for trial in record.completed():
         drop = trial.user_attrs["robust_accuracy_drop"]
         assert trial.user_attrs["latency"] > 0
@@ -203,3 +207,93 @@ def test_a_robustness_constraint_and_a_latency_objective_work_together(baseline,
     index = write_report(record, tmp_path / "report").read_text()
     assert "Clean against robust accuracy" in index and (tmp_path / "report" / "robustness.png").is_file()
     assert "<code>robust_accuracy_drop</code> &le; 20" in index
+
+
+# -- a metric's own options -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyWeightsOptions(autoprune.Options):
+    threshold: float = setting(1e-3, rule=number_above(0), doc="a weight below this in absolute value is tiny")
+
+
+def tiny_weights(model, context):
+    """Fraction of the weights below the study's threshold in absolute value (docs/plugin_hooks.md's example)."""
+    threshold = context.options("tiny_weights").threshold
+    weights = torch.cat([p.detach().abs().flatten() for p in model.parameters()])
+    return float((weights < threshold).float().mean())
+
+
+class _OptionsPlugin:
+    @autoprune.hookimpl
+    def autoprune_register_metrics(self, register):
+        register("tiny_weights", tiny_weights, unit="fraction", options=TinyWeightsOptions)
+
+
+def test_a_third_party_metric_gets_its_options_from_the_study_and_their_defaults_elsewhere(baseline, digits):
+    from autoprune.searcher import validation_batches
+    from autoprune.settings import parse_study_file
+
+    name = autoprune.plugins.register(_OptionsPlugin(), name="test-options")
+    try:
+        raw = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, "dataset": {"name": "digits"}}
+        settings = parse_study_file({**raw, "metrics": {"tiny_weights": {"threshold": 10}}}).settings
+        assert settings.options_of("tiny_weights") == TinyWeightsOptions(threshold=10.0)
+        val = validation_batches(digits, 128, seed=0)
+        x = val[0][0][:1]
+        in_study = autoprune.MetricContext(x, x, val, baseline_model=baseline, settings=settings)
+        outside = autoprune.MetricContext(x, x, val, baseline_model=baseline)
+        assert outside.options("tiny_weights") == TinyWeightsOptions()
+        assert autoprune.measure_metrics(baseline, ["tiny_weights"], in_study)["tiny_weights"] == 1.0
+        assert autoprune.measure_metrics(baseline, ["tiny_weights"], outside)["tiny_weights"] < 1.0
+        with pytest.raises(
+            autoprune.AutopruneError, match=r"^metrics.tiny_weights.threshold must be a number > 0, got -1$"
+        ):
+            parse_study_file({**raw, "metrics": {"tiny_weights": {"threshold": -1}}})
+    finally:
+        autoprune.plugins.unregister(name=name)
+
+
+@dataclass
+class _NotFrozen(autoprune.Options):
+    images: int = setting(1, rule=int_at_least(1))
+
+
+@dataclass(frozen=True)
+class _Required(autoprune.Options):
+    images: int = setting(rule=int_at_least(1))
+
+
+@dataclass(frozen=True)
+class _Resumable(autoprune.Options):
+    images: int = setting(1, rule=int_at_least(1), resumable=True)
+
+
+@dataclass(frozen=True)
+class _Plain(autoprune.Options):
+    images: int = 1
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (dict, "it must be a frozen dataclass derived from autoprune.Options"),
+        (_NotFrozen, "_NotFrozen must be a frozen dataclass"),
+        (_Required, "_Required.images needs a default"),
+        (_Resumable, "_Resumable.images cannot be resumable"),
+        (_Plain, "_Plain.images must be declared with autoprune.settings.setting(...)"),
+    ],
+)
+def test_a_metrics_options_declaration_is_checked_when_it_is_registered(options, fragment):
+    class Bad:
+        @autoprune.hookimpl
+        def autoprune_register_metrics(self, register):
+            register("bad_options", conv_channels, options=options)
+
+    name = autoprune.plugins.register(Bad(), name="bad-options")
+    try:
+        with pytest.raises(autoprune.AutopruneError, match=re.escape(fragment)) as err:
+            autoprune.list_metrics()
+        assert "registered metric 'bad_options' with options=" in str(err.value)
+    finally:
+        autoprune.plugins.unregister(name=name)
