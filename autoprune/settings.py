@@ -623,16 +623,11 @@ class SearchSettings(_Validated):
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> SearchSettings:
-        """The settings stored by :meth:`to_attrs`; a study stored before its metrics' options moved out of
-        ``[search]`` (:data:`MOVED_TO_OPTIONS`) has them read as those options. Options a metric no longer
-        declares are left out, as settings that no longer exist are."""
+        """The settings stored by :meth:`to_attrs` (an older study's, as the study record's migration reads
+        them). Options a metric no longer declares are left out, as settings that no longer exist are."""
         values = {f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs}
         tables: dict[str, dict[str, Any]] = {}
-        if "metric_options" not in attrs:
-            for key, (metric, option) in MOVED_TO_OPTIONS.items():
-                if key in attrs:
-                    tables.setdefault(metric, {})[option] = attrs[key]
-        for metric, table in {**tables, **attrs.get("metric_options", {})}.items():
+        for metric, table in attrs.get("metric_options", {}).items():
             declared = {f.name for f in dataclasses.fields(options_class(metric))}
             tables[metric] = {k: v for k, v in table.items() if k in declared}
         return cls(**{**values, "metric_options": tables})

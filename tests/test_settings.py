@@ -6,7 +6,7 @@ import pytest
 
 from autoprune import SearchSettings, TrainSettings
 from autoprune.errors import AutopruneError
-from autoprune.settings import load_study_file, options_class, parse_study_file
+from autoprune.settings import load_study_file, parse_study_file
 
 MINIMAL = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, "dataset": {"name": "digits"}}
 
@@ -155,17 +155,6 @@ def test_a_metrics_options_are_stored_with_the_study_and_read_back():
     }
     assert SearchSettings.from_attrs(attrs) == settings
     assert SearchSettings(max_accuracy_drop=1.0).to_attrs()["metric_options"] == {}
-
-
-def test_a_study_stored_before_options_moved_to_their_metric_reads_them_as_the_metrics():
-    attrs = {k: v for k, v in SearchSettings(max_accuracy_drop=1.0).to_attrs().items() if k != "metric_options"}
-    attrs.update(corruptions=["contrast"], corruption_severities=[1, 2], corruption_images=300)
-    options = SearchSettings.from_attrs(attrs).options_of("robust_accuracy")
-    assert options.corruptions == ("contrast",) and options.corruption_severities == (1, 2)
-    assert options.corruption_images == 300
-    defaults = {**attrs, "corruptions": list(options_class("robust_accuracy")().corruptions)}
-    defaults.update(corruption_severities=[3], corruption_images=1000)
-    assert SearchSettings(max_accuracy_drop=1.0).resume_conflicts(SearchSettings.from_attrs(defaults)) == []
 
 
 def test_an_old_study_files_search_keys_are_read_as_the_metrics_options(caplog):

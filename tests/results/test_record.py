@@ -11,7 +11,7 @@ import pytest
 from autoprune import AutopruneError, SearchSettings
 from autoprune.results import StudyRecord
 from autoprune.results.record import RECORD_VERSION
-from autoprune.settings import setting_key
+from autoprune.settings import options_class, setting_key
 
 SETTINGS = SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"))
 GROUPS = ["conv1", "layer1.0.conv1"]
@@ -140,6 +140,27 @@ def test_a_new_study_records_its_layout_version_and_an_unversioned_one_reads_as_
     old.study.set_user_attr("groups", GROUPS)
     assert old.settings.reconstruct is False
     assert "record_version" not in old.study.user_attrs  # read, never rewritten
+
+
+def test_a_version_1_study_reads_its_corruption_settings_as_the_robustness_metrics_options():
+    old = StudyRecord(optuna.create_study())
+    stored = {k: v for k, v in SETTINGS.to_attrs().items() if k != "metric_options"}
+    stored.update(corruptions=["contrast"], corruption_severities=[1, 2], corruption_images=300, groups=GROUPS)
+    for key, value in stored.items():
+        old.study.set_user_attr(key, value)
+    options = old.settings.options_of("robust_accuracy")
+    assert (options.corruptions, options.corruption_severities, options.corruption_images) == (
+        ("contrast",),
+        (1, 2),
+        300,
+    )
+    for key, value in {
+        "corruptions": list(options_class("robust_accuracy")().corruptions),
+        "corruption_severities": [3],
+        "corruption_images": 1000,
+    }.items():
+        old.study.set_user_attr(key, value)  # the defaults of then: the same search as a new study's defaults
+    assert SETTINGS.replace(metric_options={}).resume_conflicts(old.settings) == []
 
 
 def test_a_study_written_by_a_newer_autoprune_is_refused_in_one_line():

@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import AutopruneError
+from ...settings import MOVED_TO_OPTIONS
 
 #: The layout this autoprune writes; :func:`migrate` reads every earlier one.
 RECORD_VERSION = 2
@@ -104,9 +105,16 @@ def owned_keys(setting_keys: list[str]) -> set[str]:
 
 
 def _from_version_1(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 (autoprune 0.1.0 and the development versions after it): settings added since were searched without, whatever today's
-    default (``reconstruct``: no least-squares reconstruction)."""
-    return {"reconstruct": False, **attrs}
+    """Version 1 (autoprune 0.1.0 and the development versions after it): settings added since were
+    searched without, whatever today's default (``reconstruct``: no least-squares reconstruction); the
+    settings that became a metric's options (``corruptions``, ...: :data:`~autoprune.settings.MOVED_TO_OPTIONS`)
+    are read as those options."""
+    tables: dict[str, dict[str, Any]] = {}
+    for key, (metric, option) in MOVED_TO_OPTIONS.items():
+        if key in attrs:
+            tables.setdefault(metric, {})[option] = attrs[key]
+    moved = {k: v for k, v in attrs.items() if k not in MOVED_TO_OPTIONS}
+    return {"reconstruct": False, "metric_options": tables, **moved}
 
 
 #: How each layout is read as the next one.
