@@ -19,7 +19,7 @@ from . import plugins
 from .errors import AutopruneError, SearchInterrupted
 from .settings import FINETUNE
 
-KINDS = ("importance", "model", "dataset", "weight_importance", "metric", "task")
+KINDS = plugins.KIND_NAMES
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

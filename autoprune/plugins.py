@@ -13,7 +13,7 @@ import difflib
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -33,8 +33,49 @@ _manager: pluggy.PluginManager | None = None
 _registries: Registries | None = None
 
 
+def _metric_options_problem(value: Any) -> str:
+    from .settings import options_problem  # deferred: the settings check names against the registries
+
+    return options_problem(value)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of plugin object: its name, the hook that registers it, the name ``register`` gives the object
+    as a keyword (``fn``, ``factory``), and the keyword options it accepts (a type, valid values, or a check)."""
+
+    name: str
+    hook: str
+    obj_arg: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plural(self) -> str:
+        return self.name + "s"
+
+
+#: Every kind of plugin object, declared once: the registries, ``autoprune plugins --kind`` and
+#: :func:`autoprune.testing.registered` are built from it.
+KINDS = (
+    Kind("importance", "autoprune_register_importances", "fn", {"needs_grads": bool}),
+    Kind("model", "autoprune_register_models", "factory", {"task": str}),
+    Kind("dataset", "autoprune_register_datasets", "factory"),
+    Kind("weight_importance", "autoprune_register_weight_importances", "fn", {"needs_grads": bool}),
+    Kind(
+        "metric",
+        "autoprune_register_metrics",
+        "fn",
+        {"direction": ("minimize", "maximize"), "unit": str, "options": _metric_options_problem},
+    ),
+    Kind("task", "autoprune_register_tasks", "factory"),
+)
+KIND_NAMES = tuple(kind.name for kind in KINDS)
+
+
 @dataclass(frozen=True)
 class Registries:
+    """One :class:`Registry` per :data:`KINDS` entry, named by its plural (``registries.importances``)."""
+
     importances: Registry[Callable[..., Any]]
     models: Registry[Callable[..., Any]]
     datasets: Registry[Callable[..., Any]]
@@ -43,7 +84,13 @@ class Registries:
     tasks: Registry[Callable[..., Any]]
 
     def __iter__(self):
-        return iter((self.importances, self.models, self.datasets, self.weight_importances, self.metrics, self.tasks))
+        return (getattr(self, kind.plural) for kind in KINDS)
+
+    def of(self, kind: str) -> Registry[Callable[..., Any]]:
+        """The registry of ``kind`` (``"importance"``, ``"model"``, ...)."""
+        if kind not in KIND_NAMES:
+            raise AutopruneError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KIND_NAMES)}")
+        return getattr(self, kind + "s")
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -135,23 +182,10 @@ def get_registries() -> Registries:
     """Registries filled by every plugin's hooks (cached until a plugin is added or removed)."""
     global _registries
     if _registries is None:
-        from .settings import options_problem  # deferred: the settings check names against these registries
-
-        registries = Registries(
-            Registry("importance", {"needs_grads": bool}),
-            Registry("model", {"task": str}),
-            Registry("dataset"),
-            Registry("weight_importance", {"needs_grads": bool}),
-            Registry("metric", {"direction": ("minimize", "maximize"), "unit": str, "options": options_problem}),
-            Registry("task"),
-        )
+        registries = Registries(**{kind.plural: Registry(kind.name, kind.options) for kind in KINDS})
         hooks = get_plugin_manager().hook
-        _collect(hooks.autoprune_register_importances, registries.importances, "fn")
-        _collect(hooks.autoprune_register_models, registries.models, "factory")
-        _collect(hooks.autoprune_register_datasets, registries.datasets, "factory")
-        _collect(hooks.autoprune_register_weight_importances, registries.weight_importances, "fn")
-        _collect(hooks.autoprune_register_metrics, registries.metrics, "fn")
-        _collect(hooks.autoprune_register_tasks, registries.tasks, "factory")
+        for kind in KINDS:
+            _collect(getattr(hooks, kind.hook), registries.of(kind.name), kind.obj_arg)
         _registries = registries
     return _registries
 

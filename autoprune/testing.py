@@ -414,12 +414,4 @@ class TaskConformance:
 
 def registered(kind: str) -> list[str]:
     """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model", "dataset" or "task")."""
-    registries = get_registries()
-    return {
-        "importance": registries.importances,
-        "weight_importance": registries.weight_importances,
-        "metric": registries.metrics,
-        "model": registries.models,
-        "dataset": registries.datasets,
-        "task": registries.tasks,
-    }[kind].names()
+    return get_registries().of(kind).names()
