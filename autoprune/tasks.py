@@ -52,6 +52,9 @@ class Task:
     #: that stops early bounds it exactly; a task that scores otherwise is scored on the whole split.
     #: A subclass that overrides :meth:`scores` is not countable unless it says so.
     countable = True
+    #: Whether fine-tuning can distil from the unpruned model by matching its class probabilities (the
+    #: model's outputs are class logits). A subclass that overrides :meth:`loss` is not, unless it says so.
+    distillable = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -59,6 +62,8 @@ class Task:
             cls.metric_label = f"{cls.metric}, points"
         if "scores" in cls.__dict__ and "countable" not in cls.__dict__:
             cls.countable = False
+        if "loss" in cls.__dict__ and "distillable" not in cls.__dict__:
+            cls.distillable = False
 
     def __init__(self, num_classes: int) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

@@ -58,7 +58,7 @@ def train(
     The caller's random generator state is left as it was.
     """
     task = task if task is not None else _task_of(data)
-    if teacher is not None and task.name != "classification":
+    if teacher is not None and not task.distillable:
         raise AutopruneError(f"distillation matches class probabilities; the {task.name!r} task has none to match")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

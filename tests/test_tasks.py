@@ -126,6 +126,20 @@ def test_training_follows_the_dataset_s_task_detection():
     assert loss1 < 0.8 * loss0, (loss0, loss1)
 
 
+def test_a_task_declares_whether_it_can_be_distilled_and_a_new_loss_is_not_unless_it_says_so():
+    class OwnLoss(autoprune.Task):
+        def loss(self, model, inputs, targets):
+            return model(inputs).sum()
+
+    class OwnLossWithLogits(OwnLoss):
+        distillable = True
+
+    from autoprune.tasks import Detection, Segmentation
+
+    assert autoprune.Task.distillable and not Detection.distillable and not Segmentation.distillable
+    assert not OwnLoss.distillable and OwnLossWithLogits.distillable
+
+
 def test_distillation_is_refused_for_a_task_without_class_probabilities():
     data = autoprune.create_dataset("driving_scenes", task="segmentation", images=4, size=32)
     model = autoprune.create_model("small_segmenter", num_classes=6, width=8)
