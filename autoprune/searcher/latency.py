@@ -38,6 +38,9 @@ TABLE_FORMAT = "autoprune-latency-table-v1"
 #: Rates each group is timed at, from 0 to the study's ``rate_max``; rounds of timing (the fastest counts).
 TABLE_POINTS = 5
 TABLE_ROUNDS = 3
+#: The range the fitted interaction exponent is held to: one noisy timing of the uniform plans (or a group
+#: whose own speed-up is all but nil) cannot turn a prediction into a power of its error.
+EXPONENT_RANGE = (0.5, 2.0)
 
 
 @dataclass
@@ -62,22 +65,35 @@ class LatencyTable:
         combined as ``base * (prod f_g) ** a``, where ``a`` corrects for how the
         groups interact: it is fitted so that the uniform plans (every group at one
         rate, also timed) are predicted exactly, and taken at the plan's mean rate.
+
+        Kept sane when a timing was disturbed: each row is made monotone (pruning
+        more of a group is never predicted slower than pruning less, nor slower than
+        the baseline), ``a`` is held to :data:`EXPONENT_RANGE`, and a rate beyond
+        the table takes its last column (no extrapolation).
         """
+        rows = {group: self._monotone(row) for group, row in self.ms.items()}
         log_speedup = sum(
-            math.log(float(np.interp(rate, self.rates, self.ms[group])) / self.base_ms)
+            math.log(float(np.interp(rate, self.rates, rows[group])) / self.base_ms)
             for group, rate in rates.items()
             if rate > 0
         )
         mean_rate = sum(rates.values()) / len(self.ms) if self.ms else 0.0
         return self.base_ms * math.exp(self._interaction(mean_rate) * log_speedup)
 
+    def _monotone(self, row: list[float]) -> list[float]:
+        """``row`` with each entry at most the one before it, the first at most the baseline's."""
+        return [float(v) for v in np.minimum.accumulate(np.minimum(np.asarray(row, dtype=float), self.base_ms))]
+
     def _interaction(self, mean_rate: float) -> float:
-        """The exponent ``a`` at each table rate, fitted on the uniform plans, interpolated."""
+        """The exponent ``a`` at each table rate, fitted on the uniform plans, held to :data:`EXPONENT_RANGE`,
+        interpolated."""
+        rows, uniform = [self._monotone(row) for row in self.ms.values()], self._monotone(self.uniform_ms)
+        low, high = EXPONENT_RANGE
         exponents = []
         for k, _rate in enumerate(self.rates[1:], start=1):
-            alone = sum(math.log(row[k] / self.base_ms) for row in self.ms.values())
-            together = math.log(self.uniform_ms[k] / self.base_ms)
-            exponents.append(together / alone if abs(alone) > 1e-9 else 1.0)
+            alone = sum(math.log(row[k] / self.base_ms) for row in rows)
+            together = math.log(uniform[k] / self.base_ms)
+            exponents.append(min(max(together / alone, low), high) if abs(alone) > 1e-9 else 1.0)
         if not exponents:
             return 1.0
         return float(np.interp(mean_rate, self.rates[1:], exponents))

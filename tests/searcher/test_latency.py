@@ -70,6 +70,25 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_cost_it_was_built_
     assert max(abs(math.log(r)) for r in ratios) > 1e-6  # a real prediction, not a lookup of the same plans
 
 
+def test_a_fixed_tables_prediction_is_its_arithmetic_and_stays_sane_when_one_timing_was_disturbed():
+    rates = [0.0, 0.4, 0.8]
+    table = LatencyTable(10.0, rates, {"a": [10.0, 8.0, 6.0], "b": [10.0, 5.0, 2.0]}, [10.0, 4.0, 1.2], "cpu", 1, [3])
+    # at rate 0.4: alone 0.8 * 0.5 = 0.4, together 0.4, so the exponent is 1 and the prediction the product
+    assert table.predict({"a": 0.4, "b": 0.4}) == pytest.approx(4.0)
+    assert table.predict({"b": 0.4}) == pytest.approx(10.0 * 0.5 ** table._interaction(0.2))
+    assert table.predict({"a": 0.0, "b": 0.0}) == pytest.approx(10.0)
+    assert table.predict({"b": 1.5}) == table.predict({"b": 0.8})  # beyond the table: its last column
+    # a cell timed under load (a group pruned at 0.4 "taking" 900 ms) and uniform plans timed slow: the
+    # prediction stays within the table's own range instead of a power of the disturbance
+    noisy = LatencyTable(
+        10.0, rates, {"a": [10.0, 900.0, 6.0], "b": [10.0, 9.99999, 2.0]}, [10.0, 5000.0, 1.2], "cpu", 1, [3]
+    )
+    for plan in ({"a": 0.4}, {"a": 0.4, "b": 0.4}, {"a": 0.8, "b": 0.2}, {"b": 0.4}):
+        assert 1.0 <= noisy.predict(plan) <= 10.0, plan
+    low, high = latency.EXPONENT_RANGE
+    assert all(low <= noisy._interaction(r) <= high for r in (0.0, 0.2, 0.4, 0.8))
+
+
 def test_time_model_times_a_copy_on_the_device_and_refuses_a_missing_cuda(monkeypatch):
     model = Wide().eval()
     timing = torch.randn(2, 3, 32, 32)
