@@ -27,7 +27,7 @@ from torch import nn
 from .errors import AutopruneError, SearchInterrupted
 from .files import atomic_write_text
 from .settings import StudyFile, load_study_file
-from .storage import folder_storage
+from .storage import folder_storage, storage_file
 
 #: The file that names the study an output folder belongs to.
 FOLDER_MARK = ".autoprune-study.json"
@@ -167,6 +167,15 @@ def write_outputs(prepared: PreparedStudy, result, seconds: float) -> StudyRun:
     return run
 
 
+def claim(out: Path, name: str, storage: str) -> dict[str, str]:
+    """What an output folder's mark says: the study, and its storage, relative to the folder when the
+    storage file is in it (``study.db``), so a folder moved or copied whole is still its study's."""
+    path = storage_file(storage)
+    if path is not None and path.resolve().parent == Path(out).resolve():
+        return {"study": name, "storage_file": path.name}
+    return {"study": name, "storage": storage}
+
+
 def check_folder(out: Path, name: str, storage: str, *, force: bool) -> None:
     """Refuse an output folder that another study claimed (unless ``force``)."""
     mark = Path(out) / FOLDER_MARK
@@ -176,9 +185,11 @@ def check_folder(out: Path, name: str, storage: str, *, force: bool) -> None:
         theirs = json.loads(mark.read_text())
     except ValueError:
         theirs = None
-    if isinstance(theirs, dict) and theirs != {"study": name, "storage": storage}:
+    ours = claim(out, name, storage)
+    if isinstance(theirs, dict) and theirs != ours and theirs != {"study": name, "storage": storage}:
         raise AutopruneError(
-            f"output folder {str(out)!r} holds study {theirs.get('study')!r} in {theirs.get('storage')}; "
+            f"output folder {str(out)!r} holds study {theirs.get('study')!r} in "
+            f"{theirs.get('storage') or theirs.get('storage_file')}; "
             f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
             "(or --force to take the folder over)"
         )
@@ -187,4 +198,4 @@ def check_folder(out: Path, name: str, storage: str, *, force: bool) -> None:
 def claim_folder(out: Path, name: str, storage: str) -> None:
     """Mark ``out`` as the folder of this study (once its inputs have passed every check)."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out) / FOLDER_MARK, json.dumps({"study": name, "storage": storage}) + "\n")
+    atomic_write_text(Path(out) / FOLDER_MARK, json.dumps(claim(out, name, storage)) + "\n")

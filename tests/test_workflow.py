@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -32,3 +33,16 @@ def test_run_study_refuses_a_folder_another_study_claimed_before_any_work(tmp_pa
     with pytest.raises(autoprune.AutopruneError, match="holds study 'other'"):
         autoprune.run_study("studies/quickstart.toml", trials=1, out=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER_MARK]
+
+
+def test_a_run_folder_moved_whole_is_still_its_study_resumed_and_rebuilt_from_its_new_place(tmp_path):
+    first = autoprune.run_study("studies/quickstart.toml", trials=2, out=tmp_path / "old", log=lambda m: None)
+    moved = shutil.move(tmp_path / "old", tmp_path / "new")
+    run = autoprune.run_study("studies/quickstart.toml", trials=3, out=moved, log=lambda m: None)
+    assert not run.prepared.trained and len(run.result.record.completed()) == 3  # the same study, resumed
+    assert run.best_model_file.parent == moved and not (tmp_path / "old").exists()
+    study = autoprune.Study.load(moved)
+    number = first.result.best_trial.number
+    rebuilt = study.rebuild(number)  # the baseline's weights found in the new folder
+    x = torch.randn(1, 1, 8, 8)
+    assert autoprune.measure(rebuilt.model, x)["flops"] == study.record.value(study.record.trial(number), "flops")

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import AutopruneError
 from ..plan import Plan
 from ..settings import FINETUNE
-from ..storage import existing_storage
+from ..storage import existing_storage, storage_file
 from ..training import train
 from ..zoo import dataset_task
 from .export import check_inputs, measure_model, save
@@ -31,7 +31,8 @@ class Study:
 
     def __init__(self, study: optuna.Study, out_dir: str | Path | None = None, storage: str | None = None) -> None:
         self.optuna = study
-        self.record = StudyRecord(study)
+        path = storage_file(storage) if storage is not None else None
+        self.record = StudyRecord(study, home=path.parent if path else None)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.storage = storage  # its URL, when loaded from one
 

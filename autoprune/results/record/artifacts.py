@@ -29,12 +29,12 @@ def baseline_weights_file(record: StudyRecord, workdir: Path) -> Path | None:
     """A file holding the baseline's state_dict (downloaded into ``workdir`` if it is an artifact)."""
     source = record.source
     if "baseline_weights" in source:
-        return Path(source["baseline_weights"])
+        return _moved(record, Path(source["baseline_weights"]))
     if ARTIFACT not in source:
         return None
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-    store = Path(source[STORE])
+    store = _moved(record, Path(source[STORE]))
     if not store.is_dir():
         raise AutopruneError(f"the artifact store {str(store)!r} of study {record.name!r} is gone")
     target = Path(workdir) / "baseline.pt"
@@ -42,3 +42,12 @@ def baseline_weights_file(record: StudyRecord, workdir: Path) -> Path | None:
         artifact_store=FileSystemArtifactStore(str(store)), artifact_id=source[ARTIFACT], file_path=str(target)
     )
     return target
+
+
+def _moved(record: StudyRecord, path: Path) -> Path:
+    """``path`` as recorded, or, when it is gone and the study's storage file is in a folder, the file of
+    the same name in that folder: a study folder moved or copied whole keeps its baseline."""
+    if path.exists() or record.home is None:
+        return path
+    there = Path(record.home) / path.name
+    return there if there.exists() else path

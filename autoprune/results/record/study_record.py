@@ -9,6 +9,7 @@ the report, the export and :class:`autoprune.Study` hold.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -91,8 +92,10 @@ class StudyRecord:
     update_budget = creation.update_budget
     baseline_weights_file = artifacts.baseline_weights_file
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study = study
+    def __init__(self, study: optuna.Study, home: Path | None = None) -> None:
+        """``home``: the folder of the study's storage file, if it has one: where the baseline's weights
+        and artifacts are looked for when the absolute paths the study recorded are gone (a moved folder)."""
+        self.study, self.home = study, home
 
     @property
     def name(self) -> str:
@@ -245,4 +248,4 @@ def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = No
         name = names[0]
     elif name not in names:
         raise unknown_name("study", name, names)
-    return StudyRecord(optuna.load_study(study_name=name, storage=opened))
+    return StudyRecord(optuna.load_study(study_name=name, storage=opened), home=path.parent if path else None)
