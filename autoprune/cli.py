@@ -44,6 +44,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             extra = f" [{e.options.get('direction', 'minimize')}{unit}{options}]"
         desc = textwrap.shorten(e.description, 70, placeholder="...") if e.description else ""
         print(f"  {e.name:<{width}}  {desc}{extra}  <- {e.source}")
+    if plugins.broken_plugins and not args.kind and not args.pattern:
+        print("\nleft out (cannot be loaded):")
+        for broken in plugins.broken_plugins:
+            print(f"  {broken.name}  {textwrap.shorten(broken.error, 90, placeholder='...')}  <- {broken.package}")
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -100,15 +102,70 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         pm.add_hookspecs(hookspecs)
         only = os.environ.get(PLUGINS_ENV)
-        if only is None:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        else:
-            for name in filter(None, (n.strip() for n in only.split(","))):
-                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
-        for plugin in pm.get_plugins():
-            check_hook_names(pm, plugin)
+        _load_entry_points(pm, None if only is None else [n.strip() for n in only.split(",") if n.strip()])
         _manager = pm
     return _manager
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An installed plugin left out because it cannot be loaded: its entry point, package and error."""
+
+    name: str
+    package: str
+    error: str
+
+
+#: The installed plugins that could not be loaded (the others work without them).
+broken_plugins: list[BrokenPlugin] = []
+#: Each entry-point plugin's distribution: ``{entry point: (package, version)}``.
+_distributions: dict[str, tuple[str, str]] = {}
+
+
+def _load_entry_points(pm: pluggy.PluginManager, only: list[str] | None) -> None:
+    """Register every plugin of the ``autoprune`` entry-point group (or those ``only`` names).
+
+    One that cannot be imported, or that implements a hook autoprune does not have,
+    is left out with one line on stderr naming it and how to leave it out for good,
+    and the others keep working (``autoprune plugins`` lists it as broken).
+    """
+    found: dict[str, tuple[importlib.metadata.EntryPoint, Any]] = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP and ep.name not in found:
+                found[ep.name] = (ep, dist)
+    if only is not None:
+        unknown = [name for name in only if name not in found]
+        if unknown:
+            raise AutopruneError(
+                f"{PLUGINS_ENV} names {', '.join(map(repr, unknown))}, which no installed package declares; "
+                f"installed plugins: {', '.join(sorted(found))}"
+            )
+    broken_plugins.clear()
+    for name, (ep, dist) in found.items():
+        if only is not None and name not in only:
+            continue
+        package = dist.metadata["Name"]
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=name)
+            try:
+                check_hook_names(pm, plugin)
+            except AutopruneError:
+                pm.unregister(plugin)
+                raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's own error, reported in one line
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())
+            broken_plugins.append(BrokenPlugin(name, package, message))
+            others = ",".join(n for n in found if n != name and (only is None or n in only))
+            print(
+                f"autoprune: warning: plugin {name!r} (package {package}) cannot be loaded and is left out: "
+                f"{message}; to leave it out without this warning, set {PLUGINS_ENV}={others} "
+                f"(or uninstall {package})",
+                file=sys.stderr,
+            )
+            continue
+        _distributions[name] = (package, dist.version)
 
 
 def check_hook_names(pm: pluggy.PluginManager, plugin: object) -> None:
@@ -157,10 +214,20 @@ def load_plugin_module(path: str) -> str:
         module = importlib.import_module(path)
     except ImportError as exc:
         raise AutopruneError(f"cannot import plugin module {path!r}: {exc}") from exc
+    except Exception as exc:  # the module's own error at import, in one line
+        raise AutopruneError(f"cannot import plugin module {path!r}: {type(exc).__name__}: {exc}") from exc
     pm = get_plugin_manager()
     if pm.is_registered(module):
         return pm.get_name(module)
-    return register(module, name=path)
+    name = register(module, name=path)
+    if not pm.get_hookcallers(module):
+        pm.unregister(module)
+        _invalidate()
+        raise AutopruneError(
+            f"plugin module {path!r} implements no hook of autoprune (functions decorated with "
+            "@autoprune.hookimpl, named autoprune_register_...)"
+        )
+    return name
 
 
 def _invalidate() -> None:
@@ -172,9 +239,8 @@ def plugin_source(plugin: object) -> Source:
     """The :class:`Source` of a registered plugin: its name and distribution, if any."""
     pm = get_plugin_manager()
     name = pm.get_name(plugin) or repr(plugin)
-    for candidate, dist in pm.list_plugin_distinfo():
-        if candidate is plugin:
-            return Source(name, dist.project_name, dist.version)
+    if name in _distributions:
+        return Source(name, *_distributions[name])
     return Source(name)
 
 
@@ -201,7 +267,14 @@ def _collect(hook: pluggy.HookCaller, registry: Registry, obj_arg: str) -> None:
                 obj = options.pop(obj_arg)
             return registry.add(name, obj, source=source, **options)
 
-        impl.function(register=register_one)
+        try:
+            impl.function(register=register_one)
+        except AutopruneError:
+            raise
+        except Exception as exc:  # a plugin's own error, named in one line
+            raise AutopruneError(
+                f"plugin {source.plugin!r} failed in {hook.name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            ) from exc
 
 
 def list_entries(kind: str | None = None) -> list[Entry]:
