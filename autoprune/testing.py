@@ -28,14 +28,19 @@ with ``Test`` for pytest to collect it) and set the class attributes::
         model = "torchvision/lraspp_mobilenet_v3_large"
 
 autoprune's own plugins are tested with exactly these classes.
+
+:class:`FakeStudy` builds a study without a model, for tests of what reads studies
+(a report, a figure, a progress line): its trials carry metrics the test makes up,
+written by the study record as a search writes them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import optuna
 import torch
 from torch import nn
 from torch.utils.data import Subset
@@ -54,8 +59,11 @@ from .engine import (
     weight_scores,
 )
 from .engine.sparsity import maskable_layers
-from .metrics import MetricContext, measure_metrics
+from .metrics import MetricContext, measure_metrics, metric_direction
+from .plan import Plan, PlanSpace
 from .plugins import get_registries
+from .results import StudyRecord
+from .settings import SearchSettings
 from .zoo import create_dataset, create_model, create_task, get_metric, model_task
 
 
@@ -415,3 +423,88 @@ class TaskConformance:
 def registered(kind: str) -> list[str]:
     """Names registered for ``kind`` ("importance", "weight_importance", "metric", "model", "dataset" or "task")."""
     return get_registries().of(kind).names()
+
+
+#: The baseline metrics of a :class:`FakeStudy` unless it is given its own.
+FAKE_BASELINE: dict[str, float] = {"accuracy": 95.0, "flops": 1_000_000, "params": 10_000}
+
+
+class FakeStudy:
+    """An autoprune study whose trials' metrics are made up, for testing what reads a study.
+
+    It is created and its trials are written by :class:`~autoprune.results.StudyRecord`
+    as a search writes them (``create``, ``enqueue``, ``write_plan``, ``write_trial``),
+    so a report, a figure or any Optuna client reads it as it reads a real study; only
+    the pruning and the measuring are left out::
+
+        fake = FakeStudy(["conv1", "conv2"], SearchSettings(max_accuracy_drop=1.0, rate_step=0.1))
+        fake.queue(fake.space.uniform(0.2))     # the first trial prunes 20 % of every group
+        fake.run(lambda plan: {"accuracy": ..., "accuracy_drop": ..., "flops": ...}, trials=30)
+        write_report(fake.record, folder)
+
+    ``sampler`` proposes the plans (Optuna's random sampler seeded with the study's seed
+    when not given); ``storage`` and ``study_name`` are Optuna's; ``baseline``, ``source``
+    and ``run`` are what :meth:`StudyRecord.create` records. Plans are local (a rate and a
+    method per group): a global plan needs a model to resolve it.
+    """
+
+    def __init__(
+        self,
+        groups: list[str],
+        settings: SearchSettings | None = None,
+        *,
+        baseline: Mapping[str, float] | None = None,
+        source: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+        sampler: optuna.samplers.BaseSampler | None = None,
+    ) -> None:
+        settings = settings if settings is not None else SearchSettings(max_accuracy_drop=1.0)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            directions=[metric_direction(o) for o in settings.objectives],
+            sampler=sampler if sampler is not None else optuna.samplers.RandomSampler(seed=settings.seed),
+        )
+        self.record = StudyRecord(study)
+        self.record.create(
+            settings,
+            list(groups),
+            dict(FAKE_BASELINE if baseline is None else baseline),
+            dict(source or {}),
+            run=dict(run or {}),
+        )
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.record.study
+
+    @property
+    def space(self) -> PlanSpace:
+        return self.record.space
+
+    def queue(self, plan: Plan) -> None:
+        """Have the next trial prune ``plan`` (its rates rounded down to the study's grid), as a warm start is."""
+        self.record.enqueue(self.space.params(plan))
+
+    def run(self, measure: Callable[[Plan], Mapping[str, float]], trials: int = 1) -> list[optuna.trial.FrozenTrial]:
+        """Run ``trials`` trials as a search does, queued plans first, each recording ``measure(plan)``:
+        ``accuracy``, ``accuracy_drop`` and every objective at least. Return the new trials."""
+        record, numbers = self.record, []
+
+        def objective(trial: optuna.Trial) -> float | list[float]:
+            numbers.append(trial.number)
+            plan = self.space.suggest(trial, given=record.given_plan(trial))
+            record.write_plan(trial, plan)
+            return record.write_trial(trial, dict(measure(plan)))
+
+        self.study.optimize(objective, n_trials=trials)
+        done = {t.number: t for t in record.trials()}
+        return [done[n] for n in numbers]
+
+    def trial(self, metrics: Mapping[str, float], plan: Plan | None = None) -> optuna.trial.FrozenTrial:
+        """One trial that records ``metrics``: of ``plan`` when given, else of the next plan proposed."""
+        if plan is not None:
+            self.queue(plan)
+        return self.run(lambda _plan: metrics)[0]

@@ -1,9 +1,13 @@
-"""Small models with the couplings the pruning engine must handle, and the digits data and models trained on it."""
+"""Small models with the couplings the pruning engine must handle, the digits data and the baselines trained
+on it, and the storage and study files a test writes."""
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ from torch import nn
 
 import autoprune
 from autoprune import TrainSettings, plugins, train
+from autoprune.storage import folder_storage
 
 
 class ConcatNet(nn.Module):
@@ -162,20 +167,127 @@ def digits():
     return autoprune.create_dataset("digits")
 
 
+#: Every recipe a test trains its digits baseline with, by name: small_cnn (``width``, 8 when not
+#: given) trained with these TrainSettings. A test names one with ``@pytest.mark.baseline("short")``
+#: (a module with ``pytestmark``) and takes the ``baseline`` fixture; each is trained once a session.
+DIGITS_RECIPES: dict[str, dict] = {
+    "brief": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+    "short": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+    "standard": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+    "long": {"epochs": 8},
+    "default_short": {"epochs": 2},
+    "narrow_brief": {"width": 4, "epochs": 1},
+}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "baseline(recipe): the DIGITS_RECIPES entry the test's `baseline` fixture is trained with"
+    )
+
+
 @pytest.fixture(scope="session")
 def train_digits_cnn(digits):
-    """``trained(**recipe)``: a copy of small_cnn (width 8) trained on digits with a TrainSettings recipe.
+    """``trained(width=8, **recipe)``: a copy of small_cnn trained on digits with a TrainSettings recipe.
 
     The same initial weights and seed every time; each recipe is trained once per session.
     """
     cache: dict = {}
 
-    def trained(**recipe) -> nn.Module:
-        key = tuple(sorted(recipe.items()))
+    def trained(width: int = 8, **recipe) -> nn.Module:
+        key = (width, *sorted(recipe.items()))
         if key not in cache:
             torch.manual_seed(0)
-            model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+            model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=width)
             cache[key] = train(model, digits, TrainSettings(**recipe), seed=0)
         return copy.deepcopy(cache[key])
 
     return trained
+
+
+@pytest.fixture
+def baseline(request, train_digits_cnn) -> nn.Module:
+    """A copy of the digits baseline trained with the recipe the test's ``baseline`` marker names."""
+    marker = request.node.get_closest_marker("baseline")
+    if marker is None or marker.args[0] not in DIGITS_RECIPES:
+        named = None if marker is None else marker.args[0]
+        pytest.fail(
+            f"the baseline fixture needs @pytest.mark.baseline(recipe) of {sorted(DIGITS_RECIPES)}, got {named!r}"
+        )
+    return train_digits_cnn(**DIGITS_RECIPES[marker.args[0]])
+
+
+@pytest.fixture
+def search_baseline(baseline, digits):
+    """``search_baseline(settings=None, **overrides)``: :func:`autoprune.search` of a copy of the test's
+    ``baseline`` on digits (the baseline itself is left as it was)."""
+
+    def run(*settings, **overrides):
+        return autoprune.search(copy.deepcopy(baseline), digits, *settings, **overrides)
+
+    return run
+
+
+@pytest.fixture
+def storage(tmp_path) -> str:
+    """The URL of an SQLite study database in the test's folder, where a search's output folder keeps it
+    (so ``autoprune report`` and ``Study.load`` find it there)."""
+    return folder_storage(tmp_path)
+
+
+#: The study file the tests start from: small_cnn on digits, within 1 point; a test changes what it needs.
+STUDY_FILE: dict[str, dict] = {
+    "study": {"max_accuracy_drop": 1.0},
+    "model": {"name": "small_cnn"},
+    "dataset": {"name": "digits"},
+}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"a study file cannot hold {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def study_file_text(**sections: dict) -> str:
+    """The TOML of :data:`STUDY_FILE` with each given section's keys added or replaced.
+
+    Written by hand: the standard library reads TOML but does not write it, and a study file needs
+    only tables of strings, numbers, booleans, lists and inline tables.
+    """
+    merged = {name: dict(keys) for name, keys in STUDY_FILE.items()}
+    for name, keys in sections.items():
+        merged.setdefault(name, {}).update(keys)
+    return "".join(
+        f"[{name}]\n" + "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in keys.items())
+        for name, keys in merged.items()
+    )
+
+
+def write_study_file(path: Path, **sections: dict) -> Path:
+    """Write :func:`study_file_text` of ``sections`` to ``path``; return ``path``."""
+    path.write_text(study_file_text(**sections))
+    return path
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    """``study_file(name="study.toml", **sections)``: a study file written in the test's folder, from
+    :data:`STUDY_FILE` with each given section's keys added or replaced."""
+
+    def write(name: str = "study.toml", **sections: dict) -> Path:
+        return write_study_file(tmp_path / name, **sections)
+
+    return write

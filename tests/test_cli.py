@@ -13,6 +13,7 @@ import torch
 import autoprune
 from autoprune import cli, plugins
 from autoprune.results import StudyRecord
+from autoprune.storage import folder_storage
 
 
 def test_plugins_lists_every_kind_with_its_source(capsys):
@@ -84,7 +85,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     model = autoprune.load(out / "best.pt")
     x = torch.randn(1, 1, 8, 8)
     assert model(x).shape == (1, 10)
-    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name="quickstart", storage=folder_storage(out))
     assert plan["trial"] == study.best_trial.number
     assert autoprune.measure(model, x)["flops"] == study.best_trial.user_attrs["flops"]
     assert (out / "report" / "index.html").is_file() and (out / "report" / "pareto.png").is_file()
@@ -107,20 +108,22 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(baseline, "train", no_training)
     assert cli.main([*args[:3], "8", *args[4:]]) == 0
     assert "training the baseline" not in capsys.readouterr().err
-    assert len(optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}").trials) == 8
+    assert len(optuna.load_study(study_name="quickstart", storage=folder_storage(out)).trials) == 8
 
 
-def test_search_with_a_third_party_plugin_runs_like_builtins(third_party_dist, tmp_path, capsys, monkeypatch):
+def test_search_with_a_third_party_plugin_runs_like_builtins(
+    third_party_dist, tmp_path, study_file, capsys, monkeypatch
+):
     monkeypatch.syspath_prepend(str(third_party_dist))
     monkeypatch.setattr(plugins, "_manager", None)
     monkeypatch.setattr(plugins, "_registries", None)
-    study = tmp_path / "third.toml"
-    study.write_text(
-        "[study]\nmax_accuracy_drop = 100.0\ntrials = 3\n"
-        '[model]\nname = "tiny_thirdparty"\nparams = { width = 8 }\n'
-        '[dataset]\nname = "noise"\nparams = { size = 48 }\n'
-        "[train]\nepochs = 1\nbatch_size = 16\n"
-        '[search]\nimportances = ["producer_l1", "l1"]\ncalibration_batches = 2\nuniform_starts = [0.5]\n'
+    study = study_file(
+        "third.toml",
+        study={"max_accuracy_drop": 100.0, "trials": 3},
+        model={"name": "tiny_thirdparty", "params": {"width": 8}},
+        dataset={"name": "noise", "params": {"size": 48}},
+        train={"epochs": 1, "batch_size": 16},
+        search={"importances": ["producer_l1", "l1"], "calibration_batches": 2, "uniform_starts": [0.5]},
     )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "3 trials, 3 feasible" in capsys.readouterr().out
@@ -129,15 +132,14 @@ def test_search_with_a_third_party_plugin_runs_like_builtins(third_party_dist, t
     assert thirdparty_autoprune.calls  # its importance was used by the search
 
 
-def test_search_user_errors_exit_2(tmp_path, capsys):
-    study = tmp_path / "bad.toml"
-    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "resnet21"\n[dataset]\nname = "digits"\n')
+def test_search_user_errors_exit_2(tmp_path, study_file, capsys):
+    study = study_file("bad.toml", model={"name": "resnet21"})
     assert cli.main(["search", str(study), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown model 'resnet21'; did you mean" in err and "'resnet20'" in err
 
 
-def test_study_errors_come_before_the_baseline_is_trained(tmp_path, capsys, monkeypatch):
+def test_study_errors_come_before_the_baseline_is_trained(tmp_path, study_file, capsys, monkeypatch):
     from autoprune import baseline
 
     out = tmp_path / "run"
@@ -153,11 +155,7 @@ def test_study_errors_come_before_the_baseline_is_trained(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was created with study.seed=0 (not 1)" in err
     assert len(list(out.glob("baseline-*.pt"))) == 1
-    study = tmp_path / "typo.toml"
-    study.write_text(
-        '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-        '[search]\nimportances = ["l1", "fpmg"]\n'
-    )
+    study = study_file("typo.toml", search={"importances": ["l1", "fpmg"]})
     assert cli.main(["search", str(study), "--out", str(tmp_path / "typo")]) == 2
     assert "unknown importance 'fpmg'; did you mean 'fpgm'?" in capsys.readouterr().err
 
@@ -177,15 +175,11 @@ def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch
     assert last.startswith("autoprune: error: 10 trials in a row failed") and "failed on group 'x'" in last
 
 
-def test_one_study_per_output_folder(tmp_path, capsys):
+def test_one_study_per_output_folder(tmp_path, study_file, capsys):
     args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
     assert cli.main(args) == 0
     capsys.readouterr()
-    other = tmp_path / "other.toml"
-    other.write_text(
-        '[study]\nname = "other"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n'
-        '[dataset]\nname = "digits"\n[train]\nepochs = 1\n'
-    )
+    other = study_file("other.toml", study={"name": "other"}, train={"epochs": 1})
     before = (tmp_path / "best.pt").read_bytes()
     assert cli.main(["search", str(other), "--trials", "2", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -195,19 +189,18 @@ def test_one_study_per_output_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "with space", ""])
-def test_study_names_that_are_not_folder_names_are_refused(tmp_path, capsys, monkeypatch, name):
+def test_study_names_that_are_not_folder_names_are_refused(tmp_path, study_file, capsys, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
-    study = tmp_path / "s.toml"
-    study.write_text(
-        f'[study]\nname = "{name}"\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-    )
+    study = study_file("s.toml", study={"name": name})
     assert cli.main(["search", str(study)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "letters, digits" in err
     assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # no folder made anywhere
 
 
-def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tmp_path, capsys, temporary_plugin):
+def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(
+    tmp_path, study_file, capsys, temporary_plugin
+):
     def boom(group):
         if group.name == "features.3":
             raise ValueError("cannot score this layer")
@@ -216,11 +209,7 @@ def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tm
     plugin = types.ModuleType("boom_plugin")
     plugin.autoprune_register_importances = autoprune.hookimpl(lambda register: register("boom", boom))
     temporary_plugin(plugin, "boom_plugin")
-    study = tmp_path / "boom.toml"
-    study.write_text(
-        '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-        '[search]\nimportances = ["l1", "boom"]\n'
-    )
+    study = study_file("boom.toml", search={"importances": ["l1", "boom"]})
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert captured.err == (
@@ -229,28 +218,23 @@ def test_an_importance_that_raises_is_one_line_before_the_baseline_is_trained(tm
     assert "training" not in captured.out and not list((tmp_path / "out").glob("baseline-*.pt"))
 
 
-SMALL_STUDY = (
-    '[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n{model}[dataset]\nname = "digits"\n'
-    "[train]\nepochs = 1\n"
-)
-
-
 @pytest.mark.parametrize(
     "model, message",
     [
-        ('params = { width = "eight" }\n', "model 'small_cnn' (autoprune"),
-        ("params = { widht = 8 }\n", "has no parameter 'widht'; its parameters: num_classes, in_channels, width"),
-        ('checkpoint = "garbage.pt"\n', "is not a PyTorch checkpoint"),
+        ({"params": {"width": "eight"}}, "model 'small_cnn' (autoprune"),
+        ({"params": {"widht": 8}}, "has no parameter 'widht'; its parameters: num_classes, in_channels, width"),
+        ({"checkpoint": "garbage.pt"}, "is not a PyTorch checkpoint"),
     ],
+    ids=["width-not-an-int", "misspelled-parameter", "not-a-checkpoint"],
 )
-def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, model, message):
+def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, study_file, capsys, monkeypatch, model, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
-    (tmp_path / "s.toml").write_text(SMALL_STUDY.format(model=model))
+    study_file("s.toml", model=model, train={"epochs": 1})
     assert cli.main(["search", "s.toml", "--out", "out"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "weights_only=False" not in err
-    assert "parameter 'width' must be int, got 'eight'" in err or "eight" not in model
+    assert "parameter 'width' must be int, got 'eight'" in err or "eight" not in str(model)
     assert not list(tmp_path.glob("out/baseline-*.pt")) and not (tmp_path / "out" / ".autoprune-study.json").exists()
 
 
@@ -268,9 +252,11 @@ def test_bad_model_inputs_are_one_line_before_any_work(tmp_path, capsys, monkeyp
         ("journal:///no/such/folder/s.log", "whose folder does not exist"),
     ],
 )
-def test_storages_that_cannot_be_opened_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, url, message):
+def test_storages_that_cannot_be_opened_are_one_line_before_any_work(
+    tmp_path, study_file, capsys, monkeypatch, url, message
+):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.toml").write_text(SMALL_STUDY.format(model=""))
+    study_file("s.toml", train={"epochs": 1})
     assert cli.main(["search", "s.toml", "--out", "out", "--storage", url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "secret" not in err
@@ -288,14 +274,10 @@ def test_autoprune_load_of_a_file_that_is_not_a_model_is_one_error(tmp_path):
         autoprune.load(weights)
 
 
-def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tmp_path, capsys):
+def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tmp_path, study_file, capsys):
     import json
 
-    study = tmp_path / "lat.toml"
-    study.write_text(
-        '[study]\nmax_accuracy_drop = 1.0\nlatency_batch_size = 4\n[model]\nname = "small_cnn"\n'
-        'params = { width = 8 }\n[dataset]\nname = "digits"\n'
-    )
+    study = study_file("lat.toml", study={"latency_batch_size": 4}, model={"params": {"width": 8}})
     assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "table.json")]) == 0
     assert "timed 3 groups at rates 0.00, 0.20, 0.40, 0.60, 0.80 on cpu, batch 4" in capsys.readouterr().out
     table = json.loads((tmp_path / "table.json").read_text())

@@ -9,22 +9,22 @@ import subprocess
 import sys
 import urllib.request
 
-import optuna
+from autoprune import SearchSettings, cli
+from autoprune.testing import FakeStudy
 
-from autoprune import cli
 
-
-def _study_folder(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="watched", storage=storage)
-    study.set_user_attr("baseline_flops", 1_000_000)
-    study.set_user_attr("versions", {"autoprune": "0.1.0"})
+def _watched(storage: str) -> None:
+    """Study "watched" in ``storage``: two trials, one within the budget."""
+    fake = FakeStudy(
+        ["conv"],
+        SearchSettings(max_accuracy_drop=1.0, rate_step=0.1),
+        baseline={"accuracy": 95.0, "flops": 1_000_000, "params": 10_000},
+        run={"versions": {"autoprune": "0.1.0"}},
+        storage=storage,
+        study_name="watched",
+    )
     for drop in (0.4, 2.0):
-        trial = study.ask({"conv.rate": optuna.distributions.FloatDistribution(0.0, 0.8, step=0.1)})
-        trial.set_user_attr("accuracy_drop", drop)
-        trial.set_user_attr("flops", 500_000.0)
-        study.tell(trial, 500_000.0)
-    return tmp_path
+        fake.trial({"accuracy": 95.0 - drop, "accuracy_drop": drop, "flops": 500_000.0})
 
 
 def _get(url: str) -> dict:
@@ -32,11 +32,11 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def test_the_dashboard_serves_the_study_on_loopback_and_stops(tmp_path):
-    out = _study_folder(tmp_path)
+def test_the_dashboard_serves_the_study_on_loopback_and_stops(tmp_path, storage):
+    _watched(storage)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "autoprune", "dashboard", str(out), "--port", "0"],
+        [sys.executable, "-m", "autoprune", "dashboard", str(tmp_path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -63,9 +63,10 @@ def test_the_dashboard_serves_the_study_on_loopback_and_stops(tmp_path):
     assert server.returncode is not None
 
 
-def test_the_dashboard_refuses_a_folder_without_a_study_in_one_line(tmp_path, capsys):
+def test_the_dashboard_refuses_a_folder_without_a_study_in_one_line(tmp_path, storage, capsys):
     assert cli.main(["dashboard", str(tmp_path), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "study.db does not exist" in err and "--storage" in err
-    assert cli.main(["dashboard", str(_study_folder(tmp_path)), "--port", "70000"]) == 2
+    _watched(storage)
+    assert cli.main(["dashboard", str(tmp_path), "--port", "70000"]) == 2
     assert "from 0 (any free one) to 65535, got 70000" in capsys.readouterr().err

@@ -8,6 +8,7 @@ autoprune's own, so the wheel's code and entry points are the only autoprune the
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -73,28 +74,17 @@ def test_the_wheel_installs_and_runs_in_a_clean_venv(wheel, tmp_path):
     )
     (site / "dependencies.pth").write_text(f"{deps}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOPRUNE_PLUGINS")}
-    where = subprocess.run(
+    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
+    where = run(
         [
             str(python),
             "-c",
             "import autoprune, autoprune_plugins; print(autoprune.__file__); print(autoprune_plugins.__file__)",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
+        ]
     )
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(env_dir)) for line in where.stdout.split()), where.stdout
-    listed = subprocess.run(
-        [str(env_dir / "bin" / "autoprune"), "plugins"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    listed = run([str(env_dir / "bin" / "autoprune"), "plugins"])
     assert listed.returncode == 0, listed.stderr
     assert "importances:" in listed.stdout and "models:" in listed.stdout and "tasks:" in listed.stdout
     fpgm = next(row for row in listed.stdout.splitlines() if row.strip().startswith("fpgm "))

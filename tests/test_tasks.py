@@ -82,11 +82,11 @@ def test_segmentation_scores_100_for_the_ground_truth_and_less_for_a_worse_map()
     assert task.score(Replay(no_lanes), batches) < 100.0
 
 
-def test_classification_scores_top_1_accuracy(train_digits_cnn, digits):
-    model = train_digits_cnn(epochs=1, batch_size=64, lr=0.05)
+@pytest.mark.baseline("brief")
+def test_classification_scores_top_1_accuracy(baseline, digits):
     task = autoprune.create_task("classification", digits.num_classes)
     val = DataLoader(digits.val, batch_size=64)
-    assert task.score(model, val) == pytest.approx(autoprune.metrics.accuracy(model, val))
+    assert task.score(baseline, val) == pytest.approx(autoprune.metrics.accuracy(baseline, val))
 
 
 def test_a_dataset_names_its_task_and_an_unknown_task_is_a_clear_error(digits):
@@ -97,6 +97,16 @@ def test_a_dataset_names_its_task_and_an_unknown_task_is_a_clear_error(digits):
     assert dataset_task(scenes).name == "segmentation" and dataset_task(scenes).num_classes == 6
     with pytest.raises(autoprune.AutopruneError, match="unknown task 'detectoin'; did you mean 'detection'"):
         autoprune.create_task("detectoin", 4)
+
+
+#: How the studies of detectors and segmenters search: three trials, one of them at a uniform 30 %.
+SCENE_SEARCH = {
+    "max_accuracy_drop": 100.0,
+    "trials": 3,
+    "calibration_batches": 2,
+    "uniform_starts": (0.3,),
+    "warm_start": "uniform",
+}
 
 
 def _trained_gain(kind: str, model_name: str, params: dict, epochs: int, lr: float):
@@ -164,18 +174,7 @@ def test_a_search_scores_trials_by_the_dataset_s_task_and_its_best_model_replays
     autoprune.train(model, data, autoprune.TrainSettings(epochs=3, batch_size=8, lr=lr))
     val = list(DataLoader(data.val, batch_size=16, collate_fn=task.collate))
     baseline_score = task.score(model, val)
-    result = autoprune.search(
-        model,
-        data,
-        max_accuracy_drop=100.0,
-        trials=3,
-        calibration_batches=2,
-        batch_size=16,
-        seed=0,
-        uniform_starts=(0.3,),
-        warm_start="uniform",
-        importances=("l1",),
-    )
+    result = autoprune.search(model, data, batch_size=16, seed=0, importances=("l1",), **SCENE_SEARCH)
     trials = result.record.completed()
     assert len(trials) == 3
     assert result.record.study.user_attrs["baseline_accuracy"] == pytest.approx(baseline_score)
@@ -213,17 +212,7 @@ def test_taylor_importance_and_recovery_steps_take_a_detectors_own_loss():
     autoprune.train(model, data, autoprune.TrainSettings(epochs=1, batch_size=8, lr=0.01))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = autoprune.search(
-        model,
-        data,
-        max_accuracy_drop=100.0,
-        trials=3,
-        importances=("taylor",),
-        steps=2,
-        recovery_steps=1,
-        calibration_batches=2,
-        batch_size=8,
-        uniform_starts=(0.3,),
-        warm_start="uniform",
+        model, data, importances=("taylor",), steps=2, recovery_steps=1, batch_size=8, **SCENE_SEARCH
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the baseline is not changed
     trials = result.record.completed()
@@ -244,16 +233,16 @@ def test_taylor_importance_and_recovery_steps_take_a_detectors_own_loss():
     assert not model.training and all(p.grad is None for p in model.parameters())
 
 
-def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
+def test_a_detection_study_runs_from_the_command_line(tmp_path, study_file, capsys):
     from autoprune import cli
 
-    study = tmp_path / "det.toml"
-    study.write_text(
-        "[study]\nmax_accuracy_drop = 100.0\ntrials = 2\n"
-        '[model]\nname = "small_detector"\nparams = { width = 8, image_size = 32 }\n'
-        '[dataset]\nname = "driving_scenes"\nparams = { task = "detection", images = 24, test_images = 4, size = 32 }\n'
-        "[train]\nepochs = 1\nbatch_size = 8\nlr = 0.01\n"
-        '[search]\nimportances = ["l1"]\nbatch_size = 8\ncalibration_batches = 2\nuniform_starts = [0.3]\n'
+    study = study_file(
+        "det.toml",
+        study={"max_accuracy_drop": 100.0, "trials": 2},
+        model={"name": "small_detector", "params": {"width": 8, "image_size": 32}},
+        dataset={"name": "driving_scenes", "params": {"task": "detection", "images": 24, "test_images": 4, "size": 32}},
+        train={"epochs": 1, "batch_size": 8, "lr": 0.01},
+        search={"importances": ["l1"], "batch_size": 8, "calibration_batches": 2, "uniform_starts": [0.3]},
     )
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -294,7 +283,7 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
     [
         (
             "small_detector",
-            'name = "digits"',
+            {"name": "digits"},
             (
                 "model 'small_detector' is registered for detection, but dataset "
                 "'digits' gives classification samples; classification models: "
@@ -302,21 +291,21 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, capsys):
         ),
         (
             "small_cnn",
-            'name = "driving_scenes"\nparams = { task = "segmentation", images = 8, size = 32 }',
+            {"name": "driving_scenes", "params": {"task": "segmentation", "images": 8, "size": 32}},
             (
                 "model 'small_cnn' is registered for classification, but dataset 'driving_scenes' gives segmentation "
                 "samples; segmentation models: small_segmenter, torchvision/deeplabv3_mobilenet_v3_large"
             ),
         ),
     ],
+    ids=["detector-on-classification-data", "classifier-on-segmentation-data"],
 )
 def test_a_model_for_another_task_than_the_dataset_s_is_one_line_before_any_work(
-    tmp_path, capsys, model, dataset, message
+    tmp_path, study_file, capsys, model, dataset, message
 ):
     from autoprune import cli
 
-    study = tmp_path / "mismatch.toml"
-    study.write_text(f'[study]\nmax_accuracy_drop = 1.0\ntrials = 2\n[model]\nname = "{model}"\n[dataset]\n{dataset}\n')
+    study = study_file("mismatch.toml", study={"trials": 2}, model={"name": model}, dataset=dataset)
     assert cli.main(["search", str(study), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"autoprune: error: {message}") and err.count("\n") == 1

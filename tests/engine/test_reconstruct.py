@@ -97,11 +97,7 @@ def test_a_layer_s_gram_matrix_does_not_depend_on_which_other_layers_were_asked_
     assert together["merge.0"].shape == (32 * 9 + 1, 32 * 9 + 1)
 
 
-@pytest.fixture(scope="module")
-def baseline(train_digits_cnn):
-    return train_digits_cnn(epochs=3, batch_size=64, lr=0.05)
-
-
+@pytest.mark.baseline("standard")
 def test_a_trained_model_loses_less_accuracy_with_reconstruction_at_every_rate(baseline, digits):
     drops = {}
     for reconstruct in (False, True):
@@ -118,31 +114,14 @@ def test_a_trained_model_loses_less_accuracy_with_reconstruction_at_every_rate(b
     assert drops[False, 0.5] - drops[True, 0.5] > 5, drops
 
 
-def test_the_study_s_plans_record_reconstruction_and_the_best_model_replays_it(baseline, digits):
-    result = autoprune.search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=2.0,
-        trials=3,
-        seed=0,
-        calibration_batches=4,
-        uniform_starts=(0.4,),
-        warm_start="uniform",
-    )
+@pytest.mark.baseline("standard")
+def test_the_study_s_plans_record_reconstruction_and_the_best_model_replays_it(search_baseline, digits):
+    options = {"max_accuracy_drop": 2.0, "seed": 0, "calibration_batches": 4, "uniform_starts": (0.4,)}
+    result = search_baseline(trials=3, warm_start="uniform", **options)
     assert result.best_plan.reconstruct is True
     val = torch.utils.data.DataLoader(digits.val, batch_size=256)
     assert autoprune.metrics.accuracy(result.best_model, val) == pytest.approx(result.best_trial.user_attrs["accuracy"])
-    off = autoprune.search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=2.0,
-        trials=1,
-        seed=0,
-        calibration_batches=4,
-        uniform_starts=(0.4,),
-        warm_start="uniform",
-        reconstruct=False,
-    )
+    off = search_baseline(trials=1, warm_start="uniform", reconstruct=False, **options)
     assert off.best_plan.reconstruct is False and "reconstruct" not in off.best_plan.to_dict()
     with pytest.raises(autoprune.AutopruneError, match="reconstruct must be true or false, got str 'yes'"):
         SearchSettings(max_accuracy_drop=1.0, reconstruct="yes")

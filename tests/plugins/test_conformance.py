@@ -1,6 +1,12 @@
-"""autoprune's own plugins, tested with the conformance suite that plugin authors use."""
+"""autoprune's own plugins, tested with the conformance suite that plugin authors use.
+
+Each suite is parametrized over its registry (timm's style), so a plugin registered
+anywhere is tested here without a line of its own.
+"""
 
 from __future__ import annotations
+
+import pytest
 
 import autoprune
 from autoprune.testing import (
@@ -10,80 +16,102 @@ from autoprune.testing import (
     ModelConformance,
     TaskConformance,
     WeightImportanceConformance,
-    registered,
 )
 
-for _name in registered("importance"):
-    globals()[f"TestImportance_{_name}"] = type(
-        f"TestImportance_{_name}", (ImportanceConformance,), {"importance": _name}
-    )
+IMPORTANCES = autoprune.list_importances()
+WEIGHT_IMPORTANCES = autoprune.list_weight_importances()
+METRICS = autoprune.list_metrics()
 
-for _name in registered("weight_importance"):
-    globals()[f"TestWeightImportance_{_name}"] = type(
-        f"TestWeightImportance_{_name}", (WeightImportanceConformance,), {"weight_importance": _name}
-    )
-
-for _name in registered("metric"):
-    globals()[f"TestMetric_{_name}"] = type(f"TestMetric_{_name}", (MetricConformance,), {"metric": _name})
-
-# torchvision's and timm's hundreds of models: one representative each below (and tests/plugins/test_timm.py)
-for _name in [n for n in registered("model") if not n.startswith(("torchvision/", "timm/")) and n != "small_detector"]:
-    globals()[f"TestModel_{_name}"] = type(f"TestModel_{_name}", (ModelConformance,), {"model": _name})
-
-
-class TestModel_torchvision_resnet18(ModelConformance):
-    model = "torchvision/resnet18"
-    input_size = (32, 32)
-
-
-class TestModel_timm_mobilenetv3_small_100(ModelConformance):
-    model = "timm/mobilenetv3_small_100"
-    input_size = (32, 32)
-
-
-class TestModel_small_detector(ModelConformance):
-    model, params, input_size = "small_detector", {"width": 8, "image_size": 48}, (48, 48)
-
-
-class TestModel_torchvision_lraspp_mobilenet_v3_large(ModelConformance):
-    model, input_size = "torchvision/lraspp_mobilenet_v3_large", (32, 32)
-
-
-class TestDataset_digits(DatasetConformance):
-    dataset = "digits"
-
-
-class TestDataset_driving_scenes_detection(DatasetConformance):
-    dataset = "driving_scenes"
-    params = {"task": "detection", "images": 40, "size": 64}
-
-
-class TestDataset_driving_scenes_segmentation(DatasetConformance):
-    dataset = "driving_scenes"
-    params = {"task": "segmentation", "images": 40, "size": 64}
-
+#: What some models need beyond the suite's defaults: larger inputs, or parameters.
+MODEL_OPTIONS = {
+    "small_detector": {"params": {"width": 8, "image_size": 48}, "input_size": (48, 48)},
+    "torchvision/resnet18": {"input_size": (32, 32)},
+    "timm/mobilenetv3_small_100": {"input_size": (32, 32)},
+    "torchvision/lraspp_mobilenet_v3_large": {"input_size": (32, 32)},
+}
+#: Every registered model but torchvision's and timm's hundreds, of which those in MODEL_OPTIONS stand for
+#: the rest (with tests/plugins/test_timm.py).
+MODELS = sorted({*(n for n in autoprune.list_models() if not n.startswith(("torchvision/", "timm/"))), *MODEL_OPTIONS})
 
 SCENES = {"images": 12, "test_images": 0, "size": 64}
 
+#: Each built-in task on a dataset and a model of its kind.
+TASKS = {
+    "classification": {"dataset": "digits", "model": "small_cnn", "model_params": {"width": 8}},
+    "detection": {
+        "dataset": "driving_scenes",
+        "dataset_params": {"task": "detection", **SCENES},
+        "model": "torchvision/fasterrcnn_mobilenet_v3_large_320_fpn",
+        "model_params": {"min_size": 64, "max_size": 64},
+    },
+    "segmentation": {
+        "dataset": "driving_scenes",
+        "dataset_params": {"task": "segmentation", **SCENES},
+        "model": "torchvision/lraspp_mobilenet_v3_large",
+    },
+}
 
-class TestTask_classification(TaskConformance):
-    task, dataset, model, model_params = "classification", "digits", "small_cnn", {"width": 8}
+
+def _cases(attribute: str, names: list[str], options: dict[str, dict] | None = None) -> list:
+    """One case a name: the suite's ``attribute`` set to it, with the name's ``options``."""
+    return [pytest.param({attribute: name, **(options or {}).get(name, {})}, id=name) for name in names]
 
 
-class TestTask_detection(TaskConformance):
-    task, dataset, dataset_params = "detection", "driving_scenes", {"task": "detection", **SCENES}
-    model, model_params = "torchvision/fasterrcnn_mobilenet_v3_large_320_fpn", {"min_size": 64, "max_size": 64}
+class Parametrized:
+    """Sets the suite's class attributes from the test's ``case`` (a mapping of attribute to value)."""
+
+    @pytest.fixture(autouse=True)
+    def _case(self, case):
+        for attribute, value in case.items():
+            setattr(self, attribute, value)
 
 
-class TestTask_segmentation(TaskConformance):
-    task, dataset, dataset_params = "segmentation", "driving_scenes", {"task": "segmentation", **SCENES}
-    model = "torchvision/lraspp_mobilenet_v3_large"
+@pytest.mark.parametrize("case", _cases("importance", IMPORTANCES))
+class TestImportance(Parametrized, ImportanceConformance):
+    """Every registered importance."""
+
+
+@pytest.mark.parametrize("case", _cases("weight_importance", WEIGHT_IMPORTANCES))
+class TestWeightImportance(Parametrized, WeightImportanceConformance):
+    """Every registered weight importance."""
+
+
+@pytest.mark.parametrize("case", _cases("metric", METRICS))
+class TestMetric(Parametrized, MetricConformance):
+    """Every registered metric."""
+
+
+@pytest.mark.parametrize("case", _cases("model", MODELS, MODEL_OPTIONS))
+class TestModel(Parametrized, ModelConformance):
+    """Every registered model but the zoos', and one of each zoo's kinds."""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param({"dataset": "digits"}, id="digits"),
+        pytest.param(
+            {"dataset": "driving_scenes", "params": {"task": "detection", "images": 40, "size": 64}},
+            id="driving_scenes-detection",
+        ),
+        pytest.param(
+            {"dataset": "driving_scenes", "params": {"task": "segmentation", "images": 40, "size": 64}},
+            id="driving_scenes-segmentation",
+        ),
+    ],
+)
+class TestDataset(Parametrized, DatasetConformance):
+    """The built-in datasets that need no download or folder (tests/plugins/test_folder_datasets.py has those)."""
+
+
+@pytest.mark.parametrize("case", [pytest.param({"task": name, **TASKS[name]}, id=name) for name in TASKS])
+class TestTask(Parametrized, TaskConformance):
+    """Every built-in task."""
 
 
 def test_suite_covers_every_builtin_task():
-    names = {n.removeprefix("TestTask_") for n in globals() if n.startswith("TestTask_")}
     builtin = {e.name for e in autoprune.plugins.list_entries("task") if e.source.plugin == "tasks_builtin"}
-    assert names == builtin == {"classification", "detection", "segmentation"}
+    assert set(TASKS) == builtin == {"classification", "detection", "segmentation"}
     assert builtin <= set(autoprune.list_tasks())
 
 
@@ -96,8 +124,7 @@ class TestCallableImportance(ImportanceConformance):
 
 
 def test_suite_covers_every_builtin_importance():
-    names = {n.removeprefix("TestImportance_") for n in globals() if n.startswith("TestImportance_")}
-    assert names == set(autoprune.list_importances())
+    assert set(IMPORTANCES) == set(autoprune.list_importances())
 
 
 class TestCallableWeightImportance(WeightImportanceConformance):
@@ -109,10 +136,14 @@ class TestCallableWeightImportance(WeightImportanceConformance):
 
 
 def test_suite_covers_every_builtin_weight_importance():
-    names = {n.removeprefix("TestWeightImportance_") for n in globals() if n.startswith("TestWeightImportance_")}
-    assert names == set(autoprune.list_weight_importances()) == {"magnitude", "snip"}
+    assert set(WEIGHT_IMPORTANCES) == set(autoprune.list_weight_importances()) == {"magnitude", "snip"}
 
 
 def test_suite_covers_every_builtin_metric():
-    names = {n.removeprefix("TestMetric_") for n in globals() if n.startswith("TestMetric_")}
-    assert names == set(autoprune.list_metrics()) >= {"accuracy", "flops", "params", "latency", "size_bytes"}
+    assert set(METRICS) == set(autoprune.list_metrics()) >= {"accuracy", "flops", "params", "latency", "size_bytes"}
+
+
+def test_suite_covers_every_registered_model_outside_the_zoos():
+    outside = {n for n in autoprune.list_models() if not n.startswith(("torchvision/", "timm/"))}
+    assert outside <= set(MODELS) <= set(autoprune.list_models())
+    assert {"small_cnn", "resnet20", "small_detector", "small_segmenter"} <= outside

@@ -176,9 +176,8 @@ def test_plugins_env_restricts_loaded_entry_points():
     assert "l1" in out and "fpgm" not in out and "resnet20" not in out
 
 
-def test_a_name_left_out_by_the_plugins_env_is_a_one_line_error_that_says_why(tmp_path):
-    study = tmp_path / "s.toml"
-    study.write_text('[study]\nmax_accuracy_drop = 1.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n')
+def test_a_name_left_out_by_the_plugins_env_is_a_one_line_error_that_says_why(tmp_path, study_file):
+    study = study_file("s.toml")
     run = subprocess.run(
         [sys.executable, "-m", "autoprune", "search", str(study)],
         capture_output=True,

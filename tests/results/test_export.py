@@ -4,35 +4,25 @@ import copy
 
 import pytest
 import torch
+from conftest import write_study_file
 from torch import nn
 
 import autoprune
 from autoprune import cli
 
-STUDY = """
-[study]
-name = "tiny"
-max_accuracy_drop = 100.0
-trials = 3
-[model]
-name = "small_cnn"
-params = { width = 8 }
-[dataset]
-name = "digits"
-[train]
-epochs = 2
-[search]
-importances = ["l1", "fpgm"]
-calibration_batches = 3
-uniform_starts = [0.5]
-"""
+#: A three-trial study of small_cnn on digits, searched once for the module's tests.
+TINY = {
+    "study": {"name": "tiny", "max_accuracy_drop": 100.0, "trials": 3},
+    "model": {"params": {"width": 8}},
+    "train": {"epochs": 2},
+    "search": {"importances": ["l1", "fpgm"], "calibration_batches": 3, "uniform_starts": [0.5]},
+}
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
-    study = folder / "tiny.toml"
-    study.write_text(STUDY)
+    study = write_study_file(folder / "tiny.toml", **TINY)
     assert cli.main(["search", str(study), "--out", str(folder / "out"), "--quiet"]) == 0
     return folder / "out"
 
@@ -98,7 +88,7 @@ def test_a_search_run_with_a_relative_output_folder_exports_from_anywhere(tmp_pa
     (tmp_path / "work").mkdir()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    (tmp_path / "work" / "tiny.toml").write_text(STUDY)
+    write_study_file(tmp_path / "work" / "tiny.toml", **TINY)
     assert cli.main(["search", "tiny.toml", "--out", "runs/tiny", "--quiet"]) == 0
     study = autoprune.Study.load("runs/tiny")
     assert study.record.source["baseline_weights"].startswith(str(tmp_path / "work"))
@@ -108,20 +98,16 @@ def test_a_search_run_with_a_relative_output_folder_exports_from_anywhere(tmp_pa
     assert target.is_file()
 
 
-def _digits_model(width=8):
-    torch.manual_seed(0)
-    return autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=width)
-
-
-def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(tmp_path, monkeypatch, capsys):
+@pytest.mark.baseline("default_short")
+def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(
+    baseline, digits, tmp_path, monkeypatch, capsys
+):
     (tmp_path / "made").mkdir()
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "made")
-    data = autoprune.create_dataset("digits")
-    model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))  # weights only in memory
     result = autoprune.search(
-        model,
-        data,
+        baseline,  # its weights only in memory
+        digits,
         max_accuracy_drop=50.0,
         trials=3,
         importances=("l1", "fpgm"),
@@ -145,21 +131,20 @@ def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(
     assert torch.allclose(exported(x), result.best_model(x), atol=1e-5)
 
 
-def test_export_measures_latency_at_the_studys_batch_size(tmp_path, monkeypatch):
+@pytest.mark.baseline("narrow_brief")
+def test_export_measures_latency_at_the_studys_batch_size(baseline, digits, tmp_path, storage, monkeypatch):
     """Regression: export timed batches of one whatever the study's latency_batch_size."""
     from autoprune.results import export
 
-    data = autoprune.create_dataset("digits")
-    model = autoprune.train(_digits_model(4), data, autoprune.TrainSettings(epochs=1))
     autoprune.search(
-        model,
-        data,
+        baseline,
+        digits,
         max_accuracy_drop=100.0,
         trials=1,
         uniform_starts=(0.2,),
         calibration_batches=1,
         latency_batch_size=3,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage,
     )
     batches = []
     monkeypatch.setattr(export, "latency_ms", lambda m, x, **kw: batches.append(len(x)) or 1.0)
@@ -167,7 +152,7 @@ def test_export_measures_latency_at_the_studys_batch_size(tmp_path, monkeypatch)
     assert batches == [3, 3] and result["pruned"]["latency_ms"] == 1.0
 
 
-def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_path, capsys):
+def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_path, storage, capsys):
     data = autoprune.create_dataset("digits")
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -186,7 +171,7 @@ def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_pa
         trials=2,
         uniform_starts=(0.5,),
         calibration_batches=1,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage,
         study_name="custom",
     )
     assert cli.main(["export", str(tmp_path), "-o", str(tmp_path / "m.pt")]) == 2
@@ -207,7 +192,7 @@ def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_pa
         study.export(tmp_path / "m.pt", baseline=model)
 
 
-def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path, temporary_plugin):
+def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path, storage, temporary_plugin):
     """Regression: a rebuild recalibrated on other augmented images than its trial did."""
     import types
 
@@ -234,7 +219,9 @@ def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path
     )
     temporary_plugin(plugin, "noisy_plugin")
     data = autoprune.create_dataset("noisy_digits")
-    model = autoprune.train(_digits_model(), data, autoprune.TrainSettings(epochs=2))
+    torch.manual_seed(0)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    autoprune.train(model, data, autoprune.TrainSettings(epochs=2))
     result = autoprune.search(
         model,
         data,
@@ -243,9 +230,9 @@ def test_a_rebuilt_trial_scores_what_the_trial_scored_on_augmented_data(tmp_path
         uniform_starts=(0.3, 0.5),
         calibration_batches=3,
         batch_size=32,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
+        storage=storage,
     )
-    study = autoprune.Study.load(tmp_path, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study = autoprune.Study.load(tmp_path, storage=storage)
     val = torch.utils.data.DataLoader(data.val, batch_size=128)
     for trial in result.record.completed():  # the queued warm starts past the budget wait
         torch.manual_seed(trial.number + 100)  # whatever the global generator holds

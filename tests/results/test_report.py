@@ -9,45 +9,36 @@ import optuna
 import pandas as pd
 import pytest
 
-from autoprune import cli
+from autoprune import SearchSettings, cli
 from autoprune.results import StudyRecord, trials_frame, write_report
 from autoprune.results.figures import IMPORTANCE_MIN_TRIALS, parameter_importances, reduction_history
 from autoprune.results.report import export_command
 from autoprune.results.units import factor, human
+from autoprune.testing import FakeStudy
 
 GROUPS = ["conv<1>", "block&2"]  # names that must be escaped in HTML
 
 
 def _study(storage=None, name="a <b> & c") -> optuna.Study:
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0)
+    fake = FakeStudy(
+        GROUPS,
+        SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"), rate_step=0.1),
+        baseline={"accuracy": 95.0, "flops": 1_000_000, "params": 10_000},
+        storage=storage,
+        study_name=name,
     )
-    study.set_user_attr("groups", GROUPS)
-    study.set_user_attr("importances", ["l1", "fpgm"])
-    study.set_user_attr("objective", "flops")
-    study.set_user_attr("max_accuracy_drop", 1.0)
-    study.set_user_attr("baseline_accuracy", 95.0)
-    study.set_user_attr("baseline_flops", 1_000_000)
-    study.set_user_attr("baseline_params", 10_000)
     for rate in (0.2, 0.4):
-        study.enqueue_trial({f"{g}.rate": rate for g in GROUPS} | {f"{g}.method": "l1" for g in GROUPS})
+        fake.queue(fake.space.uniform(rate))
     rng = random.Random(0)
 
-    def objective(trial):
-        rates = [trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.1) for g in GROUPS]
-        for g in GROUPS:
-            trial.suggest_categorical(f"{g}.method", ["l1", "fpgm"])
+    def measure(plan):
+        rates = [plan.rates[g] for g in GROUPS]
         flops = 1_000_000 * (1 - sum(rates) / 2)
         drop = sum(rates) * 1.2 + rng.uniform(-0.3, 0.3)
-        trial.set_user_attr("accuracy", 95.0 - drop)
-        trial.set_user_attr("accuracy_drop", drop)
-        trial.set_user_attr("flops", flops)
-        trial.set_user_attr("params", flops / 100)
-        trial.set_constraint("accuracy_drop", drop - 1.0)
-        return flops
+        return {"accuracy": 95.0 - drop, "accuracy_drop": drop, "flops": flops, "params": flops / 100}
 
-    study.optimize(objective, n_trials=30)
-    return study
+    fake.run(measure, trials=30)
+    return fake.study
 
 
 def _brute_force_front(study: optuna.Study) -> set[int]:
@@ -93,44 +84,34 @@ def test_report_files_and_tables(tmp_path):
 
 
 def test_front_of_a_study_without_feasible_trials_is_empty(tmp_path):
-    study = optuna.create_study()
-    study.set_user_attr("groups", GROUPS)
-    study.set_user_attr("max_accuracy_drop", 1.0)
+    fake = FakeStudy(GROUPS, baseline={"accuracy": 90.0, "flops": 1000.0, "params": 100.0})
     for drop in (2.0, 3.0):
-        trial = study.ask()
-        trial.set_user_attr("accuracy", 90.0 - drop)
-        trial.set_constraint("accuracy_drop", drop - 1.0)
-        study.tell(trial, 1000 * drop)
-    assert StudyRecord(study).pareto_trials() == []
-    write_report(study, tmp_path)
+        fake.trial({"accuracy": 90.0 - drop, "accuracy_drop": drop, "flops": 1000 * drop})
+    assert fake.record.pareto_trials() == []
+    write_report(fake.study, tmp_path)
     assert pd.read_csv(tmp_path / "pareto.csv").empty and len(pd.read_csv(tmp_path / "trials.csv")) == 2
 
 
 def test_multi_objective_front_applies_the_search_feasibility_rule(tmp_path):
     """Regression: the report took Optuna's best_trials, which counts a completed trial without
     the accuracy constraint as feasible; the search never does."""
-    from optuna.distributions import FloatDistribution
-
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    study.set_user_attr("groups", GROUPS)
-    study.set_user_attr("objective", ["accuracy", "flops"])
-    study.set_user_attr("max_accuracy_drop", 1.0)
-    dist = {f"{g}.rate": FloatDistribution(0.0, 0.8) for g in GROUPS}
+    fake = FakeStudy(GROUPS, SearchSettings(max_accuracy_drop=1.0, objective=["accuracy", "flops"]))
+    study = fake.study
 
     def add(accuracy, flops, constraint, rate):
-        system = {} if constraint is None else {"constraints:accuracy_drop": constraint}
+        metrics = {"accuracy": accuracy, "accuracy_drop": 95.0 - accuracy, "flops": flops, "params": flops / 10}
+        if constraint is not None:
+            trial = fake.trial(metrics, fake.space.uniform(rate))
+            assert trial.constraints == {"accuracy_drop": pytest.approx(constraint)}
+            return
+        # a trial another Optuna client added, which the study record never wrote: no constraint at all
+        params = fake.space.params(fake.space.uniform(rate))
         study.add_trial(
             optuna.trial.create_trial(
                 values=[accuracy, flops],
-                params={f"{g}.rate": rate for g in GROUPS},
-                distributions=dist,
-                user_attrs={
-                    "accuracy": accuracy,
-                    "accuracy_drop": 95.0 - accuracy,
-                    "flops": flops,
-                    "params": flops / 10,
-                },
-                system_attrs=system,
+                params=params,
+                distributions={k: study.trials[0].distributions[k] for k in params},
+                user_attrs=metrics,
             )
         )
 
@@ -145,8 +126,7 @@ def test_multi_objective_front_applies_the_search_feasibility_rule(tmp_path):
     assert list(pd.read_csv(tmp_path / "pareto.csv")["trial"]) == [1, 0]
 
 
-def test_report_command_reads_the_storage(tmp_path, capsys):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def test_report_command_reads_the_storage(tmp_path, storage, capsys):
     _study(storage, name="only")
     assert cli.main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "report" / "index.html").is_file()
@@ -161,11 +141,9 @@ def test_trials_frame_skips_running_trials():
 
 
 def test_report_of_a_study_with_no_finished_trial(tmp_path):
-    study = optuna.create_study()
-    study.set_user_attr("objective", "flops")
-    study.set_user_attr("max_accuracy_drop", 1.0)
-    study.ask()
-    write_report(study, tmp_path)
+    fake = FakeStudy(GROUPS)
+    fake.study.ask()
+    write_report(fake.study, tmp_path)
     assert (
         pd.read_csv(tmp_path / "trials.csv").empty and "No feasible trial yet" in (tmp_path / "index.html").read_text()
     )
@@ -221,22 +199,20 @@ def test_history_is_the_running_best_of_the_feasible_reductions(tmp_path):
 
 
 def test_importance_finds_the_parameter_the_drop_depends_on():
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=1))
-    study.set_user_attr("groups", ["a", "b", "c"])
-    study.set_user_attr("max_accuracy_drop", 1.0)
-    study.set_user_attr("baseline_flops", 100.0)
+    fake = FakeStudy(
+        ["a", "b", "c"],
+        baseline={"accuracy": 90.0, "flops": 100.0, "params": 100.0},
+        sampler=optuna.samplers.RandomSampler(seed=1),
+    )
 
-    def objective(trial):
-        a, _b, c = (trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.05) for g in "abc")
-        trial.set_user_attr("accuracy", 90.0 - 5 * a)
-        trial.set_user_attr("accuracy_drop", 5 * a)  # only a's rate costs accuracy
-        trial.set_user_attr("flops", 100.0 * (1 - c))  # only c's rate saves FLOPs
-        trial.set_constraint("accuracy_drop", 5 * a - 1.0)
-        return 100.0 * (1 - c)
+    def measure(plan):
+        a, c = plan.rates["a"], plan.rates["c"]
+        # only a's rate costs accuracy, only c's rate saves FLOPs
+        return {"accuracy": 90.0 - 5 * a, "accuracy_drop": 5 * a, "flops": 100.0 * (1 - c)}
 
-    study.optimize(objective, n_trials=IMPORTANCE_MIN_TRIALS - 1)
-    record = StudyRecord(study)
+    fake.run(measure, trials=IMPORTANCE_MIN_TRIALS - 1)
+    record = fake.record
     assert parameter_importances(record, "accuracy_drop") is None  # too few trials to tell
-    study.optimize(objective, n_trials=30)
+    fake.run(measure, trials=30)
     assert next(iter(parameter_importances(record, "accuracy_drop"))) == "a.rate"
     assert next(iter(parameter_importances(record, "flops"))) == "c.rate"

@@ -12,6 +12,7 @@ import torch
 import autoprune
 from autoprune.metrics import accuracy
 from autoprune.results import open_study
+from autoprune.storage import folder_storage
 
 STORED = Path(__file__).parent.parent / "fixtures" / "studies-0.1.0"
 NAMES = ("local", "both-weight", "nm")
@@ -22,7 +23,7 @@ def storage(tmp_path_factory) -> str:
     """A copy of the stored studies, their artifact store pointed at the copy (as after moving a folder)."""
     folder = tmp_path_factory.mktemp("stored")
     shutil.copytree(STORED, folder, dirs_exist_ok=True)
-    url = f"sqlite:///{folder / 'study.db'}"
+    url = folder_storage(folder)
     for name in NAMES:
         optuna.load_study(study_name=name, storage=url).set_user_attr("artifact_store", str(folder / "artifacts"))
     return url

@@ -99,8 +99,7 @@ def test_time_model_times_a_copy_on_the_device_and_refuses_a_missing_cuda(monkey
         time_model(model, timing, "cuda")
 
 
-def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_path):
-    digits = autoprune.create_dataset("digits")
+def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(digits, tmp_path, storage):
     torch.manual_seed(0)
     model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
     result = autoprune.search(
@@ -112,7 +111,7 @@ def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_pat
         warm_start="none",
         calibration_batches=2,
         latency_batch_size=8,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage,
         study_name="lat",
     )
     record = result.record
@@ -130,8 +129,7 @@ def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(tmp_pat
     assert "Latency is predicted from a table" in index and "median error" in index
 
 
-def test_a_table_from_elsewhere_is_used_and_checked(tmp_path):
-    digits = autoprune.create_dataset("digits")
+def test_a_table_from_elsewhere_is_used_and_checked(digits, tmp_path, storage):
     model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
     x = digits.val[0][0].unsqueeze(0)
     groups = autoprune.prunable_groups(model, x)
@@ -146,7 +144,7 @@ def test_a_table_from_elsewhere_is_used_and_checked(tmp_path):
         warm_start="none",
         calibration_batches=2,
         latency_table=str(tmp_path / "table.json"),
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage,
         study_name="given",
     )
     assert result.record.baseline["latency"] == 10.0  # the given table, not a timing here

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 import autoprune
-from autoprune import search
 from autoprune.plan import Plan
 from autoprune.results import trials_frame, write_report
 from autoprune.searcher import global_plan
 
+pytestmark = pytest.mark.baseline("short")
 
-@pytest.fixture(scope="module")
-def baseline(train_digits_cnn):
-    return train_digits_cnn(epochs=2, batch_size=64, lr=0.05)
+#: How the scope and steps studies search: a few trials within 3 points, the uniform baseline first.
+WITHIN_3_POINTS = {"max_accuracy_drop": 3.0, "seed": 0, "calibration_batches": 2, "warm_start": "uniform"}
+#: How the granularity and rounding studies search: what their plans do matters, not the accuracy.
+ANY_DROP = {"max_accuracy_drop": 100.0, "calibration_batches": 2}
 
 
 def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
@@ -31,17 +30,10 @@ def test_global_plan_removes_the_lowest_mean_normalized_scores_of_all_groups():
     assert capped["rates"] == {"even": 0.25, "skewed": 0.25}  # the cap moves the rest to the next-lowest
 
 
-def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(baseline, digits, tmp_path):
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=3.0,
-        trials=5,
-        scope="global",
-        seed=0,
-        calibration_batches=2,
-        warm_start="uniform",
-    )
+def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(
+    search_baseline, baseline, digits, tmp_path
+):
+    result = search_baseline(trials=5, scope="global", **WITHIN_3_POINTS)
     record = result.record
     for trial in record.completed():
         assert set(trial.params) == {"global.rate", "global.max_rate"}
@@ -60,18 +52,8 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(ba
     assert rebuilt.plan == record.plan(result.best_trial)
 
 
-def test_scope_both_lets_the_sampler_pick_per_trial_and_the_report_tells_them_apart(baseline, digits, tmp_path):
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=3.0,
-        trials=8,
-        scope="both",
-        seed=0,
-        calibration_batches=2,
-        warm_start="uniform",
-        uniform_starts=(0.1,),
-    )
+def test_scope_both_lets_the_sampler_pick_per_trial_and_the_report_tells_them_apart(search_baseline, tmp_path):
+    result = search_baseline(trials=8, scope="both", uniform_starts=(0.1,), **WITHIN_3_POINTS)
     record = result.record
     scopes = {t.params["scope"] for t in record.completed()}
     assert scopes == {"local", "global"}
@@ -121,18 +103,8 @@ def test_a_k_step_plan_prunes_in_k_steps_and_ends_at_the_one_shot_widths(baselin
     assert next(p.shape for p in baseline.parameters())[0] == 8  # the baseline is not touched
 
 
-def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(baseline, digits, tmp_path):
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=3.0,
-        trials=8,
-        steps=[1, 2],
-        seed=0,
-        calibration_batches=2,
-        warm_start="uniform",
-        uniform_starts=(0.3,),
-    )
+def test_steps_as_a_searched_parameter_is_recorded_replayed_and_reported(search_baseline, baseline, digits, tmp_path):
+    result = search_baseline(trials=8, steps=[1, 2], uniform_starts=(0.3,), **WITHIN_3_POINTS)
     record = result.record
     chosen = {t.params["steps"] for t in record.completed()}
     assert chosen == {1, 2}
@@ -171,23 +143,16 @@ def test_weight_granularity_reaches_each_groups_sparsity_within_one_weight_per_l
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(baseline, digits, tmp_path):
+def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(
+    search_baseline, baseline, digits, tmp_path, storage
+):
     import onnx
     from onnx import numpy_helper
 
     from autoprune.engine import group_layers, n_m_violations
 
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=100.0,
-        trials=3,
-        granularity="nm",
-        objective="size_bytes",
-        seed=0,
-        calibration_batches=2,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        study_name="nm",
+    result = search_baseline(
+        trials=3, granularity="nm", objective="size_bytes", seed=0, storage=storage, study_name="nm", **ANY_DROP
     )
     record = result.record
     best = result.best_trial
@@ -210,14 +175,14 @@ def test_an_nm_study_exports_models_whose_2_4_blocks_hold_at_most_2_nonzeros(bas
     assert "sparse kernels" in index and "<th>size_bytes</th>" in index
 
 
-def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays_it(baseline, digits, tmp_path):
+def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays_it(
+    search_baseline, baseline, digits, tmp_path, storage
+):
     from autoprune.engine import group_layers
     from autoprune.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="unknown weight_importance 'snap'.*'snip'"):
-        search(
-            copy.deepcopy(baseline),
-            digits,
+        search_baseline(
             max_accuracy_drop=1.0,
             trials=1,
             granularity="weight",
@@ -225,19 +190,16 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
             storage=f"sqlite:///{tmp_path / 'bad.db'}",
             study_name="bad",
         )
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=100.0,
+    result = search_baseline(
         trials=2,
         granularity="weight",
         weight_importance="snip",
         objective="nonzero_params",
         warm_start="none",
         seed=0,
-        calibration_batches=2,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage,
         study_name="snip",
+        **ANY_DROP,
     )
     record, best = result.record, result.best_trial
     plan = record.plan(best)
@@ -255,21 +217,13 @@ def test_weight_pruning_ranks_by_the_studys_weight_importance_and_export_replays
     assert best.user_attrs["nonzero_params"] == pytest.approx(sum(int((p != 0).sum()) for p in replayed.parameters()))
 
 
-def test_round_to_holds_for_every_trial_and_for_plans_in_several_steps(baseline, digits, tmp_path):
+def test_round_to_holds_for_every_trial_and_for_plans_in_several_steps(
+    search_baseline, baseline, digits, tmp_path, storage
+):
     from autoprune.engine import group_sizes
 
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        max_accuracy_drop=100.0,
-        trials=3,
-        round_to=4,
-        steps=[1, 2],
-        warm_start="none",
-        seed=1,
-        calibration_batches=2,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        study_name="round",
+    result = search_baseline(
+        trials=3, round_to=4, steps=[1, 2], warm_start="none", seed=1, storage=storage, study_name="round", **ANY_DROP
     )
     record = result.record
     example = digits.val[0][0].unsqueeze(0)

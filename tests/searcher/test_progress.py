@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import copy
-
 import optuna
 import pytest
 
-from autoprune import search
+from autoprune import SearchSettings
 from autoprune.results import StudyRecord
 from autoprune.searcher.progress import best_so_far, progress_summary
-
-
-@pytest.fixture(scope="module")
-def trained(train_digits_cnn):
-    return train_digits_cnn(epochs=8)
+from autoprune.testing import FakeStudy
 
 
 def _study() -> optuna.Study:
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.set_user_attr("groups", ["a", "b"])
-    study.set_user_attr("max_accuracy_drop", 1.0)
-    study.set_user_attr("baseline_accuracy", 95.0)
-    study.set_user_attr("baseline_flops", 1_000_000)
+    fake = FakeStudy(
+        ["a", "b"],
+        SearchSettings(max_accuracy_drop=1.0, rate_step=0.1),
+        baseline={"accuracy": 95.0, "flops": 1_000_000, "params": 10_000},
+    )
 
-    def objective(trial):
-        a, b = (trial.suggest_float(f"{g}.rate", 0.0, 0.8, step=0.1) for g in "ab")
+    def measure(plan):
+        a, b = plan.rates["a"], plan.rates["b"]
         drop, flops = 2 * a + 0.5 * b, 1_000_000 * (1 - (a + b) / 2)
-        trial.set_user_attr("accuracy", 95.0 - drop)
-        trial.set_user_attr("accuracy_drop", drop)
-        trial.set_user_attr("flops", flops)
-        trial.set_constraint("accuracy_drop", drop - 1.0)
-        return flops
+        return {"accuracy": 95.0 - drop, "accuracy_drop": drop, "flops": flops}
 
-    study.optimize(objective, n_trials=25)
-    return study
+    fake.run(measure, trials=25)
+    return fake.study
 
 
 def test_the_summary_names_the_best_reduction_within_the_budget():
@@ -49,10 +39,9 @@ def test_the_summary_names_the_best_reduction_within_the_budget():
     assert progress_summary(record, []) == "0 feasible"
 
 
-def test_the_bar_counts_the_trials_and_shows_the_reduction_not_optunas_raw_value(trained, digits, capsys):
-    result = search(
-        copy.deepcopy(trained),
-        digits,
+@pytest.mark.baseline("long")
+def test_the_bar_counts_the_trials_and_shows_the_reduction_not_optunas_raw_value(search_baseline, capsys):
+    result = search_baseline(
         max_accuracy_drop=5.0,
         trials=4,
         calibration_batches=2,

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from autoprune import cli
 from autoprune.files import atomic_write, atomic_write_text
-from autoprune.storage import open_storage
+from autoprune.storage import folder_storage, open_storage
 
 SLOW_PLUGIN = textwrap.dedent('''
     import time
@@ -51,36 +51,27 @@ SLOW_PLUGIN = textwrap.dedent('''
         register("slow_cnn", SlowCNN)
 ''')
 
-STUDY = """
-[study]
-name = "{name}"
-max_accuracy_drop = 50.0
-trials = {trials}
-[model]
-name = "slow_cnn"
-params = {{ delay = {delay} }}
-[dataset]
-name = "digits"
-[train]
-epochs = 1
-[search]
-heartbeat_interval = 1
-warm_start = "uniform"
-uniform_starts = [0.1]
-early_stop = "off"
-calibration_batches = 1
-"""
-
 
 @pytest.fixture
-def slow_study(tmp_path):
+def slow_study(tmp_path, study_file):
     """A study file on the sleeping model, and the command that searches it."""
     (tmp_path / "slow_plugin.py").write_text(SLOW_PLUGIN)
 
     def make(storage: str, trials: int, delay: float = 0.1, out: str = "out"):
         name = f"kill-{uuid.uuid4().hex[:8]}"
-        study = tmp_path / f"{name}.toml"
-        study.write_text(STUDY.format(name=name, trials=trials, delay=delay))
+        study = study_file(
+            f"{name}.toml",
+            study={"name": name, "max_accuracy_drop": 50.0, "trials": trials},
+            model={"name": "slow_cnn", "params": {"delay": delay}},
+            train={"epochs": 1},
+            search={
+                "heartbeat_interval": 1,
+                "warm_start": "uniform",
+                "uniform_starts": [0.1],
+                "early_stop": "off",
+                "calibration_batches": 1,
+            },
+        )
         command = [
             sys.executable,
             "-m",
@@ -143,7 +134,7 @@ def _check_complete(storage: str, name: str, trials: int) -> optuna.Study:
 
 def _storage_url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'study.db'}"
+        return folder_storage(tmp_path)
     if backend == "journal":
         return f"journal:///{tmp_path / 'study.log'}"
     url = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
@@ -198,7 +189,7 @@ def test_two_workers_each_killed_once_and_restarted_share_exactly_the_budget(bac
             optuna.delete_study(study_name=name, storage=storage)
 
 
-def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, study_file, capsys, monkeypatch):
     from autoprune.plan import PlanSpace
 
     suggest = PlanSpace.suggest
@@ -209,12 +200,14 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, c
         return suggest(space, trial, *args, **kwargs)
 
     monkeypatch.setattr(PlanSpace, "suggest", interrupted_at_trial_3)
-    out, study_file = tmp_path / "out", tmp_path / "quick.toml"
-    study_file.write_text(
-        '[study]\nmax_accuracy_drop = 5.0\n[model]\nname = "small_cnn"\n[dataset]\nname = "digits"\n'
-        '[train]\nepochs = 1\n[search]\nwarm_start = "uniform"\ncalibration_batches = 2\n'
+    out = tmp_path / "out"
+    quick = study_file(
+        "quick.toml",
+        study={"max_accuracy_drop": 5.0},
+        train={"epochs": 1},
+        search={"warm_start": "uniform", "calibration_batches": 2},
     )
-    args = ["search", str(study_file), "--trials", "10", "--out", str(out), "--quiet"]
+    args = ["search", str(quick), "--trials", "10", "--out", str(out), "--quiet"]
     assert cli.main(args) == 130
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if not line.startswith(("training the baseline", "  epoch"))]
@@ -223,7 +216,7 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, c
     assert "3 trials" in captured.out
     for name in ("best.pt", "best_plan.json", "report/index.html", "report/trials.csv"):
         assert (out / name).is_file()
-    study = optuna.load_study(study_name="quick", storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name="quick", storage=folder_storage(out))
     finished = [t.state.name for t in study.trials if t.state != TrialState.WAITING]  # queued warm starts wait
     assert finished == ["COMPLETE"] * 3 + ["FAIL"]
     monkeypatch.setattr(PlanSpace, "suggest", suggest)

@@ -10,10 +10,7 @@ import autoprune
 from autoprune import SearchSettings, search
 from autoprune.results import StudyRecord, open_study
 
-
-@pytest.fixture(scope="module")
-def baseline(train_digits_cnn):
-    return train_digits_cnn(epochs=3, batch_size=64, lr=0.05)
+pytestmark = pytest.mark.baseline("standard")
 
 
 def _search(baseline, digits, **kw):
@@ -30,8 +27,7 @@ def _search(baseline, digits, **kw):
     return search(copy.deepcopy(baseline), digits, **options)
 
 
-def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def test_study_is_readable_by_plain_optuna(baseline, digits, storage):
     result = _search(baseline, digits, storage=storage, study_name="tiny")
     study = optuna.load_study(study_name="tiny", storage=storage)
     attrs = study.user_attrs
@@ -59,8 +55,7 @@ def test_study_is_readable_by_plain_optuna(baseline, digits, tmp_path):
     assert result.best_trial.number == study.best_trial.number == StudyRecord(study).chosen_trial().number
 
 
-def test_rerun_resumes_instead_of_restarting(baseline, digits, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def test_rerun_resumes_instead_of_restarting(baseline, digits, storage):
     first = _search(baseline, digits, storage=storage, study_name="resume", trials=4)
     params = [t.params for t in first.study.trials]
     again = _search(baseline, digits, storage=storage, study_name="resume", trials=4)
@@ -123,19 +118,11 @@ def test_bad_arguments_are_clear_errors(baseline, digits, kw, fragment):
         _search(baseline, digits, **kw)
 
 
-def test_search_takes_a_settings_object_and_keyword_overrides(baseline, digits, tmp_path):
+def test_search_takes_a_settings_object_and_keyword_overrides(search_baseline, baseline, digits, storage):
     settings = SearchSettings(
         max_accuracy_drop=2.0, trials=3, importances=("l1",), calibration_batches=2, uniform_starts=(0.1,)
     )
-    result = search(
-        copy.deepcopy(baseline),
-        digits,
-        settings,
-        trials=4,
-        seed=5,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-        study_name="obj",
-    )
+    result = search_baseline(settings, trials=4, seed=5, storage=storage, study_name="obj")
     record = result.record
     assert record.settings == settings.replace(trials=4, seed=5)
     for key, value in settings.replace(trials=4, seed=5).to_attrs().items():
@@ -145,9 +132,8 @@ def test_search_takes_a_settings_object_and_keyword_overrides(baseline, digits, 
         search(copy.deepcopy(baseline), digits, trials=2)
 
 
-def test_resuming_with_another_batch_size_is_refused(baseline, digits, tmp_path):
+def test_resuming_with_another_batch_size_is_refused(baseline, digits, storage):
     """Regression: the resume check compared a hand-picked list of settings without batch_size."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
     _search(baseline, digits, storage=storage, study_name="b", trials=2)
     with pytest.raises(autoprune.AutopruneError, match="created with search.batch_size=128 \\(not 64\\)"):
         _search(baseline, digits, storage=storage, study_name="b", trials=2, batch_size=64)
@@ -158,9 +144,8 @@ def test_resuming_with_another_batch_size_is_refused(baseline, digits, tmp_path)
     assert more.record.settings.trials == 3 and more.record.settings.timeout == 60.0
 
 
-def test_resuming_on_a_baseline_with_other_weights_is_refused(baseline, digits, tmp_path):
+def test_resuming_on_a_baseline_with_other_weights_is_refused(baseline, digits, storage):
     """A rerun whose baseline was trained anew must not mix its trials with the old baseline's."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
     _search(baseline, digits, storage=storage, study_name="w", trials=2)
     other = copy.deepcopy(baseline)
     with torch.no_grad():
@@ -195,14 +180,13 @@ def test_failed_trials_do_not_count_towards_the_budget(baseline, digits, monkeyp
     assert len(result.failed_trials) == 4
 
 
-def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch, tmp_path):
+def test_a_search_whose_every_trial_fails_gives_up(baseline, digits, monkeypatch, storage):
     from autoprune.searcher.evaluation import Evaluator
 
     def broken(self, plan, **kwargs):
         raise autoprune.PruningError("never prunable")
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
     with pytest.raises(autoprune.AutopruneError, match="4 trials in a row failed.*never prunable"):
         _search(
             baseline, digits, trials=3, warm_start="sensitivity", max_failures=4, storage=storage, study_name="broken"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import autoprune
-from autoprune import SearchSettings, TrainSettings, search
+from autoprune import SearchSettings, TrainSettings
 from autoprune.metrics import count_correct
 from autoprune.plan import PlanSpace
 from autoprune.searcher import (
@@ -22,10 +22,7 @@ from autoprune.searcher import (
     warm_start_plans,
 )
 
-
-@pytest.fixture(scope="module")
-def trained(train_digits_cnn):
-    return train_digits_cnn(epochs=8)
+pytestmark = pytest.mark.baseline("long")
 
 
 # -- early stopping --------------------------------------------------------------------
@@ -97,9 +94,11 @@ def test_statistical_early_stop_stops_clear_losers_early_and_keeps_clear_winners
     assert budget.stop_rule("off") is None
 
 
-def test_early_stopped_trials_are_infeasible_and_full_counts_exact(trained, digits):
+def test_early_stopped_trials_are_infeasible_and_full_counts_exact(baseline, digits):
     evaluator = Evaluator.build(
-        copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact")
+        copy.deepcopy(baseline),
+        digits,
+        SearchSettings(max_accuracy_drop=1.0, calibration_batches=4, early_stop="exact"),
     )
     crushed = evaluator.evaluate(evaluator.space.uniform(0.85, "l1"))
     assert crushed["evaluated"] < evaluator.budget.total and crushed["accuracy_drop"] > 1.0
@@ -107,8 +106,8 @@ def test_early_stopped_trials_are_infeasible_and_full_counts_exact(trained, digi
     assert full["evaluated"] == evaluator.budget.total and full["accuracy_drop"] > 1.0
 
 
-def test_recalibration_at_rate_zero_keeps_the_baselines_accuracy(trained, digits):
-    evaluator = Evaluator.build(copy.deepcopy(trained), digits, SearchSettings(max_accuracy_drop=1.0))
+def test_recalibration_at_rate_zero_keeps_the_baselines_accuracy(baseline, digits):
+    evaluator = Evaluator.build(copy.deepcopy(baseline), digits, SearchSettings(max_accuracy_drop=1.0))
     metrics = evaluator.evaluate(evaluator.space.uniform(0.0, "l1"))
     one_image = 100.0 / evaluator.budget.total
     assert abs(metrics["accuracy_drop"]) <= one_image
@@ -147,15 +146,8 @@ def test_global_pruning_ranks_channels_across_groups_by_normalized_score():
     assert capped["rates"] == {"a": 0.5, "b": 0.5}
 
 
-def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them(trained, digits, tmp_path):
-    result = search(
-        copy.deepcopy(trained),
-        digits,
-        max_accuracy_drop=1.0,
-        trials=12,
-        calibration_batches=4,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-    )
+def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them(search_baseline, storage):
+    result = search_baseline(max_accuracy_drop=1.0, trials=12, calibration_batches=4, storage=storage)
     record = result.record
     references = record.references
     for kind in ("uniform", "global"):
@@ -178,15 +170,13 @@ def test_every_study_measures_its_baselines_and_the_search_beats_or_matches_them
 # -- sensitivity and warm starts ---------------------------------------------------------
 
 
-def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trained, digits, tmp_path):
-    result = search(
-        copy.deepcopy(trained),
-        digits,
+def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(search_baseline, storage):
+    result = search_baseline(
         max_accuracy_drop=1.0,
         trials=3,
         calibration_batches=4,
         warm_start="sensitivity",
-        storage=f"sqlite:///{tmp_path / 's.db'}",
+        storage=storage,
     )
     record = result.record
     rows = record.sensitivity
@@ -201,16 +191,14 @@ def test_sensitivity_curves_stop_past_twice_the_budget_and_bound_each_group(trai
         assert all(trial.params[f"{g}.rate"] <= record.rate_limits[g] + 1e-9 for g in record.groups)
 
 
-def test_warm_start_plans_run_first(trained, digits, tmp_path):
-    result = search(
-        copy.deepcopy(trained),
-        digits,
+def test_warm_start_plans_run_first(search_baseline, storage):
+    result = search_baseline(
         max_accuracy_drop=1.0,
         trials=8,
         calibration_batches=4,
         importances=("l1", "fpgm"),
         warm_start="sensitivity",
-        storage=f"sqlite:///{tmp_path / 's.db'}",
+        storage=storage,
     )
     record = result.record
     uniform = record.references["uniform"]
@@ -265,10 +253,8 @@ def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_p
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_each_sampler_runs(trained, digits, sampler):
-    result = search(
-        copy.deepcopy(trained),
-        digits,
+def test_each_sampler_runs(search_baseline, sampler):
+    result = search_baseline(
         max_accuracy_drop=2.0,
         trials=12,
         calibration_batches=2,
@@ -285,19 +271,17 @@ def test_each_sampler_runs(trained, digits, sampler):
 # -- finalists --------------------------------------------------------------------------
 
 
-def test_finalists_are_fine_tuned_and_ranked_against_their_score(trained, digits, tmp_path):
+def test_finalists_are_fine_tuned_and_ranked_against_their_score(search_baseline, tmp_path, storage):
     from autoprune.results import write_report
 
     recipe = TrainSettings(epochs=1, lr=0.01, batch_size=128)
-    result = search(
-        copy.deepcopy(trained),
-        digits,
+    result = search_baseline(
         max_accuracy_drop=3.0,
         trials=8,
         calibration_batches=2,
         finalists=3,
         finetune=recipe,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
+        storage=storage,
     )
     record = result.record
     finalists = record.finalists

@@ -10,43 +10,27 @@ import uuid
 import optuna
 import pytest
 
-STUDY = """
-[study]
-name = "{name}"
-max_accuracy_drop = 5.0
-trials = {trials}
-[model]
-name = "small_cnn"
-params = {{ width = 8 }}
-[dataset]
-name = "digits"
-[train]
-epochs = 2
-[search]
-importances = ["l1", "fpgm"]
-calibration_batches = 3
-uniform_starts = [0.0]
-"""
-
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_two_workers_share_one_study(backend, tmp_path):
-    if backend == "sqlite":
-        storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    else:
+def test_two_workers_share_one_study(backend, tmp_path, storage, study_file):
+    if backend == "postgres":
         storage = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
         if not storage:
             pytest.skip("AUTOPRUNE_TEST_POSTGRES is set by `make test`, which starts PostgreSQL")
     name = f"workers-{uuid.uuid4().hex[:8]}"
     trials = 10
-    study_file = tmp_path / "study.toml"
-    study_file.write_text(STUDY.format(name=name, trials=trials))
+    path = study_file(
+        study={"name": name, "max_accuracy_drop": 5.0, "trials": trials},
+        model={"params": {"width": 8}},
+        train={"epochs": 2},
+        search={"importances": ["l1", "fpgm"], "calibration_batches": 3, "uniform_starts": [0.0]},
+    )
     command = [
         sys.executable,
         "-m",
         "autoprune",
         "search",
-        str(study_file),
+        str(path),
         "--storage",
         storage,
         "--out",
