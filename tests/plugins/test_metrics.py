@@ -14,6 +14,9 @@ import autoprune
 from autoprune import search
 from autoprune.errors import PluginError
 from autoprune.settings import int_at_least, number_above, setting
+from autoprune.storage import folder_storage
+
+pytestmark = pytest.mark.baseline("short")
 
 
 def conv_channels(model, context):
@@ -41,11 +44,6 @@ def plugin():
     autoprune.plugins.unregister(name=name)
 
 
-@pytest.fixture(scope="module")
-def baseline(train_digits_cnn):
-    return train_digits_cnn(epochs=2, batch_size=64, lr=0.05)
-
-
 def _search(baseline, digits, tmp_path, name, **settings):
     return search(
         copy.deepcopy(baseline),
@@ -56,7 +54,7 @@ def _search(baseline, digits, tmp_path, name, **settings):
         sampler="random",
         seed=0,
         calibration_batches=2,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=folder_storage(tmp_path),
         study_name=name,
         **settings,
     )
