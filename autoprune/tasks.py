@@ -55,6 +55,9 @@ class Task:
     #: Whether fine-tuning can distil from the unpruned model by matching its class probabilities (the
     #: model's outputs are class logits). A subclass that overrides :meth:`loss` is not, unless it says so.
     distillable = True
+    #: Whether its models take any number of input channels (``in_channels``): a classifier does;
+    #: torchvision's detectors and segmenters, normalizing RGB, take three.
+    any_in_channels = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,6 +92,24 @@ class Task:
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         """The model's predictions for a batch, in eval mode."""
         return call_model(model, inputs)
+
+    def target_problem(self, target: Any, input_shape: tuple[int, ...]) -> str:
+        """What is wrong with one sample's target ("" when nothing): the check
+        :class:`autoprune.testing.DatasetConformance` runs for this task's datasets. Classification: a
+        class index below num_classes."""
+        try:
+            label = int(target)
+        except (TypeError, ValueError):
+            return f"a target {type(target).__name__}, not a class index"
+        return "" if 0 <= label < self.num_classes else f"class {label} outside 0..{self.num_classes - 1}"
+
+    def output_problem(self, outputs: Any, batch_size: int, image_size: tuple[int, int]) -> str:
+        """What is wrong with a model's eval-mode outputs for ``batch_size`` images of ``image_size``
+        ("" when nothing): the check :class:`autoprune.testing.ModelConformance` runs for this task's
+        models. Classification: ``(N, num_classes)`` logits."""
+        shape = tuple(getattr(outputs, "shape", ()))
+        expected = (batch_size, self.num_classes)
+        return "" if shape == expected else f"outputs of shape {shape}, not {expected}"
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         """The training loss of a batch (the model is in the mode the caller set)."""
@@ -126,6 +147,7 @@ class Detection(Task):
     """
 
     name = "detection"
+    any_in_channels = False
     metric = "map"
     metric_label = "COCO mAP@[.5:.95], points"
     extra_metrics = ("map_50",)
@@ -146,6 +168,25 @@ class Detection(Task):
 
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         return model(list(inputs))
+
+    def target_problem(self, target: Any, input_shape: tuple[int, ...]) -> str:
+        """torchvision's targets: ``(N, 4)`` xyxy boxes of positive size, one label of the classes each."""
+        boxes, labels = target["boxes"], target["labels"]
+        if boxes.ndim != 2 or boxes.shape[1:] != (4,) or len(boxes) != len(labels):
+            return f"boxes of shape {tuple(boxes.shape)} for {len(labels)} labels, not (N, 4)"
+        if not ((labels >= 0) & (labels < self.num_classes)).all():
+            return f"a label outside 0..{self.num_classes - 1}"
+        return "" if (boxes[:, 2:] > boxes[:, :2]).all() else "a box of no width or height"
+
+    def output_problem(self, outputs: Any, batch_size: int, image_size: tuple[int, int]) -> str:
+        """torchvision's detections: one ``{"boxes", "scores", "labels"}`` per image, labels < num_classes."""
+        if not isinstance(outputs, list | tuple) or len(outputs) != batch_size:
+            return f"not a list of {batch_size} detections"
+        if not all(isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in outputs):
+            return "a detection without boxes, scores and labels"
+        if not all(((d["labels"] >= 0) & (d["labels"] < self.num_classes)).all() for d in outputs):
+            return f"a label outside 0..{self.num_classes - 1}"
+        return ""
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         device = _device(model)
@@ -197,9 +238,23 @@ class Segmentation(Task):
     """
 
     name = "segmentation"
+    any_in_channels = False
     metric = "miou"
     metric_label = "mean IoU, points"
     IGNORE_INDEX = 255
+
+    def target_problem(self, target: Any, input_shape: tuple[int, ...]) -> str:
+        """One label per pixel of the image, each of the classes or ``IGNORE_INDEX``."""
+        if tuple(target.shape) != tuple(input_shape[1:]):
+            return f"labels of shape {tuple(target.shape)} for images of {tuple(input_shape)}"
+        valid = (target >= 0) & (target < self.num_classes) | (target == self.IGNORE_INDEX)
+        return "" if valid.all() else f"a pixel label outside 0..{self.num_classes - 1} and not {self.IGNORE_INDEX}"
+
+    def output_problem(self, outputs: Any, batch_size: int, image_size: tuple[int, int]) -> str:
+        """Per-pixel ``(N, num_classes, H, W)`` logits, or a dict holding them in ``"out"``."""
+        logits = outputs["out"] if isinstance(outputs, dict) else outputs
+        shape, expected = tuple(getattr(logits, "shape", ())), (batch_size, self.num_classes, *image_size)
+        return "" if shape == expected else f"logits of shape {shape}, not {expected}"
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         out = call_model(model, inputs)

@@ -64,7 +64,7 @@ from .plan import Plan, PlanSpace
 from .plugins import get_registries
 from .results import StudyRecord
 from .settings import SearchSettings
-from .zoo import create_dataset, create_model, create_task, get_metric, model_task
+from .zoo import create_dataset, create_model, create_task, dataset_task, get_metric, model_task
 
 
 class _Plain(nn.Module):
@@ -289,23 +289,17 @@ class ModelConformance:
         return model_task(self.model)
 
     def _input(self, in_channels: int) -> Any:
-        x = torch.randn(2, in_channels, *self.input_size)
-        return ([*x],) if self._task == "detection" else x
+        torch.manual_seed(0)
+        return create_task(self._task, 1).repeated(torch.randn(in_channels, *self.input_size), 2)
 
     def _check_output(self, model: nn.Module, x: Any, num_classes: int) -> None:
         with torch.no_grad():
             out = call_model(model, x)
-        if self._task == "detection":
-            assert len(out) == 2 and all({"boxes", "scores", "labels"} <= set(d) for d in out)
-            assert all(((d["labels"] >= 0) & (d["labels"] < num_classes)).all() for d in out)
-        elif self._task == "segmentation":
-            logits = out["out"] if isinstance(out, dict) else out
-            assert logits.shape == (2, num_classes, *self.input_size)
-        else:
-            assert out.shape == (2, num_classes)
+        problem = create_task(self._task, num_classes).output_problem(out, 2, self.input_size)
+        assert not problem, f"{self.model} ({self._task}): {problem}"
 
     def test_honours_num_classes_and_in_channels(self):
-        cases = ((7, 1), (3, 3)) if self._task == "classification" else ((7, 3), (3, 3))
+        cases = ((7, 1), (3, 3)) if create_task(self._task, 1).any_in_channels else ((7, 3), (3, 3))
         for num_classes, in_channels in cases:
             self._check_output(self._build(num_classes, in_channels), self._input(in_channels), num_classes)
 
@@ -342,18 +336,8 @@ class DatasetConformance:
                 continue
             x, y = split[0]
             assert tuple(x.shape) == tuple(data.input_shape)
-            task = getattr(data, "task", "classification")
-            if task == "detection":  # torchvision's targets: boxes inside the image, labels of the classes
-                boxes, labels = y["boxes"], y["labels"]
-                assert boxes.ndim == 2 and boxes.shape[1:] == (4,) and len(boxes) == len(labels)
-                assert ((labels >= 0) & (labels < data.num_classes)).all()
-                assert (boxes[:, 2:] > boxes[:, :2]).all()
-            elif task == "segmentation":  # one label per pixel, or the ignored 255
-                assert tuple(y.shape) == tuple(data.input_shape[1:])
-                valid = (y >= 0) & (y < data.num_classes) | (y == 255)
-                assert valid.all()
-            else:
-                assert 0 <= int(y) < data.num_classes
+            problem = dataset_task(data).target_problem(y, tuple(data.input_shape))
+            assert not problem, f"{self.dataset}: {problem}"
 
     def test_splits_are_disjoint(self):
         data = self._data()

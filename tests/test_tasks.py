@@ -310,3 +310,24 @@ def test_a_model_for_another_task_than_the_dataset_s_is_one_line_before_any_work
     err = capsys.readouterr().err
     assert err.startswith(f"autoprune: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "out" / "study.db").exists()  # nothing trained or recorded
+
+
+def test_each_task_says_what_is_wrong_with_a_target_or_an_output_and_nothing_for_a_right_one():
+    classification, detection, segmentation = (
+        autoprune.create_task(n, 3) for n in ("classification", "detection", "segmentation")
+    )
+    assert classification.target_problem(torch.tensor(2), (1, 8, 8)) == ""
+    assert "outside 0..2" in classification.target_problem(torch.tensor(3), (1, 8, 8))
+    assert classification.output_problem(torch.zeros(2, 3), 2, (8, 8)) == ""
+    assert "not (2, 3)" in classification.output_problem(torch.zeros(2, 4), 2, (8, 8))
+    box = {"boxes": torch.tensor([[1.0, 1.0, 4.0, 5.0]]), "labels": torch.tensor([2])}
+    assert detection.target_problem(box, (3, 8, 8)) == ""
+    flat = {"boxes": torch.tensor([[1.0, 1.0, 1.0, 5.0]]), "labels": torch.tensor([2])}
+    assert detection.target_problem(flat, (3, 8, 8)) == "a box of no width or height"
+    found = {"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.tensor([5])}
+    assert "a label outside" in detection.output_problem([found, found], 2, (8, 8))
+    assert segmentation.target_problem(torch.full((8, 8), 255), (3, 8, 8)) == ""  # every pixel ignored
+    assert "not 255" in segmentation.target_problem(torch.full((8, 8), 3), (3, 8, 8))
+    assert segmentation.output_problem({"out": torch.zeros(2, 3, 8, 8)}, 2, (8, 8)) == ""
+    assert "not (2, 3, 8, 8)" in segmentation.output_problem(torch.zeros(2, 3, 4, 4), 2, (8, 8))
+    assert classification.any_in_channels and not detection.any_in_channels and not segmentation.any_in_channels
