@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -411,16 +413,29 @@ def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> Sea
 
 
 def _open_study(settings: SearchSettings, storage, study_name: str | None) -> optuna.Study:
+    """Create or join the study. The process that records it samples from the study's seed, so a search
+    is reproduced by its seed; one that joins a recorded study (a resume, another worker) from a seed of
+    its own (:func:`joining_seed`), so it does not draw again the plans the study's seed drew."""
     with _quiet_optuna():
-        sampler = make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS)
         directions = [metric_direction(o) for o in settings.objectives]
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=study_name,
             storage=open_storage(storage, settings.heartbeat_interval),
             directions=directions,
-            sampler=sampler,
+            sampler=make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS),
             load_if_exists=True,
         )
+        if not StudyRecord(study).is_new:
+            seed = joining_seed(settings.seed, len(study.get_trials(deepcopy=False)))
+            study.sampler = make_sampler(settings.sampler, seed, STARTUP_TRIALS)
+        return study
+
+
+def joining_seed(seed: int, trials: int) -> int:
+    """The sampler seed of a process joining a study of ``seed`` that holds ``trials`` trials: distinct for
+    each resume (more trials) and each worker (its process id), the same seed's in neither."""
+    digest = hashlib.sha256(f"{seed}:{trials}:{os.getpid()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _create(

@@ -69,6 +69,14 @@ def test_rerun_resumes_instead_of_restarting(baseline, digits, storage):
         _search(baseline, digits, storage=storage, study_name="resume", seed=7)
 
 
+def test_a_resumed_search_draws_new_plans_not_those_its_seed_drew_before(baseline, digits, storage):
+    options = {"storage": storage, "study_name": "again", "sampler": "random", "warm_start": "none"}
+    _search(baseline, digits, trials=5, **options)
+    more = _search(baseline, digits, trials=10, **options)
+    drawn = [tuple(sorted(t.params.items())) for t in more.study.trials if t.state.name == "COMPLETE"]
+    assert len(drawn) == 10 and len(set(drawn)) == 10  # before: trials 5.. repeated the first draws
+
+
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):
     result = _search(baseline, digits, max_accuracy_drop=1.5, trials=4, uniform_starts=(0.0, 0.8), importances=("l1",))
     _, _, untouched, crushed = result.study.trials  # after the two baselines
