@@ -47,6 +47,10 @@ _REQUIRED = dataclasses.MISSING
 _logger = logging.getLogger(__name__)
 
 
+#: The most rates a group's grid may hold: a finer grid is no better searched, and a huge one never built.
+MAX_GRID_RATES = 1000
+
+
 class SettingError(AutopruneError):
     """A setting with a wrong value; ``key`` is the setting's name."""
 
@@ -544,6 +548,19 @@ class SearchSettings(_Validated):
         if self.rate_max < self.rate_min:
             raise SettingError(
                 "rate_max", f"must be {_rule('rate_max')}, got {self.rate_max!r} (rate_min is {self.rate_min!r})"
+            )
+        span = self.rate_max - self.rate_min
+        if span > 0 and self.rate_step > span + 1e-12:
+            raise SettingError(
+                "rate_step",
+                f"must be at most rate_max - rate_min = {span:g}, got {self.rate_step!r}: the grid would hold "
+                f"rate_min ({self.rate_min!r}) alone",
+            )
+        if span / self.rate_step + 1 > MAX_GRID_RATES:
+            raise SettingError(
+                "rate_step",
+                f"gives {int(span / self.rate_step) + 1:,} rates per group from rate_min to rate_max; at most "
+                f"{MAX_GRID_RATES:,} are searched (rate_step >= {span / (MAX_GRID_RATES - 1):.3g}), got {self.rate_step!r}",
             )
         for rate in self.uniform_starts:
             if not self.rate_min <= rate <= self.rate_max:

@@ -217,3 +217,22 @@ def test_a_search_argument_that_became_an_option_says_where_it_went():
 
     with pytest.raises(AutopruneError, match=r"is now an option of metric 'robust_accuracy': give metric_options="):
         search(None, None, max_accuracy_drop=1.0, corruption_images=10)
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (1e-9, r"rate_step gives 800,000,001 rates per group .* at most 1,000 are searched \(rate_step >= 0.000801\)"),
+        (0.0008, r"rate_step gives 1,001 rates per group"),
+        (
+            2,
+            r"rate_step must be at most rate_max - rate_min = 0.8, got 2.0: the grid would hold rate_min \(0.0\) alone",
+        ),
+    ],
+)
+def test_a_grid_too_fine_to_build_or_too_coarse_to_search_is_refused(step, message):
+    with pytest.raises(AutopruneError, match=message):
+        SearchSettings(max_accuracy_drop=1.0, rate_step=step)
+    assert SearchSettings(max_accuracy_drop=1.0, rate_step=0.8).rate_step == 0.8  # rate_min and rate_max
+    one_rate = SearchSettings(max_accuracy_drop=1.0, rate_min=0.3, rate_max=0.3, rate_step=0.5, uniform_starts=(0.3,))
+    assert one_rate.rate_max == 0.3  # a grid of one rate, asked for
