@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import measured_with
+from common import measured_line, write_section
 
 from autoprune import cli
-from autoprune.files import atomic_write_text
 from autoprune.results import open_study
 
 STUDIES = ("studies/driving-segmentation.toml", "studies/driving-detection.toml")
@@ -97,13 +96,7 @@ def section(results: list[dict]) -> str:
             f"{r['feasible']} of {r['trials']} | {r['seconds'] / 60:.1f} min | "
             f"{r['exports']['torchscript']} | {r['exports']['onnx']} |"
         )
-    measured = measured_with()
-    lines += [
-        "",
-        (f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, {measured['date']}."),
-        "",
-        END,
-    ]
+    lines += ["", measured_line(), "", END]
     return "\n".join(lines)
 
 
@@ -113,15 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench-driving")
     args = parser.parse_args(argv)
     results = [run(study, Path(args.out) / Path(study).stem) for study in STUDIES]
-    doc = Path(args.doc)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = section(results)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(doc, text)
-    print(f"wrote {doc}", file=sys.stderr)
+    write_section(args.doc, section(results), BEGIN, END)
     return 0
 
 

@@ -20,14 +20,12 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-from common import measured_with
+from common import measured_line, write_section
 
 import autoprune
 from autoprune.engine import group_sizes
-from autoprune.files import atomic_write_text
 from autoprune.plan import Plan
 from autoprune.searcher.latency import measure_table, time_model
 
@@ -92,13 +90,7 @@ def section(results: list[dict]) -> str:
             f"| `{r['model']}` | {r['groups']} | {r['base_ms']:.1f} ms | {r['table_seconds']:.0f} s | {r['plans']} | "
             f"{100 * r['median_error']:.0f} % | {r['worst_ratio']:.2f} | {r['within_2x']} of {r['plans']} |"
         )
-    measured = measured_with()
-    lines += [
-        "",
-        f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, {measured['date']}.",
-        "",
-        END,
-    ]
+    lines += ["", measured_line(), "", END]
     return "\n".join(lines)
 
 
@@ -108,15 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plans", type=int, default=12, help="random plans timed per model")
     args = parser.parse_args(argv)
     results = [measure(name, shape, args.plans) for name, shape in MODELS]
-    doc = Path(args.doc)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = section(results)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(doc, text)
-    print(f"wrote {doc}", file=sys.stderr)
+    write_section(args.doc, section(results), BEGIN, END)
     return 0
 
 

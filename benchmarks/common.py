@@ -14,6 +14,7 @@ from torch import nn
 
 import autoprune
 from autoprune.baseline import build_model, load_or_train
+from autoprune.files import atomic_write_text
 from autoprune.provenance import environment
 from autoprune.settings import StudyFile, load_study_file
 from autoprune.zoo import create_dataset
@@ -69,6 +70,25 @@ def measured_with() -> dict[str, str]:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def measured_line() -> str:
+    """The line a document's section ends with: the machine, versions, commit and date it was measured on."""
+    measured = measured_with()
+    return f"Machine: {measured['machine']}; {measured['versions']}; commit {measured['commit']}, {measured['date']}."
+
+
+def write_section(doc: str | Path, block: str, begin: str, end: str) -> None:
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) in place of the document's section
+    between those markers, or at its end when it has none; the rest of the document is kept."""
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(doc, text)
+    print(f"wrote {doc}", file=sys.stderr)
 
 
 def survey(name: str, input_shape: tuple[int, ...], rate: float) -> dict:
