@@ -90,9 +90,10 @@ class Registries:
 
     def of(self, kind: str) -> Registry[Callable[..., Any]]:
         """The registry of ``kind`` (``"importance"``, ``"model"``, ...)."""
-        if kind not in KIND_NAMES:
+        declared = next((k for k in KINDS if k.name == kind), None)
+        if declared is None:
             raise AutopruneError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KIND_NAMES)}")
-        return getattr(self, kind + "s")
+        return getattr(self, declared.plural)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -16,6 +16,7 @@ and the report prints the error.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import platform
@@ -71,7 +72,7 @@ class LatencyTable:
         the baseline), ``a`` is held to :data:`EXPONENT_RANGE`, and a rate beyond
         the table takes its last column (no extrapolation).
         """
-        rows = {group: self._monotone(row) for group, row in self.ms.items()}
+        rows = self._monotone_rows
         log_speedup = sum(
             math.log(float(np.interp(rate, self.rates, rows[group])) / self.base_ms)
             for group, rate in rates.items()
@@ -80,23 +81,33 @@ class LatencyTable:
         mean_rate = sum(rates.values()) / len(self.ms) if self.ms else 0.0
         return self.base_ms * math.exp(self._interaction(mean_rate) * log_speedup)
 
+    @functools.cached_property
+    def _monotone_rows(self) -> dict[str, list[float]]:
+        """Each group's row made monotone (:meth:`_monotone`), once per table."""
+        return {group: self._monotone(row) for group, row in self.ms.items()}
+
+    @functools.cached_property
+    def _exponents(self) -> list[float]:
+        """The exponent ``a`` at each table rate but 0, fitted on the uniform plans, held to
+        :data:`EXPONENT_RANGE`, once per table."""
+        uniform = self._monotone(self.uniform_ms)
+        low, high = EXPONENT_RANGE
+        exponents = []
+        for k in range(1, len(self.rates)):
+            alone = sum(math.log(row[k] / self.base_ms) for row in self._monotone_rows.values())
+            together = math.log(uniform[k] / self.base_ms)
+            exponents.append(min(max(together / alone, low), high) if abs(alone) > 1e-9 else 1.0)
+        return exponents
+
     def _monotone(self, row: list[float]) -> list[float]:
         """``row`` with each entry at most the one before it, the first at most the baseline's."""
         return [float(v) for v in np.minimum.accumulate(np.minimum(np.asarray(row, dtype=float), self.base_ms))]
 
     def _interaction(self, mean_rate: float) -> float:
-        """The exponent ``a`` at each table rate, fitted on the uniform plans, held to :data:`EXPONENT_RANGE`,
-        interpolated."""
-        rows, uniform = [self._monotone(row) for row in self.ms.values()], self._monotone(self.uniform_ms)
-        low, high = EXPONENT_RANGE
-        exponents = []
-        for k, _rate in enumerate(self.rates[1:], start=1):
-            alone = sum(math.log(row[k] / self.base_ms) for row in rows)
-            together = math.log(uniform[k] / self.base_ms)
-            exponents.append(min(max(together / alone, low), high) if abs(alone) > 1e-9 else 1.0)
-        if not exponents:
+        """The fitted exponent (:attr:`_exponents`) at the plan's mean rate, interpolated."""
+        if not self._exponents:
             return 1.0
-        return float(np.interp(mean_rate, self.rates[1:], exponents))
+        return float(np.interp(mean_rate, self.rates[1:], self._exponents))
 
     def write(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(asdict(self), indent=1))
