@@ -51,36 +51,30 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    """What the command line changes of a study file, as :func:`autoprune.workflow.prepare_study` takes it."""
+    return {
+        "trials": getattr(args, "trials", None),
+        "timeout": getattr(args, "timeout", None),
+        "seed": args.seed,
+        "storage": args.storage,
+        "out": args.out,
+        "force": args.force,
+    }
+
+
 def _prepare(args: argparse.Namespace):
     """The study file (with the command line's overrides), its data and trained baseline, checked first."""
     from .workflow import prepare_study
 
-    return prepare_study(
-        args.study,
-        trials=getattr(args, "trials", None),
-        timeout=getattr(args, "timeout", None),
-        seed=args.seed,
-        storage=args.storage,
-        out=args.out,
-        force=args.force,
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    return prepare_study(args.study, log=lambda m: print(m, file=sys.stderr), **_overrides(args))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .workflow import run_study
 
-    options = {"trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None)}
     try:
-        run = run_study(
-            args.study,
-            progress=not args.quiet,
-            seed=args.seed,
-            storage=args.storage,
-            out=args.out,
-            force=args.force,
-            **options,
-        )
+        run = run_study(args.study, progress=not args.quiet, **_overrides(args))
     except SearchInterrupted as stop:
         done = len(stop.result.result.record.completed())
         print(
