@@ -1,0 +1,74 @@
+"""Bad inputs, as a new user gives them: each is exit status 2 and one line on stderr, with no traceback and no
+baseline trained (issue 23's list, one parametrized test of the command line).
+
+A case is ``(id, study file sections, command line, message)``. The study file is written as ``s.toml`` in the
+test's folder (from conftest's :data:`STUDY_FILE`, one epoch of training); in the command line ``{run}`` is the
+output folder of a small finished search (made once for the module), ``{tmp}`` the test's folder. The search's
+default output folder is ``out`` (given as ``--out out`` unless the case gives its own ``--out``).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from autoprune import cli
+from conftest import write_study_file
+
+# Output folders and command-line values.
+COMMAND_LINE = [
+]
+
+# Study-file settings: conflicts and values refused before the baseline is trained.
+SETTINGS = [
+]
+
+# Data that a dataset plugin refuses when it is built.
+DATA = [
+]
+
+# Exports of the finished search in {run}.
+EXPORTS = [
+]
+
+CASES = COMMAND_LINE + SETTINGS + DATA + EXPORTS
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The output folder of a two-trial search of the test study file."""
+    folder = tmp_path_factory.mktemp("finished")
+    study = write_study_file(folder / "s.toml", study={"name": "finished"}, train={"epochs": 1})
+    assert cli.main(["search", str(study), "--trials", "2", "--out", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
+@pytest.mark.parametrize("sections, command, message", [case[1:] for case in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_input_is_one_line_and_exit_2_before_any_training(
+    tmp_path, monkeypatch, capsys, request, sections, command, message
+):
+    from autoprune import baseline
+
+    run = None
+    if any("{run}" in part for part in command):
+        run = tmp_path / "run"
+        shutil.copytree(request.getfixturevalue("finished_run"), run)
+    cached = sorted(tmp_path.rglob("baseline-*.pt"))
+    capsys.readouterr()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the baseline was trained before the bad input was refused")
+
+    monkeypatch.setattr(baseline, "train", no_training)
+    monkeypatch.chdir(tmp_path)
+    write_study_file(tmp_path / "s.toml", **{"train": {"epochs": 1}, **sections})
+    argv = [part.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for part in command]
+    if argv[0] == "search" and "--out" not in argv:
+        argv += ["--out", "out"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("autoprune: error: ") and message in err, err
+    assert sorted(tmp_path.rglob("baseline-*.pt")) == cached
