@@ -57,6 +57,7 @@ from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
+from .duplicates import close_if_duplicate
 from .evaluation import Evaluator
 from .finalists import fine_tune_finalists
 from .latency import LatencyTable, check_table
@@ -136,7 +137,8 @@ def search(
             (``{"robust_accuracy": {"corruption_images": 500}}``).
         storage: an Optuna storage URL (``sqlite:///study.db``, PostgreSQL...) or
             object; None keeps the study in memory.
-        study_name: the study's name in the storage; the same name resumes it.
+        study_name: the study's name in the storage; the same name resumes it. None: the model's and
+            dataset's registered names (``small_cnn-digits``; the model's class name where it has none).
         artifacts: a folder for the study's files (Optuna's ``FileSystemArtifactStore``);
             default: ``artifacts/`` beside an SQLite database. The baseline's weights
             are kept there unless they came from a checkpoint file
@@ -168,15 +170,20 @@ def search(
 
 
 def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking):
-    """Optuna's objective: a plan from the study's space (each group within its range), scored and recorded."""
+    """Optuna's objective: a plan from the study's space (each group within its range), scored and recorded;
+    a plan another trial holds is not scored again (:mod:`.duplicates`)."""
     space, trials = evaluator.space.with_limits(record.rate_limits), evaluator.settings.trials
+    seed = evaluator.settings.seed
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         _skip_if_full(record, trial, trials)
         try:
             plan = space.suggest(trial, ranking, given=record.given_plan(trial))
+            close_if_duplicate(record, trial, seed)
             record.write_plan(trial, plan)
-            return record.write_trial(trial, evaluator.evaluate(plan))
+            metrics = evaluator.evaluate(plan)
+            close_if_duplicate(record, trial, seed)  # another worker's trial drew them while this one ran
+            return record.write_trial(trial, metrics)
         except (PruningError, PluginError) as exc:
             record.write_failure(trial, exc)
             raise
@@ -197,7 +204,7 @@ def open_search(
     """The study's record (created, or checked and resumed) and the evaluator of its plans."""
     check_task(data, settings)
     check_importances(settings)
-    record = StudyRecord(_open_study(settings, storage, study_name))
+    record = StudyRecord(_open_study(settings, storage, study_name or default_study_name(model, data)))
     stored = (
         None
         if record.is_new or record.latency_table is None
@@ -316,7 +323,7 @@ def preflight(
     example = dataset_task(data).example(data.val[0][0].to(next(model.parameters()).device))
     check_importances(settings, model, example, data)
     groups = prunable_groups(model.eval(), example)
-    record = StudyRecord(_open_study(settings, storage, study_name))
+    record = StudyRecord(_open_study(settings, storage, study_name or default_study_name(model, data)))
     if not record.is_new:
         record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
 
@@ -410,6 +417,14 @@ def _settings(settings: SearchSettings | None, overrides: dict[str, Any]) -> Sea
     if "max_accuracy_drop" not in overrides:
         raise AutopruneError("search() needs max_accuracy_drop= (or a SearchSettings)")
     return SearchSettings(**overrides)
+
+
+def default_study_name(model: nn.Module, data: Any) -> str:
+    """The name of a study given none: its model's and dataset's registered names (``small_cnn-digits``),
+    else the model's class name; the same model and data in the same storage resume the same study."""
+    model_name = provenance(model).get("model") or type(model).__name__
+    dataset = provenance(data).get("dataset")
+    return f"{model_name}-{dataset}" if dataset else str(model_name)
 
 
 def _open_study(settings: SearchSettings, storage, study_name: str | None) -> optuna.Study:

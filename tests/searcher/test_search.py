@@ -55,6 +55,14 @@ def test_study_is_readable_by_plain_optuna(baseline, digits, storage):
     assert result.best_trial.number == study.best_trial.number == StudyRecord(study).chosen_trial().number
 
 
+def test_a_study_given_no_name_is_named_after_its_model_and_data_and_resumes(baseline, digits, storage):
+    _search(baseline, digits, storage=storage, trials=2)
+    assert optuna.get_all_study_names(storage) == ["small_cnn-digits"]  # not Optuna's no-name-<uuid>
+    _search(baseline, digits, storage=storage, trials=3)
+    trials = optuna.load_study(study_name="small_cnn-digits", storage=storage).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 3
+
+
 def test_rerun_resumes_instead_of_restarting(baseline, digits, storage):
     first = _search(baseline, digits, storage=storage, study_name="resume", trials=4)
     params = [t.params for t in first.study.trials]
@@ -75,6 +83,26 @@ def test_a_resumed_search_draws_new_plans_not_those_its_seed_drew_before(baselin
     more = _search(baseline, digits, trials=10, **options)
     drawn = [tuple(sorted(t.params.items())) for t in more.study.trials if t.state.name == "COMPLETE"]
     assert len(drawn) == 10 and len(set(drawn)) == 10  # before: trials 5.. repeated the first draws
+
+
+def test_a_drawn_plan_that_a_trial_holds_is_not_scored_again_and_a_neighbour_runs_instead(baseline, digits):
+    # 3 groups x 4 rates and one importance: 64 plans, so 30 trials of TPE draw some plans twice
+    result = _search(
+        baseline, digits, trials=30, importances=("l1",), rate_step=0.25, rate_max=0.75, uniform_starts=()
+    )
+    trials, record = result.study.trials, result.record
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    drawn = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(complete) == 30 and len(set(drawn)) == 30
+    closed = [t for t in trials if t.state.name == "PRUNED"]
+    assert closed  # the sampler did draw repeats, each closed unscored with the trial that holds them
+    for duplicate in closed:
+        held = trials[record.duplicate_of(duplicate)]
+        assert held.params == duplicate.params and "accuracy" not in duplicate.user_attrs
+        stand_in = [t for t in trials if record.stands_in_for(t) == duplicate.number]
+        assert len(stand_in) == 1 and stand_in[0].params != duplicate.params
+        moved = [k for k in duplicate.params if stand_in[0].params[k] != duplicate.params[k]]
+        assert moved and all(abs(stand_in[0].params[k] - duplicate.params[k]) == pytest.approx(0.25) for k in moved)
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):

@@ -62,6 +62,10 @@ EVALUATED = "evaluated"
 FAIL_REASON = "fail_reason"
 #: Why a trial was closed unscored (PRUNED): the study had its trials when it started.
 SKIPPED = "skipped"
+#: Why a trial was closed unscored (PRUNED): its sampled parameters are those of the trial this names.
+DUPLICATE_OF = "duplicate_of"
+#: The user attribute of a queued trial that stands in for a closed duplicate: the duplicate's number.
+REPLACES = "replaces"
 #: The constraint every trial records: ``accuracy_drop - max_accuracy_drop`` (feasible when <= 0).
 CONSTRAINT = "accuracy_drop"
 #: The user attribute of a global-scope or enqueued trial that holds its exact per-group plan.

@@ -31,6 +31,7 @@ from .schema import (
     PLAN_ATTR,
     RATE_LIMITS,
     REFERENCES,
+    REPLACES,
     RUN_KEYS,
     SCORE,
     SCORE_LABEL,
@@ -72,6 +73,9 @@ class StudyRecord:
     value = staticmethod(trials.value)
     write_skipped = staticmethod(trials.write_skipped)
     write_failure = staticmethod(trials.write_failure)
+    write_duplicate = staticmethod(trials.write_duplicate)
+    duplicate_of = staticmethod(trials.duplicate_of)
+    stands_in_for = staticmethod(trials.stands_in_for)
     fail_reason = staticmethod(trials.fail_reason)
     scope = staticmethod(trials.scope)
     write_plan = staticmethod(trials.write_plan)
@@ -223,11 +227,14 @@ class StudyRecord:
             raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
         return self.space.decode(trial.params, resolved)
 
-    def enqueue(self, params: dict[str, Any], exact: Plan | None = None) -> None:
+    def enqueue(self, params: dict[str, Any], exact: Plan | None = None, replaces: int | None = None) -> None:
         """Queue a trial of ``params`` (unless one with the same parameters exists); ``exact``: the plan
-        it prunes where its parameters, on the grid, only approach it (a baseline found by bisection)."""
-        attrs = None if exact is None else {PLAN_ATTR: trials.exact_plan(exact)}
-        self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+        it prunes where its parameters, on the grid, only approach it (a baseline found by bisection);
+        ``replaces``: the number of the closed duplicate it stands in for."""
+        attrs = {} if exact is None else {PLAN_ATTR: trials.exact_plan(exact)}
+        if replaces is not None:
+            attrs[REPLACES] = replaces
+        self.study.enqueue_trial(params, user_attrs=attrs or None, skip_if_exists=True)
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, name: str | None = None) -> StudyRecord:

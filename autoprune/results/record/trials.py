@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from ...metrics import metric_direction
 from ...plan import GLOBAL_RATE, Plan
-from .schema import CONSTRAINT, EVALUATED, FAIL_REASON, PLAN_ATTR, SKIPPED, TIMINGS
+from .schema import CONSTRAINT, DUPLICATE_OF, EVALUATED, FAIL_REASON, PLAN_ATTR, REPLACES, SKIPPED, TIMINGS
 
 if TYPE_CHECKING:
     from .study_record import StudyRecord
@@ -51,6 +51,21 @@ def value(trial: FrozenTrial, name: str, default: Any = math.nan) -> Any:
 def write_skipped(trial: optuna.Trial, reason: str) -> None:
     """Record why a trial was closed without being scored (it started after the study had its trials)."""
     trial.set_user_attr(SKIPPED, reason)
+
+
+def write_duplicate(trial: optuna.Trial, of: int) -> None:
+    """Record that a trial was closed unscored because trial ``of`` holds its parameters."""
+    trial.set_user_attr(DUPLICATE_OF, of)
+
+
+def duplicate_of(trial: FrozenTrial) -> int | None:
+    """The trial whose parameters a closed duplicate drew again, or None."""
+    return trial.user_attrs.get(DUPLICATE_OF)
+
+
+def stands_in_for(trial: optuna.Trial | FrozenTrial) -> int | None:
+    """The closed duplicate that queued trial ``trial`` stands in for, or None."""
+    return trial.user_attrs.get(REPLACES)
 
 
 def write_failure(trial: optuna.Trial, error: Exception) -> None:
