@@ -12,9 +12,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from conftest import write_study_file
 
 from autoprune import cli
-from conftest import write_study_file
 
 # Output folders and command-line values.
 COMMAND_LINE = [

@@ -87,9 +87,7 @@ def test_a_resumed_search_draws_new_plans_not_those_its_seed_drew_before(baselin
 
 def test_a_drawn_plan_that_a_trial_holds_is_not_scored_again_and_a_neighbour_runs_instead(baseline, digits):
     # 3 groups x 4 rates and one importance: 64 plans, so 30 trials of TPE draw some plans twice
-    result = _search(
-        baseline, digits, trials=30, importances=("l1",), rate_step=0.25, rate_max=0.75, uniform_starts=()
-    )
+    result = _search(baseline, digits, trials=30, importances=("l1",), rate_step=0.25, rate_max=0.75, uniform_starts=())
     trials, record = result.study.trials, result.record
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     drawn = [tuple(sorted(t.params.items())) for t in complete]
