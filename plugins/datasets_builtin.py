@@ -34,11 +34,32 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / x.std()
 
 
+def _fraction(name: str, key: str, value: object) -> float:
+    """``value`` as a fraction strictly between 0 and 1, or an error naming ``name``'s parameter ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise autoprune.AutopruneError(f"{name} {key} must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
 def digits(val_fraction: float = 0.2, test_fraction: float = 0.2) -> DataSplits:
-    """scikit-learn's digits (Alpaydin & Kaynak, UCI 1998), as 1x8x8 images in 10 classes."""
+    """scikit-learn's digits (Alpaydin & Kaynak, UCI 1998), as 1x8x8 images in 10 classes.
+
+    ``test_fraction`` of the 1,797 images form the test split; ``val_fraction`` of the rest, the
+    validation split (the defaults: 359 test, 288 validation, 1,150 training images).
+    """
     from sklearn.datasets import load_digits
 
+    test_fraction = _fraction("digits", "test_fraction", test_fraction)
+    val_fraction = _fraction("digits", "val_fraction", val_fraction)
     bunch = load_digits()
+    n = len(bunch.target)
+    n_test = max(1, round(n * test_fraction))
+    n_val = max(1, round((n - n_test) * val_fraction))
+    if n - n_test - n_val < 1:
+        raise autoprune.AutopruneError(
+            f"digits test_fraction={test_fraction} and val_fraction={val_fraction} leave no training image: "
+            f"of {n}, {n_test} go to test and {min(n_val, n - n_test)} of the rest to validation; lower either"
+        )
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = (x - 0.3) / 0.4  # roughly zero mean and unit variance over the dataset
     y = torch.tensor(bunch.target, dtype=torch.long)
@@ -86,6 +107,7 @@ def _local_idx(roots: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]] | 
 
 
 def _mnist_like(name: str, torchvision_cls: str, root: str | None, download: bool, val_fraction: float) -> DataSplits:
+    val_fraction = _fraction(name, "val_fraction", val_fraction)
     roots = [Path(root)] if root else [DEFAULT_ROOT / name, *map(Path, _LOCAL_ROOTS[name])]
     arrays = _local_idx(roots)
     if arrays is None:
@@ -139,6 +161,7 @@ def _cifar(
     import torchvision
     from torchvision import transforms as T
 
+    val_fraction = _fraction(cls_name.lower(), "val_fraction", val_fraction)
     cls = getattr(torchvision.datasets, cls_name)
     mean, std = _CIFAR_STATS[cls_name]
     plain = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
@@ -177,8 +200,9 @@ def image_folder(
     from torchvision import datasets
     from torchvision import transforms as T
 
-    if not Path(path).is_dir():
+    if not isinstance(path, str) or not Path(path).is_dir():
         raise autoprune.AutopruneError(f"image_folder: path {path!r} is not a directory")
+    val_fraction = _fraction("image_folder", "val_fraction", val_fraction)
     tf = T.Compose(
         [
             T.Resize(image_size),

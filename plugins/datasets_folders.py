@@ -13,16 +13,24 @@ references do; images without annotations stay, as negatives.
 (mode ``L``, ``P`` or ``I``) whose pixel values are class indices, paired by file
 name without extension. Pixels equal to ``ignore_index`` count nowhere.
 
-Both read every annotation (and every mask) when built, so a malformed file is a
-one-line error before any training; images are decoded when a sample is read.
-Images become ``(3, H, W)`` floats in [0, 1] at ``image_size`` (boxes scaled with
-them; masks resized by nearest neighbour). The validation split is carved from
-the training images with a fixed seed; ``test_*`` give a test split.
+Both read every annotation (and every mask) when built, and the header of every
+image (PIL's ``Image.open`` and ``verify``, no decoding), so a malformed file, an
+unreadable image or data that would train nothing (no boxes, no classes) is a
+one-line error before any training; what is left out (crowd, empty or outside
+boxes) is counted in one warning line. Images are decoded when a sample is read,
+so a file cut short after a sound header is found then. Images become
+``(3, H, W)`` floats in [0, 1] at ``image_size`` (boxes scaled with them; masks
+resized by nearest neighbour). The validation split is carved from the training
+images with a fixed seed; ``test_*`` give a test split.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,13 @@ from autoprune.errors import AutopruneError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: The label the segmentation task ignores; a mask's ``ignore_index`` is mapped to it.
 IGNORED = 255
+#: A class with fewer labelled pixels than this share of all of them, or than :data:`FEW_PIXELS`, is
+#: named in a warning: most likely a stray mask value (an antialiased edge, a mask saved as JPEG).
+RARE_SHARE = 1e-4
+FEW_PIXELS = 16
+_logger = logging.getLogger("autoprune")
+#: The errors PIL raises on a file that is not an image it can read (UnidentifiedImageError is an OSError).
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
 
 
 def _size(name: str, image_size: Any) -> tuple[int, int]:
@@ -56,6 +71,42 @@ def _folder(name: str, what: str, path: Any) -> Path:
     return Path(path)
 
 
+def _fraction(name: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise AutopruneError(f"{name} {key} must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def _header(path: Path) -> tuple[int, int] | str:
+    """The ``(width, height)`` of the image at ``path`` from its header, or why it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.verify()  # PNG: every chunk's checksum; JPEG: the header alone
+    except Image.UnidentifiedImageError:
+        return "not an image PIL can read"
+    except (*_UNREADABLE, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    return size
+
+
+def check_images(name: str, paths: list[Path], folder: Path) -> list[tuple[int, int]]:
+    """The ``(width, height)`` of every image in ``paths``, read from its header (no decoding, several files
+    at a time); one error naming the unreadable ones and how many they are."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        headers = list(pool.map(_header, paths))
+    bad = [(path, why) for path, why in zip(paths, headers) if isinstance(why, str)]
+    if bad:
+        shown = ", ".join(f"{path.name!r} ({why})" for path, why in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise AutopruneError(
+            f"{name}: {len(bad)} of {len(paths)} images in {str(folder)!r} cannot be read as images: {shown}{more}"
+        )
+    return headers  # type: ignore[return-value]
+
+
 def _read_image(path: Path, height: int, width: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The image at ``path`` as RGB floats in [0, 1] resized to ``height`` x ``width``, and its size before."""
     from PIL import Image
@@ -64,10 +115,14 @@ def _read_image(path: Path, height: int, width: int) -> tuple[torch.Tensor, tupl
         with Image.open(path) as image:
             original = image.size
             image = image.convert("RGB").resize((width, height), Image.BILINEAR)
-    except OSError as exc:
+    except (*_UNREADABLE, Image.DecompressionBombError) as exc:
         raise AutopruneError(f"cannot read image {str(path)!r}: {exc}") from None
     array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), original
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 class CocoImages(Dataset):
@@ -91,7 +146,13 @@ def read_coco(
     name: str, annotations: Any, images: Path, categories: dict[int, int] | None = None
 ) -> tuple[list[dict], dict[int, int]]:
     """Image records ``{"file_name", "boxes" (xyxy), "labels"}`` of a COCO instances file, and the
-    category-id-to-label map (given, to read a test file with the training file's labels)."""
+    category-id-to-label map (given, to read a test file with the training file's labels).
+
+    Every listed image's header is read (its size clips the boxes). Crowd annotations, boxes with
+    width or height <= 0 and boxes wholly outside their image are left out, and boxes partly outside
+    are clipped to it, as torchvision's detection references do; one warning line counts them. A file
+    left with no box at all is refused: a detector would learn nothing and score an mAP of 0.
+    """
     if not isinstance(annotations, str) or not Path(annotations).is_file():
         raise AutopruneError(f"{name} annotations must be an existing COCO JSON file, got {annotations!r}")
     where = f"{name}: {annotations}"
@@ -138,9 +199,10 @@ def read_coco(
         return (
             isinstance(v, list)
             and len(v) == 4
-            and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in v)
+            and all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in v)
         )
 
+    boxes = []
     for i, entry in enumerate(document["annotations"]):
         image_id = field("annotations", i, entry, "image_id", lambda v: v in records, "the id of a listed image")
         category = field(
@@ -151,11 +213,46 @@ def read_coco(
             lambda v: v in categories,
             f"a category id ({', '.join(map(str, sorted(categories)))})",
         )
-        x, y, w, h = field("annotations", i, entry, "bbox", is_box, "[x, y, width, height]")
-        if entry.get("iscrowd", 0) or w <= 0 or h <= 0:
+        bbox = field("annotations", i, entry, "bbox", is_box, "[x, y, width, height] of finite numbers")
+        boxes.append((image_id, categories[category], bbox, bool(entry.get("iscrowd", 0))))
+    sizes = dict(
+        zip(records, check_images(name, [images / r["file_name"] for r in records.values()], images), strict=True)
+    )
+    crowd = empty = outside = clipped = 0
+    for image_id, label, (x, y, w, h), is_crowd in boxes:
+        if is_crowd:
+            crowd += 1
             continue
-        records[image_id]["boxes"].append([x, y, x + w, y + h])
-        records[image_id]["labels"].append(categories[category])
+        if w <= 0 or h <= 0:
+            empty += 1
+            continue
+        width, height = sizes[image_id]
+        box = [max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)]
+        if box[2] <= box[0] or box[3] <= box[1]:
+            outside += 1
+            continue
+        clipped += box[0] - x >= 1 or box[1] - y >= 1 or x + w - box[2] >= 1 or y + h - box[3] >= 1
+        records[image_id]["boxes"].append(box)
+        records[image_id]["labels"].append(label)
+    kept = len(boxes) - crowd - empty - outside
+    reasons = [
+        f"{crowd} crowd" if crowd else "",
+        f"{empty} with width or height <= 0" if empty else "",
+        f"{outside} outside {'its' if outside == 1 else 'their'} image" if outside else "",
+    ]
+    reasons = ", ".join(r for r in reasons if r)
+    if not kept:
+        raise AutopruneError(
+            f"{where} has 0 annotations in {_count(len(records), 'image')}; a detector would learn nothing and "
+            "score an mAP of 0: give a file with boxes"
+            if not boxes
+            else f"{where} has no usable box in {_count(len(records), 'image')}: all {len(boxes)} annotations "
+            f"are left out ({reasons})"
+        )
+    parts = [f"dropped {len(boxes) - kept} of {len(boxes)} boxes ({reasons})" if reasons else ""]
+    parts.append(f"clipped {clipped} partly outside {'its' if clipped == 1 else 'their'} image" if clipped else "")
+    if reasons or clipped:
+        _logger.warning("%s: %s", where, "; ".join(part for part in parts if part))
     return list(records.values()), categories
 
 
@@ -169,13 +266,14 @@ def coco_folder(
 ) -> DataSplits:
     """Detection data of your own: a folder of images and a COCO instances JSON (``test_*`` for a test split)."""
     height, width = _size("coco_folder", image_size)
-    records, categories = read_coco("coco_folder", annotations, _folder("coco_folder", "images", images))
-    test = None
+    val_fraction = _fraction("coco_folder", "val_fraction", val_fraction)
     if (test_images is None) != (test_annotations is None):
         raise AutopruneError(
             "coco_folder needs test_images and test_annotations together, got only "
             f"{'test_images' if test_annotations is None else 'test_annotations'}"
         )
+    records, categories = read_coco("coco_folder", annotations, _folder("coco_folder", "images", images))
+    test = None
     if test_images is not None:
         test_root = _folder("coco_folder", "test_images", test_images)
         test = CocoImages(
@@ -207,19 +305,36 @@ class MaskedImages(Dataset):
         return image, torch.from_numpy(labels)
 
 
-def pair_masks(name: str, images: Path, masks: Path, ignore_index: int) -> tuple[list[tuple[Path, Path]], int]:
-    """Every image's mask (same name without extension), and the largest class index in the masks."""
+def _histogram(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values in ``labels`` and how many pixels hold each (a bincount: faster than sorting the pixels)."""
+    flat = labels.ravel()
+    if not flat.size or flat.min() < 0 or flat.max() >= 1 << 16:
+        return np.unique(flat, return_counts=True)
+    counts = np.bincount(flat)
+    values = np.flatnonzero(counts)
+    return values, counts[values]
+
+
+def pair_masks(
+    name: str, images: Path, masks: Path, ignore_index: int
+) -> tuple[list[tuple[Path, Path]], dict[int, int]]:
+    """Every image's mask (same name without extension), and how many pixels of each class the masks hold
+    (``ignore_index`` left out). Every image's header is read; a mask of another size than its image is
+    counted in a warning line (both are resized to ``image_size``, so the labels may not fit the pixels)."""
     from PIL import Image
 
     found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise AutopruneError(f"{name}: no images ({', '.join(IMAGE_SUFFIXES)}) in {str(images)!r}")
     by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() == ".png"}
-    pairs, largest = [], -1
+    pairs, pixels, other_size = [], {}, []
     for image in found:
         mask = by_stem.get(image.stem)
         if mask is None:
             raise AutopruneError(f"{name}: image {image.name!r} has no mask {image.stem + '.png'!r} in {str(masks)!r}")
+        pairs.append((image, mask))
+    sizes = check_images(name, found, images)
+    for (_, mask), size in zip(pairs, sizes, strict=True):
         try:
             with Image.open(mask) as opened:
                 if opened.mode not in ("L", "P", "I", "I;16"):
@@ -227,14 +342,44 @@ def pair_masks(name: str, images: Path, masks: Path, ignore_index: int) -> tuple
                         f"{name}: mask {str(mask)!r} is mode {opened.mode}; masks are single-channel "
                         "PNGs (L, P or I) of class indices"
                     )
-                values = np.unique(np.asarray(opened))
-        except OSError as exc:
+                if opened.size != size:
+                    other_size.append((mask, opened.size, size))
+                values, counts = _histogram(np.asarray(opened))
+        except _UNREADABLE as exc:
             raise AutopruneError(f"{name}: cannot read mask {str(mask)!r}: {exc}") from None
-        values = values[values != ignore_index]
-        if len(values):
-            largest = max(largest, int(values.max()))
-        pairs.append((image, mask))
-    return pairs, largest
+        for value, count in zip(values.tolist(), counts.tolist()):
+            if value != ignore_index:
+                pixels[value] = pixels.get(value, 0) + count
+    if other_size:
+        mask, (mw, mh), (iw, ih) = other_size[0]
+        _logger.warning(
+            "%s: %d of %d masks in %r are not the size of their image (%r is %dx%d, its image %dx%d); "
+            "both are resized to image_size",
+            name,
+            len(other_size),
+            len(pairs),
+            str(masks),
+            mask.name,
+            mw,
+            mh,
+            iw,
+            ih,
+        )
+    return pairs, pixels
+
+
+def _classes(ids: list[int]) -> str:
+    """Sorted class ids, runs of three or more shortened: ``0 to 18 and 200``."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts: list[str] = []
+    for run in runs:
+        parts += [f"{run[0]} to {run[-1]}"] if len(run) > 2 else [str(i) for i in run]
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 def seg_folder(
@@ -247,33 +392,77 @@ def seg_folder(
     test_masks: str | None = None,
     val_fraction: float = 0.1,
 ) -> DataSplits:
-    """Segmentation data of your own: images and single-channel PNG masks of class indices (``test_*`` for a test split)."""
+    """Segmentation data of your own: images and single-channel PNG masks of class indices (``test_*`` for a test split).
+
+    ``num_classes`` is inferred (the largest class plus one) only when the masks hold classes 0 to the
+    largest without a gap; otherwise it must be given, so a stray value (one pixel of 200) does not
+    silently make a 201-class model. A class with very few pixels is named in a warning line.
+    """
     height, width = _size("seg_folder", image_size)
-    pairs, largest = pair_masks(
-        "seg_folder", _folder("seg_folder", "images", images), _folder("seg_folder", "masks", masks), ignore_index
-    )
+    val_fraction = _fraction("seg_folder", "val_fraction", val_fraction)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise AutopruneError(f"seg_folder ignore_index must be an integer, got {ignore_index!r}")
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
+        raise AutopruneError(f"seg_folder num_classes must be an integer >= 2, got {num_classes!r}")
     if (test_images is None) != (test_masks is None):
         raise AutopruneError(
             "seg_folder needs test_images and test_masks together, got only "
             f"{'test_images' if test_masks is None else 'test_masks'}"
         )
+    pairs, pixels = pair_masks(
+        "seg_folder", _folder("seg_folder", "images", images), _folder("seg_folder", "masks", masks), ignore_index
+    )
     test_pairs = []
     if test_images is not None:
-        test_pairs, test_largest = pair_masks(
+        test_pairs, test_pixels = pair_masks(
             "seg_folder",
             _folder("seg_folder", "test_images", test_images),
             _folder("seg_folder", "test_masks", test_masks),
             ignore_index,
         )
-        largest = max(largest, test_largest)
+        for value, count in test_pixels.items():
+            pixels[value] = pixels.get(value, 0) + count
+    ids = sorted(pixels)
+    total = sum(pixels.values())
+    rare = [i for i in ids if pixels[i] < max(FEW_PIXELS, RARE_SHARE * total)]
+    rare_note = ", ".join(f"class {i}: {_count(pixels[i], 'pixel')}" for i in rare[:3])
+    where = _count(len(pairs) + len(test_pairs), "mask")
+    if not ids:
+        raise AutopruneError(
+            f"seg_folder: the {where} hold no class, only ignore_index {ignore_index}: "
+            "give masks whose pixels are class indices"
+        )
+    largest = ids[-1]
     if num_classes is None:
+        if ids != list(range(largest + 1)):
+            raise AutopruneError(
+                f"seg_folder: the {where} hold classes {_classes(ids)}, not 0 to {largest} without a gap, so "
+                f"num_classes is not inferred{f' ({rare_note})' if rare_note else ''}: give num_classes "
+                f"(at least {largest + 1}), or set stray values to ignore_index {ignore_index}"
+            )
+        if largest == 0:
+            raise AutopruneError(
+                f"seg_folder: the {where} hold class 0 alone besides ignore_index {ignore_index}; segmentation "
+                "needs 2 classes or more (give num_classes if the others are absent from these masks)"
+            )
         num_classes = largest + 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise AutopruneError(f"seg_folder num_classes must be an integer >= 2, got {num_classes!r}")
     if largest >= num_classes:
         raise AutopruneError(
             f"seg_folder: the masks hold class {largest}, but num_classes is {num_classes} "
             f"(classes 0 to {num_classes - 1}; ignore_index {ignore_index} is ignored)"
+        )
+    if rare:
+        _logger.warning(
+            "seg_folder: %s of %d labelled pixels in the %s (%s%s): stray mask values? "
+            "(set them to ignore_index %d to leave them out)",
+            "a class has very few" if len(rare) == 1 else f"{len(rare)} classes have very few",
+            total,
+            where,
+            rare_note,
+            f" and {len(rare) - 3} more" if len(rare) > 3 else "",
+            ignore_index,
         )
     train, val = split_train_val(MaskedImages(pairs, height, width, ignore_index), val_fraction)
     test = MaskedImages(test_pairs, height, width, ignore_index) if test_pairs else None

@@ -17,20 +17,53 @@ from conftest import write_study_file
 from autoprune import cli
 
 # Output folders and command-line values.
-COMMAND_LINE = [
-]
+COMMAND_LINE = []
 
 # Study-file settings: conflicts and values refused before the baseline is trained.
-SETTINGS = [
-]
+SETTINGS = []
 
 # Data that a dataset plugin refuses when it is built.
 DATA = [
+    (
+        "digits-test-fraction-1",
+        {"dataset": {"name": "digits", "params": {"test_fraction": 1.0}}},
+        ["search", "s.toml"],
+        "digits test_fraction must be a number between 0 and 1 (exclusive), got 1.0",
+    ),
+    (
+        "digits-val-fraction-0",
+        {"dataset": {"name": "digits", "params": {"val_fraction": 0.0}}},
+        ["search", "s.toml"],
+        "digits val_fraction must be a number between 0 and 1 (exclusive), got 0.0",
+    ),
+    (
+        "digits-no-training-image",
+        {"dataset": {"name": "digits", "params": {"test_fraction": 0.9999}}},
+        ["search", "s.toml"],
+        "digits test_fraction=0.9999 and val_fraction=0.2 leave no training image",
+    ),
+    (
+        "coco-folder-val-fraction-1",
+        {
+            "model": {"name": "small_detector"},
+            "dataset": {"name": "coco_folder", "params": {"images": ".", "annotations": "a.json", "val_fraction": 1}},
+        },
+        ["search", "s.toml"],
+        "coco_folder val_fraction must be a number between 0 and 1 (exclusive), got 1",
+    ),
+    (
+        "seg-folder-val-fraction-0",
+        {
+            "model": {"name": "small_segmenter"},
+            "dataset": {"name": "seg_folder", "params": {"images": ".", "masks": ".", "val_fraction": 0}},
+        },
+        ["search", "s.toml"],
+        "seg_folder val_fraction must be a number between 0 and 1 (exclusive), got 0",
+    ),
 ]
 
 # Exports of the finished search in {run}.
-EXPORTS = [
-]
+EXPORTS = []
 
 CASES = COMMAND_LINE + SETTINGS + DATA + EXPORTS
 
