@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo bench bench-driving bench-latency bench-timm clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-timm clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ docs: install
 demo: install
 	$(BIN)/autoprune search studies/quickstart.toml
 	@echo "results: runs/quickstart/ (study.db: the Optuna study; best.pt: the pruned model; best_plan.json: its rates and methods; report/index.html: the Pareto front)"
+
+# The quickstart's sample output in docs/quickstart.md: the demo run in a fresh folder, its
+# summary written with the machine it ran on (about two minutes on two CPU cores).
+quickstart-doc: install
+	$(BIN)/python benchmarks/quickstart_doc.py --doc docs/quickstart.md
 
 # The search benchmark (docs/benchmarks.md): ResNet-20 on Fashion-MNIST, which Debian's
 # dataset-fashion-mnist package provides (installed here when apt is there and we are

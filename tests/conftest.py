@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -280,6 +281,34 @@ def write_study_file(path: Path, **sections: dict) -> Path:
     """Write :func:`study_file_text` of ``sections`` to ``path``; return ``path``."""
     path.write_text(study_file_text(**sections))
     return path
+
+
+@pytest.fixture(scope="session")
+def quickstart_baseline(tmp_path_factory) -> Path:
+    """The baseline of studies/quickstart.toml, trained once a session: the cache file an output folder keeps."""
+    from autoprune.baseline import build_model, load_or_train
+    from autoprune.settings import load_study_file
+
+    study = load_study_file("studies/quickstart.toml")
+    study = study.replace(out=str(tmp_path_factory.mktemp("quickstart")))
+    data = autoprune.create_dataset(study.dataset, **study.dataset_params)
+    load_or_train(study, build_model(study, data), data, log=lambda message: None)
+    (cached,) = study.out_dir.glob("baseline-*.pt")
+    return cached
+
+
+@pytest.fixture
+def quickstart_folder(quickstart_baseline):
+    """``quickstart_folder(path)``: output folder ``path`` holding the quickstart's trained baseline (trained once
+    a session), so that a search of studies/quickstart.toml there goes straight to its trials; returns ``path``."""
+
+    def seeded(path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.copy(quickstart_baseline, path / quickstart_baseline.name)
+        return path
+
+    return seeded
 
 
 @pytest.fixture

@@ -78,3 +78,29 @@ def test_every_command_is_shown_in_the_readme():
     assert len(commands) >= 7
     for name in commands:
         assert re.search(rf"autoprune {name}\b", readme), f"autoprune {name} is not in the README"
+
+
+def test_the_quickstart_page_shows_what_its_command_printed_and_the_study_file_it_describes():
+    import sys
+
+    import autoprune
+    from autoprune.settings import load_study_file
+
+    sys.path.insert(0, str(DOCS.parent / "benchmarks"))
+    try:
+        from quickstart_doc import BEGIN, END
+    finally:
+        sys.path.remove(str(DOCS.parent / "benchmarks"))
+    text = (DOCS / "quickstart.md").read_text()
+    written = text[text.index(BEGIN) : text.index(END)]
+    study = load_study_file(DOCS.parent / "studies" / "quickstart.toml")
+    trials = study.settings.trials
+    printed = re.search(r"```\n(.*?)```", written, re.DOTALL).group(1).splitlines()
+    assert printed[0].startswith(f"study 'quickstart' in sqlite:///.../runs/quickstart/study.db: {trials} trials")
+    assert "best trial" in written and "vs the baselines" in written and "Machine: " in written.splitlines()[-1]
+    assert "the same for the same seed" not in text
+    # the prose describes the study file as it is
+    data, prose = autoprune.create_dataset(study.dataset, **study.dataset_params), " ".join(text.split())
+    assert f"runs {trials} trials" in prose and f"accuracy on {len(data.val)} images" in prose
+    assert f"{study.train.epochs} epochs" in prose and "ResNet-20 (width 16)" in prose
+    assert study.model == "resnet20" and study.model_params == {"width": 16}

@@ -13,7 +13,8 @@ MINIMAL = {"study": {"max_accuracy_drop": 1.0}, "model": {"name": "small_cnn"}, 
 
 def test_quickstart_parses_with_every_section():
     study = load_study_file("studies/quickstart.toml")
-    assert study.name == "quickstart" and study.model == "small_cnn" and study.dataset == "digits"
+    assert study.name == "quickstart" and study.model == "resnet20" and study.dataset == "digits"
+    assert study.model_params == {"width": 16} and study.dataset_params == {"val_fraction": 0.35}
     assert study.settings.importances == ("l1", "fpgm", "bn_scale")
     assert study.settings.max_accuracy_drop == 1.0 and study.settings.objective == "flops"
     assert study.train.epochs == 15 and study.path.endswith("studies/quickstart.toml")

@@ -226,13 +226,14 @@ def test_the_knapsack_spends_the_budget_where_it_saves_the_most():
     assert plans[0].methods == {"cheap": "l1", "dear": "l1"}
 
 
-def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_path, capsys, monkeypatch):
+def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_path, capsys, monkeypatch, study_file):
     import pandas as pd
 
     from autoprune import cli
     from autoprune.searcher import optimize
 
-    args = ["sensitivity", "studies/quickstart.toml", "--out", str(tmp_path)]
+    study = study_file("s.toml", study={"name": "curves"}, train={"epochs": 3})
+    args = ["sensitivity", str(study), "--out", str(tmp_path)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "sensitivity of 3 groups" in out and "features.0" in out
@@ -245,7 +246,7 @@ def test_the_sensitivity_command_writes_a_table_and_a_plot_and_caches_them(tmp_p
 
     monkeypatch.setattr(optimize, "measure_sensitivity", measured_again)
     assert cli.main(args) == 0
-    assert cli.main(["search", "studies/quickstart.toml", "--out", str(tmp_path), "--trials", "3", "--quiet"]) == 0
+    assert cli.main(["search", str(study), "--out", str(tmp_path), "--trials", "3", "--quiet"]) == 0
     assert (tmp_path / "report" / "sensitivity.png").is_file()
 
 
