@@ -523,6 +523,8 @@ def _optimize_until_done(
         if left is not None and left <= 0:
             return
         if missing <= 0:
+            if running and waiting_since is None:
+                _log_waiting(record, grace)
             waiting_since = waiting_since or time.monotonic()
             if running == 0 or time.monotonic() - waiting_since > grace + settings.heartbeat_interval:
                 return  # done, or the running trials have live workers that will finish them
@@ -540,6 +542,17 @@ def _optimize_until_done(
                 f"{failures.in_a_row} trials in a row failed, so the search stopped "
                 f"(search.max_failures); the last: {failures.last}"
             )
+
+
+def _log_waiting(record: StudyRecord, grace: float) -> None:
+    """Say why the search waits: the budget's last trials are running, here or in a worker that stopped."""
+    numbers = ", ".join(f"#{t.number}" for t in record.trials(states=(TrialState.RUNNING,)))
+    _logger.warning(
+        "waiting for trial %s: running in another worker, or left by one that stopped "
+        "(then failed and run again once its heartbeat is %.0f s old)",
+        numbers,
+        grace,
+    )
 
 
 def _skip_if_full(record: StudyRecord, trial: optuna.Trial, trials: int) -> None:

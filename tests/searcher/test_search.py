@@ -318,3 +318,17 @@ def test_prune_only_searches_the_named_modules_alone(baseline, digits):
         assert set(rates) <= {"features.0", "features.3"} and any(rates.values())
     last_conv = [m for m in result.best_model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert last_conv.out_channels == [m for m in baseline.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+
+
+def test_a_search_waiting_for_a_trial_running_elsewhere_says_so(baseline, digits, storage, caplog):
+    options = {"storage": storage, "study_name": "wait", "heartbeat_interval": 1}
+    _search(baseline, digits, trials=2, **options)
+    optuna.load_study(study_name="wait", storage=storage).ask()  # a trial another worker runs
+    with caplog.at_level("WARNING", logger="autoprune"):
+        result = _search(baseline, digits, trials=3, **options)
+    waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for trial")]
+    assert waiting == [
+        "waiting for trial #2: running in another worker, or left by one that stopped (then failed "
+        "and run again once its heartbeat is 3 s old)"
+    ]
+    assert len(result.record.completed()) == 3  # its worker never beat: failed once stale, and run here
