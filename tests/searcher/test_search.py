@@ -327,8 +327,9 @@ def test_a_search_waiting_for_a_trial_running_elsewhere_says_so(baseline, digits
     with caplog.at_level("WARNING", logger="autoprune"):
         result = _search(baseline, digits, trials=3, **options)
     waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for trial")]
-    assert waiting == [
+    expected = (
         "waiting for trial #2: running in another worker, or left by one that stopped (then failed "
         "and run again once its heartbeat is 3 s old)"
-    ]
+    )
+    assert waiting == [expected]
     assert len(result.record.completed()) == 3  # its worker never beat: failed once stale, and run here
