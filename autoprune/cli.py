@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -71,10 +73,16 @@ def _prepare(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from .training import WithoutEpochLines
     from .workflow import run_study
 
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
     try:
-        run = run_study(args.study, progress=not args.quiet, **_overrides(args))
+        run = run_study(
+            args.study, progress=not args.quiet, log=WithoutEpochLines(log) if args.quiet else log, **_overrides(args)
+        )
     except SearchInterrupted as stop:
         done = len(stop.result.result.record.completed())
         print(
@@ -188,10 +196,15 @@ def _summarize(run) -> int:
         f"  {record.score_name:<19} {score(record.score_name, metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
         f"<= {max_drop})"
     )
+    bounds, rows = record.settings.bounds, []
     for key in ("flops", "params", "latency"):
         if key in baseline and key in metrics and math.isfinite(metrics[key]):
             before, after = baseline[key], metrics[key]
-            print(f"  {key:<19} {human(before, key)} -> {human(after, key)} ({factor(before, after, key)})")
+            limit = f"; limit {bounds[key]:g}" if key in bounds else ""
+            print(f"  {key:<19} {human(before, key)} -> {human(after, key)} ({factor(before, after, key)}{limit})")
+            rows.append(key)
+    for line in _constraint_lines(record, metrics, leave_out=rows):
+        print(line)
     compared = record.comparison(best)
     if compared:
         name = {"uniform": "one uniform rate", "global": "global pruning"}[compared["baseline"]]
@@ -205,6 +218,52 @@ def _summarize(run) -> int:
     return 0
 
 
+def _constraint_lines(record, metrics: dict[str, float], leave_out: Sequence[str] = ()) -> list[str]:
+    """One summary line per ``[constraints]`` bound (but those in ``leave_out``, shown already): the chosen
+    trial's value with the metric's unit (as its plugin registered it), the bound and the baseline's value:
+    ``weight_kib  150.2 KiB (limit 200; baseline 367.9 KiB)``."""
+    from .results.units import UNITS, human
+    from .zoo import get_metric
+
+    lines = []
+    for name, bound in record.settings.bounds.items():
+        if name in leave_out:
+            continue
+        try:
+            unit = get_metric(name).options.get("unit", "")
+        except AutopruneError:  # a plugin's metric that is not installed here
+            unit = ""
+
+        def shown(value, name=name, unit=unit) -> str:
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return "-"
+            return human(value, name) if name in UNITS else f"{value:.4g}{' ' + unit if unit else ''}"
+
+        lines.append(
+            f"  {name:<19} {shown(metrics.get(name))} (limit {bound:g}; baseline {shown(record.baseline.get(name))})"
+        )
+    return lines
+
+
+def _infeasibility(record, trial) -> str:
+    """Why a completed trial is not feasible: each bound it is over, or the constraints it did not record."""
+    constraints = trial.constraints
+    unrecorded = [name for name in record.constraint_names if name not in constraints]
+    reasons = [f"no value recorded for {', '.join(unrecorded)}"] if unrecorded else []
+    metrics = record.metrics(trial)
+    for name in record.constraint_names:
+        if constraints.get(name, 0) <= 0:
+            continue
+        if name == "accuracy_drop":
+            drop = record.value(trial, "accuracy_drop")
+            reasons.append(f"{record.score_name}_drop {drop:.2f} > {record.max_accuracy_drop} (the budget)")
+        else:
+            bound, value = record.settings.bounds.get(name, math.nan), metrics.get(name, math.nan)
+            beyond = "<" if value < bound else ">"  # a metric to maximize is under its bound
+            reasons.append(f"{name} {value:.4g} {beyond} {bound:g} (its bound)")
+    return "; ".join(reasons) or "it is not among the study's feasible trials"
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .results import Study
 
@@ -214,9 +273,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .results import Study
+    from .results.export import output_format
     from .results.units import human
 
+    if args.finetune_epochs < 0:
+        raise AutopruneError(
+            f"--finetune-epochs must be an integer >= 0 (0: no fine-tuning), got {args.finetune_epochs}"
+        )
+    if not args.lr > 0:
+        raise AutopruneError(f"--lr must be a number > 0, got {args.lr}")
+    if args.distill and not args.finetune_epochs:
+        raise AutopruneError("--distill distils while fine-tuning; give --finetune-epochs N too (N >= 1)")
+    fmt = output_format(args.output, args.format)  # the suffix's format when --format is not given
     study = Study.load(args.out_dir, storage=args.storage, name=args.study)
+    trial = study.record.trial(args.trial)
+    if not study.record.is_feasible(trial):
+        print(
+            f"autoprune: trial {trial.number} is not feasible: {_infeasibility(study.record, trial)}", file=sys.stderr
+        )
     if args.finetune_epochs:
         print(
             f"fine-tuning for {args.finetune_epochs} epochs"
@@ -225,8 +299,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
     result = study.export(
         args.output,
-        args.trial,
-        format=args.format,
+        trial.number,
+        format=fmt,
         finetune_epochs=args.finetune_epochs,
         distill=args.distill,
         lr=args.lr,
@@ -244,10 +318,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
         label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
         print(f"  {label:<14} {shown(b):>15} {shown(a):>15}{ratio}")
-    print(
-        f"saved {args.output} ({args.format}; outputs match PyTorch within "
-        f"{result['max_difference']:.1e} on real inputs)"
-    )
+    print(f"saved {args.output} ({fmt}; outputs match PyTorch within {result['max_difference']:.1e} on real inputs)")
     return 0
 
 
@@ -351,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--trial", type=int, help="trial number (default: the best feasible trial)")
-    p.add_argument("--format", choices=("torch", "torchscript", "onnx"), default="torch")
+    p.add_argument(
+        "--format",
+        choices=("torch", "torchscript", "onnx"),
+        help="default: the one the output's suffix names (.onnx: onnx, .ts or .torchscript: torchscript, else torch)",
+    )
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
     p.add_argument("--lr", type=float, default=FINETUNE.lr, help=f"fine-tuning learning rate (default {FINETUNE.lr})")
@@ -389,7 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _one_line_logging():
             for module in args.plugin:
                 plugins.load_plugin_module(module)
-            return args.func(args)
+            status = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return status
+    except BrokenPipeError:
+        return _stdout_closed()
     except AutopruneError as exc:
         if args.debug:
             raise
@@ -398,6 +477,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autoprune: interrupted", file=sys.stderr)
         return 130
+
+
+#: The exit status of a command whose output was closed early (``autoprune plugins | head -1``):
+#: 128 + SIGPIPE, what a shell reports for a process killed by the signal.
+CLOSED_OUTPUT = 141
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as the Python documentation's recipe for
+    SIGPIPE does, pointing stdout at devnull so the flush at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # a stdout that is no file
+        pass
+    return CLOSED_OUTPUT
 
 
 if __name__ == "__main__":

@@ -32,6 +32,19 @@ DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7
 
 
+class WithoutEpochLines:
+    """A log that takes one-off messages but not :func:`train`'s line per epoch (``autoprune search --quiet``):
+    callers that pass one log down to training (the baseline's) keep their own lines and lose the epochs'."""
+
+    epoch_lines = False
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def __call__(self, message: str) -> None:
+        self.log(message)
+
+
 def train(
     model: nn.Module,
     data,
@@ -51,7 +64,8 @@ def train(
         recipe: epochs, batch size, learning rate, momentum, weight decay.
         seed: seeds the shuffling and anything random in the model (dropout).
         teacher: distil from this model's outputs (it is not trained; classification only).
-        log: called with one line per epoch (progress and time left).
+        log: called with one line per epoch (progress and time left), unless it is a
+            :class:`WithoutEpochLines`.
         task: the :class:`~autoprune.Task` whose batches and loss train the model;
             by default the one the dataset names (classification when it names none).
 
@@ -167,7 +181,7 @@ def _train(
         model.train()
         for inputs, targets in loader:
             _step(model, optimizer, schedule, inputs, targets, teacher, task, recipe.clip_grad_norm)
-        if log:
+        if log and getattr(log, "epoch_lines", True):
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)
             log(f"  epoch {epoch + 1}/{recipe.epochs} ({elapsed:.0f}s, ~{eta:.0f}s left)")

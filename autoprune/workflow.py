@@ -15,6 +15,8 @@ over it::
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -89,6 +91,10 @@ def prepare_study(
     from .zoo import create_dataset
 
     study_file = study if isinstance(study, StudyFile) else load_study_file(study)
+    if isinstance(out, str) and not out.strip():
+        raise AutopruneError(f"--out {out!r} names no folder; give a folder, or no --out for study.out or runs/<name>")
+    if study_file.out is not None and not study_file.out.strip() and out is None:
+        raise AutopruneError(f"study.out = {study_file.out!r} names no folder; give a folder, or none for runs/<name>")
     overrides = {k: v for k, v in {"trials": trials, "timeout": timeout, "seed": seed}.items() if v is not None}
     study_file = study_file.replace(
         settings=study_file.settings.replace(**overrides),
@@ -96,12 +102,16 @@ def prepare_study(
     )
     url = study_file.storage or folder_storage(study_file.out_dir)
     check_folder(study_file.out_dir, study_file.name, url, force=force)
-    study_file.out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives there
-    data = create_dataset(study_file.dataset, **study_file.dataset_params)
-    model = build_model(study_file, data)
-    if study_file.checkpoint:  # readable, and fits the model, before any work
-        load_checkpoint(model, study_file.checkpoint, what="model.checkpoint")
-    preflight(model, data, study_file.settings, storage=url, study_name=study_file.name)  # before training
+    created = make_folder(study_file.out_dir)  # the default storage lives there
+    try:
+        data = create_dataset(study_file.dataset, **study_file.dataset_params)
+        model = build_model(study_file, data)
+        if study_file.checkpoint:  # readable, and fits the model, before any work
+            load_checkpoint(model, study_file.checkpoint, what="model.checkpoint")
+        preflight(model, data, study_file.settings, storage=url, study_name=study_file.name)  # before training
+    except BaseException:
+        remove_folders(created)  # a refused study leaves no new folder behind
+        raise
     claim_folder(study_file.out_dir, study_file.name, url)
     model, trained = load_or_train(study_file, model, data, log=log)
     return PreparedStudy(study_file, data, model, trained, url)
@@ -177,8 +187,18 @@ def claim(out: Path, name: str, storage: str) -> dict[str, str]:
 
 
 def check_folder(out: Path, name: str, storage: str, *, force: bool) -> None:
-    """Refuse an output folder that another study claimed (unless ``force``)."""
-    mark = Path(out) / FOLDER_MARK
+    """Refuse an output folder that cannot be one (a file, a path inside a file, a folder that cannot be
+    written or made), or that another study claimed (unless ``force``); nothing is created here."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AutopruneError(f"output folder {str(out)!r} is a file; give a folder (new or existing)")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise AutopruneError(f"output folder {str(out)!r} is inside {str(existing)!r}, which is a file; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "written in" if existing == out else f"made in {str(existing)!r}"
+        raise AutopruneError(f"output folder {str(out)!r} cannot be {made} (no permission); give another --out")
+    mark = out / FOLDER_MARK
     if not mark.is_file() or force:
         return
     try:
@@ -193,6 +213,26 @@ def check_folder(out: Path, name: str, storage: str, *, force: bool) -> None:
             f"study {name!r} in {storage} would overwrite its best.pt and report: give another --out "
             "(or --force to take the folder over)"
         )
+
+
+def make_folder(out: Path) -> list[Path]:
+    """Make folder ``out`` and its missing parents; return the folders made, the outermost first."""
+    out = Path(out)
+    missing = [p for p in (out, *out.parents) if not p.exists()][::-1]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_folders(missing)
+        raise AutopruneError(
+            f"output folder {str(out)!r} cannot be made ({exc.strerror or type(exc).__name__}); give another --out"
+        ) from None
+    return missing
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders :func:`make_folder` made (the outermost with everything in it: this run put it there)."""
+    if created:
+        shutil.rmtree(created[0], ignore_errors=True)
 
 
 def claim_folder(out: Path, name: str, storage: str) -> None:

@@ -17,7 +17,12 @@ from conftest import write_study_file
 from autoprune import cli
 
 # Output folders and command-line values.
-COMMAND_LINE = []
+COMMAND_LINE = [
+    ("out-that-cannot-be-made", {}, ["search", "s.toml", "--out", "/proc/x"], "output folder '/proc/x' cannot be"),
+    ("out-a-file", {}, ["search", "s.toml", "--out", "s.toml"], "output folder 's.toml' is a file"),
+    ("out-inside-a-file", {}, ["search", "s.toml", "--out", "s.toml/sub"], "output folder 's.toml/sub' is inside"),
+    ("out-empty", {}, ["search", "s.toml", "--out", ""], "--out '' names no folder"),
+]
 
 # Study-file settings: conflicts and values refused before the baseline is trained.
 SETTINGS = []
@@ -63,7 +68,23 @@ DATA = [
 ]
 
 # Exports of the finished search in {run}.
-EXPORTS = []
+EXPORTS = [
+    ("export-output-empty", {}, ["export", "{run}", "-o", ""], "the output file is empty"),
+    ("export-to-a-folder", {}, ["export", "{run}", "-o", "{tmp}"], "is a folder; give the file to write"),
+    ("distill-without-finetuning", {}, ["export", "{run}", "-o", "m.pt", "--distill"], "give --finetune-epochs"),
+    (
+        "suffix-contradicts-format",
+        {},
+        ["export", "{run}", "-o", "m.onnx", "--format", "torch"],
+        "'m.onnx' has the suffix of onnx files but the format is torch",
+    ),
+    (
+        "finetune-epochs-negative",
+        {},
+        ["export", "{run}", "-o", "m.pt", "--finetune-epochs", "-1"],
+        "--finetune-epochs must be an integer >= 0",
+    ),
+]
 
 CASES = COMMAND_LINE + SETTINGS + DATA + EXPORTS
 

@@ -45,10 +45,27 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     assert "weights_only=False" not in str(err.value)
     other = tmp_path / "other.pt"
     torch.save(autoprune.create_model("small_cnn", num_classes=3, in_channels=1, width=4).state_dict(), other)
-    with pytest.raises(autoprune.AutopruneError, match="does not fit the model"):
+    with pytest.raises(autoprune.AutopruneError, match="does not fit model 'small_cnn'"):
         autoprune.load_checkpoint(_model(), other)
     with pytest.raises(autoprune.AutopruneError, match="does not exist"):
         autoprune.load_checkpoint(_model(), tmp_path / "missing.pt")
+    with pytest.raises(autoprune.AutopruneError, match="is a folder, not a checkpoint file") as err:
+        autoprune.load_checkpoint(_model(), tmp_path)
+    assert "does not exist" not in str(err.value)
+
+
+def test_a_state_dict_of_another_architecture_is_a_short_summary(tmp_path):
+    """Regression: torch's message, every key of both models, was one line of about 4,000 characters."""
+    other = tmp_path / "resnet.pt"
+    torch.save(autoprune.create_model("resnet20", num_classes=10, in_channels=1).state_dict(), other)
+    with pytest.raises(autoprune.AutopruneError) as err:
+        autoprune.load_checkpoint(_model(), other, what="model.checkpoint")
+    message = str(err.value)
+    assert message.startswith(f"model.checkpoint {str(other)!r} does not fit model 'small_cnn': ")
+    assert "18 missing keys (features.0.weight, features.1.weight, features.1.bias, ...)" in message
+    assert "126 unexpected (conv1.weight, bn1.weight, bn1.bias, ...)" in message
+    assert "1 with another shape (fc.weight: (10, 64) in the file, (10, 16) in the model)" in message
+    assert "\n" not in message and len(message) < 400
 
 
 def test_parameters_are_recorded_as_a_study_can_store_them(tmp_path, monkeypatch):

@@ -80,6 +80,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     assert cli.main(args) == 0
     printed = capsys.readouterr()
     assert "training the baseline" in printed.err
+    assert "epoch " not in printed.err  # --quiet: no line per epoch of the baseline's training
     assert "6 trials" in printed.out and "baseline accuracy" in printed.out and "x fewer" in printed.out
     plan = json.loads((out / "best_plan.json").read_text())
     model = autoprune.load(out / "best.pt")
@@ -100,6 +101,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     assert f"{len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test samples" in page
     command = shlex.split(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.DOTALL).group(1)))
     assert cli.main(command[1:]) == 0 and (out / f"trial-{study.best_trial.number}.onnx").stat().st_size > 0
+    assert "Traceback" not in _with_stdout_closed("report", str(out))  # `autoprune report DIR | head`
 
     # the second run neither trains again nor repeats trials
     def no_training(*a, **k):
@@ -289,3 +291,57 @@ def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tm
     if not torch.cuda.is_available():
         assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "t.json"), "--device", "cuda"]) == 2
         assert "has no CUDA device" in capsys.readouterr().err
+
+
+def _with_stdout_closed(*args: str) -> str:
+    """The stderr of ``python -m autoprune.cli ARGS`` whose stdout reader closes before it prints, as
+    ``| head -1`` does once it has its line; the exit status must be the closed pipe's."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoprune.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait() == cli.CLOSED_OUTPUT, err
+    return err
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    """Regression: `autoprune plugins | head -1` ended in a BrokenPipeError traceback."""
+    err = _with_stdout_closed("plugins")
+    assert "Traceback" not in err and "BrokenPipeError" not in err and err == ""
+
+
+def test_the_summary_shows_each_constrained_metric_with_its_unit(tmp_path, study_file, capsys, temporary_plugin):
+    plugin = types.ModuleType("kib_plugin")
+
+    def weight_kib(model, context):
+        return 4 * sum(p.numel() for p in model.parameters()) / 1024
+
+    plugin.autoprune_register_metrics = autoprune.hookimpl(
+        lambda register: register("weight_kib", weight_kib, unit="KiB", description="float32 weights in KiB")
+    )
+    temporary_plugin(plugin, "kib_plugin")
+    study = study_file(
+        "kib.toml",
+        study={"max_accuracy_drop": 100.0, "trials": 2},
+        train={"epochs": 1},
+        constraints={"weight_kib": 200},
+        search={"uniform_starts": [0.5], "calibration_batches": 2},
+    )
+    assert cli.main(["search", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    best = autoprune.Study.load(tmp_path / "out").best_trial
+    baseline = 4 * sum(p.numel() for p in autoprune.create_model("small_cnn", 10, 1).parameters()) / 1024
+    line = next(row for row in out.splitlines() if row.strip().startswith("weight_kib"))
+    assert line.split() == [
+        "weight_kib",
+        f"{best.user_attrs['weight_kib']:.4g}",
+        "KiB",
+        "(limit",
+        "200;",
+        "baseline",
+        f"{baseline:.4g}",
+        "KiB)",
+    ]

@@ -100,3 +100,15 @@ def test_adamw_trains_and_a_new_recipe_field_at_its_default_keeps_cached_baselin
     assert TrainSettings(optimizer="adamw").cache_identity()["optimizer"] == "adamw"
     with pytest.raises(autoprune.AutopruneError, match="^optimizer must be one of 'sgd', 'adamw', got str 'adam'"):
         TrainSettings(optimizer="adam")
+
+
+def test_a_log_without_epoch_lines_gets_no_line_per_epoch():
+    """``autoprune search --quiet`` passes the baseline's training such a log: its own line, no epochs'."""
+    from autoprune.training import WithoutEpochLines
+
+    data, model = _setup()
+    lines = []
+    log = WithoutEpochLines(lines.append)
+    log("training the baseline")
+    train(model, data, TrainSettings(epochs=2), log=log)
+    assert lines == ["training the baseline"]

@@ -46,3 +46,28 @@ def test_a_run_folder_moved_whole_is_still_its_study_resumed_and_rebuilt_from_it
     rebuilt = study.rebuild(number)  # the baseline's weights found in the new folder
     x = torch.randn(1, 1, 8, 8)
     assert autoprune.measure(rebuilt.model, x)["flops"] == study.record.value(study.record.trial(number), "flops")
+
+
+def test_a_refused_study_leaves_no_new_output_folder_behind(tmp_path, study_file):
+    """Regression: a study refused by its checks left the output folder (and its parents) made, empty."""
+    typo = study_file("typo.toml", search={"importances": ["fpmg"]})  # refused once the folder is there
+    with pytest.raises(autoprune.AutopruneError, match="unknown importance 'fpmg'"):
+        autoprune.run_study(typo, out=tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(autoprune.AutopruneError, match="unknown importance 'fpmg'"):
+        autoprune.run_study(typo, out=tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+@pytest.mark.parametrize("out", ["typo.toml", "typo.toml/sub", "/proc/x"])
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(tmp_path, study_file, monkeypatch, out):
+    from autoprune import zoo
+
+    monkeypatch.chdir(tmp_path)
+    study = study_file("typo.toml")
+    before = study.read_text()
+    monkeypatch.setattr(zoo, "create_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
+    with pytest.raises(autoprune.AutopruneError, match=f"output folder '{out}' (is a file|is inside|cannot be)"):
+        autoprune.run_study(study, out=out)
+    assert study.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["typo.toml"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import atomic_save
+from ..checkpoint import atomic_save, load_weights
 from ..errors import AutopruneError
 from ..files import atomic_write
 from ..metrics import latency_ms, measure
@@ -28,6 +28,39 @@ from ..zoo import dataset_task
 
 FORMATS = ("torch", "torchscript", "onnx")
 MODEL_FORMAT = "autoprune-model-v2"
+#: The file suffixes each format is written with; a suffix of one format and not of another contradicts it.
+SUFFIXES = {"torch": (".pt", ".pth"), "torchscript": (".pt", ".pth", ".ts", ".torchscript"), "onnx": (".onnx",)}
+
+
+def output_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format an export to ``path`` is written in: ``fmt``, or when it is None the one ``path``'s suffix
+    names (``.onnx``: onnx, ``.ts`` or ``.torchscript``: torchscript, any other: torch).
+
+    An empty path, a folder, a path inside a file, an unknown format and a suffix that contradicts
+    ``fmt`` (``m.onnx`` as torch) are each a one-line error, before any work.
+    """
+    if not str(path).strip():
+        raise AutopruneError(f"the output file is empty ({str(path)!r}); give the file to write, e.g. pruned.pt")
+    path = Path(path)
+    if path.is_dir():
+        raise AutopruneError(
+            f"the output {str(path)!r} is a folder; give the file to write, e.g. {str(path / 'pruned.pt')!r}"
+        )
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise AutopruneError(f"the output {str(path)!r} is inside {str(existing)!r}, which is a file")
+    suffix = path.suffix.lower()
+    if fmt is None:
+        return {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}.get(suffix, "torch")
+    if fmt not in FORMATS:
+        raise AutopruneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    named = [f for f in FORMATS if suffix in SUFFIXES[f]]
+    if named and fmt not in named:
+        raise AutopruneError(
+            f"the output {path.name!r} has the suffix of {' or '.join(named)} files but the format is {fmt}; "
+            f"name it {' or '.join(SUFFIXES[fmt])}, or give format {named[0]}"
+        )
+    return fmt
 
 
 def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int, batch_size: int = 256) -> dict[str, float]:
@@ -75,8 +108,7 @@ def save(
     from ..engine import call_model
     from ..engine.inputs import input_shape
 
-    if fmt not in FORMATS:
-        raise AutopruneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    fmt = output_format(path, fmt)
     path = Path(path)
     model = model.eval()
     with torch.no_grad():
@@ -117,13 +149,29 @@ def _scripted_outputs(out: Any) -> Any:
 def _onnx_names(inputs: Any, outputs: Any) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
     """Input and output names and dynamic axes of an ONNX file: a batch tensor in and a tensor (``logits``)
     or a dict of them out, with the batch dynamic; or one image in (``image``, its height and width
-    dynamic) and a detector's ``boxes``, ``scores`` and ``labels`` out."""
+    dynamic) and a detector's ``boxes``, ``scores`` and ``labels`` out.
+
+    A dense prediction (a segmenter's: an ``(N, C, H, W)`` output of the input's height and width) has
+    its height and width dynamic too, in and out. A classifier's stay those it was traced at: many
+    flatten features sized for one input into a linear layer."""
     if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], list):
         image_out = outputs[0] if isinstance(outputs, list) else outputs
         names = list(image_out) if isinstance(image_out, dict) else ["output"]
         return ["image"], names, {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
-    names = list(outputs) if isinstance(outputs, dict) else ["logits"]
-    return ["input"], names, {name: {0: "batch"} for name in ["input", *names]}
+    tensors = outputs if isinstance(outputs, dict) else {"logits": outputs}
+    image = inputs[0] if isinstance(inputs, tuple) and len(inputs) == 1 else None
+    dense = {
+        name
+        for name, out in tensors.items()
+        if isinstance(image, torch.Tensor)
+        and image.dim() == 4
+        and isinstance(out, torch.Tensor)
+        and out.dim() == 4
+        and out.shape[-2:] == image.shape[-2:]
+    }
+    size = {2: "height", 3: "width"}
+    axes = {name: {0: "batch", **(size if name in dense else {})} for name in tensors}
+    return ["input"], list(tensors), {"input": {0: "batch", **(size if dense else {})}, **axes}
 
 
 def _save_onnx(model: nn.Module, path: Path, example: Any, checks: list[Any], expected: list[Any]) -> list[Any]:
@@ -282,6 +330,10 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     from ..zoo import create_model
 
     path = Path(path)
+    if path.is_dir():
+        raise AutopruneError(
+            f"{str(path)!r} is a folder; give a model file, such as a search's {str(path / 'best.pt')!r}"
+        )
     if not path.is_file():
         raise AutopruneError(f"{str(path)!r} does not exist")
     not_a_model = f"{str(path)!r} is not a model saved by autoprune (autoprune export --format torch or best.pt)"
@@ -313,10 +365,6 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         example = torch.zeros(1, *saved["input_shape"])
         # the plan's widths (with its round_to, Plan.to_dict's key); the weights come next
         model = prune(model.eval(), example, rates, "l1", round_to=int(metadata.get("round_to", 1)))
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as exc:
-        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
-        raise AutopruneError(f"the weights in {str(path)!r} do not fit the rebuilt model: {detail}") from None
+    load_weights(model, saved["state_dict"], f"the weights in {str(path)!r}", "the rebuilt model")
     note(model, **architecture)
     return model.eval()

@@ -21,7 +21,7 @@ from ..settings import FINETUNE
 from ..storage import existing_storage, storage_file
 from ..training import train
 from ..zoo import dataset_task
-from .export import check_inputs, measure_model, save
+from .export import check_inputs, measure_model, output_format, save
 from .rebuild import Rebuilt, rebuild
 from .record import StudyRecord, open_study
 
@@ -82,7 +82,18 @@ class Study:
         baseline: nn.Module | None = None,
         data: Any = None,
     ) -> dict:
-        """Rebuild, optionally fine-tune, and save a trial's model; return its measurements."""
+        """Rebuild trial ``trial``'s model (default: the best feasible trial), fine-tune it for
+        ``finetune_epochs`` (with distillation from the baseline if ``distill``), save it to ``path`` as
+        ``format`` and check the saved file against the model on validation inputs.
+
+        Prints nothing (``autoprune export`` prints the returned measurements as its before/after table) and
+        returns ``{"trial": number, "baseline": {...}, "pruned": {...}, "max_difference": float,
+        "latency_batch_size": int}``: ``baseline`` and ``pruned`` each map ``val_<score>`` and
+        ``test_<score>`` (``val_accuracy``; ``val_map`` and ``val_map_50``; ``val_miou``), ``flops``,
+        ``params`` and ``latency_ms`` (measured at ``latency_batch_size``) to numbers;
+        ``max_difference`` is the largest difference between the saved file's outputs and the model's.
+        """
+        output_format(path, format)  # a folder, or a suffix of another format, before any work
         rebuilt = self.rebuild(trial, baseline=baseline, data=data)
         settings = self.record.settings
         if finetune_epochs:

@@ -277,3 +277,67 @@ def test_an_export_whose_outputs_differ_is_refused(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     with pytest.raises(autoprune.AutopruneError, match="torchscript export of .* differs from the PyTorch model by"):
         export.save(Drifting(), tmp_path / "m.ts", "torchscript", x, [x])
+
+
+@pytest.mark.baseline("narrow_brief")
+def test_exporting_an_infeasible_trial_warns_on_one_line_and_still_exports(baseline, digits, tmp_path, storage, capsys):
+    autoprune.search(
+        baseline,
+        digits,
+        max_accuracy_drop=100.0,
+        trials=1,
+        uniform_starts=(0.2,),
+        calibration_batches=1,
+        constraints={"params": 10},  # more than any pruned small_cnn keeps: no trial is feasible
+        storage=storage,
+    )
+    target = tmp_path / "m.pt"
+    assert cli.main(["export", str(tmp_path), "-o", str(target), "--trial", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("autoprune: trial 0 is not feasible: params ") and "> 10 (its bound)" in captured.err
+    assert captured.err.count("\n") == 1 and target.is_file() and "trial #0" in captured.out
+
+
+def test_the_format_follows_the_outputs_suffix_unless_given_and_a_contradiction_is_refused(tmp_path):
+    from autoprune.results.export import output_format
+
+    assert [output_format(tmp_path / n) for n in ("m.onnx", "m.ts", "m.torchscript", "m.pt", "m")] == [
+        "onnx",
+        "torchscript",
+        "torchscript",
+        "torch",
+        "torch",
+    ]
+    assert output_format(tmp_path / "m.pt", "torchscript") == "torchscript"  # .pt serves both
+    with pytest.raises(autoprune.AutopruneError, match="'m.pt' has the suffix of torch or torchscript files"):
+        output_format(tmp_path / "m.pt", "onnx")
+    with pytest.raises(autoprune.AutopruneError, match="is a folder; give the file to write"):
+        output_format(tmp_path, "onnx")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(autoprune.AutopruneError, match="which is a file"):
+        output_format(tmp_path / "afile" / "m.pt")
+
+
+def test_autoprune_load_of_a_folder_says_it_is_a_folder(tmp_path):
+    with pytest.raises(autoprune.AutopruneError, match=r"is a folder; give a model file, such as .*best\.pt"):
+        autoprune.load(tmp_path)
+
+
+def test_a_segmenters_onnx_export_takes_other_image_sizes(tmp_path):
+    """Regression: the segmenter's ONNX file had the traced height and width fixed (the detector's are dynamic)."""
+    import onnxruntime
+
+    from autoprune.results.export import save
+
+    torch.manual_seed(0)
+    unpruned = autoprune.create_model("small_segmenter", num_classes=5, width=8).eval()
+    task = autoprune.create_task("segmentation", 5)
+    images = [torch.rand(3, 32, 32) for _ in range(2)]
+    pruned = autoprune.prune(copy.deepcopy(unpruned), task.example(images[0]), 0.3)
+    save(pruned, tmp_path / "s.onnx", "onnx", task.example(images[0]), task.export_inputs(images))
+    session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    x = torch.rand(3, 3, 41, 56)
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), pruned(x), atol=1e-4)
