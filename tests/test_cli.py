@@ -141,10 +141,10 @@ def test_search_user_errors_exit_2(tmp_path, study_file, capsys):
     assert err.count("\n") == 1 and "unknown model 'resnet21'; did you mean" in err and "'resnet20'" in err
 
 
-def test_study_errors_come_before_the_baseline_is_trained(tmp_path, study_file, capsys, monkeypatch):
+def test_study_errors_come_before_the_baseline_is_trained(tmp_path, study_file, capsys, monkeypatch, quickstart_folder):
     from autoprune import baseline
 
-    out = tmp_path / "run"
+    out = quickstart_folder(tmp_path / "run")
     args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(out), "--quiet"]
     assert cli.main(args) == 0
     capsys.readouterr()
@@ -162,14 +162,14 @@ def test_study_errors_come_before_the_baseline_is_trained(tmp_path, study_file, 
     assert "unknown importance 'fpmg'; did you mean 'fpgm'?" in capsys.readouterr().err
 
 
-def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch):
+def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch, quickstart_folder):
     from autoprune.searcher.evaluation import Evaluator
 
     def broken(self, plan, **kwargs):
         raise autoprune.PruningError("Torch-Pruning failed on group 'x'")
 
     monkeypatch.setattr(Evaluator, "evaluate", broken)
-    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
+    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(quickstart_folder(tmp_path)), "--quiet"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("autoprune: trial ") == 10  # search.max_failures, one line each
@@ -177,8 +177,8 @@ def test_a_search_whose_every_trial_fails_says_why(tmp_path, capsys, monkeypatch
     assert last.startswith("autoprune: error: 10 trials in a row failed") and "failed on group 'x'" in last
 
 
-def test_one_study_per_output_folder(tmp_path, study_file, capsys):
-    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(tmp_path), "--quiet"]
+def test_one_study_per_output_folder(tmp_path, study_file, capsys, quickstart_folder):
+    args = ["search", "studies/quickstart.toml", "--trials", "2", "--out", str(quickstart_folder(tmp_path)), "--quiet"]
     assert cli.main(args) == 0
     capsys.readouterr()
     other = study_file("other.toml", study={"name": "other"}, train={"epochs": 1})

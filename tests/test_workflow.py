@@ -35,8 +35,11 @@ def test_run_study_refuses_a_folder_another_study_claimed_before_any_work(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER_MARK]
 
 
-def test_a_run_folder_moved_whole_is_still_its_study_resumed_and_rebuilt_from_its_new_place(tmp_path):
-    first = autoprune.run_study("studies/quickstart.toml", trials=2, out=tmp_path / "old", log=lambda m: None)
+def test_a_run_folder_moved_whole_is_still_its_study_resumed_and_rebuilt_from_its_new_place(
+    tmp_path, quickstart_folder
+):
+    old = quickstart_folder(tmp_path / "old")
+    first = autoprune.run_study("studies/quickstart.toml", trials=2, out=old, log=lambda m: None)
     moved = shutil.move(tmp_path / "old", tmp_path / "new")
     run = autoprune.run_study("studies/quickstart.toml", trials=3, out=moved, log=lambda m: None)
     assert not run.prepared.trained and len(run.result.record.completed()) == 3  # the same study, resumed
