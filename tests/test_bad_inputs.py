@@ -22,6 +22,12 @@ COMMAND_LINE = [
 
 # Study-file settings: conflicts and values refused before the baseline is trained.
 SETTINGS = [
+    (
+        "model-that-cannot-run-on-the-data",
+        {"model": {"name": "small_cnn", "params": {"width": 0}}},
+        ["search", "s.toml"],
+        "model 'small_cnn' with width=0 fails on a (1, 1, 8, 8) input: RuntimeError: ",
+    ),
 ]
 
 # Data that a dataset plugin refuses when it is built.
