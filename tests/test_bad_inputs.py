@@ -28,6 +28,48 @@ SETTINGS = [
         ["search", "s.toml"],
         "model 'small_cnn' with width=0 fails on a (1, 1, 8, 8) input: RuntimeError: ",
     ),
+    (
+        "latency-table-missing",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "nope.json"}},
+        ["search", "s.toml"],
+        "latency table 'nope.json' does not exist",
+    ),
+    (
+        "latency-table-not-json",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "s.toml"}},
+        ["search", "s.toml"],
+        "latency table 's.toml' is not JSON",
+    ),
+    (
+        "latency-table-a-folder",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "."}},
+        ["search", "s.toml"],
+        "latency table '.' cannot be read",
+    ),
+    (
+        "prune-only-matching-no-group",
+        {"search": {"prune_only": ["nomatch*"]}},
+        ["search", "s.toml"],
+        "search.prune_only ['nomatch*'] matches none of the model's 3 prunable groups (it takes module-name prefixes",
+    ),
+    (
+        "constraint-below-zero",
+        {"constraints": {"params": -1}},
+        ["search", "s.toml"],
+        "constraints.params = -1 cannot be met: params (parameters) is never below 0",
+    ),
+    (
+        "constraint-below-the-most-pruned-plan",
+        {"constraints": {"flops": 10}},
+        ["search", "s.toml"],
+        "constraints.flops = 10 cannot be met: the most pruned plan (every searched group at rate_max = 0.8)",
+    ),
+    (
+        "constraint-above-a-fraction",
+        {"constraints": {"sparsity": 1.5}, "search": {"granularity": "weight"}},
+        ["search", "s.toml"],
+        "constraints.sparsity = 1.5 cannot be met: sparsity (fraction) is never above 1",
+    ),
 ]
 
 # Data that a dataset plugin refuses when it is built.

@@ -31,6 +31,7 @@ from .schema import (
     PLAN_ATTR,
     RATE_LIMITS,
     REFERENCES,
+    RESOLUTION_WARNING,
     RUN_KEYS,
     SCORE,
     SCORE_LABEL,
@@ -67,6 +68,9 @@ class StudyRecord:
     )
     sensitivity = _Stored(SENSITIVITY, "Rows ``group, rate, accuracy_drop, flops, params, evaluated`` of the curves.")
     warm_started = _Stored(WARM_STARTED, "True once the study's warm starts are enqueued.")
+    resolution_warning = _Stored(
+        RESOLUTION_WARNING, "One line when the accuracy budget is worth fewer than three validation images."
+    )
 
     # what a trial records and how it is read back (the trial, not the study, holds it)
     value = staticmethod(trials.value)
