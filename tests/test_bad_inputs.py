@@ -23,6 +23,18 @@ COMMAND_LINE = [
 # Study-file settings: conflicts and values refused before the baseline is trained.
 SETTINGS = [
     (
+        "seed-beyond-2**32",
+        {},
+        ["search", "s.toml", "--seed", str(2**70)],
+        "seed must be an integer from 0 to 2**32 - 1",
+    ),
+    (
+        "seed-negative",
+        {"study": {"seed": -1}},
+        ["search", "s.toml"],
+        "study.seed must be an integer from 0 to 2**32 - 1",
+    ),
+    (
         "model-that-cannot-run-on-the-data",
         {"model": {"name": "small_cnn", "params": {"width": 0}}},
         ["search", "s.toml"],
@@ -69,6 +81,30 @@ SETTINGS = [
         {"constraints": {"sparsity": 1.5}, "search": {"granularity": "weight"}},
         ["search", "s.toml"],
         "constraints.sparsity = 1.5 cannot be met: sparsity (fraction) is never above 1",
+    ),
+    (
+        "importances-repeated",
+        {"search": {"importances": ["l1", "l1"]}},
+        ["search", "s.toml"],
+        "search.importances must be a non-empty list of distinct registered importance names, got ['l1', 'l1']",
+    ),
+    (
+        "steps-repeated",
+        {"search": {"steps": [1, 1, 2]}},
+        ["search", "s.toml"],
+        "search.steps must be an integer >= 1, or a list of distinct ones",
+    ),
+    (
+        "recovery-steps-with-one-step",
+        {"search": {"recovery_steps": 3}},
+        ["search", "s.toml"],
+        "search.recovery_steps = 3 fine-tunes between pruning steps, but steps = 1 prunes in one step",
+    ),
+    (
+        "finalists-without-fine-tuning",
+        {"search": {"finalists": 2}, "finetune": {"epochs": 0}},
+        ["search", "s.toml"],
+        "search.finalists = 2 fine-tunes the best plans with [finetune], but finetune.epochs = 0",
     ),
 ]
 
