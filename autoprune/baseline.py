@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import atomic_save, load_checkpoint
+from .engine import call_model, input_shape
 from .errors import AutopruneError
 from .settings import StudyFile
 from .training import train
@@ -38,13 +41,42 @@ def cache_key(study: StudyFile) -> str:
 
 def build_model(study: StudyFile, data) -> nn.Module:
     """The study's model, initialized from the study's seed (so retraining gives the same weights);
-    a model registered for another task than the dataset's is refused before it is built."""
+    a model registered for another task than the dataset's is refused before it is built, and one that
+    cannot run on the dataset's example input (a width of 0, an input too small for it) once it is."""
     check_model_task(study.model, study.dataset, data)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        # a zero-width layer warns once per tensor; the forward pass below names the parameters instead
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op", UserWarning)
         torch.manual_seed(study.settings.seed)
-        return create_model(
+        model = create_model(
             study.model, num_classes=data.num_classes, in_channels=data.input_shape[0], **study.model_params
         )
+    check_forward(model, study.model, study.model_params, data)
+    return model
+
+
+def check_forward(model: nn.Module, name: str, params: Mapping[str, Any], data) -> None:
+    """Model ``name`` built with ``params`` runs one forward pass (in eval mode, without gradients) on
+    ``data``'s example input; else one line naming the model, its parameters, the input and the error."""
+    example = dataset_task(data).example(data.val[0][0])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            call_model(model, example)
+    except AutopruneError:
+        raise
+    except Exception as exc:  # whatever the model raises, its parameters or the data's input shape are the cause
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        batch, shape = input_shape(example)
+        shown = (batch, *shape) if isinstance(example, torch.Tensor) else f"{batch} x {tuple(shape)}"
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise AutopruneError(
+            f"model {name!r} {'with ' + given if given else '(default parameters)'} fails on a {shown} input: "
+            f"{type(exc).__name__}: {detail}"
+        ) from exc
+    finally:
+        model.train(was_training)
 
 
 def check_model_task(model: str, dataset: str, data) -> None:

@@ -49,6 +49,8 @@ _logger = logging.getLogger(__name__)
 
 #: The most rates a group's grid may hold: a finer grid is no better searched, and a huge one never built.
 MAX_GRID_RATES = 1000
+#: The largest seed: NumPy's generators and Optuna's samplers take seeds in [0, 2**32) (torch takes more).
+MAX_SEED = 2**32 - 1
 
 
 class SettingError(AutopruneError):
@@ -168,7 +170,20 @@ def _is_constraints(v: Any) -> bool:
 
 
 def _is_names(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) and n for n in v)
+    """A non-empty list of distinct non-empty strings."""
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) > 0
+        and all(isinstance(n, str) and n for n in v)
+        and len(set(v)) == len(v)
+    )
+
+
+def _is_steps(v: Any) -> bool:
+    """An integer >= 1, or a non-empty list of distinct ones."""
+    if _is_int(v):
+        return v >= 1
+    return isinstance(v, (list, tuple)) and 0 < len(v) == len(set(v)) and all(_is_int(k) and k >= 1 for k in v)
 
 
 def _to_toml(value: Any) -> Any:
@@ -305,7 +320,8 @@ class SearchSettings(_Validated):
     max_accuracy_drop: float = setting(
         section="study",
         rule=number_at_least(0),
-        doc="percentage points of top-1 validation accuracy the pruned model may lose",
+        doc="percentage points of top-1 validation accuracy the pruned model may lose (a budget worth fewer than 3 "
+        "validation images, 100/N points each, is warned about and noted in the report)",
     )
     objective: str | tuple[str, ...] = setting(
         "flops",
@@ -322,7 +338,8 @@ class SearchSettings(_Validated):
         rule="a table of registered metric names and numbers",
         check=_is_constraints,
         doc="bounds every feasible trial meets besides the accuracy budget, e.g. latency = 5.0: at most the "
-        "bound for a metric to minimize, at least for one to maximize",
+        "bound for a metric to minimize, at least for one to maximize; a bound no plan can meet (outside the "
+        "metric's unit, or FLOPs or params below the most pruned plan's) is refused before training",
     )
     metric_options: tuple[tuple[str, Options], ...] = setting(
         (),
@@ -350,8 +367,8 @@ class SearchSettings(_Validated):
     seed: int = setting(
         0,
         section="study",
-        rule="an integer",
-        check=_is_int,
+        rule=f"an integer from 0 to 2**32 - 1 = {MAX_SEED} (what NumPy and Optuna's samplers take)",
+        check=lambda v: _is_int(v) and 0 <= v <= MAX_SEED,
         doc="seeds the sampler, the calibration batches and the baseline's training",
     )
     latency_batch_size: int = setting(
@@ -377,7 +394,7 @@ class SearchSettings(_Validated):
     importances: tuple[str, ...] = setting(
         (DEFAULT_IMPORTANCE,),
         section="search",
-        rule="a non-empty list of registered importance names",
+        rule="a non-empty list of distinct registered importance names",
         check=_is_names,
         doc="importances each group chooses from",
     )
@@ -469,11 +486,8 @@ class SearchSettings(_Validated):
     steps: int | tuple[int, ...] = setting(
         1,
         section="search",
-        rule="an integer >= 1, or a list of them for the sampler to choose from",
-        check=lambda v: (
-            (_is_int(v) and v >= 1)
-            or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v))
-        ),
+        rule="an integer >= 1, or a list of distinct ones for the sampler to choose from",
+        check=_is_steps,
         doc="prune towards each trial's rates in this many equal steps, each followed by BatchNorm "
         "recalibration (and recovery_steps of fine-tuning); a list makes it the searched parameter 'steps'",
     )
@@ -482,7 +496,7 @@ class SearchSettings(_Validated):
         section="search",
         rule=int_at_least(0),
         doc="optimizer steps of fine-tuning on the calibration batches after each pruning step when steps > 1 "
-        "(SGD with momentum, learning rate 0.01, cosine schedule)",
+        "(SGD with momentum, learning rate 0.01, cosine schedule); needs steps > 1 (or a list holding one)",
     )
     sampler: str = setting(
         "tpe",
@@ -527,7 +541,7 @@ class SearchSettings(_Validated):
         rule=int_at_least(0),
         resumable=True,
         doc="fine-tune this many of the best feasible plans after the search with [finetune] and record "
-        "their accuracy, to show how well the recalibrated score ranks plans",
+        "their accuracy, to show how well the recalibrated score ranks plans (needs finetune.epochs >= 1)",
     )
     uniform_starts: tuple[float, ...] = setting(
         (0.1, 0.2, 0.3, 0.4, 0.5),
@@ -574,7 +588,12 @@ class SearchSettings(_Validated):
                 f"'both' needs a sampler that handles parameters some trials lack: "
                 f"{' or '.join(map(repr, CONDITIONAL_SAMPLERS))}, got sampler {self.sampler!r}",
             )
-        object.__setattr__(self, "importances", tuple(dict.fromkeys(self.importances)))  # a repeat adds nothing
+        if self.recovery_steps and max(self.step_choices) == 1:
+            raise SettingError(
+                "recovery_steps",
+                f"= {self.recovery_steps!r} fine-tunes between pruning steps, but steps = {_to_toml(self.steps)!r} "
+                "prunes in one step: give steps > 1 (or a list holding one), or recovery_steps = 0",
+            )
         pairs = self.constraints.items() if isinstance(self.constraints, Mapping) else self.constraints
         object.__setattr__(self, "constraints", tuple(sorted((str(n), float(b)) for n, b in pairs)))
         if "accuracy_drop" in self.bounds:
@@ -587,6 +606,11 @@ class SearchSettings(_Validated):
         """The options of registered metric ``metric``: the study's ``[metrics.<metric>]``, else its defaults."""
         given = dict(self.metric_options)
         return given[metric] if metric in given else options_class(metric)()
+
+    @property
+    def step_choices(self) -> tuple[int, ...]:
+        """The steps setting as a tuple (one value unless the sampler chooses)."""
+        return (self.steps,) if _is_int(self.steps) else tuple(self.steps)
 
     @property
     def granularities(self) -> tuple[str, ...]:
@@ -642,12 +666,25 @@ class SearchSettings(_Validated):
     def from_attrs(cls, attrs: Mapping[str, Any]) -> SearchSettings:
         """The settings stored by :meth:`to_attrs` (an older study's, as the study record's migration reads
         them). Options a metric no longer declares are left out, as settings that no longer exist are."""
-        values = {f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs}
+        values = _readable({f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs})
         tables: dict[str, dict[str, Any]] = {}
         for metric, table in attrs.get("metric_options", {}).items():
             declared = {f.name for f in dataclasses.fields(options_class(metric))}
             tables[metric] = {k: v for k, v in table.items() if k in declared}
         return cls(**{**values, "metric_options": tables})
+
+
+def _readable(values: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings that rules added later refuse, as they were searched: repeated importances and
+    steps (a repeat adds nothing), and recovery steps without a step to recover between (never run)."""
+    values = dict(values)
+    for name in ("importances", "steps"):
+        if isinstance(values.get(name), (list, tuple)):
+            values[name] = list(dict.fromkeys(values[name]))
+    steps = values.get("steps", 1)
+    if steps == 1 or (isinstance(steps, list) and steps and max(steps) == 1):
+        values["recovery_steps"] = 0
+    return values
 
 
 #: Settings that were :class:`SearchSettings` fields and are now a metric's options: the old name (a
@@ -766,6 +803,14 @@ class StudyFile:
     out: str | None = None
     storage: str | None = None
     path: str | None = None
+
+    def __post_init__(self) -> None:
+        """Rules that involve the search and the fine-tuning recipe together."""
+        if self.settings.finalists and self.finetune.epochs == 0:
+            raise AutopruneError(
+                f"search.finalists = {self.settings.finalists} fine-tunes the best plans with [finetune], but "
+                "finetune.epochs = 0 would leave them as they are; give finetune.epochs >= 1 or search.finalists = 0"
+            )
 
     @property
     def out_dir(self) -> Path:

@@ -25,7 +25,92 @@ COMMAND_LINE = [
 ]
 
 # Study-file settings: conflicts and values refused before the baseline is trained.
-SETTINGS = []
+SETTINGS = [
+    (
+        "seed-beyond-2**32",
+        {},
+        ["search", "s.toml", "--seed", str(2**70)],
+        "seed must be an integer from 0 to 2**32 - 1",
+    ),
+    (
+        "seed-negative",
+        {"study": {"seed": -1}},
+        ["search", "s.toml"],
+        "study.seed must be an integer from 0 to 2**32 - 1",
+    ),
+    (
+        "model-that-cannot-run-on-the-data",
+        {"model": {"name": "small_cnn", "params": {"width": 0}}},
+        ["search", "s.toml"],
+        "model 'small_cnn' with width=0 fails on a (1, 1, 8, 8) input: RuntimeError: ",
+    ),
+    (
+        "latency-table-missing",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "nope.json"}},
+        ["search", "s.toml"],
+        "latency table 'nope.json' does not exist",
+    ),
+    (
+        "latency-table-not-json",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "s.toml"}},
+        ["search", "s.toml"],
+        "latency table 's.toml' is not JSON",
+    ),
+    (
+        "latency-table-a-folder",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_table": "."}},
+        ["search", "s.toml"],
+        "latency table '.' cannot be read",
+    ),
+    (
+        "prune-only-matching-no-group",
+        {"search": {"prune_only": ["nomatch*"]}},
+        ["search", "s.toml"],
+        "search.prune_only ['nomatch*'] matches none of the model's 3 prunable groups (it takes module-name prefixes",
+    ),
+    (
+        "constraint-below-zero",
+        {"constraints": {"params": -1}},
+        ["search", "s.toml"],
+        "constraints.params = -1 cannot be met: params (parameters) is never below 0",
+    ),
+    (
+        "constraint-below-the-most-pruned-plan",
+        {"constraints": {"flops": 10}},
+        ["search", "s.toml"],
+        "constraints.flops = 10 cannot be met: the most pruned plan (every searched group at rate_max = 0.8)",
+    ),
+    (
+        "constraint-above-a-fraction",
+        {"constraints": {"sparsity": 1.5}, "search": {"granularity": "weight"}},
+        ["search", "s.toml"],
+        "constraints.sparsity = 1.5 cannot be met: sparsity (fraction) is never above 1",
+    ),
+    (
+        "importances-repeated",
+        {"search": {"importances": ["l1", "l1"]}},
+        ["search", "s.toml"],
+        "search.importances must be a non-empty list of distinct registered importance names, got ['l1', 'l1']",
+    ),
+    (
+        "steps-repeated",
+        {"search": {"steps": [1, 1, 2]}},
+        ["search", "s.toml"],
+        "search.steps must be an integer >= 1, or a list of distinct ones",
+    ),
+    (
+        "recovery-steps-with-one-step",
+        {"search": {"recovery_steps": 3}},
+        ["search", "s.toml"],
+        "search.recovery_steps = 3 fine-tunes between pruning steps, but steps = 1 prunes in one step",
+    ),
+    (
+        "finalists-without-fine-tuning",
+        {"search": {"finalists": 2}, "finetune": {"epochs": 0}},
+        ["search", "s.toml"],
+        "search.finalists = 2 fine-tunes the best plans with [finetune], but finetune.epochs = 0",
+    ),
+]
 
 # Data that a dataset plugin refuses when it is built.
 DATA = [

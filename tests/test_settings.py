@@ -37,13 +37,59 @@ def test_settings_validate_themselves_and_convert():
     assert settings.max_accuracy_drop == 1.0 and isinstance(settings.max_accuracy_drop, float)
     assert settings.importances == ("l1", "fpgm") and settings.uniform_starts == (0.2,)
     assert settings.replace(seed=3).seed == 3
-    assert settings.replace(importances=["l1", "fpgm", "l1"]).importances == ("l1", "fpgm")
     with pytest.raises(AutopruneError, match="rate_max must be a number in \\[rate_min, 1\\), got 1.5"):
         settings.replace(rate_max=1.5)
     with pytest.raises(AutopruneError, match="unknown SearchSettings field 'rate_mx'; did you mean 'rate_max'"):
         settings.replace(rate_mx=0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.seed = 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": 2**70}, "seed must be an integer from 0 to 2**32 - 1 = 4294967295 (what NumPy and Optuna's"),
+        ({"seed": 2**32}, "seed must be an integer from 0 to 2**32 - 1"),
+        ({"seed": -1}, "seed must be an integer from 0 to 2**32 - 1"),
+        ({"importances": ["l1", "fpgm", "l1"]}, "importances must be a non-empty list of distinct registered"),
+        ({"steps": [1, 1, 2]}, "steps must be an integer >= 1, or a list of distinct ones for the sampler"),
+        ({"recovery_steps": 2}, "recovery_steps = 2 fine-tunes between pruning steps, but steps = 1 prunes in one"),
+        ({"recovery_steps": 2, "steps": [1]}, "but steps = [1] prunes in one step: give steps > 1"),
+    ],
+)
+def test_values_no_search_can_use_are_refused(changes, message):
+    """Regression (issue 23): a seed beyond 2**32 was a traceback from torch, and repeated importances or
+    steps, and recovery steps without a second step, were accepted without a word."""
+    with pytest.raises(AutopruneError) as err:
+        SearchSettings(max_accuracy_drop=1.0, **changes)
+    assert message in str(err.value)
+
+
+def test_the_edges_of_the_seed_and_recovery_rules_are_accepted():
+    assert SearchSettings(max_accuracy_drop=1.0, seed=2**32 - 1).seed == 2**32 - 1
+    stepped = SearchSettings(max_accuracy_drop=1.0, steps=[1, 2], recovery_steps=2)
+    assert stepped.step_choices == (1, 2) and stepped.recovery_steps == 2
+    assert SearchSettings(max_accuracy_drop=1.0, steps=3).step_choices == (3,)
+
+
+def test_a_stored_study_that_the_later_rules_refuse_is_still_read_as_it_was_searched():
+    """Studies recorded before the rules above: repeats were searched once, recovery steps without a
+    second pruning step never ran."""
+    stored = SearchSettings(max_accuracy_drop=1.0).to_attrs()
+    stored.update(importances=["l1", "l1", "fpgm"], steps=[1, 1], recovery_steps=3)
+    settings = SearchSettings.from_attrs(stored)
+    assert settings.importances == ("l1", "fpgm") and settings.steps == (1,) and settings.recovery_steps == 0
+    stored.update(steps=[1, 2, 2])
+    assert SearchSettings.from_attrs(stored).steps == (1, 2) and SearchSettings.from_attrs(stored).recovery_steps == 3
+
+
+def test_finalists_need_fine_tuning_epochs():
+    with pytest.raises(AutopruneError, match=r"search.finalists = 2 .* but finetune.epochs = 0 would leave them"):
+        parse_study_file({**MINIMAL, "search": {"finalists": 2}, "finetune": {"epochs": 0}})
+    study = parse_study_file({**MINIMAL, "finetune": {"epochs": 0}})  # no finalists: export sets its own epochs
+    assert study.finetune.epochs == 0
+    with pytest.raises(AutopruneError, match="finetune.epochs = 0"):
+        study.replace(settings=study.settings.replace(finalists=1))
 
 
 def test_settings_round_trip_through_study_attributes():

@@ -109,9 +109,11 @@ def searched_groups(groups: list[str], prune_only: tuple[str, ...] = ()) -> list
     kept = [g for g in groups if any(g == p or g.startswith(p.rstrip(".") + ".") for p in prune_only)]
     if not kept:
         tops = sorted({g.split(".")[0] for g in groups})
+        patterns = any(c in p for p in prune_only for c in "*?[")
         raise AutopruneError(
             f"search.prune_only {list(prune_only)} matches none of the model's {len(groups)} "
-            f"prunable groups; their names start with: {', '.join(tops)}"
+            f"prunable groups{' (it takes module-name prefixes, not patterns)' if patterns else ''}; "
+            f"their names start with: {', '.join(tops)}"
         )
     return kept
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
 import math
 import platform
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,29 @@ TABLE_FORMAT = "autoprune-latency-table-v1"
 #: Rates each group is timed at, from 0 to the study's ``rate_max``; rounds of timing (the fastest counts).
 TABLE_POINTS = 5
 TABLE_ROUNDS = 3
+_logger = logging.getLogger(__name__)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v: Any) -> bool:
+    return _number(v) and v > 0
+
+
+#: What a table file must hold: each field and whether a value fits it.
+_TABLE_FIELDS = {
+    "base_ms": _positive,
+    "rates": lambda v: isinstance(v, list) and len(v) > 0 and all(_number(r) and 0 <= r < 1 for r in v),
+    "ms": lambda v: (
+        isinstance(v, dict) and all(isinstance(row, list) and all(map(_positive, row)) for row in v.values())
+    ),
+    "uniform_ms": lambda v: isinstance(v, list) and all(map(_positive, v)),
+    "device": lambda v: v in ("cpu", "cuda"),
+    "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "input_shape": lambda v: isinstance(v, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in v),
+}
 #: The range the fitted interaction exponent is held to: one noisy timing of the uniform plans (or a group
 #: whose own speed-up is all but nil) cannot turn a prediction into a power of its error.
 EXPONENT_RANGE = (0.5, 2.0)
@@ -114,8 +138,20 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str) -> LatencyTable:
+        """The table ``raw`` holds, checked field by field (``where`` names it in errors)."""
         if not isinstance(raw, dict) or raw.get("format") != TABLE_FORMAT:
             raise AutopruneError(f"{where} is not an autoprune latency table (written by `autoprune latency-table`)")
+        bad = [k for k, fits in _TABLE_FIELDS.items() if k not in raw or not fits(raw[k])]
+        points = len(raw["rates"]) if "rates" not in bad else None
+        if points is not None and "ms" not in bad and any(len(row) != points for row in raw["ms"].values()):
+            bad.append("ms")
+        if points is not None and "uniform_ms" not in bad and len(raw["uniform_ms"]) != points:
+            bad.append("uniform_ms")
+        if bad:
+            raise AutopruneError(
+                f"{where} is not a valid latency table: {', '.join(dict.fromkeys(bad))} missing or malformed "
+                "(write it again with `autoprune latency-table`)"
+            )
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
     @classmethod
@@ -126,6 +162,8 @@ class LatencyTable:
             raise AutopruneError(f"latency table {str(path)!r} does not exist") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise AutopruneError(f"latency table {str(path)!r} is not JSON") from None
+        except OSError as exc:  # a folder, a file this user may not read
+            raise AutopruneError(f"latency table {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         return cls.from_dict(raw, f"{str(path)!r}")
 
     def check_fits(self, groups: list[str], batch_size: int, input_shape: list[int], where: str) -> None:
@@ -142,6 +180,17 @@ class LatencyTable:
                 f"{tuple(self.input_shape)}; this study times batch size {batch_size} on "
                 f"{tuple(input_shape)}"
             )
+
+
+def check_latency_settings(settings, groups: list[str], timing_input: Any) -> None:
+    """What a study that measures latency needs, checked before any work: its ``latency_table`` file
+    readable, valid, and measured for the searched ``groups`` and the latency batch ``timing_input``;
+    without one, the ``latency_device`` to measure a table on."""
+    if settings.latency_table:
+        table = LatencyTable.read(settings.latency_table)
+        table.check_fits(groups, *input_shape(timing_input), f"latency table {settings.latency_table!r}")
+    else:
+        timing_device(settings.latency_device)
 
 
 def timing_device(name: str) -> torch.device:
@@ -195,10 +244,18 @@ def measure_table(
 CHECKED_PLANS = 3
 
 
-def check_table(record, evaluator) -> list[dict[str, Any]]:
+def check_table(record, evaluator) -> list[dict[str, Any]] | None:
     """Time the baseline and the best feasible plans (the chosen trial, then the Pareto front) and set each
-    timing beside the table's prediction: ``[{"trial", "predicted_ms", "measured_ms"}]`` (trial None for the baseline)."""
+    timing beside the table's prediction: ``[{"trial", "predicted_ms", "measured_ms"}]`` (trial None for the baseline);
+    None, with a warning, where the study's ``latency_device`` is not on this machine (a table measured on the
+    target, searched elsewhere)."""
     settings, table = evaluator.settings, evaluator.latency_table
+    if settings.latency_device == "cuda" and not torch.cuda.is_available():
+        _logger.warning(
+            "the latency table's predictions are not checked against timings: latency_device = 'cuda' but this "
+            "machine has no CUDA device"
+        )
+        return None
     rows = [
         {
             "trial": None,

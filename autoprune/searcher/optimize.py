@@ -58,9 +58,10 @@ from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_fil
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
 from .duplicates import close_if_duplicate
-from .evaluation import Evaluator
+from .evaluation import Evaluator, searched_groups
+from .feasibility import check_bounds, resolution_warning
 from .finalists import fine_tune_finalists
-from .latency import LatencyTable, check_table
+from .latency import LatencyTable, check_latency_settings, check_table
 from .progress import SearchProgress
 from .references import GlobalRanking, find_references
 from .samplers import make_sampler
@@ -316,16 +317,29 @@ def preflight(
 ) -> None:
     """The checks of :func:`search` that need no trained weights, to run before training a baseline.
 
-    Every importance must be registered, and a study that exists already must have
-    the same settings, groups, model and dataset.
+    Every importance must be registered; ``prune_only`` must match a group; a study that
+    measures latency must have its latency table (or the device to measure one on); every
+    bound must be within reach (:func:`~.feasibility.check_bounds`); and a study that
+    exists already must have the same settings, groups, model and dataset. An accuracy
+    budget finer than the validation split resolves is logged, and recorded with a new
+    study (:func:`~.feasibility.resolution_warning`).
     """
     check_task(data, settings)
-    example = dataset_task(data).example(data.val[0][0].to(next(model.parameters()).device))
+    task, sample = dataset_task(data), data.val[0][0].to(next(model.parameters()).device)
+    example = task.example(sample)
     check_importances(settings, model, example, data)
-    groups = prunable_groups(model.eval(), example)
+    groups = searched_groups(prunable_groups(model.eval(), example), settings.prune_only)
     record = StudyRecord(_open_study(settings, storage, study_name or default_study_name(model, data)))
     if not record.is_new:
         record.check_resumable(settings, groups, baseline_source(model, data, with_weights=False))
+    if "latency" in (*settings.objectives, *settings.bounds) and record.latency_table is None:
+        check_latency_settings(settings, groups, task.repeated(sample, settings.latency_batch_size))
+    check_bounds(settings, model, example, groups)
+    warning = resolution_warning(settings, task.countable, len(data.val))
+    if warning:
+        _logger.warning(warning)
+    if record.is_new and record.resolution_warning != warning:
+        record.resolution_warning = warning
 
 
 def check_task(data: Any, settings: SearchSettings) -> None:

@@ -13,7 +13,7 @@ from autoprune.results import StudyRecord
 from autoprune.results.record import RECORD_VERSION
 from autoprune.settings import options_class, setting_key
 
-SETTINGS = SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"))
+SETTINGS = SearchSettings(max_accuracy_drop=1.0, importances=("l1", "fpgm"), steps=(1, 2))  # recovery_steps may vary
 GROUPS = ["conv1", "layer1.0.conv1"]
 
 #: A valid value other than SETTINGS' for every setting a resumed study may not change.
@@ -33,7 +33,7 @@ OTHER_VALUES = {
     "sampler": "random",
     "warm_start": "none",
     "scope": "global",
-    "steps": (1, 2),
+    "steps": (1, 2, 4),
     "recovery_steps": 3,
     "granularity": "weight",
     "nm": (1, 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -40,3 +41,19 @@ def test_calibration_batches_of_an_augmented_dataset_do_not_depend_on_the_global
     assert not torch.equal(first[0][0], other_seed[0][0])
     torch.manual_seed(1)
     assert torch.equal(torch.rand(1), after_first)  # the caller's generator state is left alone
+
+
+def test_prune_only_that_matches_no_group_says_it_takes_prefixes_when_given_a_pattern():
+    """Regression (issue 23): ``prune_only = ["features*"]`` reads as a pattern, and matched nothing."""
+    from autoprune.searcher.evaluation import searched_groups
+
+    groups = ["features.0", "features.3", "classifier.1"]
+    assert searched_groups(groups, ("features",)) == ["features.0", "features.3"]
+    with pytest.raises(autoprune.AutopruneError) as err:
+        searched_groups(groups, ("features*",))
+    assert str(err.value) == (
+        "search.prune_only ['features*'] matches none of the model's 3 prunable groups (it takes module-name "
+        "prefixes, not patterns); their names start with: classifier, features"
+    )
+    with pytest.raises(autoprune.AutopruneError, match=r"3 prunable groups; their names start with"):
+        searched_groups(groups, ("head",))

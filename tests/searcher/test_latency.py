@@ -170,3 +170,74 @@ def test_a_table_from_elsewhere_is_used_and_checked(digits, tmp_path, storage):
         LatencyTable.read(tmp_path / "bad.json")
     with pytest.raises(autoprune.AutopruneError, match="does not exist"):
         LatencyTable.read(tmp_path / "missing.json")
+
+
+def test_a_table_file_that_cannot_be_read_or_is_malformed_is_one_clear_error(tmp_path):
+    good = LatencyTable(10.0, [0.0, 0.8], {"a": [10.0, 2.0]}, [10.0, 2.0], "cpu", 1, [1, 8, 8])
+    good.write(tmp_path / "good.json")
+    assert LatencyTable.read(tmp_path / "good.json") == good
+    with pytest.raises(autoprune.AutopruneError, match=r"^latency table '.*' cannot be read: Is a directory$"):
+        LatencyTable.read(tmp_path)
+    raw = json.loads((tmp_path / "good.json").read_text())
+    for change, named in (
+        ({"base_ms": None}, "base_ms"),
+        ({"ms": {"a": [10.0]}}, "ms"),  # a row shorter than the rates
+        ({"uniform_ms": [10.0, -1.0]}, "uniform_ms"),
+        ({"rates": "0, 0.8"}, "rates"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps({**raw, **change}))
+        with pytest.raises(autoprune.AutopruneError) as err:
+            LatencyTable.read(tmp_path / "bad.json")
+        assert f"is not a valid latency table: {named} missing or malformed (write it again" in str(err.value)
+    del raw["device"]
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    with pytest.raises(autoprune.AutopruneError, match="device missing or malformed"):
+        LatencyTable.read(tmp_path / "bad.json")
+
+
+def test_a_latency_study_on_a_missing_cuda_fails_before_the_baseline_is_trained(tmp_path, monkeypatch, capsys):
+    """Regression (issue 23): the missing device was found only after the baseline was trained."""
+    from conftest import write_study_file
+
+    from autoprune import baseline, cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(baseline, "train", lambda *a, **k: pytest.fail("the baseline was trained"))
+    monkeypatch.chdir(tmp_path)
+    study = {"max_accuracy_drop": 1.0, "objective": "latency", "latency_device": "cuda"}
+    write_study_file(tmp_path / "s.toml", study=study, train={"epochs": 1})
+    assert cli.main(["search", "s.toml", "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "autoprune: error: latency_device = 'cuda' but this machine has no CUDA device; use 'cpu' or run "
+        "`autoprune latency-table` on the target and give latency_table\n"
+    )
+    assert not list(tmp_path.rglob("baseline-*.pt"))
+
+
+def test_a_table_measured_on_cuda_is_searched_here_and_its_check_left_out(
+    digits, tmp_path, storage, monkeypatch, caplog
+):
+    """The way out the missing-CUDA error names: a table measured on the target predicts; only the timings
+    that would check it are left out, with a warning (they raised after the search)."""
+    from autoprune.searcher.latency import check_latency_settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    groups = autoprune.prunable_groups(model, digits.val[0][0].unsqueeze(0))
+    table = LatencyTable(10.0, [0.0, 0.8], {g: [10.0, 2.0] for g in groups}, [10.0, 1.0], "cuda", 1, [1, 8, 8])
+    table.write(tmp_path / "table.json")
+    settings = autoprune.SearchSettings(
+        max_accuracy_drop=100.0,
+        objective="latency",
+        trials=2,
+        warm_start="none",
+        calibration_batches=2,
+        latency_device="cuda",
+        latency_table=str(tmp_path / "table.json"),
+    )
+    check_latency_settings(settings, groups, digits.val[0][0].unsqueeze(0))  # the preflight lets it through
+    result = autoprune.search(model, digits, settings, storage=storage, study_name="target")
+    assert result.record.feasible() and result.record.baseline["latency"] == 10.0
+    assert result.record.latency_check is None
+    assert "the latency table's predictions are not checked against timings: latency_device = 'cuda'" in caplog.text

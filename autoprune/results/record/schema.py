@@ -24,7 +24,9 @@ Study user attributes:
 - what the study ran on (:data:`RUN_KEYS`): ``machine``, ``versions``, ``splits``;
 - learned before the trials: ``sensitivity`` (per-group curves), ``rate_limits``
   (each group's searched range), ``references`` (the uniform and global baselines,
-  found by bisection), ``warm_started``, ``latency_table_measured``; after them:
+  found by bisection), ``warm_started``, ``latency_table_measured``,
+  ``resolution_warning`` (the accuracy budget is worth fewer than three validation
+  images, in words; absent when it is not); after them:
   ``finetuned_finalists`` (the best feasible plans fine-tuned) and
   ``latency_check`` (the latency table's predictions against timings).
 
@@ -81,6 +83,8 @@ SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED = "sensitivity", "rate_limits
 FINALISTS = "finetuned_finalists"
 #: The latency table a study predicts latency with, and the check of its predictions.
 LATENCY_TABLE, LATENCY_CHECK = "latency_table_measured", "latency_check"
+#: Why the accuracy budget is too fine for the validation split (a line for the report), written before the trials.
+RESOLUTION_WARNING = "resolution_warning"
 #: What the study ran on, written when it is created.
 RUN_KEYS = ("machine", "versions", "splits")
 #: What the study says about where its baseline came from.
@@ -103,7 +107,16 @@ BULKY = (GROUPS, SENSITIVITY, RATE_LIMITS, REFERENCES, FINALISTS, LATENCY_TABLE)
 
 def owned_keys(setting_keys: list[str]) -> set[str]:
     """Every study attribute the record owns, given the settings' keys: a caller's own may use none."""
-    learned = (SENSITIVITY, RATE_LIMITS, REFERENCES, WARM_STARTED, FINALISTS, LATENCY_TABLE, LATENCY_CHECK)
+    learned = (
+        SENSITIVITY,
+        RATE_LIMITS,
+        REFERENCES,
+        WARM_STARTED,
+        FINALISTS,
+        LATENCY_TABLE,
+        LATENCY_CHECK,
+        RESOLUTION_WARNING,
+    )
     baseline = (f"baseline_{m}" for m in METRICS)
     return {VERSION, GROUPS, *TASK_KEYS, *setting_keys, *SOURCE_KEYS, *RUN_KEYS, *baseline, *learned}
 

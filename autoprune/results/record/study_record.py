@@ -32,6 +32,7 @@ from .schema import (
     RATE_LIMITS,
     REFERENCES,
     REPLACES,
+    RESOLUTION_WARNING,
     RUN_KEYS,
     SCORE,
     SCORE_LABEL,
@@ -68,6 +69,9 @@ class StudyRecord:
     )
     sensitivity = _Stored(SENSITIVITY, "Rows ``group, rate, accuracy_drop, flops, params, evaluated`` of the curves.")
     warm_started = _Stored(WARM_STARTED, "True once the study's warm starts are enqueued.")
+    resolution_warning = _Stored(
+        RESOLUTION_WARNING, "One line when the accuracy budget is worth fewer than three validation images."
+    )
 
     # what a trial records and how it is read back (the trial, not the study, holds it)
     value = staticmethod(trials.value)
