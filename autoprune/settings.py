@@ -805,12 +805,7 @@ class StudyFile:
     path: str | None = None
 
     def __post_init__(self) -> None:
-        """Rules that involve the search and the fine-tuning recipe together."""
-        if self.settings.finalists and self.finetune.epochs == 0:
-            raise AutopruneError(
-                f"search.finalists = {self.settings.finalists} fine-tunes the best plans with [finetune], but "
-                "finetune.epochs = 0 would leave them as they are; give finetune.epochs >= 1 or search.finalists = 0"
-            )
+        check_finalists(self.settings, self.finetune)
 
     @property
     def out_dir(self) -> Path:
@@ -818,6 +813,15 @@ class StudyFile:
 
     def replace(self, **changes: Any) -> StudyFile:
         return dataclasses.replace(self, **changes)
+
+
+def check_finalists(settings: SearchSettings, finetune: TrainSettings) -> None:
+    """The rule that involves the search and the fine-tuning recipe together: finalists need epochs."""
+    if settings.finalists and finetune.epochs == 0:
+        raise AutopruneError(
+            f"search.finalists = {settings.finalists} fine-tunes the best plans with [finetune], but "
+            "finetune.epochs = 0 would leave them as they are; give finetune.epochs >= 1 or search.finalists = 0"
+        )
 
 
 #: Study-file keys that are not search or training settings: (type, rule, default, doc).

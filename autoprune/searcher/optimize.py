@@ -53,7 +53,7 @@ from ..metrics import metric_direction
 from ..plan import Plan, PlanSpace
 from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import StudyRecord
-from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings
+from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings, check_finalists
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
@@ -153,6 +153,7 @@ def search(
     sharing one storage stop together once the study holds ``trials`` completed trials.
     """
     settings = _settings(settings, overrides)
+    check_finalists(settings, finetune)
     where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
     record, evaluator = open_search(model, data, settings, **where)
     ranking = GlobalRanking(evaluator)
@@ -213,6 +214,11 @@ def open_search(
     )
     evaluator = Evaluator.build(model, data, settings, latency_table=stored)
     source = baseline_source(evaluator.baseline, data)
+    if record.is_new and record.resolution_warning is None:  # not said by the preflight already
+        warning = resolution_warning(settings, evaluator.task.countable, len(data.val))
+        if warning:
+            _logger.warning(warning)
+            record.resolution_warning = warning
     if record.is_new:
         run = {**environment(), "splits": split_sizes(data)}
         _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs, run)

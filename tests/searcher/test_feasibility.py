@@ -113,3 +113,20 @@ def test_the_preflight_logs_the_resolution_warning_and_records_it_with_a_new_stu
     assert record.resolution_warning == warning and record.is_new
     preflight(model, digits, _settings(max_accuracy_drop=2.0), storage=storage, study_name="fine")
     assert StudyRecord(optuna.load_study(study_name="fine", storage=storage)).resolution_warning is None
+
+
+def test_a_search_from_python_logs_and_records_the_resolution_warning_once(digits, tmp_path, caplog):
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    options = {"max_accuracy_drop": 1.0, "trials": 1, "calibration_batches": 1, "uniform_starts": ()}
+    with caplog.at_level(logging.WARNING, logger="autoprune"):
+        result = autoprune.search(model, digits, storage=storage, study_name="api", **options)
+    warning = resolution_warning(result.record.settings, True, len(digits.val))
+    assert [m for m in caplog.messages if m.startswith("max_accuracy_drop")] == [warning]
+    assert result.record.resolution_warning == warning
+
+
+def test_a_search_from_python_with_finalists_and_no_finetuning_epochs_is_refused(digits):
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    with pytest.raises(autoprune.AutopruneError, match="finetune.epochs = 0 would leave them as they are"):
+        autoprune.search(model, digits, max_accuracy_drop=1.0, finalists=2, finetune=autoprune.TrainSettings(epochs=0))
