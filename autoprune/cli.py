@@ -99,6 +99,7 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     """Time the study's model on this machine, each group alone at a few rates: a table for the study file."""
     from .baseline import build_model
     from .engine import prunable_groups
+    from .searcher.evaluation import searched_groups
     from .searcher.latency import measure_table, timing_device
     from .settings import load_study_file
     from .zoo import create_dataset, dataset_task
@@ -114,11 +115,11 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     model = build_model(study_file, data).eval()  # latency does not depend on the weights
     task = dataset_task(data)
     example, timing = task.example(data.val[0][0]), task.repeated(data.val[0][0], settings.latency_batch_size)
-    groups = prunable_groups(model, example)
+    groups = searched_groups(prunable_groups(model, example), settings.prune_only)  # the groups the study searches
     table = measure_table(model, example, timing, groups, settings.rate_max, device, settings.round_to)
     table.write(output)
     print(
-        f"timed {len(groups)} groups at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
+        f"timed {len(groups)} group{'' if len(groups) == 1 else 's'} at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
         f"batch {table.batch_size}: the baseline takes {table.base_ms:.3f} ms; wrote {output} "
         f"(give it as study.latency_table)"
     )
@@ -435,10 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _OneLineToStderr(logging.Handler):
-    """autoprune's warnings (a failed trial, say) as one line each on the current stderr."""
+    """autoprune's warnings (a failed trial, say) as one line each on the current stderr; written through
+    tqdm, which lifts a progress bar off its line first and draws it again below, so no line joins the bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"autoprune: {record.getMessage()}", file=sys.stderr)
+        from tqdm import tqdm
+
+        tqdm.write(f"autoprune: {record.getMessage()}", file=sys.stderr)
 
 
 @contextlib.contextmanager

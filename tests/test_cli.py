@@ -291,6 +291,10 @@ def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tm
     if not torch.cuda.is_available():
         assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "t.json"), "--device", "cuda"]) == 2
         assert "has no CUDA device" in capsys.readouterr().err
+    only = study_file("only.toml", study={"latency_batch_size": 4}, search={"prune_only": ["features.3"]})
+    assert cli.main(["latency-table", str(only), "-o", str(tmp_path / "only.json")]) == 0
+    assert "timed 1 group at rates" in capsys.readouterr().out  # the groups the study searches, so it can use the table
+    assert set(json.loads((tmp_path / "only.json").read_text())["ms"]) == {"features.3"}
 
 
 def _with_stdout_closed(*args: str) -> str:
@@ -345,3 +349,18 @@ def test_the_summary_shows_each_constrained_metric_with_its_unit(tmp_path, study
         f"{baseline:.4g}",
         "KiB)",
     ]
+
+
+def test_a_warning_while_the_progress_bar_is_drawn_is_a_line_of_its_own(capsys):
+    import logging
+
+    from tqdm import tqdm
+
+    with cli._one_line_logging():
+        bar = tqdm(total=3, file=sys.stderr, desc="study", unit="trial")
+        bar.update(1)
+        logging.getLogger("autoprune").warning("trial 1 was left running by a worker that stopped")
+        bar.update(1)
+        bar.close()
+    pieces = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert "autoprune: trial 1 was left running by a worker that stopped" in pieces  # not glued onto the bar
