@@ -87,8 +87,9 @@ def environment() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     versions["torch"] = torch.__version__
+    threads = torch.get_num_threads()
     return {
-        "machine": f"{_cpu()}, {torch.get_num_threads()} threads, {platform.system()} {platform.release()}, "
+        "machine": f"{_cpu()}, {threads} thread{'' if threads == 1 else 's'}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}",
         "versions": versions,
     }

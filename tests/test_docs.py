@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -104,3 +105,81 @@ def test_the_quickstart_page_shows_what_its_command_printed_and_the_study_file_i
     assert f"runs {trials} trials" in prose and f"accuracy on {len(data.val)} images" in prose
     assert f"{study.train.epochs} epochs" in prose and "ResNet-20 (width 16)" in prose
     assert study.model == "resnet20" and study.model_params == {"width": 16}
+
+
+def _fenced(text: str) -> list[str]:
+    """The code of each fenced block of a Markdown text."""
+    return re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def _named_file(text: str, name: str) -> str:
+    """The fenced block of ``text`` whose first line is the comment ``# name``."""
+    (code,) = [block for block in _fenced(text) if block.startswith(f"# {name}\n")]
+    return code
+
+
+def test_the_documented_plugin_package_builds_and_loads_without_the_plugin_option(tmp_path):
+    """Regression: the guide's pyproject.toml lacked [build-system] and said nowhere where the module goes.
+    The documented folder is built into a wheel (what ``pip install`` does with it) and, with the wheel on
+    the path, ``autoprune plugins`` lists the importance with no --plugin."""
+    import subprocess
+    import sys
+    import zipfile
+
+    text = (DOCS / "writing_plugins.md").read_text()
+    assert "my-autoprune-plugin/\n  pyproject.toml\n  my_metric.py" in text and "pip install -e ." in text
+    folder = tmp_path / "my-autoprune-plugin"
+    folder.mkdir()
+    for name in ("pyproject.toml", "my_metric.py"):
+        (folder / name).write_text(_named_file(text, name))
+    (folder / "test_my_metric.py").write_text(_named_file(text, "test_my_metric.py"))
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    build = subprocess.run(
+        [*pip, "-w", str(tmp_path / "dist"), str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("my_autoprune_plugin-0.1.0-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "my_metric.py" in names and "test_my_metric.py" not in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # installed, as pip would lay it out in site-packages
+    env = {k: v for k, v in os.environ.items() if k != "AUTOPRUNE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(DOCS.parent)])
+    listed = subprocess.run(
+        [sys.executable, "-m", "autoprune.cli", "plugins", "--kind", "importance"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    peak = next(row for row in listed.stdout.splitlines() if row.strip().startswith("peak "))
+    assert "my-autoprune-plugin 0.1.0 (my_metric)" in peak
+
+
+def test_every_conformance_suite_the_guide_names_exists_with_the_attributes_it_sets():
+    """Regression: the guide said "models and datasets have suites too" without naming them."""
+    import ast
+
+    from autoprune import testing
+
+    text = (DOCS / "writing_plugins.md").read_text()
+    suites = {name for name in dir(testing) if name.endswith("Conformance")}
+    for name in ("DatasetConformance", "ModelConformance", "MetricConformance", "TaskConformance"):
+        assert f"`{name}`" in text and name in suites
+    used = set()
+    for block in _fenced(text):
+        if "Conformance)" not in block:
+            continue
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ClassDef):
+                (base,) = [b.id for b in node.bases]
+                used.add(base)
+                targets = [t for s in node.body if isinstance(s, ast.Assign) for t in s.targets]
+                assigned = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                assert assigned and assigned <= set(dir(getattr(testing, base))), (node.name, assigned)
+    assert {"DatasetConformance", "ModelConformance", "MetricConformance", "TaskConformance"} <= used

@@ -249,7 +249,7 @@ def test_a_detection_study_runs_from_the_command_line(tmp_path, study_file, caps
     assert "2 trials" in out and "baseline map" in out and "best trial" in out
     assert (tmp_path / "out" / "best.pt").is_file() and (tmp_path / "out" / "report" / "index.html").is_file()
     page = (tmp_path / "out" / "report" / "index.html").read_text()
-    assert "validation map" in page and "points of COCO mAP@[.5:.95] lost" in page and "<th>map_drop</th>" in page
+    assert "validation mAP" in page and "points of COCO mAP@[.5:.95] lost" in page and "<th>mAP drop</th>" in page
     rebuilt_study = autoprune.Study.load(tmp_path / "out")  # every trial rebuilt from the record scores as recorded
     for trial in rebuilt_study.record.completed():
         rebuilt = rebuilt_study.rebuild(trial.number)

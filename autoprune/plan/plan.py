@@ -41,6 +41,20 @@ if TYPE_CHECKING:
 #: The N:M pattern and weight importance a plan takes when it names none (the study file's defaults).
 DEFAULT_NM = tuple(SearchSettings.default("nm"))
 DEFAULT_WEIGHT_IMPORTANCE = SearchSettings.default("weight_importance")
+#: Decimals a rate is written with when it is a decimal of that many places up to float noise.
+RATE_DECIMALS = 6
+
+
+def tidy_rate(value: float) -> float:
+    """``value`` without float noise: rounded to :data:`RATE_DECIMALS` decimals when it is within 1e-12 of
+    that (``0.05 * 12 = 0.6000000000000001`` is 0.6), else as it is (a global plan's ``1 / 3`` of a
+    group's channels stays exact, as 0.333333 would remove none of three).
+
+    The channels a rate removes (``floor(rate * channels + 1e-9)``) are the same either way, so a plan
+    prunes what it pruned before it was tidied; a rate 1e-12 away from a six-decimal number it is not
+    is a fraction of over a million channels."""
+    rounded = round(value, RATE_DECIMALS)
+    return rounded if abs(rounded - value) <= 1e-12 else value
 
 
 @dataclass(frozen=True)
@@ -65,9 +79,13 @@ class Plan:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        put("rates", {str(g): float(r) for g, r in dict(self.rates).items()})
+        # rates without float noise, so best_plan.json, the repr and equal plans read 0.6, not 0.6000000000000001
+        put("rates", {str(g): tidy_rate(float(r)) for g, r in dict(self.rates).items()})
         put("methods", {str(g): str(m) for g, m in dict(self.methods).items()})
-        put("sparsity", {str(g): float(s) for g, s in dict(self.sparsity).items()})
+        put("sparsity", {str(g): tidy_rate(float(s)) for g, s in dict(self.sparsity).items()})
+        for name in ("global_rate", "global_max_rate"):
+            if getattr(self, name) is not None:
+                put(name, tidy_rate(float(getattr(self, name))))
         put("nm_groups", tuple(self.nm_groups))
         put("nm_pattern", tuple(int(k) for k in self.nm_pattern))
         for name, rate in (*self.rates.items(), *self.sparsity.items()):
@@ -90,6 +108,19 @@ class Plan:
         if not self.prunes_weights:
             put("weight_importance", DEFAULT_WEIGHT_IMPORTANCE)
         put("reconstruct", bool(self.reconstruct))
+
+    def __repr__(self) -> str:
+        """The dataclass's repr with each rate to :data:`RATE_DECIMALS` decimals: ``Plan(rates={'conv1': 0.6,
+        'conv2': 0.333333}, ...)``."""
+
+        def shown(value: Any) -> str:
+            if isinstance(value, float):
+                return repr(round(value, RATE_DECIMALS))
+            if isinstance(value, dict):
+                return "{" + ", ".join(f"{k!r}: {shown(v)}" for k, v in value.items()) + "}"
+            return repr(value)
+
+        return f"Plan({', '.join(f'{f.name}={shown(getattr(self, f.name))}' for f in dataclasses.fields(self))})"
 
     @property
     def scope(self) -> str:

@@ -18,9 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from .record import StudyRecord
-from .units import score_label
+from .units import plural, score_label, score_name
 
 
 def _scaled(values, unit: str):
@@ -37,9 +38,22 @@ _LABEL = {
 }
 
 
+def _within_view(line: float, low: float, high: float) -> bool:
+    """Whether a budget line at ``line`` is near the data in [``low``, ``high``] (points): no further from
+    it than three times the data's span or 5 points, so keeping the line in view does not squash the data
+    into a sliver (and a budget of 1e308 points does not overflow matplotlib's transforms)."""
+    reach = max(3 * (high - low), 5.0)
+    return math.isfinite(line) and low - reach <= line <= high + reach
+
+
 def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, objective: str):
+    """The score against the size objective: every completed trial (each one the legend counts is in
+    view), the Pareto front, the one-rate trials, the baselines and the budget line."""
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     complete = frame[frame["state"] == "COMPLETE"]
+    complete = complete[complete[objective].notna() & complete["accuracy"].notna()]  # the points that are drawn
+    front = front[front[objective].notna() & front["accuracy"].notna()] if len(front) else front
+    drawn = list(complete["accuracy"])
     infeasible = complete[~complete["feasible"]]
     feasible = complete[complete["feasible"]]
     ax.scatter(
@@ -49,7 +63,7 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
         s=22,
         color="#d62728",
         alpha=0.45,
-        label=f"over the budget ({len(infeasible)} trials)",
+        label=f"over the budget ({plural(len(infeasible), 'trial')})",
     )
     ax.scatter(
         _scaled(feasible[objective], objective),
@@ -57,7 +71,7 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
         s=18,
         color="#7f7f7f",
         alpha=0.45,
-        label=f"within the budget ({len(feasible)} trials)",
+        label=f"within the budget ({plural(len(feasible), 'trial')})",
     )
     scoped = feasible[feasible["scope"] == "global"]
     if len(scoped) and len(scoped) < len(feasible):  # scope = "both": tell the two apart
@@ -68,7 +82,7 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
             s=30,
             facecolor="none",
             edgecolor="#9467bd",
-            label=f"global scope, within the budget ({len(scoped)} trials)",
+            label=f"global scope, within the budget ({plural(len(scoped), 'trial')})",
         )
     uniform = complete[complete["uniform_rate"].notna()].sort_values(objective)
     if len(uniform):
@@ -106,6 +120,7 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
     ):
         reference = (record.references or {}).get(kind, {})
         if reference.get("rate") is not None and objective in reference:
+            drawn.append(reference["accuracy"])
             ax.scatter(
                 [_scaled(reference[objective], objective)],
                 [reference["accuracy"]],
@@ -118,28 +133,36 @@ def plot_pareto(frame: pd.DataFrame, front: pd.DataFrame, record: StudyRecord, o
             )
     baseline, max_drop = record.baseline, record.max_accuracy_drop
     base_acc = baseline.get("accuracy")
-    if base_acc is not None and max_drop is not None:
-        threshold = base_acc - max_drop
-        ax.axhline(threshold, color="#2ca02c", ls=":", lw=1.5, label=f"budget: {max_drop} points below baseline")
-        if objective in baseline:
-            ax.scatter(
-                [_scaled(baseline[objective], objective)],
-                [base_acc],
-                marker="*",
-                s=160,
-                color="black",
-                zorder=6,
-                label="unpruned baseline",
-            )
-        budget = max(max_drop, 0.5)
-        best = max([base_acc, *complete["accuracy"].dropna()])
-        worst = min([threshold, *complete["accuracy"].dropna()])
-        ax.set_ylim(max(worst, threshold - 3 * budget) - 0.2 * budget, best + 0.3 * budget)
+    if base_acc is not None and objective in baseline:
+        drawn.append(base_acc)
+        ax.scatter(
+            [_scaled(baseline[objective], objective)],
+            [base_acc],
+            marker="*",
+            s=160,
+            color="black",
+            zorder=6,
+            label="unpruned baseline",
+        )
+    drawn = [float(v) for v in drawn if math.isfinite(v)]
+    if drawn:
+        low, high = min(drawn), max(drawn)
+        if base_acc is not None and max_drop is not None:
+            threshold = base_acc - max_drop
+            label = f"budget: {max_drop} points below baseline"
+            if _within_view(threshold, low, high):
+                ax.axhline(threshold, color="#2ca02c", ls=":", lw=1.5, label=label)
+                low, high = min(low, threshold), max(high, threshold)
+            else:  # far below every trial: named in the legend, not drawn
+                ax.plot([], [], color="#2ca02c", ls=":", lw=1.5, label=f"{label} (below every trial)")
+        pad = 0.06 * max(high - low, 0.5)
+        ax.set_ylim(low - pad, high + pad)  # every point the legend counts is in view
     ax.set_xlabel(_LABEL[objective] + " (lower is better)")
     ax.set_ylabel(f"validation {score_label(record.score_name, record.score_label)} (higher is better)")
     source = record.source
     ax.set_title(
-        f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: {record.score_name} against {objective}"
+        f"{source.get('model', 'model')} on {source.get('dataset', 'data')}: "
+        f"{score_name(record.score_name)} against {objective}"
     )
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
@@ -176,11 +199,20 @@ def plot_sensitivity(record: StudyRecord, frame: pd.DataFrame):
     for colour, group in zip(colours, groups):
         rows = frame[(frame["group"] == group) & frame["accuracy_drop"].notna()]
         ax.plot(rows["rate"], rows["accuracy_drop"], "o-", ms=3, lw=1.2, color=colour, label=group)
-    ax.axhline(max_drop, color="#2ca02c", ls=":", lw=1.5, label=f"budget: {max_drop} points")
-    ax.set_ylim(-0.5 * max_drop, 2.5 * max_drop)
+    drops = frame["accuracy_drop"].dropna() if len(frame) else pd.Series(dtype=float)
+    drops = [float(v) for v in drops if math.isfinite(v)]
+    low, high = min([0.0, *drops]), max([0.0, *drops])
+    label = f"budget: {max_drop} points"
+    if _within_view(max_drop, low, high):  # the view: up to 2.5 budgets, where the curves cross the budget
+        ax.axhline(max_drop, color="#2ca02c", ls=":", lw=1.5, label=label)
+        ax.set_ylim(min(-0.5 * max_drop, low - 0.1), 2.5 * max_drop)
+    else:  # a budget far above every drop: named in the legend, the view the data's
+        ax.plot([], [], color="#2ca02c", ls=":", lw=1.5, label=f"{label} (above every drop)")
+        pad = 0.06 * max(high - low, 0.5)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("rate of the one group pruned (fraction of its channels removed)")
-    ax.set_ylabel(f"validation {record.score_name} drop, points")
-    ax.set_title(f"sensitivity of each group alone ({len(groups)} groups)")
+    ax.set_ylabel(f"validation {score_name(record.score_name)} drop, points")
+    ax.set_title(f"sensitivity of each group alone ({plural(len(groups), 'group')})")
     ax.grid(alpha=0.25)
     if len(groups) <= 24:
         ax.legend(fontsize=6, ncol=2, loc="upper left")
@@ -227,10 +259,12 @@ def plot_robustness(frame, front, record: StudyRecord):
     ax.scatter(done[x], done[y], s=14, color="#bbbbbb", label="trials")
     if len(front) and y in front:
         ax.scatter(front[x], front[y], s=34, color="#d62728", label="Pareto trials")
-    if drops:
-        ax.axvline(record.max_accuracy_drop, color="#555555", ls="--", lw=1, label="accuracy budget")
+    if drops:  # the bounds as lines, where they are near the trials (a budget of 1e308 is not drawn)
+        xs, ys = done[x].dropna(), done[y].dropna()
+        if len(xs) and _within_view(record.max_accuracy_drop, float(xs.min()), float(xs.max())):
+            ax.axvline(record.max_accuracy_drop, color="#555555", ls="--", lw=1, label="accuracy budget")
         bound = record.settings.bounds.get(y)
-        if bound is not None:
+        if bound is not None and len(ys) and _within_view(bound, float(ys.min()), float(ys.max())):
             ax.axhline(bound, color="#555555", ls=":", lw=1, label=f"{y} bound")
     ax.set_xlabel("clean accuracy drop, points" if drops else "clean validation accuracy, %")
     ax.set_ylabel("robust accuracy drop, points" if drops else "accuracy on corrupted images, %")
@@ -300,6 +334,7 @@ def plot_history(frame: pd.DataFrame, record: StudyRecord):
                 label=f"{label}: {base / reference[measure]:.2f}x (bisection)",
             )
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are counted: no tick at trial 2.5
     ax.set_ylabel(f"{measure} reduction, x (higher is better)")
     ax.set_title(f"Optimisation history: {measure} reduction within the {record.max_accuracy_drop} point budget")
     ax.grid(alpha=0.25)
@@ -337,7 +372,7 @@ def plot_importance(record: StudyRecord):
     fewer than :data:`IMPORTANCE_MIN_TRIALS` completed trials."""
     measure = record.size_objective
     panels = [
-        (f"{record.score_name} drop", parameter_importances(record, "accuracy_drop")),
+        (f"{score_name(record.score_name)} drop", parameter_importances(record, "accuracy_drop")),
         (measure, parameter_importances(record, measure)),
     ]
     panels = [(name, scores) for name, scores in panels if scores]

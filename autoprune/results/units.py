@@ -1,4 +1,5 @@
-"""Measures as people read them: ``4.76 MFLOPs``, ``94.2 k params``, ``1.23 ms``, ``2.78x fewer``.
+"""Measures as people read them: ``4.76 MFLOPs``, ``94.2 k params``, ``1.23 ms``, ``2.78x fewer``,
+``-0.35 points``, ``54 s``, ``mAP``.
 
 The summaries, the report and the export table all format through here, so a
 number reads the same wherever it is shown.
@@ -62,12 +63,63 @@ def factor(before: float | None, after: float | None, measure: str = "flops") ->
     return f"{before / after:.2f}x {FACTOR_WORDS.get(measure, 'smaller')}"
 
 
+def fixed(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, a value that rounds to zero as ``0.00`` (never ``-0.00``)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{0.0:.{digits}f}" if float(text) == 0 else text
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """``value`` with its sign and ``digits`` decimals: ``+0.35``, ``-0.69``; a change that rounds to
+    zero is ``+0.00``, never ``-0.00``."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    text = f"{value:+.{digits}f}"
+    return f"{0.0:+.{digits}f}" if float(text) == 0 else text
+
+
+def change(drop: float, unit: str = "points") -> str:
+    """A score's change for a ``drop`` in points (a loss is a negative change): ``-0.35 points``, ``+0.00 pt``."""
+    return f"{signed(-drop)} {unit}"
+
+
+def duration(seconds: float) -> str:
+    """A duration as people say it: ``0.4 s``, ``54 s``, ``3.2 min``, ``1.5 h``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    if seconds < 3600 - 3:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plural(count: int, word: str) -> str:
+    """``1 trial``, ``3 trials``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+#: How the built-in tasks' scores are written in text (their registered names are lower case).
+SCORE_NAMES = {"map": "mAP", "map_50": "mAP@.5", "miou": "mIoU"}
+
+
+def score_name(name: str) -> str:
+    """A score's name as text writes it: ``mAP`` for ``map``, ``mIoU`` for ``miou``, ``accuracy``; a
+    plugin's score by its own name."""
+    return SCORE_NAMES.get(name, name)
+
+
 def score_label(name: str, label: str | None = None) -> str:
     """A task's score as figures name it, with its unit: the task's own ``label``, else ``top-1 accuracy, %``
     for accuracy and ``NAME, points`` for another score."""
-    return label or ("top-1 accuracy, %" if name == "accuracy" else f"{name}, points")
+    return label or ("top-1 accuracy, %" if name == "accuracy" else f"{score_name(name)}, points")
 
 
 def score(name: str, value: float) -> str:
     """A score as summaries print it: ``93.50 %`` for accuracy, ``41.20`` (points) otherwise."""
-    return f"{value:.2f} %" if name == "accuracy" else f"{value:.2f}"
+    text = fixed(value)
+    return f"{text} %" if name == "accuracy" and text != "-" else text

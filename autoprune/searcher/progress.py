@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..results.record import StudyRecord
-from ..results.units import factor
+from ..results.units import change, factor
 
 __all__ = ["SearchProgress", "best_so_far", "progress_summary"]
 
@@ -40,7 +40,7 @@ def progress_summary(record: StudyRecord, feasible: list[FrozenTrial]) -> str:
     shown = {"flops": "FLOPs", "nonzero_params": "nonzero params", "size_bytes": "bytes"}.get(measure, measure)
     drop = record.value(best, "accuracy_drop")
     reduction = factor(record.baseline.get(measure), record.value(best, measure), measure)
-    return f"{text}, best {reduction} {shown} at {-drop:+.2f} pt"
+    return f"{text}, best {reduction} {shown} at {change(drop, 'pt')}"
 
 
 class SearchProgress:

@@ -187,3 +187,21 @@ def test_the_study_parts_of_a_plan_come_from_the_settings_alone():
     rng = random.Random(0)
     rates = {g: rng.choice(space.grid) for g in space.groups}
     assert space.decode(space.params(space.plan(rates))) == space.plan(rates)
+
+
+def test_rates_are_written_and_shown_without_float_noise_and_prune_the_same_channels():
+    """Regression (issue 23): ``0.30000000000000004`` in best_plan.json, ``0.6000000000000001`` in the
+    plan's repr. A rate on the grid but for float noise is that grid value; any other is kept exact."""
+    from autoprune.engine import removal_count
+
+    noisy = {"a": 0.1 * 3, "b": 0.05 * 12, "c": 1 / 3, "d": 0.45}
+    assert (noisy["a"], noisy["b"]) == (0.30000000000000004, 0.6000000000000001)
+    plan = Plan(rates=noisy, methods=dict.fromkeys(noisy, "l1"), sparsity={"a": 0.1 * 3})
+    text = plan.to_json(trial=3)
+    assert json.loads(text)["rates"] == {"a": 0.3, "b": 0.6, "c": 1 / 3, "d": 0.45}
+    assert "00000000" not in text.replace("0.3333333333333333", "")
+    assert "'a': 0.3, 'b': 0.6, 'c': 0.333333, 'd': 0.45" in repr(plan) and "sparsity={'a': 0.3}" in repr(plan)
+    assert Plan.from_json(text) == plan
+    for rate in (*noisy.values(), *(k * 0.05 for k in range(20)), *(k / 7 for k in range(7))):
+        tidied = Plan(rates={"g": rate}).rates["g"]
+        assert all(removal_count(size, tidied) == removal_count(size, rate) for size in range(1, 4097))

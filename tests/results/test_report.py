@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 
+import autoprune
 from autoprune import SearchSettings, cli
 from autoprune.results import StudyRecord, trials_frame, write_report
 from autoprune.results.figures import IMPORTANCE_MIN_TRIALS, parameter_importances, reduction_history
@@ -216,3 +217,186 @@ def test_importance_finds_the_parameter_the_drop_depends_on():
     fake.run(measure, trials=30)
     assert next(iter(parameter_importances(record, "accuracy_drop"))) == "a.rate"
     assert next(iter(parameter_importances(record, "flops"))) == "c.rate"
+
+
+def test_changes_durations_and_score_names_read_as_people_write_them():
+    """Regression (issue 23): ``-0.00 pt``, ``0.9 min``, ``map``."""
+    from autoprune.results.units import change, duration, fixed, score, score_label, score_name, signed
+
+    assert signed(-0.001) == "+0.00" and signed(0.004) == "+0.00" and signed(-0.35) == "-0.35"
+    assert change(0.001) == "+0.00 points" and change(0.69, "pt") == "-0.69 pt" and change(-0.5) == "+0.50 points"
+    assert fixed(-0.001) == "0.00" and fixed(-0.35) == "-0.35" and score("accuracy", -0.001) == "0.00 %"
+    assert duration(0.9 * 60) == "54 s" and duration(3.24) == "3.2 s" and duration(59.4) == "59 s"
+    assert duration(60) == "1.0 min" and duration(150) == "2.5 min" and duration(5400) == "1.5 h"
+    assert (score_name("map"), score_name("miou"), score_name("accuracy"), score_name("road")) == (
+        "mAP",
+        "mIoU",
+        "accuracy",
+        "road",
+    )
+    assert score_label("miou") == "mIoU, points"
+
+
+BASELINE_40 = {"accuracy": 40.0, "flops": 1_000_000, "params": 10_000}
+
+
+def _detection_study() -> FakeStudy:
+    """A made-up study of a detector: its score is COCO mAP, one trial collapsed far below the budget."""
+    fake = FakeStudy(GROUPS, SearchSettings(max_accuracy_drop=2.0, rate_step=0.1), baseline=BASELINE_40)
+    fake.record.write_attrs({"task": "detection", "score": "map", "score_label": "COCO mAP@[.5:.95], points"})
+    for drop, flops in ((0.001, 900_000), (1.5, 600_000), (4.0, 500_000), (38.0, 200_000)):
+        fake.trial({"accuracy": 40.0 - drop, "accuracy_drop": drop, "flops": flops, "params": flops / 100})
+    return fake
+
+
+def test_a_report_names_the_score_by_its_display_name_and_a_change_of_zero_as_plus_zero(tmp_path):
+    """Regression: ``validation map``, ``map_drop``, ``map against flops``; ``-0.00`` for a drop of 0.001."""
+    fake = _detection_study()
+    fake.trial({"accuracy": 40.001, "accuracy_drop": -0.001, "flops": 950_000, "params": 9_500})
+    page = write_report(fake.study, tmp_path).read_text()
+    page = page[: page.index("<details>")]  # the study's raw settings below name the score as recorded
+    assert "validation mAP" in page and "mAP against flops" in page and "<th>mAP drop</th>" in page
+    assert "validation map" not in page and "map_drop" not in page and ">map<" not in page
+    assert "-0.00" not in page and "+0.00 points" not in page  # the chosen trial lost 1.5 points
+    front = html.unescape(page[page.index("Pareto front (") :])
+    assert "<td>0.00</td>" in front  # the trial 0.001 better than the baseline, in the front table
+    one = FakeStudy(GROUPS, baseline=BASELINE_40)
+    one.trial({"accuracy": 39.999, "accuracy_drop": 0.001, "flops": 900_000, "params": 9_000})
+    page = write_report(one.study, tmp_path / "one").read_text()
+    assert "<td>+0.00 points</td>" in page and "-0.00" not in page
+    assert "Pareto front (1 trial)</h2>" in page  # not "1 trials"
+
+
+def test_the_pareto_plot_shows_every_trial_its_legend_counts():
+    """Regression: the y axis stopped 3 budgets below the threshold, so a collapsed detector trial that the
+    legend counted "over the budget" was off the plot."""
+    from autoprune.results.figures import plot_pareto
+
+    fake = _detection_study()
+    record = fake.record
+    frame = trials_frame(record)
+    fig = plot_pareto(frame, pd.DataFrame(columns=frame.columns), record, "flops")
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low < 2.0 and high > 40.0  # the collapsed trial (mAP 2) and the baseline (mAP 40)
+    counted = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert "over the budget (2 trials)" in counted and "within the budget (2 trials)" in counted
+    assert "mAP against flops" in ax.get_title()
+
+
+def test_a_huge_budget_draws_no_absurd_line_and_warns_of_no_overflow(tmp_path):
+    """Regression: ``max_accuracy_drop = 1e308`` put the budget line (and the sensitivity plot's axis) at
+    1e308, and matplotlib warned of an overflow."""
+    import warnings
+
+    fake = FakeStudy(GROUPS, SearchSettings(max_accuracy_drop=1e308, rate_step=0.1), baseline=BASELINE_40)
+    for drop in (0.5, 3.0, 20.0):
+        fake.trial({"accuracy": 40.0 - drop, "accuracy_drop": drop, "flops": 1e6 * (1 - drop / 40), "params": 1e4})
+    rows = [
+        {"group": g, "rate": r, "accuracy_drop": 10 * r, "flops": 1e6, "params": 1e4, "evaluated": 1, "failed": False}
+        for g in GROUPS
+        for r in (0.0, 0.5)
+    ]
+    fake.record.write_sensitivity(rows, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        write_report(fake.study, tmp_path)
+    from autoprune.results.figures import plot_pareto, plot_sensitivity
+    from autoprune.results.report import sensitivity_frame
+
+    record = fake.record
+    frame = trials_frame(record)
+    for fig in (
+        plot_pareto(frame, frame.iloc[:0], record, "flops"),
+        plot_sensitivity(record, sensitivity_frame(record)),
+    ):
+        low, high = fig.axes[0].get_ylim()
+        assert -50 < low < high < 100, (low, high)
+        assert any("budget: 1e+308 points" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert (tmp_path / "sensitivity.png").is_file()
+
+
+def test_the_history_plot_numbers_trials_with_integers():
+    """Regression: three trials drew ticks at trial 0.25, 0.5, ..."""
+    from autoprune.results.figures import plot_history
+
+    fake = FakeStudy(GROUPS, baseline=BASELINE_40)
+    for drop in (0.2, 0.4, 0.6):
+        fake.trial({"accuracy": 40.0 - drop, "accuracy_drop": drop, "flops": 1e6 * (1 - drop), "params": 1e4})
+    fig = plot_history(trials_frame(fake.record), fake.record)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_wall_time_under_a_minute_reads_in_seconds(tmp_path):
+    """Regression: a 54-second search read ``0.9 min``."""
+    page = write_report(_study(), tmp_path).read_text()
+    assert re.search(r"<td>\d+(\.\d)? s from the first trial", page) and "min from the first" not in page
+
+
+def test_the_chosen_trial_says_what_it_is_in_a_multi_objective_study(tmp_path):
+    """Regression: the most accurate Pareto point was called "the smallest within the budget"."""
+    fake = FakeStudy(GROUPS, SearchSettings(max_accuracy_drop=1.0, objective=["accuracy", "flops"]))
+    for accuracy, flops in ((94.5, 800.0), (94.2, 600.0)):
+        fake.trial({"accuracy": accuracy, "accuracy_drop": 95.0 - accuracy, "flops": flops, "params": flops / 10})
+    page = write_report(fake.study, tmp_path).read_text()
+    assert fake.record.chosen_trial().number == 0  # the more accurate one, not the smaller
+    assert "The smallest" not in page
+    assert "The point of the Pareto front (of accuracy, flops) with the highest accuracy within the budget" in page
+    single = write_report(_study(), tmp_path / "single").read_text()
+    assert "The lowest flops within the budget" in single
+
+
+def test_constraint_lines_and_the_chosen_trial_show_each_bound_with_its_unit(tmp_path, temporary_plugin):
+    """Regression: ``weight_kib <= 200 (the baseline: 367.9)`` although the metric declares its unit; no
+    ``ms`` on a latency bound; the constrained metric's value missing from the chosen trial's table."""
+
+    class KiB:
+        @autoprune.hookimpl
+        def autoprune_register_metrics(self, register):
+            register("weight_kib", lambda model, context: 0.0, unit="KiB", description="weights in KiB")
+
+    temporary_plugin(KiB(), name="kib")
+    settings = SearchSettings(max_accuracy_drop=1.0, constraints=(("weight_kib", 200.0), ("latency", 5.0)))
+    fake = FakeStudy(GROUPS, settings, baseline={**BASELINE_40, "weight_kib": 367.9, "latency": 7.25})
+    fake.trial(
+        {"accuracy": 39.5, "accuracy_drop": 0.5, "flops": 5e5, "params": 5e3, "weight_kib": 180.5, "latency": 4.5}
+    )
+    page = write_report(fake.study, tmp_path).read_text()
+    assert (
+        "<code>latency</code> &le; 5 ms, <code>weight_kib</code> &le; 200 KiB (the baseline: 7.25 ms, 367.9 KiB)"
+        in page
+    )
+    assert "<tr><th>weight_kib (&lt;= 200 KiB)</th><td>367.9 KiB</td><td>180.5 KiB</td><td>-187.4 KiB</td></tr>" in page
+    assert "<th>latency (&lt;= 5 ms)</th><td>7.25 ms</td><td>4.5 ms</td><td>1.61x faster</td>" in page
+
+
+def test_an_interrupted_search_writes_every_file_a_finished_one_does(tmp_path, monkeypatch):
+    """Regression (Ctrl-C left a report without rates.png and trials.csv): the report read the study's
+    attributes from the storage five times per trial, so writing it after Ctrl-C took over a minute on a
+    long study (73 s of 108 s for 1,000 trials on SQLite), long enough to be stopped again before those
+    files were written; now it reads them once."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = _study(storage, name="stopped")
+
+    def interrupted(trial):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(interrupted, n_trials=1)  # Optuna fails the running trial, as on Ctrl-C
+    assert study.trials[-1].state == optuna.trial.TrialState.FAIL
+    reads = []
+    user_attrs = optuna.Study.user_attrs.fget
+
+    def counted(self):
+        reads.append(1)
+        return user_attrs(self)
+
+    monkeypatch.setattr(optuna.Study, "user_attrs", property(counted))
+    stopped, finished = tmp_path / "stopped", tmp_path / "finished"
+    write_report(optuna.load_study(study_name="stopped", storage=storage), stopped)
+    assert len(reads) <= 3  # once per report, not once per trial (31 trials)
+    write_report(_study(), finished)
+    assert sorted(p.name for p in stopped.iterdir()) == sorted(p.name for p in finished.iterdir())
+    assert len(pd.read_csv(stopped / "trials.csv")) == 31

@@ -51,3 +51,11 @@ def test_the_bar_counts_the_trials_and_shows_the_reduction_not_optunas_raw_value
     err = capsys.readouterr().err
     assert "4/4 trials" in err and "Best value" not in err
     assert progress_summary(result.record, result.record.feasible()) in err
+
+
+def test_a_best_that_lost_nothing_reads_plus_zero_not_minus_zero():
+    """Regression (issue 23): a drop of 0.001 points read ``at -0.00 pt``."""
+    fake = FakeStudy(["a", "b"], baseline={"accuracy": 95.0, "flops": 1_000_000, "params": 10_000})
+    fake.trial({"accuracy": 94.999, "accuracy_drop": 0.001, "flops": 400_000})
+    record = fake.record
+    assert progress_summary(record, record.feasible()) == "1 feasible, best 2.50x fewer FLOPs at +0.00 pt"
