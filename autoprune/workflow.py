@@ -14,12 +14,15 @@ over it::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,10 +150,26 @@ def run_study(
             **prepared.search_args,
         )
     except SearchInterrupted as stop:
-        run = write_outputs(prepared, stop.result, time.perf_counter() - started)
+        log("writing the report and model of the finished trials (a second Ctrl-C waits until they are written)")
+        with _interrupts_held():
+            run = write_outputs(prepared, stop.result, time.perf_counter() - started)
         run.interrupted = True
         raise SearchInterrupted(run) from None
     return write_outputs(prepared, result, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C ignored while the block runs (in the main thread; elsewhere signals do not reach it): a
+    second one after the search was interrupted would otherwise leave a report without its files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def write_outputs(prepared: PreparedStudy, result, seconds: float) -> StudyRun:

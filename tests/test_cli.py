@@ -96,7 +96,7 @@ def test_quickstart_end_to_end_with_few_trials(tmp_path, capsys, monkeypatch):
     page = (out / "report" / "index.html").read_text()
     run = StudyRecord(study).run
     assert f"torch {torch.__version__}" in page and f"optuna {optuna.__version__}" in page and run["machine"] in page
-    data = autoprune.create_dataset("digits")
+    data = autoprune.create_dataset("digits", val_fraction=0.35)  # as studies/quickstart.toml splits it
     assert run["splits"] == {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     assert f"{len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test samples" in page
     command = shlex.split(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", page, re.DOTALL).group(1)))

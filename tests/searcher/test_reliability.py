@@ -199,6 +199,15 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, s
         return suggest(space, trial, *args, **kwargs)
 
     monkeypatch.setattr(PlanSpace, "suggest", interrupted_at_trial_3)
+    from autoprune import workflow
+
+    write_outputs, held = workflow.write_outputs, []
+
+    def writing(*args, **kwargs):
+        held.append(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+        return write_outputs(*args, **kwargs)
+
+    monkeypatch.setattr(workflow, "write_outputs", writing)
     out = tmp_path / "out"
     quick = study_file(
         "quick.toml",
@@ -210,8 +219,9 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, s
     assert cli.main(args) == 130
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if not line.startswith(("training the baseline", "  epoch"))]
-    assert len(lines) == 1 and lines[0].startswith("autoprune: interrupted;")
-    assert "the 3 finished trials are saved" in lines[0]
+    assert len(lines) == 2 and lines[0].startswith("writing the report and model of the finished trials")
+    assert lines[1].startswith("autoprune: interrupted;") and "the 3 finished trials are saved" in lines[1]
+    assert held == [True] and signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # a second Ctrl-C waited
     assert "3 trials" in captured.out
     for name in ("best.pt", "best_plan.json", "report/index.html", "report/trials.csv"):
         assert (out / name).is_file()
