@@ -486,6 +486,8 @@ def _html(record: StudyRecord, frame, front, figures, best, objective, command: 
             "reached."
         ),
     }
+    warning = record.resolution_warning
+    resolution = "" if not warning else f'<p class="warning"><strong>Warning:</strong> {e(warning)}.</p>\n'
     chosen = None if best is None else best.number
     images = "".join(
         f'<h2>{e(title)}</h2><img alt="{e(title)}" src="data:image/png;base64,{figures[key]}">'
@@ -514,7 +516,7 @@ img{{max-width:100%;height:auto}}</style></head><body>
 baseline validation {e(score_name(record.score_name))} {e(score(record.score_name, baseline.get("accuracy", float("nan"))))},
 {e(human(baseline.get("flops"), "flops"))}, {e(human(baseline.get("params"), "params"))}.
 Budget: at most {e(str(record.max_accuracy_drop))} points of {e(score_label(record.score_name, record.score_label).split(",")[0])} lost.</p>
-{_chosen_section(record, best, command)}
+{resolution}{_chosen_section(record, best, command)}
 {bounds}{latency}{sparse}
 {images}
 <h2>Pareto front ({plural(len(front), "trial")})</h2>{_front_table(record, front)}

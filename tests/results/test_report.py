@@ -400,3 +400,11 @@ def test_an_interrupted_search_writes_every_file_a_finished_one_does(tmp_path, m
     write_report(_study(), finished)
     assert sorted(p.name for p in stopped.iterdir()) == sorted(p.name for p in finished.iterdir())
     assert len(pd.read_csv(stopped / "trials.csv")) == 31
+
+
+def test_a_budget_finer_than_the_validation_split_is_warned_about_in_the_report(tmp_path):
+    study = _study()
+    assert "Warning:" not in write_report(study, tmp_path / "fine").read_text()
+    StudyRecord(study).resolution_warning = "max_accuracy_drop = 1 point is 2.9 validation images of 288"
+    page = write_report(study, tmp_path / "coarse").read_text()
+    assert "<strong>Warning:</strong> max_accuracy_drop = 1 point is 2.9 validation images of 288." in page
