@@ -40,7 +40,7 @@ def test_a_global_scope_search_searches_one_rate_and_records_each_trials_plan(
         plan = record.plan(trial)
         assert {"rates": plan.rates, "methods": plan.methods} == trial.user_attrs["plan"]
         assert set(plan.rates) == set(record.groups) and plan.reconstruct is True  # the study's setting
-        assert plan.scope == "global" and plan.global_max_rate == trial.params["global.max_rate"]
+        assert plan.scope == "global" and plan.global_max_rate == pytest.approx(trial.params["global.max_rate"])
         assert all(rate <= trial.params["global.max_rate"] + 1e-9 for rate in plan.rates.values())
     first = record.completed()[0]  # the warm start: the global baseline's rate
     assert first.params["global.rate"] == pytest.approx(
