@@ -106,7 +106,8 @@ class MetricContext:
 
     ``example``: one input (batch of 1); ``timing_input``: the batch latency is timed
     on; ``val_batches``: the validation ``(inputs, targets)`` batches, in the study's
-    fixed order; ``calibration``: the training batches BatchNorm is recalibrated on;
+    fixed order (iterate them; each pass reads them again unless they fit in memory,
+    :class:`autoprune.batches.ValidationBatches`); ``calibration``: the training batches BatchNorm is recalibrated on;
     ``seed``: the study's seed (draw any randomness from it);
     ``baseline_model``: the unpruned model (:meth:`baseline` gives any metric of it);
     ``settings``: the study's :class:`~autoprune.SearchSettings` (None outside a search),
@@ -118,7 +119,7 @@ class MetricContext:
 
     example: Any
     timing_input: Any
-    val_batches: list = field(repr=False)
+    val_batches: Iterable = field(repr=False)
     seed: int = 0
     baseline_model: nn.Module | None = field(default=None, repr=False)
     calibration: list = field(default_factory=list, repr=False)

@@ -423,6 +423,20 @@ class SearchSettings(_Validated):
         rule=int_at_least(1),
         doc="batch size of calibration and evaluation",
     )
+    val_images: int = setting(
+        0,
+        section="search",
+        rule=int_at_least(0, " (0: the whole validation split)"),
+        doc="score trials on this many validation images, a fixed subset drawn from the seed (stratified by "
+        "class when the dataset has a `targets` attribute); finalists and exports use the whole split",
+    )
+    data_workers: int = setting(
+        0,
+        section="search",
+        rule=int_at_least(0),
+        resumable=True,
+        doc="DataLoader worker processes reading the validation split (0: the main process)",
+    )
     scope: str = setting(
         "local",
         section="search",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +128,7 @@ class Evaluator:
     timing_input: torch.Tensor
     groups: list[str]
     calibration: list = field(repr=False)
-    val_batches: list = field(repr=False)
+    val_batches: Iterable = field(repr=False)
     settings: SearchSettings
     base: dict[str, float] = field(default_factory=dict)
     budget: Budget | None = None
@@ -136,6 +137,8 @@ class Evaluator:
     context: MetricContext | None = field(default=None, repr=False)
     latency_table: LatencyTable | None = field(default=None, repr=False)
     task: Task = field(default_factory=lambda: Task(1), repr=False)
+    #: The whole validation split (``val_batches`` itself unless ``val_images`` scores trials on a subset).
+    full_val_batches: Iterable | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.structure is None:  # the baseline's groups, traced once when a plan first needs them
@@ -179,15 +182,22 @@ class Evaluator:
         timing_input = task.repeated(sample, settings.latency_batch_size)
         groups = searched_groups(prunable_groups(baseline, example), settings.prune_only)
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
-        val_batches = validation_batches(data, settings.batch_size, settings.seed)
+        reading = {"workers": settings.data_workers, "pin_memory": device.type == "cuda"}
+        full = validation_batches(data, settings.batch_size, settings.seed, **reading)
+        val_batches = (
+            validation_batches(data, settings.batch_size, settings.seed, images=settings.val_images, **reading)
+            if settings.val_images
+            else full
+        )
         evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings, task=task)
+        evaluator.full_val_batches = full
         if "latency" in evaluator.measured:
             evaluator.use_latency_table(latency_table)
         if task.countable:
             correct, total = count_correct(baseline, val_batches)
             score = 100.0 * correct / total
         else:  # scored on the whole split: no count to stop early on
-            correct, total = 0, sum(len(targets) for _, targets in val_batches)
+            correct, total = 0, val_batches.images
             score = task.score(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
         evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, Plan())}

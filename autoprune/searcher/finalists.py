@@ -37,17 +37,12 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
         stored and stored["recipe"] == recipe.to_attrs() and [row["trial"] for row in stored["trials"]] == numbers
     ):
         return
-    rows = []
+    rows, whole = [], evaluator.full_val_batches or evaluator.val_batches  # finalists: the whole split
     for trial in finalists:
         model = evaluator.apply(record.plan(trial))
+        before = record.value(trial, "accuracy") if whole is evaluator.val_batches else accuracy(model, whole)
         train(model, data, recipe, seed=evaluator.settings.seed)
-        rows.append(
-            {
-                "trial": trial.number,
-                "accuracy": record.value(trial, "accuracy"),
-                "finetuned_accuracy": accuracy(model, evaluator.val_batches),
-            }
-        )
+        rows.append({"trial": trial.number, "accuracy": before, "finetuned_accuracy": accuracy(model, whole)})
     record.finalists = {"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)}
 
 

@@ -28,6 +28,7 @@ OTHER_VALUES = {
     "rate_step": 0.1,
     "calibration_batches": 5,
     "batch_size": 64,
+    "val_images": 100,
     "uniform_starts": (0.2,),
     "early_stop": "off",
     "sampler": "random",

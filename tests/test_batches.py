@@ -1,0 +1,125 @@
+"""The study's fixed batches: the validation split streamed in one order, a seeded subset of it, and a split no
+list in memory could hold."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+import autoprune
+from autoprune.batches import ValidationBatches, validation_batches
+from autoprune.data import DataSplits
+from autoprune.zoo import dataset_task
+
+
+class LazyImages(Dataset):
+    """``n`` 1x8x8 images generated from their index when read (none is stored), class ``index % 10``; counts
+    its reads. ``targets``: expose the labels as torchvision's datasets do."""
+
+    def __init__(self, n: int, targets: bool = False) -> None:
+        self.n, self.reads = n, 0
+        if targets:
+            self.targets = [i % 10 if i % 5 else 0 for i in range(n)]  # class 0 twice as common, no class 5
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        image = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(index))
+        label = self.targets[index] if hasattr(self, "targets") else index % 10
+        return image, label
+
+
+def _splits(val: Dataset, digits) -> DataSplits:
+    return DataSplits(digits.train, val, None, num_classes=10, input_shape=(1, 8, 8))
+
+
+def test_every_pass_yields_the_batches_a_seeded_shuffling_loader_gives_once(digits):
+    """The order of the list the study held before, so a study's trials are unchanged; streamed on every pass
+    when the split does not fit in the cache, kept after the first pass when it does."""
+    loader = DataLoader(
+        digits.val,
+        batch_size=64,
+        shuffle=True,
+        collate_fn=dataset_task(digits).collate,
+        generator=torch.Generator().manual_seed(3),
+    )
+    expected = list(loader)
+    for cache_bytes in (0, 10**9):
+        batches = ValidationBatches(digits, 64, 3, cache_bytes=cache_bytes)
+        assert len(batches) == len(expected) and batches.images == len(digits.val)
+        for _ in range(2):
+            passed = list(batches)
+            assert len(passed) == len(expected)
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(passed, expected))
+        assert (batches._kept is None) == (cache_bytes == 0)
+
+
+def test_a_pass_stopped_early_keeps_nothing_and_the_next_pass_starts_from_the_first_batch(digits):
+    batches = ValidationBatches(digits, 32, 0)
+    first = next(iter(batches))
+    assert batches._kept is None
+    again = next(iter(batches))
+    assert torch.equal(first[0], again[0])
+    last = list(ValidationBatches(digits, 32, 0, cache_bytes=0))[-1]
+    assert torch.equal(batches[0][0], first[0]) and torch.equal(batches[-1][0], last[0])  # as the list was indexed
+    with pytest.raises(IndexError):
+        batches[len(batches)]
+
+
+def test_val_images_is_a_seeded_subset_stratified_by_class_when_the_dataset_has_targets(digits):
+    val = LazyImages(1000, targets=True)
+    batches = ValidationBatches(_splits(val, digits), 50, 0, images=100)
+    assert (
+        batches.images == 100 and batches.indices == ValidationBatches(_splits(val, digits), 50, 0, images=100).indices
+    )
+    counts = Counter(val.targets[i] for i in batches.indices)
+    shares = Counter(val.targets)
+    assert all(abs(counts[c] - 100 * shares[c] / 1000) < 1 for c in shares)  # each class in proportion
+    assert counts[0] == 20 and counts[5] == 0  # 200 of 1000 images are class 0, none class 5
+    other = ValidationBatches(_splits(val, digits), 50, 1, images=100)
+    assert other.indices != batches.indices  # another seed, another subset
+    through_subset = Subset(val, list(range(0, 1000, 2)))
+    assert ValidationBatches(_splits(through_subset, digits), 50, 0, images=50).images == 50
+    plain = LazyImages(1000)  # no labels to stratify by: the first images of the shuffled order
+    full = ValidationBatches(_splits(plain, digits), 50, 0)
+    assert ValidationBatches(_splits(plain, digits), 50, 0, images=100).indices == full.indices[:100]
+    assert plain.reads == 0  # nothing read to choose them
+
+
+def test_a_search_on_a_split_no_list_could_hold_reads_only_the_images_it_scores(digits):
+    """Two million validation images generated on demand (as a list of tensors they would take 2 GB, as
+    ImageNet's take 30): a search with ``val_images`` reads only its subset, whatever the split's size."""
+    val = LazyImages(2_000_000)
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    model = autoprune.train(model, digits, autoprune.TrainSettings(epochs=1), seed=0)
+    result = autoprune.search(
+        model,
+        _splits(val, digits),
+        max_accuracy_drop=50.0,
+        trials=2,
+        val_images=256,
+        uniform_starts=(),
+        calibration_batches=1,
+        warm_start="none",
+    )
+    assert len(result.record.completed()) == 2
+    assert all(result.record.value(t, "evaluated") <= 256 for t in result.record.completed())
+    assert val.reads <= 2 * 256 + 8  # the subset (read once, then kept) and a few single examples, not 2,000,000
+
+
+def test_validation_batches_takes_the_reading_options(digits):
+    batches = validation_batches(digits, 128, 0, workers=1, images=100)
+    assert batches.workers == 1 and sum(len(targets) for _, targets in batches) == 100
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "all"])
+def test_val_images_and_data_workers_take_non_negative_integers(bad):
+    with pytest.raises(autoprune.AutopruneError, match="val_images must be an integer >= 0"):
+        autoprune.SearchSettings(max_accuracy_drop=1.0, val_images=bad)
+    with pytest.raises(autoprune.AutopruneError, match="data_workers must be an integer >= 0"):
+        autoprune.SearchSettings(max_accuracy_drop=1.0, data_workers=bad)
