@@ -59,6 +59,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "trials": getattr(args, "trials", None),
         "timeout": getattr(args, "timeout", None),
         "seed": args.seed,
+        "device": args.device,
         "storage": args.storage,
         "out": args.out,
         "force": args.force,
@@ -362,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     study_file.add_argument("--storage", help="an Optuna storage URL (default: sqlite in the output folder)")
     study_file.add_argument("--out", help="output folder (default: study.out or runs/<study name>)")
     study_file.add_argument("--seed", type=int, help="the study's seed (sampler, calibration batches, baseline)")
+    study_file.add_argument(
+        "--device",
+        help="where to train and score: auto (CUDA when present), cpu, cuda or cuda:N (default: study.device)",
+    )
     study_file.add_argument("--force", action="store_true", help="take over an output folder that holds another study")
     folder = argparse.ArgumentParser(add_help=False)  # commands that read a search's output folder
     folder.add_argument("out_dir", help="the search's output folder")

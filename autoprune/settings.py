@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .devices import DEVICE_RULE, is_device_name
 from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
 from .errors import AutopruneError, unknown_name
 from .zoo import declared_options, list_metrics
@@ -376,6 +377,15 @@ class SearchSettings(_Validated):
         section="study",
         rule=int_at_least(1),
         doc="batch size of latency measurements (median of timed forward passes)",
+    )
+    device: str = setting(
+        "auto",
+        section="study",
+        rule=DEVICE_RULE,
+        check=is_device_name,
+        resumable=True,
+        doc="where the baseline is trained and every trial pruned and scored: 'auto' takes CUDA when torch "
+        "sees it, else the CPU",
     )
     latency_device: str = setting(
         "cpu",

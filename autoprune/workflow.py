@@ -80,6 +80,7 @@ def prepare_study(
     trials: int | None = None,
     timeout: float | None = None,
     seed: int | None = None,
+    device: str | None = None,
     storage: str | None = None,
     out: str | Path | None = None,
     force: bool = False,
@@ -90,6 +91,7 @@ def prepare_study(
     another study claimed)."""
     from .baseline import build_model, load_or_train
     from .checkpoint import load_checkpoint
+    from .devices import resolve_device
     from .searcher import preflight
     from .zoo import create_dataset
 
@@ -98,7 +100,8 @@ def prepare_study(
         raise AutopruneError(f"--out {out!r} names no folder; give a folder, or no --out for study.out or runs/<name>")
     if study_file.out is not None and not study_file.out.strip() and out is None:
         raise AutopruneError(f"study.out = {study_file.out!r} names no folder; give a folder, or none for runs/<name>")
-    overrides = {k: v for k, v in {"trials": trials, "timeout": timeout, "seed": seed}.items() if v is not None}
+    given = {"trials": trials, "timeout": timeout, "seed": seed, "device": device}
+    overrides = {k: v for k, v in given.items() if v is not None}
     study_file = study_file.replace(
         settings=study_file.settings.replace(**overrides),
         **{k: v for k, v in {"storage": storage, "out": out and str(out)}.items() if v},
@@ -108,7 +111,7 @@ def prepare_study(
     created = make_folder(study_file.out_dir)  # the default storage lives there
     try:
         data = create_dataset(study_file.dataset, **study_file.dataset_params)
-        model = build_model(study_file, data)
+        model = build_model(study_file, data).to(resolve_device(study_file.settings.device))
         if study_file.checkpoint:  # readable, and fits the model, before any work
             load_checkpoint(model, study_file.checkpoint, what="model.checkpoint")
         preflight(model, data, study_file.settings, storage=url, study_name=study_file.name)  # before training
@@ -129,7 +132,7 @@ def run_study(
 ) -> StudyRun:
     """Run study file ``study`` as ``autoprune search`` does and write its outputs (see the module).
 
-    ``overrides``: ``trials``, ``timeout``, ``seed``, ``storage``, ``out``, ``force``
+    ``overrides``: ``trials``, ``timeout``, ``seed``, ``device``, ``storage``, ``out``, ``force``
     (:func:`prepare_study`). Ctrl-C fails the running trial, writes the outputs of
     the finished ones and raises :class:`autoprune.SearchInterrupted` with the
     :class:`StudyRun` as its ``result``; running the same study again resumes it.

@@ -22,6 +22,8 @@ COMMAND_LINE = [
     ("out-a-file", {}, ["search", "s.toml", "--out", "s.toml"], "output folder 's.toml' is a file"),
     ("out-inside-a-file", {}, ["search", "s.toml", "--out", "s.toml/sub"], "output folder 's.toml/sub' is inside"),
     ("out-empty", {}, ["search", "s.toml", "--out", ""], "--out '' names no folder"),
+    ("device-this-machine-lacks", {}, ["search", "s.toml", "--device", "cuda:99"], "device 'cuda:99' but "),
+    ("device-misspelled", {}, ["search", "s.toml", "--device", "gpu"], "device must be 'auto', 'cpu', 'cuda' or"),
 ]
 
 # Study-file settings: conflicts and values refused before the baseline is trained.

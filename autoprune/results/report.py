@@ -424,7 +424,9 @@ def _run_section(record: StudyRecord, complete: pd.DataFrame) -> str:
         )
     )
     if run.get("machine"):
-        rows.append(("machine", run["machine"]))
+        rows.append(
+            ("machine", run["machine"] + (f"; trials on {run['trial_device']}" if run.get("trial_device") else ""))
+        )
     if run.get("versions"):
         rows.append(("versions", ", ".join(f"{package} {v}" for package, v in run["versions"].items())))
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)

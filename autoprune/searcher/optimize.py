@@ -40,6 +40,7 @@ from torch import nn
 
 from ..batches import calibration_batches
 from ..checkpoint import atomic_save
+from ..devices import resolve_device
 from ..engine import (
     group_layers,
     group_scores,
@@ -154,6 +155,9 @@ def search(
     """
     settings = _settings(settings, overrides)
     check_finalists(settings, finetune)
+    device = resolve_device(settings.device)
+    if next(model.parameters()).device != device:  # the caller's model stays where it is
+        model = copy.deepcopy(model).to(device)
     where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
     record, evaluator = open_search(model, data, settings, **where)
     ranking = GlobalRanking(evaluator)
@@ -219,8 +223,17 @@ def open_search(
         if warning:
             _logger.warning(warning)
             record.resolution_warning = warning
+    device = str(next(evaluator.baseline.parameters()).device)
+    if not record.is_new and record.run.get("trial_device", device) != device:
+        _logger.warning(
+            "study %r was created on %s and this process runs on %s: scores can differ in their last digits "
+            "between devices (latency is timed on study.latency_device alone)",
+            record.name,
+            record.run["trial_device"],
+            device,
+        )
     if record.is_new:
-        run = {**environment(), "splits": split_sizes(data)}
+        run = {**environment(), "splits": split_sizes(data), "trial_device": device}
         _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs, run)
     else:
         record.check_resumable(settings, evaluator.groups, source)

@@ -21,7 +21,8 @@ Study user attributes:
   ``dataset_params``, ``baseline_weights`` (a weights file) or
   ``baseline_artifact`` with ``artifact_store`` (an Optuna artifact),
   ``baseline_sha256`` (a fingerprint of the weights), ``autoprune_version``;
-- what the study ran on (:data:`RUN_KEYS`): ``machine``, ``versions``, ``splits``;
+- what the study ran on (:data:`RUN_KEYS`): ``machine``, ``versions``, ``splits``, ``trial_device`` (where
+  its trials ran; ``device`` is the setting, which may say ``auto``);
 - learned before the trials: ``sensitivity`` (per-group curves), ``rate_limits``
   (each group's searched range), ``references`` (the uniform and global baselines,
   found by bisection), ``warm_started``, ``latency_table_measured``,
@@ -86,7 +87,7 @@ LATENCY_TABLE, LATENCY_CHECK = "latency_table_measured", "latency_check"
 #: Why the accuracy budget is too fine for the validation split (a line for the report), written before the trials.
 RESOLUTION_WARNING = "resolution_warning"
 #: What the study ran on, written when it is created.
-RUN_KEYS = ("machine", "versions", "splits")
+RUN_KEYS = ("machine", "versions", "splits", "trial_device")
 #: What the study says about where its baseline came from.
 SOURCE_KEYS = (
     "model",

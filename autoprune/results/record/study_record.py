@@ -181,7 +181,7 @@ class StudyRecord:
 
     @property
     def run(self) -> dict[str, Any]:
-        """What the study ran on: ``machine``, ``versions``, ``splits`` (empty for studies made before
+        """What the study ran on: ``machine``, ``versions``, ``splits``, ``trial_device`` (empty for studies made before
         autoprune recorded them)."""
         return {k: v for k, v in self.attrs.items() if k in RUN_KEYS}
 
