@@ -168,6 +168,13 @@ def search(
         _run_trials(record, objective, settings, progress)
     except KeyboardInterrupt as exc:  # Optuna has failed the running trial
         raise SearchInterrupted(result) from exc
+    except UnboundLocalError as exc:
+        # A Ctrl-C while Optuna records a finished trial surfaces as this error of Optuna's own (its
+        # cleanup reads a name the interrupted call never set); the trial stays RUNNING, and the next
+        # run fails it once its heartbeat is stale and runs its parameters again.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise SearchInterrupted(result) from exc.__context__
+        raise
     if settings.finalists:
         fine_tune_finalists(record, evaluator, data, finetune)
     if evaluator.latency_table is not None and record.feasible():

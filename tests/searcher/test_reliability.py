@@ -233,6 +233,29 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_results(tmp_path, s
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
 
 
+@pytest.mark.baseline("brief")
+def test_ctrl_c_while_optuna_records_a_trial_is_an_interrupt_not_a_traceback(search_baseline, monkeypatch):
+    """Optuna's ``_run_trial`` turns a KeyboardInterrupt inside its post-processing into an UnboundLocalError;
+    the search still ends as interrupted. The Ctrl-C is placed there by patching the step it interrupts."""
+    from optuna.study import _optimize
+
+    from autoprune import SearchInterrupted
+
+    tell, calls = _optimize._tell_with_warning, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return tell(*args, **kwargs)
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", interrupted_once)
+    with pytest.raises(SearchInterrupted) as stopped:
+        search_baseline(max_accuracy_drop=5.0, trials=4, uniform_starts=(), calibration_batches=1)
+    assert isinstance(stopped.value.__cause__, KeyboardInterrupt)
+    assert len(stopped.value.result.record.completed()) == 1
+
+
 def test_a_write_stopped_midway_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "best_plan.json"
     atomic_write_text(target, "old")
