@@ -155,18 +155,35 @@ def search(
     """
     settings = _settings(settings, overrides)
     check_finalists(settings, finetune)
-    device = resolve_device(settings.device)
-    if next(model.parameters()).device != device:  # the caller's model stays where it is
-        model = copy.deepcopy(model).to(device)
     where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
-    record, evaluator = open_search(model, data, settings, **where)
+    record, evaluator = open_search(_on_device(model, settings), data, settings, **where)
     ranking = GlobalRanking(evaluator)
     prepare(record, evaluator, ranking)
     objective = _objective(record, evaluator, ranking)
     result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task)
-    try:
+    with _interrupts_as(result):
         _run_trials(record, objective, settings, progress)
-    except KeyboardInterrupt as exc:  # Optuna has failed the running trial
+    if settings.finalists:
+        fine_tune_finalists(record, evaluator, data, finetune)
+    if evaluator.latency_table is not None and record.feasible():
+        record.latency_check = check_table(record, evaluator)
+    return result
+
+
+def _on_device(model: nn.Module, settings: SearchSettings) -> nn.Module:
+    """The baseline where the study computes (``settings.device``): the model, or a copy moved there, so the
+    caller's model stays where it is."""
+    device = resolve_device(settings.device)
+    return model if next(model.parameters()).device == device else copy.deepcopy(model).to(device)
+
+
+@contextlib.contextmanager
+def _interrupts_as(result: SearchResult) -> Iterator[None]:
+    """Ctrl-C during the trials raised as :class:`SearchInterrupted` carrying ``result`` (Optuna has failed
+    the running trial)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
         raise SearchInterrupted(result) from exc
     except UnboundLocalError as exc:
         # A Ctrl-C while Optuna records a finished trial surfaces as this error of Optuna's own (its
@@ -175,11 +192,6 @@ def search(
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise SearchInterrupted(result) from exc.__context__
         raise
-    if settings.finalists:
-        fine_tune_finalists(record, evaluator, data, finetune)
-    if evaluator.latency_table is not None and record.feasible():
-        record.latency_check = check_table(record, evaluator)
-    return result
 
 
 def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking):
