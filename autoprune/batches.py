@@ -6,6 +6,7 @@ batches for the same seed, in any process, so their scores can be compared.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Iterator
@@ -78,11 +79,19 @@ class ValidationBatches:
     ) -> None:
         self.dataset, self.collate = data.val, dataset_task(data).collate
         self.batch_size, self.workers, self.pin_memory, self.cache_bytes = batch_size, workers, pin_memory, cache_bytes
-        order = shuffled_order(len(data.val), seed)
-        if images is not None and images < len(order):
-            order = _subset(order, images, _cheap_labels(data.val))
-        self.indices: list[int] = order
+        self.indices: list[int] = shuffled_order(len(data.val), seed)
         self._kept: list | None = None
+        if images is not None and images < len(self.indices):
+            self.indices = _subset(self.indices, images, _cheap_labels(self.dataset))
+
+    def subset(self, images: int) -> ValidationBatches:
+        """These batches cut to ``images`` of their images, drawn as ``images=`` draws them (from this order,
+        so the split is not shuffled again); themselves when they hold no more."""
+        if images >= len(self.indices):
+            return self
+        cut = copy.copy(self)
+        cut.indices, cut._kept = _subset(self.indices, images, _cheap_labels(self.dataset)), None
+        return cut
 
     @property
     def images(self) -> int:

@@ -123,3 +123,10 @@ def test_val_images_and_data_workers_take_non_negative_integers(bad):
         autoprune.SearchSettings(max_accuracy_drop=1.0, val_images=bad)
     with pytest.raises(autoprune.AutopruneError, match="data_workers must be an integer >= 0"):
         autoprune.SearchSettings(max_accuracy_drop=1.0, data_workers=bad)
+
+
+def test_a_subset_of_the_batches_is_the_subset_images_draws_without_shuffling_again(digits):
+    val = LazyImages(1000, targets=True)
+    full = ValidationBatches(_splits(val, digits), 50, 0)
+    assert full.subset(100).indices == ValidationBatches(_splits(val, digits), 50, 0, images=100).indices
+    assert full.subset(1000) is full and len(full.indices) == 1000  # the whole split: itself, unchanged

@@ -184,13 +184,18 @@ class Evaluator:
         calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
         reading = {"workers": settings.data_workers, "pin_memory": device.type == "cuda"}
         full = validation_batches(data, settings.batch_size, settings.seed, **reading)
-        val_batches = (
-            validation_batches(data, settings.batch_size, settings.seed, images=settings.val_images, **reading)
-            if settings.val_images
-            else full
+        val_batches = full.subset(settings.val_images) if settings.val_images else full
+        evaluator = cls(
+            baseline,
+            example,
+            timing_input,
+            groups,
+            calibration,
+            val_batches,
+            settings,
+            task=task,
+            full_val_batches=full,
         )
-        evaluator = cls(baseline, example, timing_input, groups, calibration, val_batches, settings, task=task)
-        evaluator.full_val_batches = full
         if "latency" in evaluator.measured:
             evaluator.use_latency_table(latency_table)
         if task.countable:
