@@ -238,10 +238,7 @@ def open_search(
     evaluator = Evaluator.build(model, data, settings, latency_table=stored)
     source = baseline_source(evaluator.baseline, data)
     if record.is_new and record.resolution_warning is None:  # not said by the preflight already
-        warning = resolution_warning(settings, evaluator.task.countable, len(data.val))
-        if warning:
-            _logger.warning(warning)
-            record.resolution_warning = warning
+        _tell_resolution(record, settings, evaluator.task.countable, len(data.val))
     device = str(next(evaluator.baseline.parameters()).device)
     if not record.is_new and record.run.get("trial_device", device) != device:
         _logger.warning(
@@ -373,7 +370,12 @@ def preflight(
     if "latency" in (*settings.objectives, *settings.bounds) and record.latency_table is None:
         check_latency_settings(settings, groups, task.repeated(sample, settings.latency_batch_size))
     check_bounds(settings, model, example, groups)
-    warning = resolution_warning(settings, task.countable, len(data.val))
+    _tell_resolution(record, settings, task.countable, len(data.val))
+
+
+def _tell_resolution(record: StudyRecord, settings: SearchSettings, countable: bool, val_images: int) -> None:
+    """Log the warning of a budget finer than the validation split resolves, and record it with a new study."""
+    warning = resolution_warning(settings, countable, val_images)
     if warning:
         _logger.warning(warning)
     if record.is_new and record.resolution_warning != warning:
