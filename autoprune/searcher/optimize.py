@@ -374,8 +374,10 @@ def preflight(
 
 
 def _tell_resolution(record: StudyRecord, settings: SearchSettings, countable: bool, val_images: int) -> None:
-    """Log the warning of a budget finer than the validation split resolves, and record it with a new study."""
-    warning = resolution_warning(settings, countable, val_images)
+    """Log the warning of a budget finer than the images trials are scored on resolve (the split's
+    ``val_images`` images, or ``search.val_images`` of them when set), and record it with a new study."""
+    scored = min(settings.val_images, val_images) if settings.val_images else val_images
+    warning = resolution_warning(settings, countable, scored)
     if warning:
         _logger.warning(warning)
     if record.is_new and record.resolution_warning != warning:

@@ -130,3 +130,13 @@ def test_a_search_from_python_with_finalists_and_no_finetuning_epochs_is_refused
     model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
     with pytest.raises(autoprune.AutopruneError, match="finetune.epochs = 0 would leave them as they are"):
         autoprune.search(model, digits, max_accuracy_drop=1.0, finalists=2, finetune=autoprune.TrainSettings(epochs=0))
+
+
+def test_with_val_images_the_resolution_is_that_of_the_images_trials_are_scored_on(digits, tmp_path, caplog):
+    model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    options = {"max_accuracy_drop": 1.0, "trials": 1, "calibration_batches": 1, "uniform_starts": (), "val_images": 100}
+    with caplog.at_level(logging.WARNING, logger="autoprune"):
+        result = autoprune.search(model, digits, **options)
+    warning = resolution_warning(result.record.settings, True, 100)
+    assert warning.startswith("max_accuracy_drop = 1 point is 1 validation images of 100")
+    assert [m for m in caplog.messages if m.startswith("max_accuracy_drop")] == [warning]
