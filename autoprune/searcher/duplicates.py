@@ -66,8 +66,9 @@ def close_if_duplicate(record: StudyRecord, trial: optuna.Trial, seed: int) -> N
     of = holder(record, trial)
     if of is None:
         return
-    taken = {params_key(t.params) for t in record.trials() if t.params}
-    taken |= {params_key(t.system_attrs["fixed_params"]) for t in record.trials() if "fixed_params" in t.system_attrs}
+    every = record.trials()
+    taken = {params_key(t.params) for t in every if t.params}
+    taken |= {params_key(t.system_attrs["fixed_params"]) for t in every if "fixed_params" in t.system_attrs}
     found = neighbour(trial.params, trial.distributions, taken, random.Random(f"{seed}:{trial.number}"))
     if found is None:
         _logger.warning(
