@@ -131,21 +131,18 @@ def test_a_python_study_is_reported_and_exported_by_the_cli_from_another_folder(
     assert torch.allclose(exported(x), result.best_model(x), atol=1e-5)
 
 
+def _one_trial(baseline, digits, storage: str, **settings) -> None:
+    """A one-trial search of ``baseline`` kept in ``storage`` (a uniform start at 0.2, any accuracy drop)."""
+    options = {"max_accuracy_drop": 100.0, "trials": 1, "uniform_starts": (0.2,), "calibration_batches": 1}
+    autoprune.search(baseline, digits, storage=storage, **options, **settings)
+
+
 @pytest.mark.baseline("narrow_brief")
 def test_export_measures_latency_at_the_studys_batch_size(baseline, digits, tmp_path, storage, monkeypatch):
     """Regression: export timed batches of one whatever the study's latency_batch_size."""
     from autoprune.results import export
 
-    autoprune.search(
-        baseline,
-        digits,
-        max_accuracy_drop=100.0,
-        trials=1,
-        uniform_starts=(0.2,),
-        calibration_batches=1,
-        latency_batch_size=3,
-        storage=storage,
-    )
+    _one_trial(baseline, digits, storage, latency_batch_size=3)
     batches = []
     monkeypatch.setattr(export, "latency_ms", lambda m, x, **kw: batches.append(len(x)) or 1.0)
     result = autoprune.Study.load(tmp_path).export(tmp_path / "m.pt")
@@ -281,16 +278,7 @@ def test_an_export_whose_outputs_differ_is_refused(tmp_path):
 
 @pytest.mark.baseline("narrow_brief")
 def test_exporting_an_infeasible_trial_warns_on_one_line_and_still_exports(baseline, digits, tmp_path, storage, capsys):
-    autoprune.search(
-        baseline,
-        digits,
-        max_accuracy_drop=100.0,
-        trials=1,
-        uniform_starts=(0.2,),
-        calibration_batches=1,
-        constraints={"params": 10},  # more than any pruned small_cnn keeps: no trial is feasible
-        storage=storage,
-    )
+    _one_trial(baseline, digits, storage, constraints={"params": 10})  # below any pruned small_cnn: none feasible
     target = tmp_path / "m.pt"
     assert cli.main(["export", str(tmp_path), "-o", str(target), "--trial", "0"]) == 0
     captured = capsys.readouterr()
