@@ -210,11 +210,18 @@ def _summarize(run) -> int:
     compared = record.comparison(best)
     if compared:
         name = {"uniform": "one uniform rate", "global": "global pruning"}[compared["baseline"]]
-        print(
-            f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
-            f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more "
-            f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)"
-        )
+        others = f"(uniform {compared['uniform_reduction']:.2f}x, global {compared['global_reduction']:.2f}x)"
+        if compared["ratio"] <= 1 + 1e-9:
+            rate = record.references[compared["baseline"]].get("rate")
+            print(
+                f"  vs the baselines    no per-layer plan beat {name}; best.pt is {name} at rate "
+                f"{rate:.3g}, {compared['reduction']:.2f}x fewer {compared['measure']} {others}"
+            )
+        else:
+            print(
+                f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
+                f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more {others}"
+            )
     print(f"  saved               {run.best_model_file} (plan: {run.best_plan_file})")
     print(f"  report              {report}")
     return 0

@@ -364,3 +364,11 @@ def test_a_warning_while_the_progress_bar_is_drawn_is_a_line_of_its_own(capsys):
         bar.close()
     pieces = re.split(r"[\r\n]", capsys.readouterr().err)
     assert "autoprune: trial 1 was left running by a worker that stopped" in pieces  # not glued onto the bar
+
+
+def test_a_search_that_found_nothing_better_than_a_baseline_says_so(tmp_path, study_file, capsys):
+    # any drop allowed and two trials: the global baseline (everything pruned that it can) is the best
+    study = study_file("s.toml", study={"name": "plain", "max_accuracy_drop": 100.0}, train={"epochs": 1})
+    assert cli.main(["search", str(study), "--trials", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "vs the baselines" in line)
+    assert "no per-layer plan beat" in line and "best.pt is" in line and "at rate" in line and "x more" not in line
