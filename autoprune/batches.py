@@ -14,36 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .zoo import dataset_task
 
 
-def calibration_batches(data: Any, count: int, batch_size: int, seed: int) -> list:
-    """The fixed training batches every trial recalibrates BatchNorm on.
-
-    The same for the same seed, in any process: the order comes from a seeded
-    generator, and random augmentations (which draw from torch's, Python's and
-    NumPy's global generators) run under generators seeded from ``seed``, whose
-    previous state is restored afterwards.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            loader = DataLoader(
-                data.train,
-                batch_size=batch_size,
-                shuffle=True,
-                collate_fn=dataset_task(data).collate,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            return [batch for _, batch in zip(range(count), loader)]
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+def calibration_batches(
+    data: Any, count: int, batch_size: int, seed: int, *, workers: int = 0, pin_memory: bool = False
+) -> CalibrationBatches:
+    """The fixed training batches every trial recalibrates BatchNorm on (:class:`CalibrationBatches`)."""
+    return CalibrationBatches(data, count, batch_size, seed, workers=workers, pin_memory=pin_memory)
 
 
 #: Validation batches kept in memory after their first full pass when they take at most this many bytes
@@ -128,18 +108,120 @@ class ValidationBatches:
             pin_memory=self.pin_memory,
             prefetch_factor=2 if self.workers else None,
         )
-        kept: list | None = []
-        size = 0
-        for batch in loader:
-            if kept is not None:
-                size += _bytes(batch)
-                if size <= self.cache_bytes:
-                    kept.append(batch)
-                else:
-                    kept = None
-            yield batch
-        if kept is not None:  # a full pass that fits: the next ones read memory
-            self._kept = kept
+        yield from _kept_if_small(self, loader)
+
+
+class CalibrationBatches:
+    """The ``count`` fixed training batches every trial recalibrates BatchNorm on, read batch by batch.
+
+    The same batches for the same seed, in any process and with any number of DataLoader
+    ``workers``: the images are the first ``count * batch_size`` of the training split in the
+    order a seeded shuffling DataLoader reads it, and random augmentations run, sample by
+    sample, under torch's, Python's and NumPy's generators seeded from ``seed`` and the sample's
+    place (the caller's generator states are left as they were). Batches that fit in
+    ``cache_bytes`` are kept after their first pass; larger ones (high-resolution images, many
+    batches) are read again on every pass, never held whole. ``calibration[:n]`` is the first
+    ``n`` batches, ``calibration[i]`` one batch, as on the list a study held before.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        count: int,
+        batch_size: int,
+        seed: int,
+        *,
+        workers: int = 0,
+        pin_memory: bool = False,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        self.dataset, self.collate = data.train, dataset_task(data).collate
+        self.batch_size, self.seed, self.workers, self.pin_memory = batch_size, seed, workers, pin_memory
+        self.cache_bytes = cache_bytes
+        self.indices = shuffled_order(len(data.train), seed)[: count * batch_size]
+        self._offset = 0  # where these batches start among the study's (a slice's)
+        self._kept: list | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        count = len(self)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(count)
+            if step != 1:
+                raise IndexError(f"calibration batches are sliced without a step, got step {step}")
+            return self._between(start, max(start, stop))
+        position = index + count if index < 0 else index
+        if not 0 <= position < count:
+            raise IndexError(f"batch {index} of {count}")
+        if self._kept is not None:
+            return self._kept[position]
+        return next(iter(self._between(position, position + 1)))
+
+    def _between(self, start: int, stop: int) -> CalibrationBatches:
+        """Batches ``start`` to ``stop`` (exclusive), as batches of their own: each is the batch it is here."""
+        cut = copy.copy(self)
+        cut.indices = self.indices[start * self.batch_size : stop * self.batch_size]
+        cut._offset = self._offset + start * self.batch_size
+        cut._kept = None if self._kept is None else self._kept[start:stop]
+        return cut
+
+    def __iter__(self) -> Iterator:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        loader = DataLoader(
+            _SeededSamples(self.dataset, self.indices, self.seed, self._offset),
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=2 if self.workers else None,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        yield from _kept_if_small(self, loader)
+
+
+class _SeededSamples(Dataset):
+    """``dataset[indices[i]]`` read under generators seeded from ``seed`` and ``offset + i``, so an augmented
+    sample is the same in any process and any worker, whatever was drawn before it."""
+
+    def __init__(self, dataset: Any, indices: list[int], seed: int, offset: int) -> None:
+        self.dataset, self.indices, self.seed, self.offset = dataset, indices, seed, offset
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        sample_seed = (self.seed * 1_000_003 + self.offset + i) % 2**32
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            np.random.seed(sample_seed)
+            try:
+                return self.dataset[self.indices[i]]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+
+def _kept_if_small(batches: Any, loader: DataLoader) -> Iterator:
+    """The loader's batches; ``batches._kept`` holds them after a full pass that fits ``batches.cache_bytes``."""
+    kept: list | None = []
+    size = 0
+    for batch in loader:
+        if kept is not None:
+            size += _bytes(batch)
+            if size <= batches.cache_bytes:
+                kept.append(batch)
+            else:
+                kept = None
+        yield batch
+    if kept is not None:  # a full pass that fits: the next ones read memory
+        batches._kept = kept
 
 
 def shuffled_order(n: int, seed: int) -> list[int]:

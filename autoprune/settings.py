@@ -31,6 +31,7 @@ from typing import Any
 from .devices import DEVICE_RULE, is_device_name
 from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
 from .errors import AutopruneError, unknown_name
+from .precision import AMP_MODES
 from .zoo import declared_options, list_metrics
 
 #: What a single-objective search minimizes.
@@ -387,6 +388,13 @@ class SearchSettings(_Validated):
         doc="where the baseline is trained and every trial pruned and scored: 'auto' takes CUDA when torch "
         "sees it, else the CPU",
     )
+    amp: str = setting(
+        "off",
+        section="study",
+        rule=one_of(AMP_MODES),
+        doc="mixed precision of trial scoring and finalists' fine-tuning: 'bf16' or 'fp16' autocast (for tensor "
+        "cores; fp16 training scales the loss), 'off' for float32; the baseline is scored the same way",
+    )
     latency_device: str = setting(
         "cpu",
         section="study",
@@ -445,7 +453,8 @@ class SearchSettings(_Validated):
         section="search",
         rule=int_at_least(0),
         resumable=True,
-        doc="DataLoader worker processes reading the validation split (0: the main process)",
+        doc="DataLoader worker processes reading the validation and calibration batches (0: the main process; "
+        "the batches are the same for any count)",
     )
     scope: str = setting(
         "local",

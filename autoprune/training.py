@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from .engine.inputs import move_to
 from .errors import AutopruneError
+from .precision import autocast, grad_scaler
 from .settings import TrainSettings
 from .tasks import Task
 
@@ -54,6 +55,7 @@ def train(
     teacher: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
     task: Any = None,
+    amp: str = "off",
 ) -> nn.Module:
     """Train ``model`` in place on ``data.train`` with ``recipe``; return it in eval mode.
 
@@ -68,6 +70,8 @@ def train(
             :class:`WithoutEpochLines`.
         task: the :class:`~autoprune.Task` whose batches and loss train the model;
             by default the one the dataset names (classification when it names none).
+        amp: ``"bf16"`` or ``"fp16"``: forward passes and the loss under autocast (float16 with a
+            scaled loss), as :mod:`autoprune.precision` says; ``"off"``: float32.
 
     The caller's random generator state is left as it was.
     """
@@ -76,7 +80,7 @@ def train(
         raise AutopruneError(f"distillation matches class probabilities; the {task.name!r} task has none to match")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train(model, data, recipe, seed, teacher, log, task)
+        return _train(model, data, recipe, seed, teacher, log, task, amp)
 
 
 def train_steps(
@@ -94,7 +98,7 @@ def train_steps(
         model.train()
         for step in range(steps):
             inputs, targets = batches[step % len(batches)]
-            _step(model, optimizer, schedule, inputs, targets, None, task, recipe.clip_grad_norm)
+            _step(model, (optimizer, schedule, grad_scaler(model)), inputs, targets, None, task, recipe.clip_grad_norm)
     return model.eval()
 
 
@@ -131,29 +135,34 @@ def _optimizer(model: nn.Module, recipe: TrainSettings, total_steps: int, steps_
 
 def _step(
     model: nn.Module,
-    optimizer,
-    schedule,
+    stepping: tuple,
     inputs: Any,
     targets: Any,
     teacher: nn.Module | None,
     task: Any,
     clip: float = 0.0,
+    amp: str = "off",
 ) -> None:
+    """One optimizer step; ``stepping``: the optimizer, its schedule and the loss scaler (:func:`grad_scaler`)."""
+    optimizer, schedule, scaler = stepping
     device = next(model.parameters()).device
     inputs = move_to(inputs, device)
     targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
-    if teacher is None:
-        loss = task.loss(model, inputs, targets)
-    else:
-        logits = model(inputs)
-        loss = (1 - DISTILL_WEIGHT) * F.cross_entropy(logits, targets) + DISTILL_WEIGHT * distillation_loss(
-            logits, teacher, inputs
-        )
+    with autocast(model, amp):
+        if teacher is None:
+            loss = task.loss(model, inputs, targets)
+        else:
+            logits = model(inputs)
+            loss = (1 - DISTILL_WEIGHT) * F.cross_entropy(logits, targets) + DISTILL_WEIGHT * distillation_loss(
+                logits, teacher, inputs
+            )
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()
     if clip:
+        scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     schedule.step()
 
 
@@ -165,6 +174,7 @@ def _train(
     teacher: nn.Module | None,
     log: Callable[[str], None] | None,
     task: Any,
+    amp: str = "off",
 ) -> nn.Module:
     loader = DataLoader(
         data.train,
@@ -174,13 +184,14 @@ def _train(
         generator=torch.Generator().manual_seed(seed),
     )
     optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader), len(loader))
+    stepping = (optimizer, schedule, grad_scaler(model, amp))
     if teacher is not None:
         teacher.eval()
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
         for inputs, targets in loader:
-            _step(model, optimizer, schedule, inputs, targets, teacher, task, recipe.clip_grad_norm)
+            _step(model, stepping, inputs, targets, teacher, task, recipe.clip_grad_norm, amp)
         if log and getattr(log, "epoch_lines", True):
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)

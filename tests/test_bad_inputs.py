@@ -29,6 +29,12 @@ COMMAND_LINE = [
 # Study-file settings: conflicts and values refused before the baseline is trained.
 SETTINGS = [
     (
+        "amp-unknown",
+        {"study": {"amp": "fp8"}},
+        ["search", "s.toml"],
+        "study.amp must be one of 'off', 'bf16', 'fp16'",
+    ),
+    (
         "seed-beyond-2**32",
         {},
         ["search", "s.toml", "--seed", str(2**70)],

@@ -130,3 +130,55 @@ def test_a_subset_of_the_batches_is_the_subset_images_draws_without_shuffling_ag
     full = ValidationBatches(_splits(val, digits), 50, 0)
     assert full.subset(100).indices == ValidationBatches(_splits(val, digits), 50, 0, images=100).indices
     assert full.subset(1000) is full and len(full.indices) == 1000  # the whole split: itself, unchanged
+
+
+class AugmentedLazy(LazyImages):
+    """LazyImages with an augmentation drawing from torch's, Python's and NumPy's global generators."""
+
+    def __getitem__(self, index: int):
+        import random
+
+        import numpy as np
+
+        image, label = super().__getitem__(index)
+        return image + torch.rand(1) + random.random() + float(np.random.rand()), label
+
+
+def test_calibration_batches_are_the_same_streamed_or_kept_and_with_any_number_of_workers(digits):
+    """data_workers may change on resume: the calibration batches, augmentations included, must not."""
+    from autoprune.batches import CalibrationBatches
+
+    splits = DataSplits(AugmentedLazy(300), digits.val, None, num_classes=10, input_shape=(1, 8, 8))
+    kept = CalibrationBatches(splits, 3, 16, seed=5)
+    reference = list(kept)
+    assert len(reference) == 3 and kept._kept is not None
+    streamed = CalibrationBatches(splits, 3, 16, seed=5, cache_bytes=0, workers=2)
+    for _ in range(2):
+        again = list(streamed)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, reference))
+    assert streamed._kept is None
+    # the images are the first of the seeded shuffled order, as the loader the study used before read them
+    order = DataLoader(range(300), batch_size=300, shuffle=True, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(reference[0][1], (next(iter(order))[:16] % 10))
+    assert not torch.equal(reference[0][0], next(iter(CalibrationBatches(splits, 1, 16, seed=6)))[0])
+
+
+def test_calibration_slices_and_indices_are_the_batches_of_the_whole(digits):
+    """Code slices the first batches (``calibration[:n]``) and indexes one: each is the same batch either way,
+    read without the others when they are not kept."""
+    from autoprune.batches import CalibrationBatches
+
+    data = AugmentedLazy(400)
+    splits = DataSplits(data, digits.val, None, num_classes=10, input_shape=(1, 8, 8))
+    whole = list(CalibrationBatches(splits, 4, 10, seed=0))
+    streamed = CalibrationBatches(splits, 4, 10, seed=0, cache_bytes=0)
+    data.reads = 0
+    first_two = list(streamed[:2])
+    assert data.reads == 20 and len(streamed[:2]) == 2 and len(streamed[:99]) == 4
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first_two, whole[:2]))
+    assert torch.equal(streamed[2][0], whole[2][0]) and torch.equal(streamed[-1][0], whole[3][0])
+    assert torch.equal(list(streamed[1:3])[1][0], whole[2][0])
+    with pytest.raises(IndexError):
+        streamed[4]
+    with pytest.raises(IndexError, match="step"):
+        streamed[::2]

@@ -50,7 +50,9 @@ def rebuild(
     baseline = rebuild_baseline(record, data) if baseline is None else _on_cpu(baseline)
     _check_fingerprint(record, baseline)
     settings = record.settings
-    calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
+    calibration = calibration_batches(
+        data, settings.calibration_batches, settings.batch_size, settings.seed, workers=settings.data_workers
+    )
     plan = record.plan(trial)
     task = dataset_task(data)
     model = plan.apply(baseline, task.example(data.val[0][0]), calibration, task=task)

@@ -33,6 +33,7 @@ from ..engine.recovery import recalibrate_batchnorm
 from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
 from ..plan import BaselineStructure, Plan, PlanSpace
+from ..precision import autocast
 from ..settings import SearchSettings
 from ..tasks import Task
 from ..zoo import dataset_task
@@ -127,7 +128,7 @@ class Evaluator:
     example: torch.Tensor
     timing_input: torch.Tensor
     groups: list[str]
-    calibration: list = field(repr=False)
+    calibration: Iterable = field(repr=False)
     val_batches: Iterable = field(repr=False)
     settings: SearchSettings
     base: dict[str, float] = field(default_factory=dict)
@@ -181,8 +182,10 @@ class Evaluator:
         example = task.example(sample)
         timing_input = task.repeated(sample, settings.latency_batch_size)
         groups = searched_groups(prunable_groups(baseline, example), settings.prune_only)
-        calibration = calibration_batches(data, settings.calibration_batches, settings.batch_size, settings.seed)
         reading = {"workers": settings.data_workers, "pin_memory": device.type == "cuda"}
+        calibration = calibration_batches(
+            data, settings.calibration_batches, settings.batch_size, settings.seed, **reading
+        )
         full = validation_batches(data, settings.batch_size, settings.seed, **reading)
         val_batches = full.subset(settings.val_images) if settings.val_images else full
         evaluator = cls(
@@ -198,12 +201,13 @@ class Evaluator:
         )
         if "latency" in evaluator.measured:
             evaluator.use_latency_table(latency_table)
-        if task.countable:
-            correct, total = count_correct(baseline, val_batches)
-            score = 100.0 * correct / total
-        else:  # scored on the whole split: no count to stop early on
-            correct, total = 0, val_batches.images
-            score = task.score(baseline, val_batches)
+        with autocast(baseline, settings.amp):  # scored as every trial is
+            if task.countable:
+                correct, total = count_correct(baseline, val_batches)
+                score = 100.0 * correct / total
+            else:  # scored on the whole split: no count to stop early on
+                correct, total = 0, val_batches.images
+                score = task.score(baseline, val_batches)
         evaluator.budget = Budget(correct, total, settings.max_accuracy_drop)
         evaluator.base = {"accuracy": score, "accuracy_drop": 0.0, **evaluator.size(baseline, Plan())}
         evaluator.context.remember_baseline(evaluator.base)
@@ -266,14 +270,15 @@ class Evaluator:
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()
         extra: dict[str, float] = {}
-        if self.task.countable:
-            correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
-            drop = budget.counted_drop(correct, seen)
-            accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
-        else:
-            extra = self.task.scores(model, self.val_batches)
-            accuracy, seen = extra.pop(self.task.metric), budget.total
-            drop = self.base["accuracy"] - accuracy
+        with autocast(model, self.settings.amp):
+            if self.task.countable:
+                correct, seen = count_correct(model, self.val_batches, stop=budget.stop_rule(mode))
+                drop = budget.counted_drop(correct, seen)
+                accuracy = 100.0 * correct / seen if seen == budget.total else self.base["accuracy"] - drop
+            else:
+                extra = self.task.scores(model, self.val_batches)
+                accuracy, seen = extra.pop(self.task.metric), budget.total
+                drop = self.base["accuracy"] - accuracy
         evaluated_at = time.perf_counter()
         metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **extra, **self.size(model, plan)}
         metrics.update(

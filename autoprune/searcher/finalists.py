@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..metrics import accuracy
+from ..precision import autocast
 from ..results.record import StudyRecord
 from ..settings import TrainSettings
 from ..training import train
@@ -38,11 +39,15 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
     ):
         return
     rows, whole = [], evaluator.full_val_batches or evaluator.val_batches  # finalists: the whole split
+    amp = evaluator.settings.amp
     for trial in finalists:
         model = evaluator.apply(record.plan(trial))
-        before = record.value(trial, "accuracy") if whole is evaluator.val_batches else accuracy(model, whole)
-        train(model, data, recipe, seed=evaluator.settings.seed)
-        rows.append({"trial": trial.number, "accuracy": before, "finetuned_accuracy": accuracy(model, whole)})
+        with autocast(model, amp):
+            before = record.value(trial, "accuracy") if whole is evaluator.val_batches else accuracy(model, whole)
+        train(model, data, recipe, seed=evaluator.settings.seed, amp=amp)
+        with autocast(model, amp):
+            after = accuracy(model, whole)
+        rows.append({"trial": trial.number, "accuracy": before, "finetuned_accuracy": after})
     record.finalists = {"recipe": recipe.to_attrs(), "trials": rows, "spearman": rank_correlation(rows)}
 
 

@@ -47,6 +47,7 @@ OTHER_VALUES = {
     "metric_options": {"robust_accuracy": {"corruption_images": 10}},
     "latency_device": "cuda",
     "latency_table": "table.json",
+    "amp": "bf16",
 }
 
 
