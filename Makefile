@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-timm clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-timm gpu-check clean
 
 install: $(STAMP)
 
@@ -74,6 +74,12 @@ bench-latency: install
 # with its reason go into docs/pruning.md.
 bench-timm: install
 	$(BIN)/python benchmarks/prune_timm.py --doc docs/pruning.md
+
+# On a machine with CUDA: the quickstart and a detection study on the GPU (float32 and AMP), a 2-worker
+# search on 2 GPUs when there are two, every trial checked against a CPU re-scoring of its plan, and
+# the latency backends; prints wall times, exits 1 on a failed check, and 0 with one line without CUDA.
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
