@@ -67,11 +67,14 @@ class InputGrams:
 
     def __init__(self, model: nn.Module, batches: Iterable[tuple[Any, Any]]) -> None:
         self.model = model
-        self.batches = list(batches)
+        # batches that can be read again (a list, the study's streamed calibration batches) are not copied
+        self.batches = batches if hasattr(batches, "__getitem__") else list(batches)
         self.grams: dict[str, torch.Tensor] = {}
 
     def __call__(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """``{name: Gram matrix}`` of the named layers, float64 on the CPU."""
+        """``{name: Gram matrix}`` of the named layers, float64 on the CPU: the products are computed on the
+        model's device, and the small solves of :func:`reconstruct_layers` run in float64 on the CPU (most
+        GPUs run float64 at a thirty-second of their float32 speed or less)."""
         names = list(dict.fromkeys(names))
         missing = [n for n in names if n not in self.grams]
         if missing:
@@ -79,7 +82,7 @@ class InputGrams:
         return {n: self.grams[n] for n in names}
 
 
-def _input_grams(model: nn.Module, batches: list, names: list[str]) -> dict[str, torch.Tensor]:
+def _input_grams(model: nn.Module, batches: Iterable, names: list[str]) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
     grams: dict[str, torch.Tensor] = {}
     batch_index = [0]
