@@ -81,9 +81,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     try:
-        run = run_study(
-            args.study, progress=not args.quiet, log=WithoutEpochLines(log) if args.quiet else log, **_overrides(args)
-        )
+        if args.workers is not None or args.gpus is not None:
+            run = _run_workers(args, WithoutEpochLines(log) if args.quiet else log)
+        else:
+            run = run_study(
+                args.study,
+                progress=not args.quiet,
+                log=WithoutEpochLines(log) if args.quiet else log,
+                **_overrides(args),
+            )
     except SearchInterrupted as stop:
         done = len(stop.result.result.record.completed())
         print(
@@ -94,6 +100,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
         _summarize(stop.result)
         return 130
     return _summarize(run)
+
+
+def _run_workers(args: argparse.Namespace, log):
+    """``--workers N`` / ``--gpus LIST``: the study prepared once, then N worker processes on this machine."""
+    from .settings import load_study_file
+    from .workers import gpu_count, parse_gpus, plan_workers, run_workers
+
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    device = args.device or load_study_file(args.study).settings.device
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = plan_workers(args.workers, gpus, None if device == "auto" else device, gpu_count(), cores)
+    return run_workers(
+        args.study, _overrides(args), workers, progress=not args.quiet, log=log, plugin_modules=tuple(args.plugin)
+    )
 
 
 def _cmd_latency_table(args: argparse.Namespace) -> int:
@@ -392,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="total number of trials (overrides study.trials)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N worker processes on this machine, one per GPU (round robin) or sharing the CPU cores",
+    )
+    p.add_argument("--gpus", metavar="LIST", help="one worker per listed GPU, pinned to it (e.g. 0,1,2,3)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(

@@ -128,12 +128,14 @@ def run_study(
     *,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    phase: str = "all",
     **overrides: Any,
 ) -> StudyRun:
     """Run study file ``study`` as ``autoprune search`` does and write its outputs (see the module).
 
     ``overrides``: ``trials``, ``timeout``, ``seed``, ``device``, ``storage``, ``out``, ``force``
-    (:func:`prepare_study`). Ctrl-C fails the running trial, writes the outputs of
+    (:func:`prepare_study`); ``phase``: what of the search runs (:func:`autoprune.search`'s ``phase``;
+    ``"prepare"`` writes the outputs of the trials the study holds without running more). Ctrl-C fails the running trial, writes the outputs of
     the finished ones and raises :class:`autoprune.SearchInterrupted` with the
     :class:`StudyRun` as its ``result``; running the same study again resumes it.
     """
@@ -150,6 +152,7 @@ def run_study(
             study_file.settings,
             progress=progress,
             finetune=study_file.finetune,
+            phase=phase,
             **prepared.search_args,
         )
     except SearchInterrupted as stop:

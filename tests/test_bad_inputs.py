@@ -18,6 +18,15 @@ from autoprune import cli
 
 # Output folders and command-line values.
 COMMAND_LINE = [
+    ("workers-0", {}, ["search", "s.toml", "--workers", "0"], "--workers must be at least 1, got 0"),
+    ("gpus-not-numbers", {}, ["search", "s.toml", "--gpus", "a,b"], "--gpus takes GPU numbers separated by commas"),
+    ("gpus-repeated", {}, ["search", "s.toml", "--gpus", "0,0"], "--gpus names a GPU twice"),
+    (
+        "workers-with-one-gpu-device",
+        {},
+        ["search", "s.toml", "--workers", "2", "--device", "cuda:1"],
+        "device 'cuda:1' with several workers: pin them to GPUs with --gpus instead",
+    ),
     ("out-that-cannot-be-made", {}, ["search", "s.toml", "--out", "/proc/x"], "output folder '/proc/x' cannot be"),
     ("out-a-file", {}, ["search", "s.toml", "--out", "s.toml"], "output folder 's.toml' is a file"),
     ("out-inside-a-file", {}, ["search", "s.toml", "--out", "s.toml/sub"], "output folder 's.toml/sub' is inside"),

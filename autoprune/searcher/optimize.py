@@ -125,6 +125,7 @@ def search(
     progress: bool = False,
     finetune: TrainSettings = FINETUNE,
     study_attrs: dict[str, Any] | None = None,
+    phase: str = "all",
     **overrides: Any,
 ) -> SearchResult:
     """Search per-group rates and importances that minimize the objective within the accuracy budget.
@@ -148,6 +149,9 @@ def search(
         progress: show a progress bar (trials done, how many are feasible, the best reduction so far).
         finetune: the recipe that fine-tunes the finalists (``finalists`` setting).
         study_attrs: user attributes of your own, recorded when the study is created.
+        phase: ``"all"``; ``"prepare"``: stop once the study is recorded with its baselines and warm starts
+            queued (what a launcher of several workers does first, once); ``"trials"``: run the trials
+            only, leaving the finalists and the latency check to whoever ends the search.
 
     A resumed study (same storage and name) runs only the missing trials and must
     have the same settings, except ``trials`` and ``timeout``. Several workers
@@ -155,19 +159,31 @@ def search(
     """
     settings = _settings(settings, overrides)
     check_finalists(settings, finetune)
+    if phase not in PHASES:
+        raise AutopruneError(f"phase must be one of {', '.join(map(repr, PHASES))}, got {phase!r}")
     where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
     record, evaluator = open_search(_on_device(model, settings), data, settings, **where)
     ranking = GlobalRanking(evaluator)
     prepare(record, evaluator, ranking)
-    objective = _objective(record, evaluator, ranking)
     result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task)
-    with _interrupts_as(result):
-        _run_trials(record, objective, settings, progress)
-    if settings.finalists:
+    if phase != "prepare":
+        with _interrupts_as(result):
+            _run_trials(record, _objective(record, evaluator, ranking), settings, progress)
+    if phase == "all":
+        _after_trials(record, evaluator, data, finetune)
+    return result
+
+
+#: What :func:`search` runs: everything, only the study's preparation, or only its trials.
+PHASES = ("all", "prepare", "trials")
+
+
+def _after_trials(record: StudyRecord, evaluator: Evaluator, data: Any, finetune: TrainSettings) -> None:
+    """Once the trials are done: the finalists fine-tuned, and the latency table checked on the best plans."""
+    if evaluator.settings.finalists:
         fine_tune_finalists(record, evaluator, data, finetune)
     if evaluator.latency_table is not None and record.feasible():
         record.latency_check = check_table(record, evaluator)
-    return result
 
 
 def _on_device(model: nn.Module, settings: SearchSettings) -> nn.Module:
