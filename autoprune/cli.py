@@ -485,7 +485,9 @@ class _OneLineToStderr(logging.Handler):
 
 
 @contextlib.contextmanager
-def _one_line_logging() -> Iterator[None]:
+def one_line_logging() -> Iterator[None]:
+    """autoprune's log records as one line each on stderr (``autoprune: ...``) while the block runs: the command
+    line's, and a worker process's (:mod:`autoprune.workers`)."""
     logger = logging.getLogger("autoprune")
     handler, propagate = _OneLineToStderr(logging.INFO), logger.propagate
     logger.addHandler(handler)
@@ -504,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _one_line_logging():
+        with one_line_logging():
             for module in args.plugin:
                 plugins.load_plugin_module(module)
             status = args.func(args)

@@ -302,7 +302,7 @@ def _worker_main(role: str, spec_text: str) -> int:
     """A worker process: ``prepare`` trains (or reads) the baseline and records the study; ``trials`` runs trials
     until the study holds its budget. Errors are one line, as the command line's."""
     from . import plugins
-    from .cli import _one_line_logging
+    from .cli import one_line_logging
     from .searcher import search
     from .training import WithoutEpochLines
     from .workflow import prepare_study
@@ -311,7 +311,7 @@ def _worker_main(role: str, spec_text: str) -> int:
     _interrupt_when_orphaned()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        with _one_line_logging():
+        with one_line_logging():
             for module in spec["plugins"]:
                 plugins.load_plugin_module(module)
             prepared = prepare_study(

@@ -356,7 +356,7 @@ def test_a_warning_while_the_progress_bar_is_drawn_is_a_line_of_its_own(capsys):
 
     from tqdm import tqdm
 
-    with cli._one_line_logging():
+    with cli.one_line_logging():
         bar = tqdm(total=3, file=sys.stderr, desc="study", unit="trial")
         bar.update(1)
         logging.getLogger("autoprune").warning("trial 1 was left running by a worker that stopped")
