@@ -146,7 +146,7 @@ def run_workers(
     out = _out_dir(study, overrides)
     started, interrupted = time.perf_counter(), False
     try:
-        _prepare(spec, first.environment(base), log)
+        _prepare(spec, _all_cores(first.environment(base), base), log)
         log(
             f"started {len(workers)} workers ({_where(workers)}); their logs: {out / 'worker-K.log'}, K = 1 to {len(workers)}"
         )
@@ -165,6 +165,17 @@ def run_workers(
         run.interrupted = True
         raise SearchInterrupted(run)
     return run
+
+
+def _all_cores(environment: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+    """``environment`` with the threads of ``base``: the preparation (the baseline's training) runs alone, on
+    every core, as a single search's does (so it trains the same baseline)."""
+    pinned = dict(environment)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        pinned.pop(name, None)
+        if name in base:
+            pinned[name] = base[name]
+    return pinned
 
 
 def _where(workers: list[Worker]) -> str:
