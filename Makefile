@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-timm gpu-check clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-memory bench-timm gpu-check clean
 
 install: $(STAMP)
 
@@ -69,6 +69,14 @@ bench-driving: install
 # plans); a few minutes, to be run alone. The error goes into docs/benchmarks.md.
 bench-latency: install
 	$(BIN)/python benchmarks/bench_latency.py --doc docs/benchmarks.md
+
+# Peak memory of searches on generated validation splits of 1x, 4x and 20x a 1 GiB limit, under
+# that limit, and the per-trial time of streaming the Fashion-MNIST split against keeping it
+# (its ResNet-20 untrained; Debian's dataset-fashion-mnist installed as for bench); about 10 minutes.
+bench-memory: install
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	$(BIN)/python benchmarks/bench_memory.py --doc docs/benchmarks.md $(BENCH_ARGS)
 
 # One timm model per family pruned at rate 0.3 and checked; the pass rate and every failure
 # with its reason go into docs/pruning.md.
