@@ -85,7 +85,7 @@ bench-timm: install
 
 # On a machine with CUDA: the quickstart and a detection study on the GPU (float32 and AMP), a 2-worker
 # search on 2 GPUs when there are two, every trial checked against a CPU re-scoring of its plan, and
-# the latency backends; prints wall times, exits 1 on a failed check, and 0 with one line without CUDA.
+# a latency table timed on the GPU; prints wall times, exits 1 on a failed check, and 0 with one line without CUDA.
 gpu-check: install
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 

@@ -71,6 +71,7 @@ class ValidationBatches:
             return self
         cut = copy.copy(self)
         cut.indices, cut._kept = _subset(self.indices, images, _cheap_labels(self.dataset)), None
+        cut._too_large = False
         return cut
 
     @property
@@ -165,6 +166,7 @@ class CalibrationBatches:
         cut.indices = self.indices[start * self.batch_size : stop * self.batch_size]
         cut._offset = self._offset + start * self.batch_size
         cut._kept = None if self._kept is None else self._kept[start:stop]
+        cut._too_large = False
         return cut
 
     def __iter__(self) -> Iterator:
@@ -209,8 +211,10 @@ class _SeededSamples(Dataset):
 
 
 def _kept_if_small(batches: Any, loader: DataLoader) -> Iterator:
-    """The loader's batches; ``batches._kept`` holds them after a full pass that fits ``batches.cache_bytes``."""
-    kept: list | None = []
+    """The loader's batches; ``batches._kept`` holds them after a full pass that fits ``batches.cache_bytes``.
+    Once a pass has not fitted, later passes keep nothing on the way (they would hold up to ``cache_bytes``
+    of batches only to drop them)."""
+    kept: list | None = None if batches.__dict__.get("_too_large") else []
     size = 0
     for batch in loader:
         if kept is not None:
@@ -218,7 +222,7 @@ def _kept_if_small(batches: Any, loader: DataLoader) -> Iterator:
             if size <= batches.cache_bytes:
                 kept.append(batch)
             else:
-                kept = None
+                kept, batches._too_large = None, True
         yield batch
     if kept is not None:  # a full pass that fits: the next ones read memory
         batches._kept = kept

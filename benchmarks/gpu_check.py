@@ -6,7 +6,7 @@ On a machine with a CUDA device it runs, each in a fresh output folder:
 - the driving detection study (`studies/driving-detection.toml`) on ``cuda`` with ``amp = "bf16"``;
 - with two GPUs or more, the quickstart as a 2-worker search pinned to two GPUs (``--gpus 0,1``), checked
   for exactly the asked number of COMPLETE trials, none RUNNING, no plan scored twice;
-- the latency table of the quickstart's model in each latency backend that is installed, on the GPU.
+- the latency table of the quickstart's model, timed on the GPU.
 
 Every fully evaluated trial of the float32 quickstart is scored again on the CPU (same baseline, same
 plan, same batches): the two must agree within 0.1 points, or the check fails. The AMP runs print
@@ -128,38 +128,25 @@ def check_two_workers(tmp: Path, trials: int) -> Outcome:
     return Outcome("quickstart, 2 workers on 2 GPUs", seconds, ok, detail)
 
 
-def check_latency_backends(tmp: Path) -> list[Outcome]:
-    """A latency table of the quickstart's model (untrained: timing does not need weights) in each backend
-    that is installed, timed on the GPU."""
+def check_latency_table(tmp: Path, device: str = "cuda") -> list[Outcome]:
+    """A latency table of the quickstart's model (untrained: timing does not need weights), timed on ``device``."""
     import autoprune
-    from autoprune.searcher.evaluation import prunable_groups
+    from autoprune.baseline import build_model
+    from autoprune.engine import prunable_groups
     from autoprune.searcher.latency import measure_table
     from autoprune.settings import load_study_file
+    from autoprune.zoo import dataset_task
 
     study_file = load_study_file(QUICKSTART)
     data = autoprune.create_dataset(study_file.dataset, **study_file.dataset_params)
-    model = autoprune.create_model(study_file.model, num_classes=data.num_classes, **study_file.model_params)
-    model = model.eval().cuda()
-    example = data.val[0][0].unsqueeze(0).cuda()
+    model = build_model(study_file, data).eval().to(device)
+    task = dataset_task(data)
+    example = task.example(data.val[0][0]).to(device)
     groups = prunable_groups(model, example)
-    outcomes = []
-    for backend in backends_installed():
-        started = time.perf_counter()
-        try:
-            table = measure_table(model, example, example, groups, 0.5, "cuda", 1, backend=backend)
-            ok, detail = table.base_ms > 0, f"baseline {table.base_ms:.3f} ms on the GPU"
-        except Exception as error:  # noqa: BLE001 (a backend that fails is what this check reports)
-            ok, detail = False, f"{type(error).__name__}: {error}"
-        outcomes.append(Outcome(f"latency table, {backend}", time.perf_counter() - started, ok, detail))
-    return outcomes
-
-
-def backends_installed() -> list[str]:
-    """The latency backends this machine can time in: torch, and those whose package is installed."""
-    import importlib.util
-
-    optional = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
-    return ["torch", *(name for name, module in optional.items() if importlib.util.find_spec(module))]
+    started = time.perf_counter()
+    table = measure_table(model, example, example, groups, 0.5, device, study_file.settings.round_to)
+    detail = f"{len(groups)} groups; baseline {table.base_ms:.3f} ms on {device}"
+    return [Outcome(f"latency table on {device}", time.perf_counter() - started, table.base_ms > 0, detail)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             ("quickstart, bf16", lambda: [check_quickstart(tmp, args.trials, "bf16")]),
             ("driving detection", lambda: [check_detection(tmp, args.detection_trials)]),
             ("two workers", lambda: [check_two_workers(tmp, args.trials)] if count >= 2 else []),
-            ("latency backends", lambda: check_latency_backends(tmp)),
+            ("latency table", lambda: check_latency_table(tmp)),
         ]
         for name, step in steps:
             for outcome in _guarded(name, step):

@@ -182,3 +182,17 @@ def test_calibration_slices_and_indices_are_the_batches_of_the_whole(digits):
         streamed[4]
     with pytest.raises(IndexError, match="step"):
         streamed[::2]
+
+
+def test_a_split_too_large_to_keep_collects_nothing_on_the_next_passes(digits, monkeypatch):
+    """A pass that did not fit in the cache used to collect up to cache_bytes of batches on every later pass too."""
+    import autoprune.batches as module
+
+    batches = ValidationBatches(digits, 32, 0, cache_bytes=5 * 32 * 64 * 4)  # five batches' worth of images
+    first = list(batches)
+    assert batches._kept is None and batches._too_large
+    sized = []
+    monkeypatch.setattr(module, "_bytes", lambda batch: sized.append(batch) or 0)
+    again = list(batches)
+    assert len(again) == len(first) and not sized and batches._kept is None  # nothing weighed, nothing kept
+    assert not batches.subset(64)._too_large  # a subset that may fit is tried again

@@ -53,3 +53,8 @@ def test_the_cpu_rescoring_agrees_with_a_study_scored_on_the_cpu_and_sees_a_chan
 
     monkeypatch.setattr(Evaluator, "evaluate", disagreeing)
     assert [round(d, 9) for d in gpu_check.cpu_differences(out)] == [-0.2] * len(differences)  # a CPU that disagrees
+
+
+def test_the_latency_check_times_a_table_of_the_quickstart_model(gpu_check, tmp_path):
+    (outcome,) = gpu_check.check_latency_table(tmp_path, device="cpu")  # on CUDA it runs on "cuda"
+    assert outcome.ok and outcome.name == "latency table on cpu" and "12 groups; baseline" in outcome.detail
