@@ -31,7 +31,54 @@ def calibration_batches(
 CACHE_BYTES = 512 * 2**20
 
 
-class ValidationBatches:
+class _StreamedBatches:
+    """Batches of ``dataset`` at fixed ``indices``, read through a DataLoader on every pass (``workers``
+    processes, pinned memory, prefetching) and kept after a full pass that fits in ``cache_bytes``."""
+
+    def __init__(
+        self, dataset: Any, collate: Any, batch_size: int, workers: int, pin_memory: bool, cache_bytes: int
+    ) -> None:
+        self.dataset, self.collate, self.batch_size = dataset, collate, batch_size
+        self.workers, self.pin_memory, self.cache_bytes = workers, pin_memory, cache_bytes
+        self.indices: list[int] = []
+        self._kept: list | None = None
+        self._too_large = False  # a full pass did not fit: later passes keep nothing on the way
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def _position(self, index: int) -> int:
+        """``index`` counted from the first batch (a negative one from the end), checked to be a batch."""
+        count = len(self)
+        position = index + count if index < 0 else index
+        if not 0 <= position < count:
+            raise IndexError(f"batch {index} of {count}")
+        return position
+
+    def _samples(self) -> Dataset:
+        return Subset(self.dataset, self.indices)
+
+    def _generator(self) -> torch.Generator | None:
+        return None
+
+    def __iter__(self) -> Iterator:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        loader = DataLoader(
+            self._samples(),
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=2 if self.workers else None,
+            generator=self._generator(),
+        )
+        yield from _kept_if_small(self, loader)
+
+
+class ValidationBatches(_StreamedBatches):
     """The validation split (or a fixed subset of it) in a fixed shuffled order, read batch by batch.
 
     Every pass yields the same batches in the same order, so a count stopped early has seen
@@ -57,10 +104,8 @@ class ValidationBatches:
         pin_memory: bool = False,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
-        self.dataset, self.collate = data.val, dataset_task(data).collate
-        self.batch_size, self.workers, self.pin_memory, self.cache_bytes = batch_size, workers, pin_memory, cache_bytes
-        self.indices: list[int] = shuffled_order(len(data.val), seed)
-        self._kept: list | None = None
+        super().__init__(data.val, dataset_task(data).collate, batch_size, workers, pin_memory, cache_bytes)
+        self.indices = shuffled_order(len(data.val), seed)
         if images is not None and images < len(self.indices):
             self.indices = _subset(self.indices, images, _cheap_labels(self.dataset))
 
@@ -79,40 +124,19 @@ class ValidationBatches:
         """How many validation images a full pass scores."""
         return len(self.indices)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
-
     def __getitem__(self, index: int) -> Any:
         """Batch ``index`` of a pass (read up to it, unless the batches are kept): for code written for the
         list of batches a study held before; iterate to read them all."""
         if self._kept is not None:
             return self._kept[index]
-        count = len(self)
-        position = index + count if index < 0 else index
-        if not 0 <= position < count:
-            raise IndexError(f"batch {index} of {count}")
+        position = self._position(index)
         for number, batch in enumerate(self):
             if number == position:
                 return batch
-        raise IndexError(f"batch {index} of {count}")
-
-    def __iter__(self) -> Iterator:
-        if self._kept is not None:
-            yield from self._kept
-            return
-        loader = DataLoader(
-            Subset(self.dataset, self.indices),
-            batch_size=self.batch_size,
-            shuffle=False,
-            collate_fn=self.collate,
-            num_workers=self.workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=2 if self.workers else None,
-        )
-        yield from _kept_if_small(self, loader)
+        raise IndexError(f"batch {index} of {len(self)}")
 
 
-class CalibrationBatches:
+class CalibrationBatches(_StreamedBatches):
     """The ``count`` fixed training batches every trial recalibrates BatchNorm on, read batch by batch.
 
     The same batches for the same seed, in any process and with any number of DataLoader
@@ -136,26 +160,18 @@ class CalibrationBatches:
         pin_memory: bool = False,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
-        self.dataset, self.collate = data.train, dataset_task(data).collate
-        self.batch_size, self.seed, self.workers, self.pin_memory = batch_size, seed, workers, pin_memory
-        self.cache_bytes = cache_bytes
+        super().__init__(data.train, dataset_task(data).collate, batch_size, workers, pin_memory, cache_bytes)
+        self.seed = seed
         self.indices = shuffled_order(len(data.train), seed)[: count * batch_size]
         self._offset = 0  # where these batches start among the study's (a slice's)
-        self._kept: list | None = None
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
 
     def __getitem__(self, index: int | slice) -> Any:
-        count = len(self)
         if isinstance(index, slice):
-            start, stop, step = index.indices(count)
+            start, stop, step = index.indices(len(self))
             if step != 1:
                 raise IndexError(f"calibration batches are sliced without a step, got step {step}")
             return self._between(start, max(start, stop))
-        position = index + count if index < 0 else index
-        if not 0 <= position < count:
-            raise IndexError(f"batch {index} of {count}")
+        position = self._position(index)
         if self._kept is not None:
             return self._kept[position]
         return next(iter(self._between(position, position + 1)))
@@ -169,21 +185,11 @@ class CalibrationBatches:
         cut._too_large = False
         return cut
 
-    def __iter__(self) -> Iterator:
-        if self._kept is not None:
-            yield from self._kept
-            return
-        loader = DataLoader(
-            _SeededSamples(self.dataset, self.indices, self.seed, self._offset),
-            batch_size=self.batch_size,
-            shuffle=False,
-            collate_fn=self.collate,
-            num_workers=self.workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=2 if self.workers else None,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        yield from _kept_if_small(self, loader)
+    def _samples(self) -> Dataset:
+        return _SeededSamples(self.dataset, self.indices, self.seed, self._offset)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
 
 
 class _SeededSamples(Dataset):
@@ -210,11 +216,11 @@ class _SeededSamples(Dataset):
                 np.random.set_state(numpy_state)
 
 
-def _kept_if_small(batches: Any, loader: DataLoader) -> Iterator:
+def _kept_if_small(batches: _StreamedBatches, loader: DataLoader) -> Iterator:
     """The loader's batches; ``batches._kept`` holds them after a full pass that fits ``batches.cache_bytes``.
     Once a pass has not fitted, later passes keep nothing on the way (they would hold up to ``cache_bytes``
     of batches only to drop them)."""
-    kept: list | None = None if batches.__dict__.get("_too_large") else []
+    kept: list | None = None if batches._too_large else []
     size = 0
     for batch in loader:
         if kept is not None:
