@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-memory bench-timm gpu-check clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-runtimes bench-memory bench-timm gpu-check clean
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-driving: install
 # plans); a few minutes, to be run alone. The error goes into docs/benchmarks.md.
 bench-latency: install
 	$(BIN)/python benchmarks/bench_latency.py --doc docs/benchmarks.md
+
+# FLOPs reduction against measured speed-up in PyTorch, ONNX Runtime and OpenVINO on the CPU, one
+# thread: the benchmark study's chosen plans and torchvision models, round_to 1 and "auto".
+bench-runtimes: install
+	$(BIN)/python benchmarks/bench_runtimes.py --doc docs/benchmarks.md
 
 # Peak memory of searches on generated validation splits of 1x, 4x and 20x a 1 GiB limit, under
 # that limit, and the per-trial time of streaming the Fashion-MNIST split against keeping it

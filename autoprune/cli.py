@@ -120,15 +120,16 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     """Time the study's model on this machine, each group alone at a few rates: a table for the study file."""
     from .baseline import build_model
     from .engine import prunable_groups
+    from .runtimes import Runtime
     from .searcher.evaluation import searched_groups
-    from .searcher.latency import measure_table, timing_device
+    from .searcher.latency import measure_table
     from .settings import load_study_file
     from .zoo import create_dataset, dataset_task
 
     study_file = load_study_file(args.study)
     settings = study_file.settings
-    device = args.device or settings.latency_device
-    timing_device(device)  # a missing CUDA device is an error before any work
+    runtime = Runtime.of(settings, args.device)
+    runtime.check()  # a missing CUDA device or runtime package is an error before any work
     output = Path(args.output)
     if not output.parent.is_dir():
         raise AutopruneError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
@@ -137,10 +138,10 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
     task = dataset_task(data)
     example, timing = task.example(data.val[0][0]), task.repeated(data.val[0][0], settings.latency_batch_size)
     groups = searched_groups(prunable_groups(model, example), settings.prune_only)  # the groups the study searches
-    table = measure_table(model, example, timing, groups, settings.rate_max, device, settings.round_to)
+    table = measure_table(model, example, timing, groups, settings.rate_max, runtime, *settings.channel_rounding)
     table.write(output)
     print(
-        f"timed {len(groups)} group{'' if len(groups) == 1 else 's'} at rates {', '.join(f'{r:.2f}' for r in table.rates)} on {device}, "
+        f"timed {len(groups)} group{'' if len(groups) == 1 else 's'} at rates {', '.join(f'{r:.2f}' for r in table.rates)} in {runtime.describe()}, "
         f"batch {table.batch_size}: the baseline takes {table.base_ms:.3f} ms; wrote {output} "
         f"(give it as study.latency_table)"
     )
@@ -303,7 +304,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .results import Study
     from .results.export import output_format
-    from .results.units import human
+    from .results.units import factor, human
 
     if args.finetune_epochs < 0:
         raise AutopruneError(
@@ -344,9 +345,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if key.startswith(("val_", "test_")) or key == "latency_ms"
             else (lambda v, key=key: human(v, key))
         )
-        ratio = f"  ({b / a:.2f}x)" if key in ("flops", "params", "latency_ms") and a else ""
+        measure = "latency" if key == "latency_ms" else key
+        ratio = f"  ({factor(b, a, measure)})" if measure in ("flops", "params", "latency") else ""
         label = f"latency_ms@{result['latency_batch_size']}" if key == "latency_ms" else key
         print(f"  {label:<14} {shown(b):>15} {shown(a):>15}{ratio}")
+    print(f"  latency timed in {result['latency_runtime']}")
     print(f"saved {args.output} ({fmt}; outputs match PyTorch within {result['max_difference']:.1e} on real inputs)")
     return 0
 

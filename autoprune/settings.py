@@ -32,6 +32,7 @@ from .devices import DEVICE_RULE, is_device_name
 from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
 from .errors import AutopruneError, unknown_name
 from .precision import AMP_MODES
+from .runtimes import BACKENDS, DEVICES
 from .zoo import declared_options, list_metrics
 
 #: What a single-objective search minimizes.
@@ -42,6 +43,11 @@ WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
+#: ``round_to = "auto"``: kept channel counts a multiple of 8 in groups of 32 channels or more. The vector
+#: units and tensor cores of deployment runtimes compute 8 (or 16) channels at a time: a pruned model whose
+#: widths are not multiples of 8 can be slower than the unpruned one in ONNX Runtime (docs/benchmarks.md).
+#: Narrower groups are rounded to 1, or rounding would leave them nothing to prune.
+AUTO_ROUND_TO, AUTO_ROUND_MIN = 8, 32
 #: Samplers that handle parameters present in some trials only (scope = "both").
 CONDITIONAL_SAMPLERS = ("tpe", "random")
 
@@ -377,7 +383,7 @@ class SearchSettings(_Validated):
         1,
         section="study",
         rule=int_at_least(1),
-        doc="batch size of latency measurements (median of timed forward passes)",
+        doc="batch size of latency measurements (the fastest block of timed forward passes)",
     )
     device: str = setting(
         "auto",
@@ -399,7 +405,21 @@ class SearchSettings(_Validated):
         "cpu",
         section="study",
         rule=one_of(("cpu", "cuda")),
-        doc="where latency is timed: the study's latency table and the check of its predictions",
+        doc="where latency is timed (in latency_backend): the study's latency table, the check of its predictions "
+        "and the export's latency",
+    )
+    latency_backend: str = setting(
+        "torch",
+        section="study",
+        rule=one_of(BACKENDS),
+        doc="the runtime latency is timed in, on the exported graph: PyTorch itself, ONNX Runtime (CPU or CUDA "
+        "provider), OpenVINO's CPU plugin (extra 'openvino') or TensorRT on CUDA (extra 'tensorrt')",
+    )
+    latency_threads: int = setting(
+        0,
+        section="study",
+        rule=int_at_least(0, " (0: the runtime's default)"),
+        doc="CPU threads latency is timed with, as the deployment target has them; 0 leaves the runtime's default",
     )
     latency_table: str | None = setting(
         None,
@@ -502,12 +522,14 @@ class SearchSettings(_Validated):
         rule=rate(),
         doc="the largest weight sparsity of a group's grid (granularity 'weight'; steps of rate_step)",
     )
-    round_to: int = setting(
-        1,
+    round_to: int | str = setting(
+        "auto",
         section="search",
-        rule=int_at_least(1),
-        doc="keep every pruned group's channel count a multiple of this (8, 16 or 32 suit GPU tensor cores "
-        "and vector units; Torch-Pruning's round_to); the kept count is rounded up",
+        rule="'auto' or an integer >= 1",
+        check=lambda v: v == "auto" or (_is_int(v) and v >= 1),
+        doc="keep every pruned group's channel count a multiple of this (Torch-Pruning's round_to; the kept "
+        f"count is rounded up); 'auto': multiples of {AUTO_ROUND_TO} in groups of {AUTO_ROUND_MIN} channels or more, "
+        "which ONNX Runtime, OpenVINO and TensorRT kernels need to turn fewer FLOPs into speed (docs/benchmarks.md)",
     )
     reconstruct: bool = setting(
         True,
@@ -627,6 +649,12 @@ class SearchSettings(_Validated):
                 f"= {self.recovery_steps!r} fine-tunes between pruning steps, but steps = {_to_toml(self.steps)!r} "
                 "prunes in one step: give steps > 1 (or a list holding one), or recovery_steps = 0",
             )
+        if self.latency_device not in DEVICES[self.latency_backend]:
+            raise SettingError(
+                "latency_device",
+                f"must be {' or '.join(map(repr, DEVICES[self.latency_backend]))} with latency_backend = "
+                f"{self.latency_backend!r}, got {self.latency_device!r}",
+            )
         pairs = self.constraints.items() if isinstance(self.constraints, Mapping) else self.constraints
         object.__setattr__(self, "constraints", tuple(sorted((str(n), float(b)) for n, b in pairs)))
         if "accuracy_drop" in self.bounds:
@@ -639,6 +667,12 @@ class SearchSettings(_Validated):
         """The options of registered metric ``metric``: the study's ``[metrics.<metric>]``, else its defaults."""
         given = dict(self.metric_options)
         return given[metric] if metric in given else options_class(metric)()
+
+    @property
+    def channel_rounding(self) -> tuple[int, int]:
+        """``(round_to, round_min)`` of this study's plans: kept channel counts a multiple of ``round_to`` in
+        groups of ``round_min`` channels or more (:data:`AUTO_ROUND_TO` and :data:`AUTO_ROUND_MIN` for 'auto')."""
+        return (AUTO_ROUND_TO, AUTO_ROUND_MIN) if self.round_to == "auto" else (self.round_to, 0)
 
     @property
     def step_choices(self) -> tuple[int, ...]:

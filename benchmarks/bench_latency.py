@@ -27,6 +27,7 @@ from common import measured_line, write_section
 import autoprune
 from autoprune.engine import group_sizes
 from autoprune.plan import Plan
+from autoprune.runtimes import Runtime
 from autoprune.searcher.latency import measure_table, time_model
 
 #: (registered model, input shape): a residual network and an inverted-residual one.
@@ -48,7 +49,7 @@ def measure(name: str, shape: tuple[int, ...], plans: int) -> dict:
     groups = autoprune.prunable_groups(model, x)
     sizes = group_sizes(model, x)
     started = time.perf_counter()
-    table = measure_table(model, x, x, groups, RATE_MAX, "cpu")
+    table = measure_table(model, x, x, groups, RATE_MAX, Runtime())
     table_seconds = time.perf_counter() - started
     rng = random.Random(0)
     ratios = []
@@ -56,7 +57,7 @@ def measure(name: str, shape: tuple[int, ...], plans: int) -> dict:
         rates = random_plan(groups, rng)
         pruned = autoprune.prune(copy.deepcopy(model), x, rates)
         predicted = table.predict(Plan(rates=rates).removed_fractions(sizes))
-        timed = time_model(pruned, x, "cpu", min_run_time=0.5)
+        timed = time_model(pruned, x, Runtime(), min_run_time=0.5)
         ratios.append(predicted / timed)
         print(f"{name}: predicted {predicted:.2f} ms, timed {timed:.2f} ms", file=sys.stderr)
     errors = [abs(math.log(r)) for r in ratios]

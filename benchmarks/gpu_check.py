@@ -129,10 +129,13 @@ def check_two_workers(tmp: Path, trials: int) -> Outcome:
 
 
 def check_latency_table(tmp: Path, device: str = "cuda") -> list[Outcome]:
-    """A latency table of the quickstart's model (untrained: timing does not need weights), timed on ``device``."""
+    """A latency table of the quickstart's model (untrained: timing does not need weights), timed on ``device``
+    in every runtime this machine has for it (PyTorch; ONNX Runtime with the provider for ``device``; TensorRT
+    on CUDA, OpenVINO on the CPU, where installed): one outcome each, a runtime not installed said so."""
     import autoprune
     from autoprune.baseline import build_model
     from autoprune.engine import prunable_groups
+    from autoprune.runtimes import BACKENDS, DEVICES, Runtime
     from autoprune.searcher.latency import measure_table
     from autoprune.settings import load_study_file
     from autoprune.zoo import dataset_task
@@ -143,10 +146,20 @@ def check_latency_table(tmp: Path, device: str = "cuda") -> list[Outcome]:
     task = dataset_task(data)
     example = task.example(data.val[0][0]).to(device)
     groups = prunable_groups(model, example)
-    started = time.perf_counter()
-    table = measure_table(model, example, example, groups, 0.5, device, study_file.settings.round_to)
-    detail = f"{len(groups)} groups; baseline {table.base_ms:.3f} ms on {device}"
-    return [Outcome(f"latency table on {device}", time.perf_counter() - started, table.base_ms > 0, detail)]
+    outcomes = []
+    for backend in (b for b in BACKENDS if device in DEVICES[b]):
+        runtime = Runtime(backend, device)
+        name = f"latency table, {runtime.provider}"
+        try:
+            runtime.check()
+        except autoprune.AutopruneError as missing:
+            print(f"skip {name}: {missing}")
+            continue
+        started = time.perf_counter()
+        table = measure_table(model, example, example, groups, 0.5, runtime, *study_file.settings.channel_rounding)
+        detail = f"{len(groups)} groups; baseline {table.base_ms:.3f} ms, uniform 0.5 {table.uniform_ms[-1]:.3f} ms"
+        outcomes.append(Outcome(name, time.perf_counter() - started, table.base_ms > 0, detail))
+    return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             ("quickstart, bf16", lambda: [check_quickstart(tmp, args.trials, "bf16")]),
             ("driving detection", lambda: [check_detection(tmp, args.detection_trials)]),
             ("two workers", lambda: [check_two_workers(tmp, args.trials)] if count >= 2 else []),
-            ("latency table", lambda: check_latency_table(tmp)),
+            ("latency tables", lambda: check_latency_table(tmp)),
         ]
         for name, step in steps:
             for outcome in _guarded(name, step):

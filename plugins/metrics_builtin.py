@@ -11,7 +11,7 @@ import autoprune
 from autoprune.engine import sparsity_stats
 from autoprune.metrics import accuracy as top1_accuracy
 from autoprune.metrics import count_flops, count_params
-from autoprune.searcher.latency import time_model
+from autoprune.runtimes import Runtime, time_ms
 
 
 def flops(model, context) -> float:
@@ -26,12 +26,13 @@ def params(model, context) -> float:
 
 def latency(model, context) -> float:
     """Milliseconds of a forward pass on the study's latency batch: the study's latency table's
-    prediction for the candidate's plan (NetAdapt, ECCV 2018) in a search, else the median of
-    timed passes (``torch.utils.benchmark``) on ``latency_device``."""
+    prediction for the candidate's plan (NetAdapt, ECCV 2018) in a search, else the fastest block of
+    timed passes in the study's runtime (``latency_backend`` on ``latency_device``; PyTorch on the CPU
+    without settings)."""
     if context.predict_latency is not None and context.plan is not None:
         return context.predict_latency(context.plan)
-    device = getattr(context.settings, "latency_device", "cpu")
-    return time_model(model, context.timing_input, device)
+    runtime = Runtime.of(context.settings) if context.settings is not None else Runtime()
+    return time_ms(model, context.timing_input, runtime)
 
 
 def accuracy(model, context) -> float:

@@ -80,6 +80,24 @@ SETTINGS = [
         "latency table '.' cannot be read",
     ),
     (
+        "latency-backend-unknown",
+        {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_backend": "tflite"}},
+        ["search", "s.toml"],
+        "study.latency_backend must be one of 'torch', 'onnxruntime', 'openvino', 'tensorrt', got str 'tflite'",
+    ),
+    (
+        "latency-backend-on-a-device-it-does-not-run-on",
+        {"study": {"max_accuracy_drop": 1.0, "latency_backend": "openvino", "latency_device": "cuda"}},
+        ["search", "s.toml"],
+        "study.latency_device must be 'cpu' with latency_backend = 'openvino', got 'cuda'",
+    ),
+    (
+        "round-to-neither-auto-nor-a-count",
+        {"search": {"round_to": "eight"}},
+        ["search", "s.toml"],
+        "search.round_to must be 'auto' or an integer >= 1, got str 'eight'",
+    ),
+    (
         "prune-only-matching-no-group",
         {"search": {"prune_only": ["nomatch*"]}},
         ["search", "s.toml"],

@@ -281,7 +281,9 @@ def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tm
 
     study = study_file("lat.toml", study={"latency_batch_size": 4}, model={"params": {"width": 8}})
     assert cli.main(["latency-table", str(study), "-o", str(tmp_path / "table.json")]) == 0
-    assert "timed 3 groups at rates 0.00, 0.20, 0.40, 0.60, 0.80 on cpu, batch 4" in capsys.readouterr().out
+    assert "timed 3 groups at rates 0.00, 0.20, 0.40, 0.60, 0.80 in torch cpu, default threads, batch 4" in (
+        capsys.readouterr().out
+    )
     table = json.loads((tmp_path / "table.json").read_text())
     assert table["format"] == "autoprune-latency-table-v1" and table["batch_size"] == 4
     assert set(table["ms"]) == {"features.0", "features.3", "features.7"} and len(table["uniform_ms"]) == 5
@@ -295,6 +297,14 @@ def test_latency_table_writes_a_table_a_study_can_use_and_refuses_bad_outputs(tm
     assert cli.main(["latency-table", str(only), "-o", str(tmp_path / "only.json")]) == 0
     assert "timed 1 group at rates" in capsys.readouterr().out  # the groups the study searches, so it can use the table
     assert set(json.loads((tmp_path / "only.json").read_text())["ms"]) == {"features.3"}
+    ort = study_file(
+        "ort.toml",
+        study={"latency_backend": "onnxruntime", "latency_threads": 1},
+        search={"prune_only": ["features.3"]},
+    )
+    assert cli.main(["latency-table", str(ort), "-o", str(tmp_path / "ort.json")]) == 0
+    assert "in onnxruntime CPUExecutionProvider, 1 thread, batch 1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ort.json").read_text())["backend"] == "onnxruntime"
 
 
 def _with_stdout_closed(*args: str) -> str:

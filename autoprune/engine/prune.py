@@ -127,6 +127,7 @@ def prune(
     batch_loss: BatchLoss | None = None,
     scores: MutableMapping[tuple[str, str], torch.Tensor] | None = None,
     round_to: int = 1,
+    round_min: int = 0,
     removed: MutableMapping[str, dict[str, list[int]]] | None = None,
 ) -> nn.Module:
     """Remove channels from ``model`` in place and return it.
@@ -155,6 +156,8 @@ def prune(
         round_to: keep every pruned group's channel count a multiple of this
             (Torch-Pruning's ``round_to``; 8 or 16 suit tensor cores): the kept
             count is rounded up, so a group prunes at most its rate.
+        round_min: groups of fewer channels than this are not rounded (``round_to``
+            applies to wider ones): a narrow group rounded to 8 could prune nothing.
         removed: filled with ``{layer name: {"in": [...], "out": [...]}}``, the
             input and output channels (indices of the unpruned layer) removed
             from every Conv and Linear layer, for :func:`~autoprune.engine.reconstruct_layers`.
@@ -174,7 +177,7 @@ def prune(
                 group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
                 cache[name, method.name] = method.scores(group)
         removals = [
-            (graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n], round_to))
+            (graph.groups[n], pruning_indices(cache[n, m.name], graph.groups[n], group_rates[n], round_to, round_min))
             for n, m in methods.items()
         ]
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -192,12 +195,15 @@ def _channel_groups(spec: GroupSpec) -> int:
     return spec.channel_groups if spec.num_channels % spec.channel_groups == 0 else 1
 
 
-def pruning_indices(scores: torch.Tensor, spec: GroupSpec, rate: float, round_to: int = 1) -> list[int]:
-    """The channels to remove: the lowest-scored :func:`removal_count`, the same in every channel group."""
+def pruning_indices(
+    scores: torch.Tensor, spec: GroupSpec, rate: float, round_to: int = 1, round_min: int = 0
+) -> list[int]:
+    """The channels to remove: the lowest-scored :func:`removal_count`, the same in every channel group
+    (rounded to ``round_to`` in a group of ``round_min`` channels or more)."""
     cg = _channel_groups(spec)
     size = spec.num_channels // cg
     per_channel = scores.view(cg, size).mean(0) if cg > 1 else scores
-    n_prune = removal_count(size, rate, cg, round_to)
+    n_prune = removal_count(size, rate, cg, round_to if spec.num_channels >= round_min else 1)
     if n_prune <= 0:
         return []
     local = torch.argsort(per_channel, stable=True)[:n_prune]

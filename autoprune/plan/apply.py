@@ -129,6 +129,7 @@ def pruned_copy(
             batch_loss=batch_loss,
             scores=cached,
             round_to=round_to,
+            round_min=plan.round_min,
             removed=removed,
         )
         if plan.reconstruct:
@@ -172,7 +173,7 @@ def pruning_steps(
 
     Step k removes channels until ``floor(n * k / K)`` of a group's are gone, where
     ``n`` is what the one-shot plan removes (:func:`~autoprune.engine.removal_count`,
-    with the plan's ``round_to``), so the last step ends at exactly its widths.
+    with the plan's ``round_to`` and ``round_min``), so the last step ends at exactly its widths.
     Only the first step prunes the baseline itself, so only it may use ``scores``.
     ``sizes``: the baseline's ``{group: (channels, channel groups)}``.
     """
@@ -184,7 +185,7 @@ def pruning_steps(
     final = {}
     for group, rate in plan.rates.items():
         channels, channel_groups = sizes[group]
-        final[group] = removal_count(channels // channel_groups, rate, channel_groups, plan.round_to)
+        final[group] = removal_count(channels // channel_groups, rate, channel_groups, plan.rounding(channels))
     for k in range(1, steps + 1):
         rates = {}
         for group in plan.rates:

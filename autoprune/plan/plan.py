@@ -73,6 +73,7 @@ class Plan:
     steps: int = 1
     recovery_steps: int = 0
     round_to: int = 1
+    round_min: int = 0
     reconstruct: bool = False
 
     def __post_init__(self) -> None:
@@ -92,7 +93,7 @@ class Plan:
             if not (0.0 <= rate < 1.0 and math.isfinite(rate)):
                 raise AutopruneError(f"a plan's rates and sparsities are in [0, 1); group {name!r} has {rate!r}")
         put("sparsity", {g: s for g, s in self.sparsity.items() if s > 0})  # a sparsity of 0 zeroes nothing
-        for name, low in (("steps", 1), ("recovery_steps", 0), ("round_to", 1)):
+        for name, low in (("steps", 1), ("recovery_steps", 0), ("round_to", 1), ("round_min", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise AutopruneError(f"a plan's {name} is an integer >= {low}, got {value!r}")
@@ -103,6 +104,8 @@ class Plan:
             raise AutopruneError(f"a plan's nm_pattern is (N, M) with 0 < N < M, got {self.nm_pattern!r}")
         if self.steps == 1:  # recovery happens between steps: a one-shot plan has none
             put("recovery_steps", 0)
+        if self.round_to == 1:  # nothing is rounded: no group is too narrow for it
+            put("round_min", 0)
         if not self.nm_groups:  # parts that change nothing are left at their defaults, so equal plans compare equal
             put("nm_pattern", DEFAULT_NM)
         if not self.prunes_weights:
@@ -142,8 +145,13 @@ class Plan:
         for group, rate in self.rates.items():
             channels, channel_groups = sizes[group]
             size = channels // channel_groups
-            fractions[group] = removal_count(size, rate, channel_groups, self.round_to) / size
+            fractions[group] = removal_count(size, rate, channel_groups, self.rounding(channels)) / size
         return fractions
+
+    def rounding(self, channels: int) -> int:
+        """What a group of ``channels`` channels rounds its kept count to: ``round_to``, or 1 in a group
+        narrower than ``round_min``."""
+        return self.round_to if channels >= self.round_min else 1
 
     # -- applied to a model ---------------------------------------------------------------
 
@@ -183,7 +191,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON data: ``rates`` and ``methods``, and each other part only where it is not
         the default (``global``, ``sparsity``, ``nm``, ``weight_importance``, ``steps``,
-        ``recovery_steps``, ``round_to``, ``reconstruct``)."""
+        ``recovery_steps``, ``round_to``, ``round_min``, ``reconstruct``)."""
         out: dict[str, Any] = {"rates": dict(self.rates), "methods": dict(self.methods)}
         if self.scope == "global":
             out["global"] = {"rate": self.global_rate, "max_rate": self.global_max_rate}
@@ -195,6 +203,8 @@ class Plan:
             out["weight_importance"] = self.weight_importance
         if self.round_to > 1:
             out["round_to"] = self.round_to
+        if self.round_min:
+            out["round_min"] = self.round_min
         if self.reconstruct:
             out["reconstruct"] = True
         if self.steps > 1:
@@ -223,6 +233,7 @@ class Plan:
                 steps=raw.get("steps", 1),
                 recovery_steps=raw.get("recovery_steps", 0),
                 round_to=raw.get("round_to", 1),
+                round_min=raw.get("round_min", 0),
                 reconstruct=bool(raw.get("reconstruct", False)),
             )
         except (TypeError, ValueError, AttributeError) as exc:

@@ -18,7 +18,7 @@ Weight granularities add ``g.sparsity`` (a step of ``[0, sparsity_max]``) or ``g
 :class:`PlanSpace` alone turns a trial into a plan (:meth:`~PlanSpace.suggest`), a plan
 into parameters (:meth:`~PlanSpace.params`, for enqueued warm starts) and stored
 parameters back into the plan (:meth:`~PlanSpace.decode`); the parts of a plan that
-are the study's, not the sampler's (``round_to``, ``reconstruct``, the N:M pattern,
+are the study's, not the sampler's (``round_to`` and ``round_min``, ``reconstruct``, the N:M pattern,
 the weight importance, recovery), come from its settings in one place (:meth:`~PlanSpace.plan`).
 """
 
@@ -116,7 +116,8 @@ class PlanSpace:
         study_parts = {
             "steps": self.default_steps,
             "recovery_steps": settings.recovery_steps,
-            "round_to": settings.round_to,
+            "round_to": settings.channel_rounding[0],
+            "round_min": settings.channel_rounding[1],
             "reconstruct": settings.reconstruct,
             "nm_pattern": tuple(settings.nm),
             "weight_importance": settings.weight_importance,

@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 from ..checkpoint import atomic_save, load_weights
 from ..errors import AutopruneError
 from ..files import atomic_write
-from ..metrics import latency_ms, measure
+from ..metrics import measure
 from ..provenance import note, provenance
+from ..runtimes import PYTORCH_CPU, Runtime, time_ms
 from ..zoo import dataset_task
 
 FORMATS = ("torch", "torchscript", "onnx")
@@ -63,10 +64,13 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
     return fmt
 
 
-def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int, batch_size: int = 256) -> dict[str, float]:
+def measure_model(
+    model: nn.Module, data: Any, *, latency_batch_size: int, batch_size: int = 256, runtime: Runtime = PYTORCH_CPU
+) -> dict[str, float]:
     """The task's scores on the validation and test splits (``val_accuracy``, or ``val_map`` and
     ``val_map_50`` for detection, ``val_miou`` for segmentation; ``test_...`` likewise), FLOPs,
-    parameters and latency (ms at ``latency_batch_size``)."""
+    parameters and latency (ms at ``latency_batch_size`` in ``runtime``: the exported graph in a
+    deployment runtime, or PyTorch; the fastest of its timed blocks)."""
     task = dataset_task(data)
     sample = data.val[0][0]
     result: dict[str, float] = {}
@@ -75,7 +79,7 @@ def measure_model(model: nn.Module, data: Any, *, latency_batch_size: int, batch
             loader = DataLoader(getattr(data, split), batch_size=batch_size, collate_fn=task.collate)
             result.update({f"{split}_{name}": value for name, value in task.scores(model, loader).items()})
     result.update(measure(model, task.example(sample)))
-    result["latency_ms"] = latency_ms(model, task.repeated(sample, latency_batch_size))
+    result["latency_ms"] = time_ms(model, task.repeated(sample, latency_batch_size), runtime, min_run_time=0.5)
     return result
 
 
@@ -363,8 +367,9 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         if saved.get("input_shape") is None:
             raise AutopruneError(f"{str(path)!r} does not record the input shape its plan was pruned for")
         example = torch.zeros(1, *saved["input_shape"])
-        # the plan's widths (with its round_to, Plan.to_dict's key); the weights come next
-        model = prune(model.eval(), example, rates, "l1", round_to=int(metadata.get("round_to", 1)))
+        # the plan's widths (with its round_to and round_min, Plan.to_dict's keys); the weights come next
+        rounding = {"round_to": int(metadata.get("round_to", 1)), "round_min": int(metadata.get("round_min", 0))}
+        model = prune(model.eval(), example, rates, "l1", **rounding)
     load_weights(model, saved["state_dict"], f"the weights in {str(path)!r}", "the rebuilt model")
     note(model, **architecture)
     return model.eval()

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..errors import AutopruneError
 from ..plan import Plan
+from ..runtimes import Runtime
 from ..settings import FINETUNE
 from ..storage import existing_storage, storage_file
 from ..training import train
@@ -24,6 +26,8 @@ from ..zoo import dataset_task
 from .export import check_inputs, measure_model, output_format, save
 from .rebuild import Rebuilt, rebuild
 from .record import StudyRecord, open_study
+
+_logger = logging.getLogger(__name__)
 
 
 class Study:
@@ -90,7 +94,8 @@ class Study:
         returns ``{"trial": number, "baseline": {...}, "pruned": {...}, "max_difference": float,
         "latency_batch_size": int}``: ``baseline`` and ``pruned`` each map ``val_<score>`` and
         ``test_<score>`` (``val_accuracy``; ``val_map`` and ``val_map_50``; ``val_miou``), ``flops``,
-        ``params`` and ``latency_ms`` (measured at ``latency_batch_size``) to numbers;
+        ``params`` and ``latency_ms`` (measured at ``latency_batch_size`` in ``latency_runtime``, the study's
+        runtime where this machine has it) to numbers;
         ``max_difference`` is the largest difference between the saved file's outputs and the model's.
         """
         output_format(path, format)  # a folder, or a suffix of another format, before any work
@@ -105,8 +110,9 @@ class Study:
                 seed=settings.seed,
                 teacher=teacher,
             )
+        runtime = self.latency_runtime()
         measured = {
-            name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size)
+            name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size, runtime=runtime)
             for name, model in (("baseline", rebuilt.baseline), ("pruned", rebuilt.model))
         }
         task = dataset_task(rebuilt.data)
@@ -130,7 +136,19 @@ class Study:
             **measured,
             "max_difference": difference,
             "latency_batch_size": settings.latency_batch_size,
+            "latency_runtime": runtime.describe(),
         }
+
+    def latency_runtime(self) -> Runtime:
+        """The runtime the study times latency in (``latency_backend`` on ``latency_device``), or, with a
+        warning, PyTorch on the CPU where this machine lacks it (a table measured on the target)."""
+        runtime = Runtime.of(self.record.settings)
+        try:
+            runtime.check()
+        except AutopruneError as missing:
+            _logger.warning("latency is timed in PyTorch on the CPU instead: %s", missing)
+            return Runtime()
+        return runtime
 
     def report(self, folder: str | Path | None = None) -> Path:
         """Write the report (default: ``<out_dir>/report``) and return its ``index.html``."""

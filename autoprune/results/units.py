@@ -19,6 +19,8 @@ FACTOR_WORDS = {
     "size_bytes": "smaller",
     "latency": "faster",
 }
+#: What a factor reads where ``after`` is the larger: a slower plan is never shown as a speed-up.
+OPPOSITE_WORDS = {"fewer": "more", "smaller": "larger", "faster": "slower"}
 
 
 def count(value: float, digits: int = 3) -> str:
@@ -57,10 +59,14 @@ def human(value: float | None, measure: str) -> str:
 
 
 def factor(before: float | None, after: float | None, measure: str = "flops") -> str:
-    """How many times smaller ``after`` is: ``2.78x fewer`` (``smaller``, ``faster``); ``-`` when unknown."""
+    """How many times smaller ``after`` is: ``2.78x fewer`` (``smaller``, ``faster``); where it is larger, how
+    many times larger: ``1.14x slower`` (``more``, ``larger``); ``-`` when unknown."""
     if not before or not after or not math.isfinite(before) or not math.isfinite(after):
         return "-"
-    return f"{before / after:.2f}x {FACTOR_WORDS.get(measure, 'smaller')}"
+    word = FACTOR_WORDS.get(measure, "smaller")
+    if after > before and before / after < 0.995:  # shown as 1.00x where it rounds to no change
+        return f"{after / before:.2f}x {OPPOSITE_WORDS[word]}"
+    return f"{before / after:.2f}x {word}"
 
 
 def fixed(value: float, digits: int = 2) -> str:

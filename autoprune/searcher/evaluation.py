@@ -34,6 +34,7 @@ from ..errors import AutopruneError
 from ..metrics import MetricContext, count_correct, measure_metrics
 from ..plan import BaselineStructure, Plan, PlanSpace
 from ..precision import autocast
+from ..runtimes import Runtime
 from ..settings import SearchSettings
 from ..tasks import Task
 from ..zoo import dataset_task
@@ -225,10 +226,10 @@ class Evaluator:
                 self.timing_input,
                 self.groups,
                 settings.rate_max,
-                settings.latency_device,
-                settings.round_to,
+                Runtime.of(settings),
+                *settings.channel_rounding,
             )
-        table.check_fits(self.groups, *input_shape(self.timing_input), where)
+        table.check_fits(self.groups, *input_shape(self.timing_input), where, Runtime.of(settings))
         self.latency_table = table
         self.context.predict_latency = lambda plan: table.predict(plan.removed_fractions(self.structure.sizes))
 

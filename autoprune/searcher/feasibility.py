@@ -87,9 +87,14 @@ def _most_pruned(settings: SearchSettings, model: nn.Module, example: Any, group
     when such a plan cannot be pruned (its trials will say so)."""
     if "channel" not in settings.granularities or settings.rate_max == 0:
         return model
+    round_to, round_min = settings.channel_rounding
     try:
         return prune(
-            copy.deepcopy(model).eval(), example, dict.fromkeys(groups, settings.rate_max), round_to=settings.round_to
+            copy.deepcopy(model).eval(),
+            example,
+            dict.fromkeys(groups, settings.rate_max),
+            round_to=round_to,
+            round_min=round_min,
         )
     except PruningError:
         return None

@@ -5,7 +5,8 @@ between runs), and FLOPs are a poor guide to latency. After NetAdapt (Yang et al
 "NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications", ECCV
 2018), which predicts a network's latency from per-layer measurements, autoprune
 prunes each group alone at a few rates, and all of them at once at the same rates,
-times the whole model each time on the study's device and latency batch, and
+times the whole model each time in the study's runtime (:class:`~autoprune.runtimes.Runtime`:
+``latency_backend`` on ``latency_device``, ``latency_threads``) at its latency batch, and
 predicts a plan's latency from the groups' measured speed-ups, combined with an
 exponent fitted on the uniform plans (:meth:`LatencyTable.predict`), since groups
 interact (a layer's time depends on both its input and output widths). The search
@@ -30,10 +31,10 @@ import torch
 from torch import nn
 
 from ..engine import input_shape, prune
-from ..engine.inputs import move_to
 from ..errors import AutopruneError
 from ..files import atomic_write_text
-from ..metrics import latency_ms
+from ..metrics import count_flops
+from ..runtimes import BACKENDS, PYTORCH_CPU, Runtime, time_ms
 
 #: What a latency table file holds (``autoprune latency-table``).
 TABLE_FORMAT = "autoprune-latency-table-v1"
@@ -63,6 +64,11 @@ _TABLE_FIELDS = {
     "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "input_shape": lambda v: isinstance(v, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in v),
 }
+#: Fields a table written before they existed may lack (its defaults hold for it), and what fits them.
+_OPTIONAL_FIELDS = {
+    "backend": lambda v: v in BACKENDS,
+    "threads": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+}
 #: The range the fitted interaction exponent is held to: one noisy timing of the uniform plans (or a group
 #: whose own speed-up is all but nil) cannot turn a prediction into a power of its error.
 EXPONENT_RANGE = (0.5, 2.0)
@@ -80,8 +86,15 @@ class LatencyTable:
     device: str
     batch_size: int
     input_shape: list[int]
+    backend: str = "torch"
+    threads: int = 0
     machine: str = field(default_factory=platform.node)
     format: str = TABLE_FORMAT
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime the table was timed in."""
+        return Runtime(self.backend, self.device, self.threads)
 
     def predict(self, rates: dict[str, float]) -> float:
         """The predicted milliseconds of a plan's per-group rates (groups not named keep every channel).
@@ -142,6 +155,7 @@ class LatencyTable:
         if not isinstance(raw, dict) or raw.get("format") != TABLE_FORMAT:
             raise AutopruneError(f"{where} is not an autoprune latency table (written by `autoprune latency-table`)")
         bad = [k for k, fits in _TABLE_FIELDS.items() if k not in raw or not fits(raw[k])]
+        bad += [k for k, fits in _OPTIONAL_FIELDS.items() if k in raw and not fits(raw[k])]
         points = len(raw["rates"]) if "rates" not in bad else None
         if points is not None and "ms" not in bad and any(len(row) != points for row in raw["ms"].values()):
             bad.append("ms")
@@ -166,8 +180,11 @@ class LatencyTable:
             raise AutopruneError(f"latency table {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         return cls.from_dict(raw, f"{str(path)!r}")
 
-    def check_fits(self, groups: list[str], batch_size: int, input_shape: list[int], where: str) -> None:
-        """Refuse a table measured for other groups, another latency batch or another input."""
+    def check_fits(
+        self, groups: list[str], batch_size: int, input_shape: list[int], where: str, runtime: Runtime | None = None
+    ) -> None:
+        """Refuse a table measured for other groups, another latency batch or another input, or (given
+        ``runtime``) in another backend or on another device: its milliseconds are not the study's."""
         if sorted(self.ms) != sorted(groups):
             missing = sorted(set(groups) - set(self.ms))
             raise AutopruneError(
@@ -180,36 +197,29 @@ class LatencyTable:
                 f"{tuple(self.input_shape)}; this study times batch size {batch_size} on "
                 f"{tuple(input_shape)}"
             )
+        if runtime is not None and (self.backend, self.device) != (runtime.backend, runtime.device):
+            raise AutopruneError(
+                f"{where} was timed in {self.runtime.provider}; this study times latency in {runtime.provider} "
+                "(set latency_backend and latency_device as the table was measured, or measure it again)"
+            )
 
 
 def check_latency_settings(settings, groups: list[str], timing_input: Any) -> None:
     """What a study that measures latency needs, checked before any work: its ``latency_table`` file
-    readable, valid, and measured for the searched ``groups`` and the latency batch ``timing_input``;
-    without one, the ``latency_device`` to measure a table on."""
+    readable, valid, and measured for the searched ``groups``, the latency batch ``timing_input`` and the
+    study's runtime; without one, the runtime to measure a table in, on this machine."""
+    runtime = Runtime.of(settings)
     if settings.latency_table:
         table = LatencyTable.read(settings.latency_table)
-        table.check_fits(groups, *input_shape(timing_input), f"latency table {settings.latency_table!r}")
+        table.check_fits(groups, *input_shape(timing_input), f"latency table {settings.latency_table!r}", runtime)
     else:
-        timing_device(settings.latency_device)
+        runtime.check()
 
 
-def timing_device(name: str) -> torch.device:
-    """The device latency is timed on, checked to exist."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AutopruneError(
-            "latency_device = 'cuda' but this machine has no CUDA device; use 'cpu' or run "
-            "`autoprune latency-table` on the target and give latency_table"
-        )
-    return torch.device(name)
-
-
-def time_model(model: nn.Module, timing_input: torch.Tensor, device: str, min_run_time: float = 0.2) -> float:
-    """Milliseconds of a forward pass of a copy of ``model`` on ``device``: the fastest of the timed
-    blocks, which other processes on a shared machine disturb least."""
-    target = timing_device(device)
-    return latency_ms(
-        copy.deepcopy(model).to(target), move_to(timing_input, target), min_run_time=min_run_time, statistic="min"
-    )
+def time_model(model: nn.Module, timing_input: Any, runtime: Runtime, min_run_time: float = 0.2) -> float:
+    """Milliseconds of a forward pass of ``model`` in ``runtime``: the fastest of the timed blocks, which
+    other processes on a shared machine disturb least (:func:`autoprune.runtimes.time_ms`; ``model`` unchanged)."""
+    return time_ms(model, timing_input, runtime, min_run_time=min_run_time)
 
 
 def measure_table(
@@ -218,26 +228,30 @@ def measure_table(
     timing_input: torch.Tensor,
     groups: list[str],
     rate_max: float,
-    device: str,
+    runtime: Runtime = PYTORCH_CPU,
     round_to: int = 1,
+    round_min: int = 0,
 ) -> LatencyTable:
-    """Time the baseline, then the baseline with each group alone pruned at each table rate."""
+    """Time the baseline, then the baseline with each group alone pruned at each table rate, and with every
+    group pruned at each of them, in ``runtime`` (with the study's channel rounding)."""
+    runtime.check()
     rates = [float(r) for r in np.linspace(0.0, rate_max, TABLE_POINTS)]
     plans = {("base", 0): {}}
     plans.update({(group, k): {group: rate} for group in groups for k, rate in enumerate(rates) if k})
     plans.update({("uniform", k): dict.fromkeys(groups, rate) for k, rate in enumerate(rates) if k})
     models = {
-        key: prune(copy.deepcopy(baseline), example, plan, round_to=round_to) if plan else baseline
+        key: prune(copy.deepcopy(baseline), example, plan, round_to=round_to, round_min=round_min) if plan else baseline
         for key, plan in plans.items()
     }
     best = dict.fromkeys(models, math.inf)
     for _ in range(TABLE_ROUNDS):  # round robin, so a burst of load elsewhere does not skew one entry
         for key, model in models.items():
-            best[key] = min(best[key], time_model(model, timing_input, device, min_run_time=0.1))
+            best[key] = min(best[key], time_model(model, timing_input, runtime, min_run_time=0.1))
     base = best["base", 0]
     ms = {group: [base, *(best[group, k] for k in range(1, len(rates)))] for group in groups}
     uniform = [base, *(best["uniform", k] for k in range(1, len(rates)))]
-    return LatencyTable(base, rates, ms, uniform, device, *input_shape(timing_input))
+    batch, shape = input_shape(timing_input)
+    return LatencyTable(base, rates, ms, uniform, runtime.device, batch, shape, runtime.backend, runtime.threads)
 
 
 #: How many of the best feasible plans the search times to check its latency table.
@@ -245,22 +259,24 @@ CHECKED_PLANS = 3
 
 
 def check_table(record, evaluator) -> list[dict[str, Any]] | None:
-    """Time the baseline and the best feasible plans (the chosen trial, then the Pareto front) and set each
-    timing beside the table's prediction: ``[{"trial", "predicted_ms", "measured_ms"}]`` (trial None for the baseline);
-    None, with a warning, where the study's ``latency_device`` is not on this machine (a table measured on the
-    target, searched elsewhere)."""
+    """Time the baseline and the best feasible plans (the chosen trial, then the Pareto front) in the study's
+    runtime and set each timing beside the table's prediction and the plan's FLOPs:
+    ``[{"trial", "predicted_ms", "measured_ms", "flops"}]`` (trial None for the baseline); None, with a warning,
+    where the study's runtime is not on this machine (a table measured on the target, searched elsewhere)."""
     settings, table = evaluator.settings, evaluator.latency_table
-    if settings.latency_device == "cuda" and not torch.cuda.is_available():
-        _logger.warning(
-            "the latency table's predictions are not checked against timings: latency_device = 'cuda' but this "
-            "machine has no CUDA device"
-        )
+    runtime = Runtime.of(settings)
+    try:
+        runtime.check()
+    except AutopruneError as exc:
+        _logger.warning("the latency table's predictions are not checked against timings: %s", exc)
         return None
+    timing = evaluator.timing_input
     rows = [
         {
             "trial": None,
             "predicted_ms": table.base_ms,
-            "measured_ms": time_model(evaluator.baseline, evaluator.timing_input, settings.latency_device),
+            "measured_ms": time_model(evaluator.baseline, timing, runtime),
+            "flops": count_flops(evaluator.baseline, timing),
         }
     ]
     first = record.chosen_trial()
@@ -273,7 +289,8 @@ def check_table(record, evaluator) -> list[dict[str, Any]] | None:
             {
                 "trial": trial.number,
                 "predicted_ms": predicted,
-                "measured_ms": time_model(model, evaluator.timing_input, settings.latency_device),
+                "measured_ms": time_model(model, timing, runtime),
+                "flops": count_flops(model, timing),
             }
         )
     return rows

@@ -81,7 +81,7 @@ def test_every_mode_round_trips_through_trial_parameters_and_json(mode):
         assert Plan.from_json(plan.to_json(trial=trial.number)) == plan
         assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
         # the study's own parts come from its settings, whatever the sampler drew
-        assert (plan.round_to, plan.reconstruct) == (settings.round_to, settings.reconstruct)
+        assert (plan.round_to, plan.round_min, plan.reconstruct) == (*settings.channel_rounding, settings.reconstruct)
         assert plan.recovery_steps == (settings.recovery_steps if plan.steps > 1 else 0)
         if plan.scope == "local" and "channel" in settings.granularities:
             assert all(plan.rates[g] <= limits[g] + 1e-9 for g in GROUPS)
@@ -175,6 +175,21 @@ def test_removed_fractions_apply_the_floors_and_round_to():
     sizes = {"a": (16, 1), "b": (12, 4)}  # b: 4 channel groups of 3
     assert Plan(rates={"a": 0.3, "b": 0.5}).removed_fractions(sizes) == {"a": 4 / 16, "b": 1 / 3}
     assert Plan(rates={"a": 0.3}, round_to=8).removed_fractions(sizes) == {"a": 0.0}  # 16 - 4 rounds up to 16
+    # round_min: a group narrower than it is not rounded (round_to = "auto" keeps 8 from a 12-channel group)
+    assert Plan(rates={"a": 0.3}, round_to=8, round_min=32).removed_fractions(sizes) == {"a": 4 / 16}
+    assert Plan(rates={"a": 0.3}, round_to=8, round_min=16).removed_fractions(sizes) == {"a": 0.0}
+
+
+def test_round_to_auto_is_8_in_groups_of_32_channels_or_more_and_round_trips():
+    settings = SearchSettings(max_accuracy_drop=1.0)
+    assert settings.round_to == "auto" and settings.channel_rounding == (8, 32)
+    assert SearchSettings(max_accuracy_drop=1.0, round_to=4).channel_rounding == (4, 0)
+    plan = PlanSpace(settings, ("a",)).uniform(0.3)
+    assert (plan.round_to, plan.round_min) == (8, 32)
+    assert plan.to_dict()["round_min"] == 32 and Plan.from_dict(plan.to_dict()) == plan
+    assert Plan(round_to=1, round_min=32).round_min == 0  # nothing rounded: no width to hold it to
+    with pytest.raises(AutopruneError, match=r"round_to must be 'auto' or an integer >= 1, got str 'eight'"):
+        SearchSettings(max_accuracy_drop=1.0, round_to="eight")
 
 
 def test_the_study_parts_of_a_plan_come_from_the_settings_alone():

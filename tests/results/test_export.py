@@ -141,12 +141,18 @@ def _one_trial(baseline, digits, storage: str, **settings) -> None:
 def test_export_measures_latency_at_the_studys_batch_size(baseline, digits, tmp_path, storage, monkeypatch):
     """Regression: export timed batches of one whatever the study's latency_batch_size."""
     from autoprune.results import export
+    from autoprune.runtimes import Runtime
 
     _one_trial(baseline, digits, storage, latency_batch_size=3)
     batches = []
-    monkeypatch.setattr(export, "latency_ms", lambda m, x, **kw: batches.append(len(x)) or 1.0)
+    runtimes = []
+    monkeypatch.setattr(
+        export, "time_ms", lambda m, x, runtime, **kw: batches.append(len(x)) or runtimes.append(runtime) or 1.0
+    )
     result = autoprune.Study.load(tmp_path).export(tmp_path / "m.pt")
     assert batches == [3, 3] and result["pruned"]["latency_ms"] == 1.0
+    # timed in the study's runtime (PyTorch on the CPU by default), which the result names
+    assert runtimes == [Runtime()] * 2 and result["latency_runtime"] == "torch cpu, default threads"
 
 
 def test_a_study_of_an_unregistered_model_exports_with_the_baseline_given(tmp_path, storage, capsys):

@@ -46,6 +46,8 @@ OTHER_VALUES = {
     "constraints": {"latency": 5.0},
     "metric_options": {"robust_accuracy": {"corruption_images": 10}},
     "latency_device": "cuda",
+    "latency_backend": "onnxruntime",
+    "latency_threads": 4,
     "latency_table": "table.json",
     "amp": "bf16",
 }

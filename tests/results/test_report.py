@@ -184,6 +184,9 @@ def test_human_units_and_factors():
     assert human(187_000, "size_bytes") == "183 KiB" and human(float("nan"), "flops") == "-"
     assert factor(4_762_000, 1_716_004) == "2.78x fewer" and factor(2.0, 1.0, "latency") == "2.00x faster"
     assert factor(1.0, 0.0) == "-"
+    # a plan that got slower (or larger) says so: never "0.88x faster"
+    assert factor(4.3, 4.9, "latency") == "1.14x slower" and factor(10, 11) == "1.10x more"
+    assert factor(100, 100.2, "latency") == "1.00x faster"  # no change to two places
 
 
 def test_history_is_the_running_best_of_the_feasible_reductions(tmp_path):

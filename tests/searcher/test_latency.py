@@ -14,6 +14,7 @@ import autoprune
 from autoprune.engine import group_sizes
 from autoprune.metrics import count_flops
 from autoprune.plan import Plan
+from autoprune.runtimes import Runtime
 from autoprune.searcher import latency
 from autoprune.searcher.latency import LatencyTable, measure_table, time_model
 
@@ -31,7 +32,7 @@ class Wide(nn.Module):
         return self.fc(self.b(self.a(x)).mean((2, 3)))
 
 
-def flop_cost(model, timing_input, device, min_run_time=0.2):
+def flop_cost(model, timing_input, runtime, min_run_time=0.2):
     """A deterministic stand-in for a timing: a fixed overhead plus one unit per MFLOP. A timed test on a
     shared machine fails by chance (the wall-clock accuracy is `make bench-latency`'s to measure)."""
     return 0.05 + count_flops(model, timing_input) / 1e6
@@ -46,7 +47,7 @@ def test_the_tables_prediction_is_within_a_factor_of_2_of_the_cost_it_was_built_
     x = torch.randn(1, 3, 32, 32)
     timing = x.expand(16, 3, 32, 32).contiguous()
     groups = autoprune.prunable_groups(model, x)
-    table = measure_table(model, x, timing, groups, 0.8, "cpu")
+    table = measure_table(model, x, timing, groups, 0.8, Runtime())
     assert table.rates == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8]) and set(table.ms) == set(groups)
     assert table.base_ms == pytest.approx(flop_cost(model, timing, "cpu"))
     assert all(row[-1] < row[0] for row in table.ms.values())  # 80 % fewer channels: cheaper
@@ -92,11 +93,11 @@ def test_a_fixed_tables_prediction_is_its_arithmetic_and_stays_sane_when_one_tim
 def test_time_model_times_a_copy_on_the_device_and_refuses_a_missing_cuda(monkeypatch):
     model = Wide().eval()
     timing = torch.randn(2, 3, 32, 32)
-    assert time_model(model, timing, "cpu", min_run_time=0.01) > 0
+    assert time_model(model, timing, Runtime(), min_run_time=0.01) > 0
     assert next(model.parameters()).device.type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(autoprune.AutopruneError, match="latency_device = 'cuda' but this machine has no CUDA"):
-        time_model(model, timing, "cuda")
+        time_model(model, timing, Runtime("torch", "cuda"))
 
 
 def test_a_latency_search_predicts_from_the_table_keeps_it_and_checks_it(digits, tmp_path, storage):
@@ -133,7 +134,7 @@ def test_a_table_from_elsewhere_is_used_and_checked(digits, tmp_path, storage):
     model = autoprune.create_model("small_cnn", num_classes=10, in_channels=1, width=8)
     x = digits.val[0][0].unsqueeze(0)
     groups = autoprune.prunable_groups(model, x)
-    table = LatencyTable(10.0, [0.0, 0.8], {g: [10.0, 2.0] for g in groups}, [10.0, 1.0], "cuda", 1, [1, 8, 8])
+    table = LatencyTable(10.0, [0.0, 0.8], {g: [10.0, 2.0] for g in groups}, [10.0, 1.0], "cpu", 1, [1, 8, 8])
     table.write(tmp_path / "table.json")
     result = autoprune.search(
         model,
@@ -148,7 +149,7 @@ def test_a_table_from_elsewhere_is_used_and_checked(digits, tmp_path, storage):
         study_name="given",
     )
     assert result.record.baseline["latency"] == 10.0  # the given table, not a timing here
-    assert result.record.latency_table["device"] == "cuda"
+    assert result.record.latency_table["device"] == "cpu"
     with pytest.raises(
         autoprune.AutopruneError,
         match=r"measured at batch size 1 on inputs \(1, 8, 8\); this "
@@ -241,3 +242,44 @@ def test_a_table_measured_on_cuda_is_searched_here_and_its_check_left_out(
     assert result.record.feasible() and result.record.baseline["latency"] == 10.0
     assert result.record.latency_check is None
     assert "the latency table's predictions are not checked against timings: latency_device = 'cuda'" in caplog.text
+
+
+def test_a_table_timed_in_another_runtime_is_refused_naming_both(digits, tmp_path):
+    """Milliseconds of ONNX Runtime are not PyTorch's: a table of one backend (or device) never predicts
+    for a study that times in another."""
+    from autoprune.searcher.latency import check_latency_settings
+
+    x = digits.val[0][0].unsqueeze(0)
+    groups = ["a"]
+    table = LatencyTable(10.0, [0.0, 0.8], {"a": [10.0, 2.0]}, [10.0, 2.0], "cpu", 1, [1, 8, 8], "onnxruntime", 1)
+    table.write(tmp_path / "t.json")
+    assert LatencyTable.read(tmp_path / "t.json").runtime == Runtime("onnxruntime", "cpu", 1)
+    settings = autoprune.SearchSettings(
+        max_accuracy_drop=1.0, objective="latency", latency_table=str(tmp_path / "t.json")
+    )
+    with pytest.raises(autoprune.AutopruneError) as err:
+        check_latency_settings(settings, groups, x)
+    assert str(err.value) == (
+        f"latency table {str(tmp_path / 't.json')!r} was timed in onnxruntime CPUExecutionProvider; this study "
+        "times latency in torch cpu (set latency_backend and latency_device as the table was measured, or "
+        "measure it again)"
+    )
+    check_latency_settings(settings.replace(latency_backend="onnxruntime"), groups, x)  # the same runtime: used
+    raw = json.loads((tmp_path / "t.json").read_text())
+    del raw["backend"], raw["threads"]  # a table written before backends: PyTorch's
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert LatencyTable.read(tmp_path / "old.json").runtime == Runtime()
+    (tmp_path / "bad.json").write_text(json.dumps({**raw, "backend": "tflite"}))
+    with pytest.raises(autoprune.AutopruneError, match="backend missing or malformed"):
+        LatencyTable.read(tmp_path / "bad.json")
+
+
+def test_a_table_measured_in_onnxruntime_times_the_exported_graph(monkeypatch):
+    """measure_table hands its runtime to every timing and writes it into the table."""
+    seen = []
+    monkeypatch.setattr(latency, "time_model", lambda m, t, runtime, min_run_time=0.2: seen.append(runtime) or 1.0)
+    model = Wide().eval()
+    x = torch.randn(1, 3, 16, 16)
+    runtime = Runtime("onnxruntime", "cpu", 1)
+    table = measure_table(model, x, x, autoprune.prunable_groups(model, x), 0.5, runtime, 8, 32)
+    assert set(seen) == {runtime} and (table.backend, table.device, table.threads) == ("onnxruntime", "cpu", 1)

@@ -127,7 +127,14 @@ def test_best_plan_rebuilds_the_best_model(baseline, digits):
     result = _search(baseline, digits, trials=4)
     plan, trial = result.best_plan, result.best_trial
     x = result.example_inputs
-    model = autoprune.prune(copy.deepcopy(baseline), x, plan.rates, importance=dict(plan.methods))
+    model = autoprune.prune(
+        copy.deepcopy(baseline),
+        x,
+        plan.rates,
+        importance=dict(plan.methods),
+        round_to=plan.round_to,  # the study's channel rounding, which the plan carries
+        round_min=plan.round_min,
+    )
     assert autoprune.measure(model, x)["flops"] == trial.user_attrs["flops"]
     best = result.best_model
     val = torch.utils.data.DataLoader(digits.val, batch_size=256)
