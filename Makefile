@@ -48,17 +48,21 @@ demo: install
 quickstart-doc: install
 	$(BIN)/python benchmarks/quickstart_doc.py --doc docs/quickstart.md
 
-# The search benchmark (docs/benchmarks.md): ResNet-20 on Fashion-MNIST, which Debian's
+# The search benchmark (docs/benchmarks.md): two architectures on Fashion-MNIST, which Debian's
 # dataset-fashion-mnist package provides (installed here when apt is there and we are
-# root; otherwise the dataset plugin falls back to torchvision's download). On two CPU
-# cores: about 20 minutes to train the baseline (cached), then 45 to 60 minutes per budget;
-# docs/benchmarks.md is rewritten after each budget, and each budget's numbers are kept in
-# benchmarks/results/: `make bench BENCH_ARGS=--resume` measures only the budgets not kept
-# yet (the document names the commit each was measured at).
+# root; otherwise the dataset plugin falls back to torchvision's download): the CIFAR
+# ResNet-20, then a MobileNetV2-style network (inverted residuals, depthwise convolutions;
+# benchmarks/bench_models.py). On two CPU cores, for the ResNet-20: about 20 minutes to train
+# the baseline (cached), then 45 to 60 minutes per budget; a training step of the MobileNetV2-style
+# network takes about 1.6 times the ResNet-20's CPU time. docs/benchmarks.md is rewritten after
+# each budget, and each budget's numbers are kept per study in benchmarks/results/<study name>/:
+# `make bench BENCH_ARGS=--resume` measures only the budgets not kept yet (the document names
+# the commit each was measured at).
 bench: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
-	$(BIN)/python benchmarks/bench_search.py studies/bench-fashion-mnist.toml --doc docs/benchmarks.md $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_search.py studies/bench-fashion-mnist.toml studies/bench-fashion-mnist-mobilenet.toml \
+		--doc docs/benchmarks.md $(BENCH_ARGS)
 
 # The driving-perception studies (detection and segmentation on synthetic road scenes), run
 # as a user runs them, with their exports; their figures go into docs/benchmarks.md.

@@ -172,6 +172,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def _summarize(run) -> int:
     """Print what a study run found and the files it wrote (:class:`autoprune.workflow.StudyRun`)."""
+    from .results.rungs import rung_summary
     from .results.units import factor, human, score
 
     result, storage, seconds, trained = run.result, run.prepared.storage, run.seconds, run.prepared.trained
@@ -217,7 +218,7 @@ def _summarize(run) -> int:
     print(f"  best trial          #{best.number}")
     print(
         f"  {record.score_name:<19} {score(record.score_name, metrics['accuracy'])} (drop {metrics['accuracy_drop']:.2f} "
-        f"<= {max_drop})"
+        f"<= {max_drop}{' after fine-tuning' if record.settings.budget == 'finetuned' else ''})"
     )
     bounds, rows = record.settings.bounds, []
     for key in ("flops", "params", "latency"):
@@ -243,6 +244,13 @@ def _summarize(run) -> int:
                 f"  vs the baselines    {compared['reduction']:.2f}x fewer {compared['measure']} vs "
                 f"{compared['baseline_reduction']:.2f}x for {name}: {compared['ratio']:.2f}x more {others}"
             )
+    summary = rung_summary(record)
+    if summary is not None:
+        stopped = sum(summary["stopped"].values())
+        print(
+            f"  fine-tuning         {len(summary['finished'])} plans fine-tuned to the end, {stopped} stopped at a rung; "
+            f"{summary['trial_epochs']:.1f} epochs in the trials, {summary['reference_epochs']:.1f} in the baselines"
+        )
     print(f"  saved               {run.best_model_file} (plan: {run.best_plan_file})")
     print(f"  report              {report}")
     return 0
@@ -336,7 +344,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         lr=args.lr,
     )
     before, after = result["baseline"], result["pruned"]
-    print(f"trial #{result['trial']} of study {study.record.name!r}")
+    kept = " (its fine-tuned weights, kept by the study's fine-tuned budget)" if result.get("finetuned") else ""
+    print(f"trial #{result['trial']} of study {study.record.name!r}{kept}")
     print(f"  {'':<14} {'baseline':>15} {'pruned':>15}")
     for key in after:
         b, a = before[key], after[key]

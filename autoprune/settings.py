@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import logging
 import math
 import re
@@ -41,6 +42,8 @@ OBJECTIVES = ("flops", "params", "latency", "nonzero_params", "size_bytes")
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "nsga2")
 WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
+#: What study.budget bounds: the recalibrated model, or the model fine-tuned with [finetune].
+BUDGETS = ("recalibrated", "finetuned")
 SCOPES = ("local", "global", "both")
 GRANULARITIES = ("channel", "weight", "nm")
 #: ``round_to = "auto"``: kept channel counts a multiple of 8 in groups of 32 channels or more. The vector
@@ -401,6 +404,14 @@ class SearchSettings(_Validated):
         doc="mixed precision of trial scoring and finalists' fine-tuning: 'bf16' or 'fp16' autocast (for tensor "
         "cores; fp16 training scales the loss), 'off' for float32; the baseline is scored the same way",
     )
+    budget: str = setting(
+        "recalibrated",
+        section="study",
+        rule=one_of(BUDGETS),
+        doc="what max_accuracy_drop bounds: 'recalibrated', each plan scored once its BatchNorm statistics are "
+        "recalibrated; 'finetuned', each plan scored after the [finetune] recipe, climbing search.rungs so that "
+        "plans a short fine-tune rules out stop early (the chosen trial's fine-tuned weights are what export writes)",
+    )
     latency_device: str = setting(
         "cpu",
         section="study",
@@ -574,6 +585,20 @@ class SearchSettings(_Validated):
         doc="stop a trial's validation once it cannot be within the budget ('exact': certain; "
         "'statistical': at a 0.1% false-stop risk per check)",
     )
+    rungs: tuple[float, ...] = setting(
+        (0.1, 0.3, 1.0),
+        section="search",
+        rule="a rising list of fractions in (0, 1] ending in 1",
+        check=lambda v: (
+            isinstance(v, (list, tuple))
+            and bool(v)
+            and all(_is_number(f) and 0 < f <= 1 for f in v)
+            and all(a < b for a, b in itertools.pairwise(v))
+            and v[-1] == 1
+        ),
+        doc="with study.budget = 'finetuned': the fractions of the [finetune] recipe after which a plan is scored "
+        "and may be stopped (its recalibrated score comes first)",
+    )
     max_failures: int = setting(
         10,
         section="search",
@@ -648,6 +673,13 @@ class SearchSettings(_Validated):
                 "recovery_steps",
                 f"= {self.recovery_steps!r} fine-tunes between pruning steps, but steps = {_to_toml(self.steps)!r} "
                 "prunes in one step: give steps > 1 (or a list holding one), or recovery_steps = 0",
+            )
+        if self.budget == "finetuned" and self.finalists:
+            raise SettingError(
+                "finalists",
+                f"= {self.finalists} fine-tunes the best plans after the search, but study.budget = 'finetuned' "
+                "fine-tunes every plan that climbs its rungs already (the report shows each one's score at every "
+                "rung): give finalists = 0",
             )
         if self.latency_device not in DEVICES[self.latency_backend]:
             raise SettingError(
@@ -847,7 +879,10 @@ class TrainSettings(_Validated):
 #: finalists): the training recipe with one epoch and a smaller learning rate.
 FINETUNE = TrainSettings(epochs=1, lr=0.01)
 #: What a ``[finetune]`` key says beyond "as the same ``[train]`` key" (for the study-file reference).
-FINETUNE_DOCS = {"epochs": "epochs of fine-tuning (the finalists; `autoprune export --finetune-epochs` sets its own)"}
+FINETUNE_DOCS = {
+    "epochs": "epochs of fine-tuning (every plan of a fine-tuned budget, or the finalists; `autoprune export "
+    "--finetune-epochs` sets its own)"
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -883,7 +918,14 @@ class StudyFile:
 
 
 def check_finalists(settings: SearchSettings, finetune: TrainSettings) -> None:
-    """The rule that involves the search and the fine-tuning recipe together: finalists need epochs."""
+    """The rules that involve the search and the fine-tuning recipe together: finalists and a fine-tuned
+    budget need epochs."""
+    if settings.budget == "finetuned" and finetune.epochs == 0:
+        raise SettingError(
+            "budget",
+            "= 'finetuned' scores every plan after the [finetune] recipe, but finetune.epochs = 0 would leave them "
+            "as they are; give finetune.epochs >= 1 or study.budget = 'recalibrated'",
+        )
     if settings.finalists and finetune.epochs == 0:
         raise AutopruneError(
             f"search.finalists = {settings.finalists} fine-tunes the best plans with [finetune], but "

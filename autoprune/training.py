@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -176,6 +176,47 @@ def _train(
     task: Any,
     amp: str = "off",
 ) -> nn.Module:
+    for _ in _training(model, data, recipe, seed, teacher, log, task, amp, stops=()):
+        pass
+    return model.eval()
+
+
+def train_rungs(
+    model: nn.Module,
+    data,
+    recipe: TrainSettings,
+    fractions: tuple[float, ...],
+    *,
+    seed: int = 0,
+    task: Any = None,
+    amp: str = "off",
+) -> Iterator[float]:
+    """Train ``model`` in place with ``recipe``, pausing at each of ``fractions`` of its steps.
+
+    One run of :func:`train` (the same batches, schedule and final weights), which yields the epochs
+    trained so far, with the model in eval mode, once it has taken ``fraction`` of the recipe's steps
+    (at least one step for the first): the rungs a fine-tuned budget scores a plan at. Stopping the
+    iteration early stops the training there.
+    """
+    task = task if task is not None else _task_of(data)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield from _training(model, data, recipe, seed, None, None, task, amp, stops=tuple(fractions))
+
+
+def _training(
+    model: nn.Module,
+    data,
+    recipe: TrainSettings,
+    seed: int,
+    teacher: nn.Module | None,
+    log: Callable[[str], None] | None,
+    task: Any,
+    amp: str,
+    stops: tuple[float, ...],
+) -> Iterator[float]:
+    """The training loop; after the step that completes each of ``stops`` (fractions of all steps), the
+    model in eval mode and the epochs trained so far are yielded, then training goes on."""
     loader = DataLoader(
         data.train,
         batch_size=recipe.batch_size,
@@ -183,20 +224,31 @@ def _train(
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(seed),
     )
-    optimizer, schedule = _optimizer(model, recipe, recipe.epochs * len(loader), len(loader))
+    per_epoch = len(loader)
+    total = recipe.epochs * per_epoch
+    optimizer, schedule = _optimizer(model, recipe, total, per_epoch)
     stepping = (optimizer, schedule, grad_scaler(model, amp))
+    marks = [max(1, min(total, round(f * total))) for f in stops]
     if teacher is not None:
         teacher.eval()
-    start = time.perf_counter()
+    start, step = time.perf_counter(), 0
     for epoch in range(recipe.epochs):
         model.train()
         for inputs, targets in loader:
             _step(model, stepping, inputs, targets, teacher, task, recipe.clip_grad_norm, amp)
+            step += 1
+            while marks and marks[0] == step:
+                marks.pop(0)
+                model.eval()
+                state = torch.get_rng_state()  # whatever the caller draws at a rung leaves training as it was
+                yield step / per_epoch
+                torch.set_rng_state(state)
+                model.train()
         if log and getattr(log, "epoch_lines", True):
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (recipe.epochs - epoch - 1)
             log(f"  epoch {epoch + 1}/{recipe.epochs} ({elapsed:.0f}s, ~{eta:.0f}s left)")
-    return model.eval()
+    model.eval()
 
 
 def distillation_loss(

@@ -80,6 +80,30 @@ SETTINGS = [
         "latency table '.' cannot be read",
     ),
     (
+        "finetuned-budget-without-finetuning-epochs",
+        {"study": {"max_accuracy_drop": 1.0, "budget": "finetuned"}, "finetune": {"epochs": 0}},
+        ["search", "s.toml"],
+        "budget = 'finetuned' scores every plan after the [finetune] recipe, but finetune.epochs = 0",
+    ),
+    (
+        "rungs-not-ending-in-1",
+        {"study": {"max_accuracy_drop": 1.0, "budget": "finetuned"}, "search": {"rungs": [0.5, 0.25]}},
+        ["search", "s.toml"],
+        "search.rungs must be a rising list of fractions in (0, 1] ending in 1, got",
+    ),
+    (
+        "finalists-with-a-finetuned-budget",
+        {"study": {"max_accuracy_drop": 1.0, "budget": "finetuned"}, "search": {"finalists": 2}},
+        ["search", "s.toml"],
+        "search.finalists = 2 fine-tunes the best plans after the search, but study.budget = 'finetuned'",
+    ),
+    (
+        "budget-unknown",
+        {"study": {"max_accuracy_drop": 1.0, "budget": "after-finetuning"}},
+        ["search", "s.toml"],
+        "study.budget must be one of 'recalibrated', 'finetuned', got str 'after-finetuning'",
+    ),
+    (
         "latency-backend-unknown",
         {"study": {"max_accuracy_drop": 1.0, "objective": "latency", "latency_backend": "tflite"}},
         ["search", "s.toml"],

@@ -28,19 +28,22 @@ from .record import StudyRecord
 
 @dataclass
 class Rebuilt:
-    """The baseline, the pruned and recalibrated model of a trial, the data, the trial and its plan."""
+    """The baseline, the pruned and recalibrated model of a trial (with its fine-tuned weights where a
+    fine-tuned budget kept them: ``finetuned``), the data, the trial and its plan."""
 
     baseline: nn.Module
     model: nn.Module
     data: Any
     trial: FrozenTrial
     plan: Plan
+    finetuned: bool = False
 
 
 def rebuild(
     record: StudyRecord, number: int | None = None, *, baseline: nn.Module | None = None, data: Any = None
 ) -> Rebuilt:
-    """Rebuild trial ``number`` (default: the chosen trial) of a study.
+    """Rebuild trial ``number`` (default: the chosen trial) of a study: its plan applied to the baseline as
+    the search applied it, and, for a trial of a fine-tuned budget, the fine-tuned weights it kept.
 
     ``baseline`` and ``data`` replace what the record names: a study searched on a
     model or data that did not come from autoprune's registries needs them.
@@ -56,7 +59,10 @@ def rebuild(
     plan = record.plan(trial)
     task = dataset_task(data)
     model = plan.apply(baseline, task.example(data.val[0][0]), calibration, task=task)
-    return Rebuilt(baseline, model, data, trial, plan)
+    state = record.finetuned_state(trial)
+    if state is not None:
+        model.load_state_dict(state)
+    return Rebuilt(baseline, model, data, trial, plan, finetuned=state is not None)
 
 
 def rebuild_data(record: StudyRecord) -> Any:

@@ -44,6 +44,7 @@ from .figures import (
     plot_sensitivity,
 )
 from .record import StudyRecord
+from .rungs import rung_summary
 from .units import change, duration, factor, fixed, human, plural, score, score_label, score_name
 
 
@@ -96,6 +97,7 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
                 "scope": record.scope(t),
                 "uniform_rate": math.nan if uniform is None else uniform,
                 "seconds": t.duration.total_seconds() if t.duration else math.nan,
+                **_rung_columns(record, t),
                 **t.params,
             }
         )
@@ -112,6 +114,18 @@ def trials_frame(study: optuna.Study | StudyRecord) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _rung_columns(record: StudyRecord, trial) -> dict:
+    """A fine-tuned budget's columns: the recalibrated score, the epochs fine-tuned, the rung a plan stopped at."""
+    if record.settings.budget != "finetuned":
+        return {}
+    stopped = record.stopped(trial)
+    return {
+        "recalibrated_accuracy": record.value(trial, "recalibrated_accuracy"),
+        "finetune_epochs": record.finetune_epochs(trial),
+        "stopped_at_rung": math.nan if stopped is None else stopped["rung"],
+    }
 
 
 def front_frame(study: optuna.Study | StudyRecord, frame: pd.DataFrame) -> pd.DataFrame:
@@ -434,6 +448,51 @@ def _run_section(record: StudyRecord, complete: pd.DataFrame) -> str:
     return f"<h2>How the search ran</h2><table>{table}</table>"
 
 
+def _rungs_section(record: StudyRecord) -> str:
+    """A fine-tuned budget's rungs: where plans stopped, the fine-tuning spent, and each finished trial's
+    score at every rung with how well each rung ranks them (:func:`~.rungs.rung_summary`)."""
+    summary = rung_summary(record)
+    if summary is None:
+        return ""
+    e, shown = html.escape, score_name(record.score_name)
+    recipe, fractions = summary["recipe"], summary["fractions"]
+    labels = ["recalibrated"] + [f"{f:.0%} of the recipe" for f in fractions[1:]]
+    stopped = ", ".join(f"{n} at {labels[k]}" for k, n in summary["stopped"].items() if n) or "none"
+    header = "".join(f"<th>{e(label)}</th>" for label in labels)
+    rows = "".join(
+        f"<tr><th>#{row['trial']}{'' if row['feasible'] else ' (over the budget)'}</th>"
+        + "".join(f"<td>{e(score(record.score_name, a))}</td>" for a in row["accuracy"])
+        + "</tr>"
+        for row in summary["finished"][:FINISHED_SHOWN]
+    )
+    rho = "".join(
+        f"<td>{'-' if summary['spearman'].get(k) is None else format(summary['spearman'][k], '.2f')}</td>"
+        for k in range(len(fractions) - 1)
+    )
+    table = (
+        f'<div class="scroll"><table><tr><th>trial</th>{header}</tr>{rows}'
+        f"<tr><th>Spearman with the last</th>{rho}<td>1.00</td></tr></table></div>"
+        if summary["finished"]
+        else ""
+    )
+    return (
+        f"<h2>Fine-tuned budget: {shown} at every rung</h2>"
+        f"<p>Each plan is scored after BatchNorm recalibration, then during one fine-tuning run with the study's "
+        f"recipe ({e(str(recipe.get('epochs', '?')))} epochs, learning rate {e(str(recipe.get('lr', '?')))}) after "
+        f"{e(', '.join(labels[1:]))}; a rung that rules a plan out stops it. Stopped: {e(stopped)} "
+        f"({summary['dominated']} of them because a feasible trial already had a lower {e(record.size_objective)}). "
+        f"Fine-tuning spent: {summary['trial_epochs']:.1f} epochs of the training split in the trials, "
+        f"{summary['reference_epochs']:.1f} in the baselines' bisection.</p>"
+        f"{table}"
+        f"<p>{len(summary['finished'])} trials climbed every rung"
+        f"{f'; the {FINISHED_SHOWN} with the lowest {e(record.size_objective)} are shown' if len(summary['finished']) > FINISHED_SHOWN else ''}.</p>"
+    )
+
+
+#: Finished trials the rung table of a fine-tuned budget shows.
+FINISHED_SHOWN = 15
+
+
 def _latency_paragraph(record: StudyRecord) -> str:
     """How latency was predicted and in which runtime, and the check: each timed plan's prediction, its
     timing, its measured speed-up over the baseline beside its FLOPs reduction (``1.14x slower`` where it is)."""
@@ -528,8 +587,9 @@ img{{max-width:100%;height:auto}}</style></head><body>
 <p>{e(source.get("model", "A model"))} on {e(source.get("dataset", "its data"))}:
 baseline validation {e(score_name(record.score_name))} {e(score(record.score_name, baseline.get("accuracy", float("nan"))))},
 {e(human(baseline.get("flops"), "flops"))}, {e(human(baseline.get("params"), "params"))}.
-Budget: at most {e(str(record.max_accuracy_drop))} points of {e(score_label(record.score_name, record.score_label).split(",")[0])} lost.</p>
+Budget: at most {e(str(record.max_accuracy_drop))} points of {e(score_label(record.score_name, record.score_label).split(",")[0])} lost{" after fine-tuning" if record.settings.budget == "finetuned" else ""}.</p>
 {resolution}{_chosen_section(record, best, command)}
+{_rungs_section(record)}
 {bounds}{latency}{sparse}
 {images}
 <h2>Pareto front ({plural(len(front), "trial")})</h2>{_front_table(record, front)}

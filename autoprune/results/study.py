@@ -67,7 +67,8 @@ class Study:
         return self.record.plan(self.record.trial(trial))
 
     def rebuild(self, trial: int | None = None, *, baseline: nn.Module | None = None, data: Any = None) -> Rebuilt:
-        """The baseline and the pruned, recalibrated model of a trial.
+        """The baseline and the pruned, recalibrated model of a trial (with the fine-tuned weights a trial of
+        a fine-tuned budget kept).
 
         A study searched on a model or data that did not come from autoprune's
         registries needs ``baseline=`` (the trained model) and ``data=``.
@@ -86,9 +87,10 @@ class Study:
         baseline: nn.Module | None = None,
         data: Any = None,
     ) -> dict:
-        """Rebuild trial ``trial``'s model (default: the best feasible trial), fine-tune it for
-        ``finetune_epochs`` (with distillation from the baseline if ``distill``), save it to ``path`` as
-        ``format`` and check the saved file against the model on validation inputs.
+        """Rebuild trial ``trial``'s model (default: the best feasible trial; a trial of a fine-tuned budget
+        with its fine-tuned weights), fine-tune it for ``finetune_epochs`` (with distillation from the baseline
+        if ``distill``), save it to ``path`` as ``format`` and check the saved file against the model on
+        validation inputs.
 
         Prints nothing (``autoprune export`` prints the returned measurements as its before/after table) and
         returns ``{"trial": number, "baseline": {...}, "pruned": {...}, "max_difference": float,
@@ -96,7 +98,8 @@ class Study:
         ``test_<score>`` (``val_accuracy``; ``val_map`` and ``val_map_50``; ``val_miou``), ``flops``,
         ``params`` and ``latency_ms`` (measured at ``latency_batch_size`` in ``latency_runtime``, the study's
         runtime where this machine has it) to numbers;
-        ``max_difference`` is the largest difference between the saved file's outputs and the model's.
+        ``max_difference`` is the largest difference between the saved file's outputs and the model's;
+        ``finetuned`` is True when the trial's own fine-tuned weights (a fine-tuned budget's) were exported.
         """
         output_format(path, format)  # a folder, or a suffix of another format, before any work
         rebuilt = self.rebuild(trial, baseline=baseline, data=data)
@@ -137,6 +140,7 @@ class Study:
             "max_difference": difference,
             "latency_batch_size": settings.latency_batch_size,
             "latency_runtime": runtime.describe(),
+            "finetuned": rebuilt.finetuned,
         }
 
     def latency_runtime(self) -> Runtime:

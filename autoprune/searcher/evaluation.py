@@ -261,8 +261,12 @@ class Evaluator:
         (``"statistical"``) to exceed the budget: the larger of the drop that a
         perfect rest would give and the drop the images seen so far estimate.
         """
-        mode = self.settings.early_stop if early_stop is None else early_stop
-        budget = self.budget if budget is None else budget
+        return self.scored_model(plan, early_stop, budget)[1]
+
+    def scored_model(
+        self, plan: Plan, early_stop: str | None = None, budget: Budget | None = None
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """The pruned and recalibrated model of ``plan`` with its metrics (:meth:`evaluate`)."""
         start = time.perf_counter()
         model = plan.pruned(
             self.baseline, self.example, self.calibration, scores=self.scores, structure=self.structure, task=self.task
@@ -270,6 +274,22 @@ class Evaluator:
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(model, self.calibration)
         recalibrated_at = time.perf_counter()
+        metrics = self.score(model, early_stop, budget)
+        evaluated_at = time.perf_counter()
+        metrics.update(self.size(model, plan))
+        metrics.update(
+            prune_seconds=pruned_at - start,
+            recalibrate_seconds=recalibrated_at - pruned_at,
+            eval_seconds=evaluated_at - recalibrated_at,
+            measure_seconds=time.perf_counter() - evaluated_at,
+        )
+        return model, metrics
+
+    def score(self, model: nn.Module, early_stop: str | None = None, budget: Budget | None = None) -> dict[str, float]:
+        """``accuracy``, ``accuracy_drop`` and ``evaluated`` of ``model`` on the trials' validation images
+        (and a non-countable task's other scores), stopping early under ``budget`` by ``early_stop``."""
+        mode = self.settings.early_stop if early_stop is None else early_stop
+        budget = self.budget if budget is None else budget
         extra: dict[str, float] = {}
         with autocast(model, self.settings.amp):
             if self.task.countable:
@@ -280,12 +300,4 @@ class Evaluator:
                 extra = self.task.scores(model, self.val_batches)
                 accuracy, seen = extra.pop(self.task.metric), budget.total
                 drop = self.base["accuracy"] - accuracy
-        evaluated_at = time.perf_counter()
-        metrics = {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **extra, **self.size(model, plan)}
-        metrics.update(
-            prune_seconds=pruned_at - start,
-            recalibrate_seconds=recalibrated_at - pruned_at,
-            eval_seconds=evaluated_at - recalibrated_at,
-            measure_seconds=time.perf_counter() - evaluated_at,
-        )
-        return metrics
+        return {"accuracy": accuracy, "accuracy_drop": drop, "evaluated": seen, **extra}

@@ -62,6 +62,7 @@ from .duplicates import close_if_duplicate
 from .evaluation import Evaluator, searched_groups
 from .feasibility import check_bounds, resolution_warning
 from .finalists import fine_tune_finalists
+from .finetuned import FinetunedBudget, RungPruner, recalibrated_allowance
 from .latency import LatencyTable, check_latency_settings, check_table
 from .progress import SearchProgress
 from .references import GlobalRanking, find_references
@@ -83,6 +84,7 @@ class SearchResult:
     example_inputs: torch.Tensor
     calibration: list = field(default_factory=list, repr=False)
     task: Task | None = field(default=None, repr=False)
+    finetuned: FinetunedBudget | None = field(default=None, repr=False)
     _best_model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -102,11 +104,17 @@ class SearchResult:
 
     @property
     def best_model(self) -> nn.Module | None:
-        """The baseline pruned with :attr:`best_plan` and recalibrated, rebuilt on first use."""
-        if self._best_model is None and self.best_trial is not None:
-            self._best_model = self.best_plan.apply(
-                self.baseline, self.example_inputs, self.calibration, task=self.task
-            )
+        """The baseline pruned with :attr:`best_plan` and recalibrated, rebuilt on first use; with a fine-tuned
+        budget, that model with the chosen trial's fine-tuned weights."""
+        trial = self.best_trial
+        if self._best_model is None and trial is not None:
+            model = self.best_plan.apply(self.baseline, self.example_inputs, self.calibration, task=self.task)
+            state = self.finetuned.weights(trial) if self.finetuned is not None else None
+            if state is None:
+                state = self.record.finetuned_state(trial)
+            if state is not None:
+                model.load_state_dict(state)
+            self._best_model = model
         return self._best_model
 
     @property
@@ -162,13 +170,18 @@ def search(
     if phase not in PHASES:
         raise AutopruneError(f"phase must be one of {', '.join(map(repr, PHASES))}, got {phase!r}")
     where = {"storage": storage, "study_name": study_name, "artifacts": artifacts, "study_attrs": study_attrs}
-    record, evaluator = open_search(_on_device(model, settings), data, settings, **where)
+    record, evaluator = open_search(_on_device(model, settings), data, settings, finetune=finetune, **where)
+    budget = None
+    if settings.budget == "finetuned":
+        budget = FinetunedBudget(evaluator, data, finetune, record, _artifact_dir(storage, artifacts))
     ranking = GlobalRanking(evaluator)
-    prepare(record, evaluator, ranking)
-    result = SearchResult(record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task)
+    prepare(record, evaluator, ranking, budget)
+    result = SearchResult(
+        record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task, budget
+    )
     if phase != "prepare":
         with _interrupts_as(result):
-            _run_trials(record, _objective(record, evaluator, ranking), settings, progress)
+            _run_trials(record, _objective(record, evaluator, ranking, budget), settings, progress)
     if phase == "all":
         _after_trials(record, evaluator, data, finetune)
     return result
@@ -210,9 +223,12 @@ def _interrupts_as(result: SearchResult) -> Iterator[None]:
         raise
 
 
-def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking):
-    """Optuna's objective: a plan from the study's space (each group within its range), scored and recorded;
-    a plan another trial holds is not scored again (:mod:`.duplicates`)."""
+def _objective(
+    record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking, budget: FinetunedBudget | None = None
+):
+    """Optuna's objective: a plan from the study's space (each group within its range), scored (after
+    recalibration, or rung by rung of a fine-tuned ``budget``) and recorded; a plan another trial holds
+    is not scored again (:mod:`.duplicates`)."""
     space, trials = evaluator.space.with_limits(record.rate_limits), evaluator.settings.trials
     seed = evaluator.settings.seed
 
@@ -222,7 +238,7 @@ def _objective(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking
             plan = space.suggest(trial, ranking, given=record.given_plan(trial))
             close_if_duplicate(record, trial, seed)
             record.write_plan(trial, plan)
-            metrics = evaluator.evaluate(plan)
+            metrics = evaluator.evaluate(plan) if budget is None else budget.run_trial(plan, trial)
             close_if_duplicate(record, trial, seed)  # another worker's trial drew them while this one ran
             return record.write_trial(trial, metrics)
         except (PruningError, PluginError) as exc:
@@ -241,8 +257,10 @@ def open_search(
     study_name: str | None = None,
     artifacts: str | Path | None = None,
     study_attrs: dict[str, Any] | None = None,
+    finetune: TrainSettings = FINETUNE,
 ) -> tuple[StudyRecord, Evaluator]:
-    """The study's record (created, or checked and resumed) and the evaluator of its plans."""
+    """The study's record (created, or checked and resumed) and the evaluator of its plans. A fine-tuned
+    budget records its ``finetune`` recipe with a new study; a resumed one must have the same."""
     check_task(data, settings)
     check_importances(settings)
     record = StudyRecord(_open_study(settings, storage, study_name or default_study_name(model, data)))
@@ -267,12 +285,28 @@ def open_search(
     if record.is_new:
         run = {**environment(), "splits": split_sizes(data), "trial_device": device}
         _create(record, evaluator, settings, source, _artifact_dir(storage, artifacts), study_attrs, run)
+        if settings.budget == "finetuned":
+            record.budget_recipe = finetune.to_attrs()
     else:
         record.check_resumable(settings, evaluator.groups, source)
+        _check_budget_recipe(record, settings, finetune)
         record.update_budget(settings)
     if evaluator.latency_table is not None and stored is None:
         record.latency_table = dataclasses.asdict(evaluator.latency_table)
     return record, evaluator
+
+
+def _check_budget_recipe(record: StudyRecord, settings: SearchSettings, finetune: TrainSettings) -> None:
+    """A resumed fine-tuned budget fine-tunes its plans with the recipe its trials were scored with."""
+    stored = record.budget_recipe
+    if settings.budget != "finetuned" or stored is None or stored == finetune.to_attrs():
+        return
+    now = finetune.to_attrs()
+    changed = ", ".join(f"finetune.{k}={stored.get(k)!r} (not {now.get(k)!r})" for k in now if stored.get(k) != now[k])
+    raise AutopruneError(
+        f"study {record.name!r} scores its plans after fine-tuning with {changed}; "
+        "use another study name (or output folder) for another recipe"
+    )
 
 
 def ensure_sensitivity(record: StudyRecord, evaluator: Evaluator) -> list[dict[str, Any]]:
@@ -288,13 +322,18 @@ def ensure_sensitivity(record: StudyRecord, evaluator: Evaluator) -> list[dict[s
                 settings.rate_min,
                 settings.rate_max,
                 settings.rate_step,
-                settings.max_accuracy_drop,
+                recalibrated_allowance(settings),
             ),
         )
     return record.sensitivity
 
 
-def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | None = None) -> None:
+def prepare(
+    record: StudyRecord,
+    evaluator: Evaluator,
+    ranking: GlobalRanking | None = None,
+    budget: FinetunedBudget | None = None,
+) -> None:
     """What a study learns before its trials, each part once: the sensitivity curves (and the
     groups' ranges they bound), the uniform and global baselines, and the warm-start trials.
 
@@ -304,12 +343,14 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
     bisection between grid points, are recorded with the enqueued trial and are what it
     prunes; its parameters, which the sampler learns from, are the nearest grid point
     below. The warm starts follow: the sensitivity (or uniform) plans of a local scope.
+    With a fine-tuned ``budget`` the baselines are bisected on fine-tuned accuracy, and the curves
+    are read against :func:`~.finetuned.recalibrated_allowance`.
     """
     settings = evaluator.settings
     if settings.warm_start == "sensitivity":
         ensure_sensitivity(record, evaluator)
     if record.references is None:
-        record.references = find_references(evaluator, ranking)
+        record.references = find_references(evaluator, ranking, None if budget is None else budget.evaluate)
     if record.warm_started:
         return
     space, plans, baselines = evaluator.space.with_limits(record.rate_limits), [], []
@@ -324,7 +365,7 @@ def prepare(record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | 
         if settings.warm_start == "sensitivity":
             measure = record.size_objective_measure
             plans += warm_start_plans(
-                record.sensitivity, space, evaluator.base[measure], measure, settings.max_accuracy_drop
+                record.sensitivity, space, evaluator.base[measure], measure, recalibrated_allowance(settings)
             )
         elif settings.warm_start == "uniform":
             plans += [space.uniform(rate) for rate in settings.uniform_starts]
@@ -505,11 +546,17 @@ def _open_study(settings: SearchSettings, storage, study_name: str | None) -> op
     its own (:func:`joining_seed`), so it does not draw again the plans the study's seed drew."""
     with _quiet_optuna():
         directions = [metric_direction(o) for o in settings.objectives]
+        pruner = (
+            RungPruner(settings.max_accuracy_drop, len(settings.rungs))
+            if settings.budget == "finetuned"
+            else optuna.pruners.NopPruner()
+        )
         study = optuna.create_study(
             study_name=study_name,
             storage=open_storage(storage, settings.heartbeat_interval),
             directions=directions,
             sampler=make_sampler(settings.sampler, settings.seed, STARTUP_TRIALS),
+            pruner=pruner,
             load_if_exists=True,
         )
         if not StudyRecord(study).is_new:

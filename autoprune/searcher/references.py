@@ -127,8 +127,14 @@ class GlobalRanking:
         return evaluator.space.plan(**global_plan(rate, scores, sizes, method, rate_cap))
 
 
-def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) -> dict[str, dict[str, Any]]:
-    """The uniform and global baselines of a study, each at its largest rate within the budget."""
+def find_references(
+    evaluator: Evaluator,
+    ranking: GlobalRanking | None = None,
+    score: Callable[[Plan], dict[str, float]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The uniform and global baselines of a study, each at its largest rate within the budget, each probe
+    scored by ``score`` (default: a trial's recalibrated evaluation; a fine-tuned budget's scores after
+    its recipe)."""
     settings = evaluator.settings
     method = settings.importances[0]
     ranking = ranking or GlobalRanking(evaluator)
@@ -136,12 +142,30 @@ def find_references(evaluator: Evaluator, ranking: GlobalRanking | None = None) 
         "uniform": lambda rate: evaluator.space.uniform(rate, method),
         "global": lambda rate: ranking.plan(rate, method, settings.rate_max),
     }
-    keep = ("rate", "accuracy", "accuracy_drop", "flops", "params", "latency", "evaluations")
+    score = score or evaluator.evaluate
+    keep = (
+        "rate",
+        "accuracy",
+        "accuracy_drop",
+        "flops",
+        "params",
+        "latency",
+        "evaluations",
+        "recalibrated_accuracy",
+        "finetune_epochs",
+    )
     found = {}
     for kind in KINDS:
-        result = largest_feasible(
-            lambda r, k=kind: evaluator.evaluate(plans[k](r)), settings.rate_max, settings.max_accuracy_drop
-        )
+        spent = []
+
+        def probe(rate: float, kind: str = kind, spent: list = spent) -> dict[str, float]:
+            metrics = score(plans[kind](rate))
+            spent.append(metrics.get("finetune_epochs", 0.0))
+            return metrics
+
+        result = largest_feasible(probe, settings.rate_max, settings.max_accuracy_drop)
+        if any(spent):  # the fine-tuning every probe of the bisection took, not only the chosen rate's
+            result["finetune_epochs"] = sum(spent)
         found[kind] = {"importance": method, **{k: v for k, v in result.items() if k in keep}}
         if result["rate"] is not None:
             found[kind]["plan"] = plans[kind](result["rate"]).rates

@@ -13,6 +13,9 @@ From the curves the search gets:
   the single-group drops add up to a share of the budget (a knapsack over the
   curves, solved exactly by dynamic programming), at several shares, since
   drops of several groups seldom add up exactly.
+
+With a fine-tuned budget the curves are read against :data:`~.finetuned.RECOVERY_PRIOR` times
+the budget, since fine-tuning recovers much of a recalibrated drop.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from ..errors import PluginError, PruningError
 from ..plan import Plan, PlanSpace, rate_grid
 from .evaluation import Budget, Evaluator
+from .finetuned import recalibrated_allowance
 
 #: The coarsest step between the rates of a curve.
 SENSITIVITY_STEP = 0.2
@@ -49,7 +53,8 @@ def measure_sensitivity(evaluator: Evaluator) -> list[dict[str, Any]]:
     (or ``failed``, the error, where the group could not be pruned at that rate)."""
     settings = evaluator.settings
     method = settings.importances[0]
-    budget = Budget(evaluator.budget.base_correct, evaluator.budget.total, LIMIT_FACTOR * settings.max_accuracy_drop)
+    allowance = LIMIT_FACTOR * recalibrated_allowance(settings)
+    budget = Budget(evaluator.budget.base_correct, evaluator.budget.total, allowance)
     rows = []
     for group in evaluator.groups:
         for rate in curve_rates(settings.rate_min, settings.rate_max, settings.rate_step):

@@ -22,6 +22,8 @@ OTHER_VALUES = {
     "objective": "params",
     "seed": 1,
     "latency_batch_size": 8,
+    "budget": "finetuned",
+    "rungs": (0.5, 1.0),
     "importances": ("l1",),
     "rate_min": 0.1,
     "rate_max": 0.6,

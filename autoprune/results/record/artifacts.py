@@ -1,11 +1,17 @@
-"""The baseline's weights kept with a study: a file it names, or an Optuna artifact it uploaded."""
+"""Weights kept with a study: the baseline's (a file it names, or an Optuna artifact it uploaded), and the
+fine-tuned weights of trials of a fine-tuned budget (artifacts of the trials)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+from optuna.trial import FrozenTrial
+
 from ...errors import AutopruneError
+from .schema import FINETUNED_WEIGHTS
 
 if TYPE_CHECKING:
     from .study_record import StudyRecord
@@ -51,3 +57,24 @@ def _moved(record: StudyRecord, path: Path) -> Path:
         return path
     there = Path(record.home) / path.name
     return there if there.exists() else path
+
+
+def finetuned_state(record: StudyRecord, trial: FrozenTrial) -> dict[str, torch.Tensor] | None:
+    """The fine-tuned state_dict a trial of a fine-tuned budget kept as an artifact, or None."""
+    kept = trial.user_attrs.get(FINETUNED_WEIGHTS)
+    if not kept:
+        return None
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    store = _moved(record, Path(kept["artifact_store"]))
+    if not store.is_dir():
+        raise AutopruneError(
+            f"the fine-tuned weights of trial {trial.number} of study {record.name!r} were kept in "
+            f"{str(store)!r}, which is gone"
+        )
+    with tempfile.TemporaryDirectory(prefix="autoprune-") as tmp:
+        path = Path(tmp) / "finetuned.pt"
+        download_artifact(
+            artifact_store=FileSystemArtifactStore(str(store)), artifact_id=kept["artifact_id"], file_path=str(path)
+        )
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

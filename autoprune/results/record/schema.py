@@ -36,7 +36,8 @@ weight-sparsity parameters, :mod:`autoprune.plan.space`). Trial user attributes:
 the metrics (:data:`METRICS`, a task's other scores, the study's own objectives and
 constraints), timings (:data:`TIMINGS`), ``evaluated`` (validation images counted),
 ``plan`` (a global or enqueued trial's exact per-group plan), ``fail_reason`` or
-``skipped``. The constraint ``accuracy_drop`` holds ``accuracy_drop - max_accuracy_drop``.
+``skipped``; with a fine-tuned budget, ``rungs``, ``recalibrated_accuracy``, ``finetune_epochs``, ``stopped``
+and ``finetuned_weights`` (and the study's ``budget_recipe``). The constraint ``accuracy_drop`` holds ``accuracy_drop - max_accuracy_drop``.
 
 The keys are not prefixed: autoprune creates and owns its studies, nothing else
 writes their user attributes (Optuna's samplers prefix the system attributes they
@@ -73,6 +74,16 @@ REPLACES = "replaces"
 CONSTRAINT = "accuracy_drop"
 #: The user attribute of a global-scope or enqueued trial that holds its exact per-group plan.
 PLAN_ATTR = "plan"
+#: What a trial of a fine-tuned budget records (:mod:`autoprune.searcher.finetuned`): each rung's
+#: ``{fraction, epochs, accuracy, accuracy_drop, evaluated}`` (rung 0: recalibrated), its recalibrated
+#: accuracy, the epochs of fine-tuning it took, ``{rung, reason}`` where it was stopped, and
+#: ``{artifact_id, artifact_store}`` of its fine-tuned weights.
+RUNGS, RECALIBRATED_ACCURACY, FINETUNE_EPOCHS = "rungs", "recalibrated_accuracy", "finetune_epochs"
+STOPPED, FINETUNED_WEIGHTS = "stopped", "finetuned_weights"
+#: The constraint a stopped trial records at least: it is not known to be within the budget.
+STOPPED_VIOLATION = 1e-9
+#: The study attribute of a fine-tuned budget's recipe (the ``[finetune]`` table), fixed when the study is created.
+BUDGET_RECIPE = "budget_recipe"
 
 GROUPS = "groups"
 #: The study's task and what its ``accuracy`` holds: the task's score, under its own name and label.
@@ -117,6 +128,7 @@ def owned_keys(setting_keys: list[str]) -> set[str]:
         LATENCY_TABLE,
         LATENCY_CHECK,
         RESOLUTION_WARNING,
+        BUDGET_RECIPE,
     )
     baseline = (f"baseline_{m}" for m in METRICS)
     return {VERSION, GROUPS, *TASK_KEYS, *setting_keys, *SOURCE_KEYS, *RUN_KEYS, *baseline, *learned}

@@ -21,6 +21,7 @@ from ...settings import SearchSettings
 from ...storage import open_storage, storage_file
 from . import artifacts, creation, selection, trials
 from .schema import (
+    BUDGET_RECIPE,
     BULKY,
     CONSTRAINT,
     FINALISTS,
@@ -69,6 +70,7 @@ class StudyRecord:
     )
     sensitivity = _Stored(SENSITIVITY, "Rows ``group, rate, accuracy_drop, flops, params, evaluated`` of the curves.")
     warm_started = _Stored(WARM_STARTED, "True once the study's warm starts are enqueued.")
+    budget_recipe = _Stored(BUDGET_RECIPE, "A fine-tuned budget's recipe: the ``[finetune]`` table as attributes.")
     resolution_warning = _Stored(
         RESOLUTION_WARNING, "One line when the accuracy budget is worth fewer than three validation images."
     )
@@ -84,6 +86,13 @@ class StudyRecord:
     scope = staticmethod(trials.scope)
     write_plan = staticmethod(trials.write_plan)
     given_plan = staticmethod(trials.given_plan)
+    write_recalibrated = staticmethod(trials.write_recalibrated)
+    write_rungs = staticmethod(trials.write_rungs)
+    write_finetuned_weights = staticmethod(trials.write_finetuned_weights)
+    rungs = staticmethod(trials.rungs)
+    stopped = staticmethod(trials.stopped)
+    finetune_epochs = staticmethod(trials.finetune_epochs)
+    has_finetuned_weights = staticmethod(trials.has_finetuned_weights)
     # which trials the study delivers
     is_feasible = selection.is_feasible
     feasible = selection.feasible
@@ -99,6 +108,7 @@ class StudyRecord:
     check_resumable = creation.check_resumable
     update_budget = creation.update_budget
     baseline_weights_file = artifacts.baseline_weights_file
+    finetuned_state = artifacts.finetuned_state
 
     def __init__(self, study: optuna.Study, home: Path | None = None) -> None:
         """``home``: the folder of the study's storage file, if it has one: where the baseline's weights

@@ -11,7 +11,22 @@ from optuna.trial import FrozenTrial
 
 from ...metrics import metric_direction
 from ...plan import GLOBAL_RATE, Plan
-from .schema import CONSTRAINT, DUPLICATE_OF, EVALUATED, FAIL_REASON, PLAN_ATTR, REPLACES, SKIPPED, TIMINGS
+from .schema import (
+    CONSTRAINT,
+    DUPLICATE_OF,
+    EVALUATED,
+    FAIL_REASON,
+    FINETUNE_EPOCHS,
+    FINETUNED_WEIGHTS,
+    PLAN_ATTR,
+    RECALIBRATED_ACCURACY,
+    REPLACES,
+    RUNGS,
+    SKIPPED,
+    STOPPED,
+    STOPPED_VIOLATION,
+    TIMINGS,
+)
 
 if TYPE_CHECKING:
     from .study_record import StudyRecord
@@ -22,7 +37,8 @@ def write_trial(record: StudyRecord, trial: optuna.Trial, metrics: dict[str, flo
 
     Each ``[constraints]`` bound is recorded under the metric's name, as ``value -
     bound`` for a metric to minimize and ``bound - value`` for one to maximize, so
-    it is met when <= 0, as the accuracy budget is.
+    it is met when <= 0, as the accuracy budget is. A trial a fine-tuned budget stopped at a rung
+    is infeasible whatever its last rung scored.
     """
     named = (*record.metric_names, *TIMINGS, EVALUATED)
     for key in named:
@@ -34,7 +50,10 @@ def write_trial(record: StudyRecord, trial: optuna.Trial, metrics: dict[str, flo
     if record.score_name != "accuracy":
         trial.set_user_attr(record.score_name, metrics["accuracy"])
         trial.set_user_attr(f"{record.score_name}_drop", metrics["accuracy_drop"])
-    trial.set_constraint(CONSTRAINT, metrics["accuracy_drop"] - record.max_accuracy_drop)
+    violation = metrics["accuracy_drop"] - record.max_accuracy_drop
+    if STOPPED in trial.user_attrs:  # a fine-tuned budget stopped it at a rung: never feasible
+        violation = max(violation, STOPPED_VIOLATION)
+    trial.set_constraint(CONSTRAINT, violation)
     bounds = record.settings.bounds if len(record.constraint_names) > 1 else {}
     for name, bound in bounds.items():
         over = metrics[name] - bound
@@ -97,3 +116,41 @@ def write_plan(trial: optuna.Trial, plan: Plan) -> None:
 def given_plan(trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
     """The exact ``{"rates", "methods"}`` a trial recorded (a global trial's, an enqueued baseline's), or None."""
     return trial.user_attrs.get(PLAN_ATTR)
+
+
+def write_recalibrated(trial: optuna.Trial, accuracy: float) -> None:
+    """Record a fine-tuned budget's trial's score after recalibration alone (rung 0)."""
+    trial.set_user_attr(RECALIBRATED_ACCURACY, accuracy)
+
+
+def write_rungs(trial: optuna.Trial, rows: list[dict[str, float]], epochs: float, stopped: dict | None) -> None:
+    """Record a fine-tuned budget's trial's score at each rung it reached, the epochs it was fine-tuned and,
+    when a rung stopped it, ``{"rung", "reason"}`` (which makes it infeasible: :func:`write_trial`)."""
+    trial.set_user_attr(RUNGS, rows)
+    trial.set_user_attr(FINETUNE_EPOCHS, epochs)
+    if stopped is not None:
+        trial.set_user_attr(STOPPED, stopped)
+
+
+def write_finetuned_weights(trial: optuna.Trial, artifact_id: str, store: str) -> None:
+    """Record the Optuna artifact holding a trial's fine-tuned weights."""
+    trial.set_user_attr(FINETUNED_WEIGHTS, {"artifact_id": artifact_id, "artifact_store": store})
+
+
+def rungs(trial: FrozenTrial) -> list[dict[str, float]]:
+    """A fine-tuned budget's trial's score at each rung it reached (rung 0: recalibrated); empty otherwise."""
+    return trial.user_attrs.get(RUNGS, [])
+
+
+def stopped(trial: FrozenTrial) -> dict[str, Any] | None:
+    """``{"rung", "reason"}`` of a trial a fine-tuned budget stopped at a rung, or None."""
+    return trial.user_attrs.get(STOPPED)
+
+
+def finetune_epochs(trial: FrozenTrial) -> float:
+    """Epochs of the training split a trial was fine-tuned (0 in a recalibrated budget)."""
+    return trial.user_attrs.get(FINETUNE_EPOCHS, 0.0)
+
+
+def has_finetuned_weights(trial: FrozenTrial) -> bool:
+    return FINETUNED_WEIGHTS in trial.user_attrs
