@@ -54,7 +54,8 @@ quickstart-doc: install
 # ResNet-20, then a MobileNetV2-style network (inverted residuals, depthwise convolutions;
 # benchmarks/bench_models.py). On two CPU cores, for the ResNet-20: about 20 minutes to train
 # the baseline (cached), then 45 to 60 minutes per budget; a training step of the MobileNetV2-style
-# network takes about 1.6 times the ResNet-20's CPU time. docs/benchmarks.md is rewritten after
+# network takes about 1.6 times the ResNet-20's CPU time. Each study then runs the fine-tuned protocol
+# (study.budget = "finetuned") at 0.5 and 1.0 points (--finetuned-budgets). docs/benchmarks.md is rewritten after
 # each budget, and each budget's numbers are kept per study in benchmarks/results/<study name>/:
 # `make bench BENCH_ARGS=--resume` measures only the budgets not kept yet (the document names
 # the commit each was measured at).

@@ -1,7 +1,8 @@
 """Benchmark autoprune's search against the simple baselines and random search; write docs/benchmarks.md.
 
     python benchmarks/bench_search.py [STUDY.toml ...] [--budgets 0.5 1.0 2.0] [--trials 100]
-                                      [--finetune-epochs 1] [--doc docs/benchmarks.md] [--resume]
+                                      [--finetuned-budgets 0.5 1.0] [--finetune-epochs 1]
+                                      [--doc docs/benchmarks.md] [--resume]
 
 The studies default to the benchmark's two architectures on Fashion-MNIST: the CIFAR
 ResNet-20 (studies/bench-fashion-mnist.toml) and a MobileNetV2-style network with
@@ -23,6 +24,14 @@ batches, the same validation images). Each method's best plan is then fine-tuned
 with the same short recipe and scored again. The table gives the FLOPs reduction
 of each, trials per minute, the median per-trial overhead ratio (a trial's wall
 time over the time of the forward passes it ran), and the machine and versions.
+
+The second protocol puts the budget on the fine-tuned model (``study.budget =
+"finetuned"``, one fixed recipe of ``--finetune-epochs`` epochs at lr 0.01) at each of
+``--finetuned-budgets``: the study's uniform and global baselines bisected on the
+fine-tuned score, and autoprune's search climbing its rungs. It reports each one's
+FLOPs reduction and the fine-tuning it spent (epochs of the training split),
+Spearman's rank correlation of each rung with the last, and the exported chosen
+model's validation and test accuracy.
 The document covers the studies given, in their order: the first one's sections at the
 top, each other's under a heading of its own. `make bench` runs it.
 """
@@ -34,15 +43,17 @@ import copy
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import measured_with, study_setup
 
-from autoprune import TrainSettings, plugins, train
+from autoprune import Study, TrainSettings, plugins, train
 from autoprune.files import atomic_write_text
 from autoprune.plan import Plan
+from autoprune.results.rungs import rung_summary
 from autoprune.searcher import Evaluator, search
 from autoprune.searcher.references import find_references
 from autoprune.settings import StudyFile, load_study_file
@@ -102,6 +113,45 @@ def run_budget(study_file, data, model, budget: float, trials: int, storage: str
     return rows
 
 
+def run_finetuned_budget(study_file, data, model, budget: float, trials: int, storage: str, epochs: int) -> dict:
+    """The fine-tuned protocol at one budget: a study with ``budget = "finetuned"`` and the fixed recipe, its
+    baselines (bisected on the fine-tuned score), its rungs, and its chosen model exported and scored."""
+    recipe = TrainSettings(epochs=epochs, lr=0.01)
+    settings = study_file.settings.replace(max_accuracy_drop=budget, trials=trials, budget="finetuned", finalists=0)
+    name = f"{study_file.name}-finetuned-{budget}"
+    started = time.perf_counter()
+    result = search(copy.deepcopy(model), data, settings, storage=storage, study_name=name, finetune=recipe)
+    seconds = time.perf_counter() - started
+    record, best = result.record, result.best_trial
+    summary = rung_summary(record)
+    rows = {
+        "autoprune": {
+            "flops": best.user_attrs["flops"] if best else None,
+            "accuracy": best.user_attrs["accuracy"] if best else None,
+            "finetune_epochs": summary["trial_epochs"],
+            "seconds": seconds,
+            "trials": len(record.completed()),
+            "finished": len(summary["finished"]),
+        }
+    }
+    for kind in ("uniform", "global"):
+        reference = record.references[kind]
+        rows[kind] = {k: reference.get(k) for k in ("flops", "accuracy", "rate", "evaluations", "finetune_epochs")}
+    exported = None
+    if best is not None:
+        score = record.score_name
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            out = Study.load(storage=storage, name=name).export(Path(tmp) / "model.pt")
+        exported = {"val": out["pruned"][f"val_{score}"], "test": out["pruned"][f"test_{score}"]}
+    return {
+        "rows": rows,
+        "fractions": summary["fractions"],
+        "stopped": {str(k): v for k, v in summary["stopped"].items()},
+        "spearman": {str(k): v for k, v in summary["spearman"].items()},
+        "exported": exported,
+    }
+
+
 def reference_rows(references: dict, groups: list[str], reconstruct: bool) -> dict[str, dict]:
     """The uniform and global baselines as table rows, each with its plan (None when none was within the budget)."""
     rows = {}
@@ -141,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument(
+        "--finetuned-budgets",
+        type=float,
+        nargs="*",
+        default=[0.5, 1.0],
+        help="budgets of the fine-tuned protocol (study.budget = 'finetuned'); none: skip it",
+    )
     parser.add_argument("--doc", default="docs/benchmarks.md")
     parser.add_argument(
         "--resume",
@@ -159,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         for bench in benches:
             bench.results.update(kept_results(bench.study_file.name, args))
+            bench.finetuned.update(kept_results(bench.study_file.name, args, FINETUNED))
     for bench in benches:
         measure_study(bench, benches, args)
     atomic_write_text(args.doc, with_kept_sections(args.doc, render(benches, args)))
@@ -172,14 +230,20 @@ class Bench:
     study_file: StudyFile
     path: str
     results: dict[float, dict] = field(default_factory=dict)
+    finetuned: dict[float, dict] = field(default_factory=dict)
 
 
-def kept_results(study: str, args) -> dict[float, dict]:
+#: The protocols, by the prefix of their results' file names: the budget on the recalibrated model, and on the
+#: fine-tuned one.
+RECALIBRATED, FINETUNED = "budget", "finetuned-budget"
+
+
+def kept_results(study: str, args, protocol: str = RECALIBRATED) -> dict[float, dict]:
     """The budgets of ``args`` that an earlier run of study ``study`` measured with the same trials and fine-tune,
-    read from its JSON in benchmarks/results/<study>/ (what ``--resume`` reuses)."""
+    read from its JSON in benchmarks/results/<study>/ (what ``--resume`` reuses), for one protocol."""
     found = {}
-    for budget in args.budgets:
-        path = RESULTS / study / f"budget-{budget}.json"
+    for budget in args.budgets if protocol == RECALIBRATED else args.finetuned_budgets:
+        path = RESULTS / study / f"{protocol}-{budget}.json"
         if not path.exists():
             continue
         measured = json.loads(path.read_text())
@@ -224,12 +288,30 @@ def measure_study(bench: Bench, benches: list[Bench], args) -> None:
             **measured_with(),
             "rows": {m: {k: v for k, v in row.items() if k != "record"} for m, row in rows.items()},
         }
-        atomic_write_text(kept / f"budget-{budget}.json", json.dumps(bench.results[budget], indent=1))
+        atomic_write_text(kept / f"{RECALIBRATED}-{budget}.json", json.dumps(bench.results[budget], indent=1))
         atomic_write_text(args.doc, with_kept_sections(args.doc, render(benches, args)))
         print(
             f"wrote {args.doc} ({study_file.name}: {len(bench.results)} of {len(args.budgets)} budgets)",
             file=sys.stderr,
         )
+    for budget in args.finetuned_budgets:
+        if budget in bench.finetuned:
+            continue
+        if setup is None:
+            _, data, model, storage = setup = study_setup(bench.path, "bench.db")
+        print(f"{study_file.name}, fine-tuned budget {budget} points ...", file=sys.stderr)
+        measured = run_finetuned_budget(study_file, data, model, budget, args.trials, storage, args.finetune_epochs)
+        bench.finetuned[budget] = {
+            "budget": budget,
+            "trials": args.trials,
+            "finetune_epochs": args.finetune_epochs,
+            "base": Evaluator.build(copy.deepcopy(model), data, study_file.settings).base,
+            **measured_with(),
+            **measured,
+        }
+        atomic_write_text(kept / f"{FINETUNED}-{budget}.json", json.dumps(bench.finetuned[budget], indent=1))
+        atomic_write_text(args.doc, with_kept_sections(args.doc, render(benches, args)))
+        print(f"wrote {args.doc} ({study_file.name}: fine-tuned budget {budget})", file=sys.stderr)
 
 
 def with_kept_sections(path: str, text: str) -> str:
@@ -287,6 +369,74 @@ def targets(results: dict, study: str, level: int = 2) -> list[str]:
                 f"689 s measured before) | {seconds:.0f} s | {'yes' if seconds <= target_seconds[budget] else 'no'} |"
             )
     return [*lines, ""]
+
+
+#: The fine-tuned protocol's targets: the ratio to the better baseline, and the most fine-tuning the search may
+#: spend, in epochs of the training split.
+FINETUNED_TARGET = {0.5: (1.3, 20.0)}
+
+
+def finetuned_sections(bench: Bench, args, level: int) -> list[str]:
+    """The fine-tuned protocol's budgets of one study: each method's FLOPs reduction, fine-tuned accuracy and
+    fine-tuning spent, the rungs' rank correlations, the exported model's accuracy, and the targets."""
+    heading = "#" * level
+    lines: list[str] = []
+    pending = [b for b in args.finetuned_budgets if b not in bench.finetuned]
+    if pending:
+        lines += [f"**Fine-tuned budget, not measured yet:** {', '.join(map(str, pending))} points.", ""]
+    for budget, measured in sorted(bench.finetuned.items()):
+        base, rows = measured["base"], measured["rows"]
+        lines += [
+            f"{heading} Fine-tuned budget: {budget} points (baseline {base['accuracy']:.2f} %)",
+            "",
+            (
+                f'Measured on {measured["date"]} at commit {measured["commit"]}: `study.budget = "finetuned"`, '
+                f"every plan scored after {measured['finetune_epochs']} epoch(s) of fine-tuning (SGD, lr 0.01, "
+                "cosine); the baselines bisected on that score."
+            ),
+            "",
+            "| method | FLOPs reduction | accuracy, fine-tuned | fine-tuning spent | wall time |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for method in ("uniform", "global", "autoprune"):
+            row = rows[method]
+            acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f} %"
+            spent = "-" if row.get("finetune_epochs") is None else f"{row['finetune_epochs']:.1f} epochs"
+            timing = f"{row['seconds']:.0f} s" if method == "autoprune" else f"{row['evaluations']} evaluations"
+            lines.append(f"| {method} | {_reduction(base['flops'], row['flops'])} | {acc} | {spent} | {timing} |")
+        auto = rows["autoprune"]
+        lines += [
+            "",
+            (
+                f"autoprune: {auto['trials']} trials, {auto['finished']} fine-tuned to the end; stopped at each rung: "
+                + ", ".join(f"{n} at rung {k}" for k, n in measured["stopped"].items())
+                + ". Spearman's rank correlation of each rung with the last, over the plans fine-tuned to the end: "
+                + ", ".join(
+                    f"rung {k} ({measured['fractions'][int(k)]:.0%}) {'-' if rho is None else f'{rho:.2f}'}"
+                    for k, rho in measured["spearman"].items()
+                )
+                + "."
+            ),
+        ]
+        if measured["exported"]:
+            lines.append(
+                f"The chosen model, exported (`Study.export`): validation {measured['exported']['val']:.2f} %, "
+                f"test {measured['exported']['test']:.2f} %."
+            )
+        better = max(("uniform", "global"), key=lambda k: base["flops"] / rows[k]["flops"] if rows[k]["flops"] else 0)
+        ratio = rows[better]["flops"] / auto["flops"] if auto["flops"] and rows[better]["flops"] else None
+        if ratio is not None:
+            lines.append(f"autoprune found **{ratio:.2f}x** the FLOPs reduction of the better baseline ({better}).")
+        if budget in FINETUNED_TARGET:
+            wanted, epochs = FINETUNED_TARGET[budget]
+            met = ratio is not None and ratio >= wanted and auto["finetune_epochs"] <= epochs
+            lines.append(
+                f"Target: >= {wanted}x the better baseline with at most {epochs:.0f} epochs of fine-tuning in the "
+                f"search: {'-' if ratio is None else f'{ratio:.2f}x'}, {auto['finetune_epochs']:.1f} epochs: "
+                f"{'met' if met else 'not met'}."
+            )
+        lines.append("")
+    return lines
 
 
 def study_sections(bench: Bench, args, level: int) -> list[str]:
@@ -385,6 +535,7 @@ def render(benches: list[Bench], args) -> str:
         "",
     ]
     lines += study_sections(first, args, level=2)
+    lines += finetuned_sections(first, args, level=2)
     for bench in others:
         lines += [
             f"## `{bench.study_file.model}` on `{bench.study_file.dataset}`",
@@ -393,8 +544,9 @@ def render(benches: list[Bench], args) -> str:
             "trained by the study file's `[train]` recipe; every method run, scored and fine-tuned as above.",
             "",
         ]
-        if bench.results:
+        if bench.results or bench.finetuned:
             lines += study_sections(bench, args, level=3)
+            lines += finetuned_sections(bench, args, level=3)
         else:
             lines += [
                 "**Not run yet:** the command was stopped before it reached this study, or is still running;",

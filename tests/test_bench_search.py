@@ -4,12 +4,16 @@ for two architectures, the sections other benchmarks wrote kept."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import write_study_file
 
+import autoprune
 from autoprune import plugins
 from autoprune.settings import load_study_file
 
@@ -68,7 +72,9 @@ def result(budget: float, base_flops: float, auto: float, *, machine: str = "mac
 
 
 def args(**changes) -> argparse.Namespace:
-    return argparse.Namespace(**{"budgets": BUDGETS, "trials": 100, "finetune_epochs": 1, **changes})
+    return argparse.Namespace(
+        **{"budgets": BUDGETS, "trials": 100, "finetune_epochs": 1, "finetuned_budgets": [], **changes}
+    )
 
 
 def test_both_architectures_render_each_under_its_own_headings_between_the_first_ones_targets_and_the_notes(benches):
@@ -141,13 +147,13 @@ def test_main_resumes_each_study_from_its_own_kept_results_and_keeps_the_other_s
     other = "<!-- driving: written by benchmarks/bench_driving.py -->\n## Driving\n\n| a | b |\n<!-- /driving -->"
     doc.write_text("# Benchmarks\n\nan older run\n\n" + other + "\n")
     with pytest.raises(RuntimeError, match="measuring"):
-        bench_search.main([RESNET, MOBILE, "--doc", str(doc), "--resume"])
+        bench_search.main([RESNET, MOBILE, "--doc", str(doc), "--resume", "--finetuned-budgets"])
     assert measured == ["bench-fashion-mnist-mobilenet.toml"]  # the ResNet-20 all kept: no baseline trained
 
     (tmp_path / "results" / "bench-fashion-mnist-mobilenet" / "budget-2.0.json").write_text(
         json.dumps(result(2.0, 23e6, 2.0))
     )
-    assert bench_search.main([RESNET, MOBILE, "--doc", str(doc), "--resume"]) == 0
+    assert bench_search.main([RESNET, MOBILE, "--doc", str(doc), "--resume", "--finetuned-budgets"]) == 0
     text = doc.read_text()
     assert measured == ["bench-fashion-mnist-mobilenet.toml"]
     assert text.count("\n## Budget:") == 3 and text.count("\n### Budget:") == 3
@@ -158,3 +164,37 @@ def test_main_refuses_two_studies_of_one_name_before_measuring_anything(benches,
     monkeypatch.setattr(bench_search, "study_setup", lambda *a: pytest.fail("measured"))
     with pytest.raises(SystemExit, match="study names must differ"):
         bench_search.main([RESNET, RESNET, "--doc", str(tmp_path / "doc.md")])
+
+
+def test_the_fine_tuned_protocol_measures_a_study_and_renders_its_methods_rungs_and_export(tmp_path, digits):
+    study_file = load_study_file(
+        write_study_file(
+            tmp_path / "s.toml", study={"name": "digits-bench", "max_accuracy_drop": 3.0}, search={"rate_max": 0.6}
+        )
+    )
+    torch.manual_seed(0)
+    model = autoprune.train(
+        autoprune.create_model("small_cnn", num_classes=10, in_channels=1), digits, autoprune.TrainSettings(epochs=1)
+    )
+    storage = f"sqlite:///{tmp_path / 'bench.db'}"
+    measured = bench_search.run_finetuned_budget(study_file, digits, copy.deepcopy(model), 3.0, 4, storage, 1)
+    rows = measured["rows"]
+    assert set(rows) == {"uniform", "global", "autoprune"} and rows["autoprune"]["trials"] == 4
+    assert rows["uniform"]["finetune_epochs"] == rows["uniform"]["evaluations"]  # one epoch per bisection probe
+    assert measured["fractions"] == [0.0, 0.1, 0.3, 1.0]
+    assert sum(measured["stopped"].values()) + rows["autoprune"]["finished"] == 4
+    assert measured["exported"]["val"] == pytest.approx(rows["autoprune"]["accuracy"])
+    bench = bench_search.Bench(study_file, "s.toml")
+    bench.finetuned[3.0] = {
+        "budget": 3.0,
+        "finetune_epochs": 1,
+        "base": {"flops": 1e6, "accuracy": 90.0},
+        "commit": "abc1234",
+        "date": "2026-12-03",
+        **measured,
+    }
+    text = "\n".join(bench_search.finetuned_sections(bench, args(finetuned_budgets=[0.5, 3.0]), level=2))
+    assert "**Fine-tuned budget, not measured yet:** 0.5 points." in text
+    assert "## Fine-tuned budget: 3.0 points (baseline 90.00 %)" in text
+    assert text.count("| autoprune |") == 1 and "| uniform |" in text and "| global |" in text
+    assert f"validation {measured['exported']['val']:.2f} %" in text and "Spearman" in text

@@ -9,6 +9,7 @@ batches, so the rebuilt model is the trial's model.
 from __future__ import annotations
 
 import copy
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from ..plan import Plan
 from ..provenance import fingerprint
 from ..zoo import create_dataset, create_model, dataset_task
 from .record import StudyRecord
+
+_logger = logging.getLogger("autoprune")
 
 
 @dataclass
@@ -62,6 +65,13 @@ def rebuild(
     state = record.finetuned_state(trial)
     if state is not None:
         model.load_state_dict(state)
+    elif settings.budget == "finetuned" and record.is_feasible(trial):
+        _logger.warning(
+            "trial %d of study %r kept no fine-tuned weights (a fine-tuned budget keeps those of each trial that "
+            "was the best so far): this is its recalibrated model; fine-tune it (--finetune-epochs) before use",
+            trial.number,
+            record.name,
+        )
     return Rebuilt(baseline, model, data, trial, plan, finetuned=state is not None)
 
 

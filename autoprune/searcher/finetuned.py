@@ -204,7 +204,7 @@ class FinetunedBudget:
         if objective is None or best is None:
             return True  # multi-objective (every feasible point may be chosen), or the first feasible one
         sign = 1.0 if metric_direction(objective) == "minimize" else -1.0
-        return sign * metrics[objective] < best
+        return sign * metrics[objective] <= best  # a tie may be chosen (the more accurate): keep it too
 
     def _keep(self, trial: optuna.Trial, model: nn.Module) -> None:
         """Keep the trial's fine-tuned weights: an Optuna artifact of the trial, else in memory."""

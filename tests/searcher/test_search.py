@@ -213,7 +213,9 @@ def _failing_every_other(monkeypatch):
 def test_failed_trials_do_not_count_towards_the_budget(baseline, digits, monkeypatch):
     """Regression: study.optimize(n_trials=remaining) counted failed trials, so a study with
     failures ended with fewer completed trials than asked for."""
-    monkeypatch.setattr(autoprune.searcher.optimize, "prepare", lambda record, evaluator, ranking=None, budget=None: None)
+    monkeypatch.setattr(
+        autoprune.searcher.optimize, "prepare", lambda record, evaluator, ranking=None, budget=None: None
+    )
     _failing_every_other(monkeypatch)
     result = _search(baseline, digits, trials=5)
     states = [t.state.name for t in result.study.trials]
