@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo quickstart-doc bench bench-driving bench-latency bench-runtimes bench-memory bench-timm gpu-check clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-variants bench-driving bench-latency bench-runtimes bench-memory bench-timm gpu-check clean
 
 install: $(STAMP)
 
@@ -63,6 +63,17 @@ bench: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
 	$(BIN)/python benchmarks/bench_search.py studies/bench-fashion-mnist.toml studies/bench-fashion-mnist-mobilenet.toml \
+		--doc docs/benchmarks.md $(BENCH_ARGS)
+
+# The search variants (benchmarks/compare_search.py) at 1.0 point on both benchmark architectures: the default,
+# one importance, local refinement, the allocation scope; 100 trials each, about 10 minutes per variant and
+# architecture on two CPU cores, run alone. Kept per study in benchmarks/results/<study>/variants-1.0.json
+# (`make bench-variants BENCH_ARGS=--resume` runs only the variants not kept yet); its section of
+# docs/benchmarks.md is replaced in place.
+bench-variants: install
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	$(BIN)/python benchmarks/compare_search.py studies/bench-fashion-mnist.toml studies/bench-fashion-mnist-mobilenet.toml \
 		--doc docs/benchmarks.md $(BENCH_ARGS)
 
 # The driving-perception studies (detection and segmentation on synthetic road scenes), run

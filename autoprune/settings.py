@@ -44,7 +44,7 @@ WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 #: What study.budget bounds: the recalibrated model, or the model fine-tuned with [finetune].
 BUDGETS = ("recalibrated", "finetuned")
-SCOPES = ("local", "global", "both")
+SCOPES = ("local", "global", "both", "allocation")
 GRANULARITIES = ("channel", "weight", "nm")
 #: ``round_to = "auto"``: kept channel counts a multiple of 8 in groups of 32 channels or more. The vector
 #: units and tensor cores of deployment runtimes compute 8 (or 16) channels at a time: a pruned model whose
@@ -493,7 +493,9 @@ class SearchSettings(_Validated):
         rule=one_of(SCOPES),
         doc="'local': a rate per group; 'global': one rate over all channels ranked by mean-normalized "
         "importance, with a searched cap per group, as Torch-Pruning's global pruning; 'both': the "
-        "sampler picks per trial",
+        "sampler picks per trial; 'allocation': a share of the budget and a coefficient per group that "
+        "scales its sensitivity curve, turned into rates by dynamic programming over the curves (SPDY; "
+        "every group takes the first importance, which the curves are measured with)",
     )
     granularity: str | tuple[str, ...] = setting(
         "channel",
@@ -577,6 +579,16 @@ class SearchSettings(_Validated):
         doc="the first trials: the uniform_starts, or plans built from per-group sensitivity curves (which "
         "also bound each group's range); the uniform-rate and global baselines, exactly as found, are tried "
         "first in every case",
+    )
+    refine: float = setting(
+        0.0,
+        section="search",
+        rule="a share of the trials from 0 to 0.9",
+        check=lambda v: _is_number(v) and 0 <= v <= 0.9,
+        resumable=True,
+        doc="the last share of the trials moves the best feasible plan a grid step at a time (one group pruned "
+        "further, maybe another less), each move from the best plan when it starts: a local refinement; 0: the "
+        "sampler draws every trial (single-objective studies only)",
     )
     early_stop: str = setting(
         "statistical",

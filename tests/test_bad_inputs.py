@@ -98,6 +98,12 @@ SETTINGS = [
         "search.finalists = 2 fine-tunes the best plans after the search, but study.budget = 'finetuned'",
     ),
     (
+        "refine-out-of-range",
+        {"study": {"max_accuracy_drop": 1.0}, "search": {"refine": 1.0}},
+        ["search", "s.toml"],
+        "search.refine must be a share of the trials from 0 to 0.9, got 1.0",
+    ),
+    (
         "budget-unknown",
         {"study": {"max_accuracy_drop": 1.0, "budget": "after-finetuning"}},
         ["search", "s.toml"],

@@ -9,12 +9,14 @@ sensitivity curves, the latency table, the rebuild and the export all go through
 from .apply import BaselineStructure, apply_plan, pruned_copy
 from .plan import Plan
 from .space import (
+    ALLOCATION_LEVEL,
     GLOBAL_MAX_RATE,
     GLOBAL_METHOD,
     GLOBAL_RATE,
     SCOPE_PARAM,
     STEPS_PARAM,
     PlanSpace,
+    coefficient_param,
     method_param,
     nm_param,
     rate_grid,
@@ -23,6 +25,7 @@ from .space import (
 )
 
 __all__ = [
+    "ALLOCATION_LEVEL",
     "GLOBAL_MAX_RATE",
     "GLOBAL_METHOD",
     "GLOBAL_RATE",
@@ -32,6 +35,7 @@ __all__ = [
     "Plan",
     "PlanSpace",
     "apply_plan",
+    "coefficient_param",
     "method_param",
     "nm_param",
     "pruned_copy",

@@ -148,6 +148,17 @@ class Plan:
             fractions[group] = removal_count(size, rate, channel_groups, self.rounding(channels)) / size
         return fractions
 
+    def structure_key(self, sizes: Mapping[str, tuple[int, int]]) -> str:
+        """What identifies the model this plan prunes from a baseline of ``sizes`` (``{group: (channels,
+        channel groups)}``): the share of channels each group really loses, the importance of each group
+        that loses any, and every other part. Plans with equal keys prune the same model (rates that round
+        to the same channel counts, a global plan and the local plan of its resolved rates)."""
+        removed = {g: round(f, 9) for g, f in self.removed_fractions(sizes).items() if f > 0}
+        out = self.to_dict()
+        out.pop("global", None)
+        out.update(rates=removed, methods={g: self.methods.get(g) for g in removed})
+        return json.dumps(out, sort_keys=True)
+
     def rounding(self, channels: int) -> int:
         """What a group of ``channels`` channels rounds its kept count to: ``round_to``, or 1 in a group
         narrower than ``round_min``."""

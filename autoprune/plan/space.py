@@ -12,6 +12,14 @@ group's rate follows from its scores (a :class:`GlobalRanking` resolves them). T
 study record keeps the resolved rates with the trial.
 
 Scope ``both``: the categorical parameter ``scope`` picks one of the two per trial.
+
+Scope ``allocation`` (SPDY: Frantar and Alistarh, ICML 2022): the parameters are
+``allocation.level``, the integer ``j`` that lets the groups' scaled single-group drops
+add up to ``2 ** (j / 2)`` budgets, and ``g.coefficient`` per group, the integer ``k`` that scales its drops by
+``2 ** (k / 2)``; an :class:`Allocator` (:class:`autoprune.searcher.allocation.Allocation`)
+resolves them into rates over the study's sensitivity curves, and the study record keeps
+the resolved rates with the trial, as for a global one.
+
 Weight granularities add ``g.sparsity`` (a step of ``[0, sparsity_max]``) or ``g.nm``
 (on or off) per group; a list of ``steps`` adds the parameter ``steps``.
 
@@ -37,12 +45,26 @@ from .plan import Plan
 
 #: Parameters of global-scope trials, and the parameter that picks the scope (``scope = "both"``).
 GLOBAL_RATE, GLOBAL_MAX_RATE, GLOBAL_METHOD, SCOPE_PARAM = "global.rate", "global.max_rate", "global.method", "scope"
+#: The parameter of allocation-scope trials that sets the share of the budget the scaled drops spend (each group
+#: also has its coefficient, :func:`coefficient_param`).
+ALLOCATION_LEVEL = "allocation.level"
+#: ``allocation.level``'s range (shares of the budget from 1/16 to 4) and the largest ``g.coefficient`` magnitude.
+ALLOCATION_LEVELS, COEFFICIENT_RANGE = (-8, 4), 4
 #: The parameter of the number of pruning steps, when the study searches it (``steps = [1, 2, 4]``).
 STEPS_PARAM = "steps"
 
 
 def rate_param(group: str) -> str:
     return f"{group}.rate"
+
+
+def allocation_share(level: int) -> float:
+    """The budgets an allocation's scaled drops may add up to at ``allocation.level`` = ``level``."""
+    return 2.0 ** (level / 2)
+
+
+def coefficient_param(group: str) -> str:
+    return f"{group}.coefficient"
 
 
 def method_param(group: str) -> str:
@@ -72,6 +94,13 @@ class GlobalRanking(Protocol):
     """What resolves a global rate into per-group rates (:class:`autoprune.searcher.references.GlobalRanking`)."""
 
     def plan(self, rate: float, method: str, rate_cap: float | dict[str, float]) -> Plan: ...
+
+
+class Allocator(Protocol):
+    """What resolves an allocation's share and coefficients into per-group rates
+    (:class:`autoprune.searcher.allocation.Allocation`)."""
+
+    def plan(self, share: float, coefficients: Mapping[str, int]) -> Plan: ...
 
 
 @dataclass(frozen=True)
@@ -137,12 +166,17 @@ class PlanSpace:
     # -- from a trial ---------------------------------------------------------------------
 
     def suggest(
-        self, trial: optuna.Trial, ranking: GlobalRanking | None = None, given: Mapping[str, Any] | None = None
+        self,
+        trial: optuna.Trial,
+        ranking: GlobalRanking | None = None,
+        given: Mapping[str, Any] | None = None,
+        allocation: Allocator | None = None,
     ) -> Plan:
         """Ask the sampler for a plan.
 
         Local: a rate (up to the group's limit, on the grid) and a method per group.
         Global: a global rate and cap, resolved into per-group rates by ``ranking``.
+        Allocation: a level and a coefficient per group, resolved into rates by ``allocation``.
         ``given``: ``{"rates", "methods"}`` recorded with an enqueued trial (a baseline's, off
         the grid), which the plan takes instead of what its parameters say.
         The order of the questions is part of a study's reproducibility: it is kept.
@@ -163,6 +197,8 @@ class PlanSpace:
             }
         elif scope == "global":
             channels = self._suggest_global(trial, None if given is not None else ranking)
+        elif scope == "allocation":
+            channels = self._suggest_allocation(trial, None if given is not None else allocation)
         else:
             channels = self._suggest_local(trial)
         if given is not None and "channel" in settings.granularities:
@@ -197,6 +233,22 @@ class PlanSpace:
         resolved = ranking.plan(rate, method, {g: min(cap, limit) for g, limit in self.limits.items()})
         return {"rates": resolved.rates, "methods": resolved.methods, **chosen}
 
+    def _suggest_allocation(self, trial: optuna.Trial, allocation: Allocator | None) -> dict[str, Any]:
+        """The level and the coefficients, resolved by ``allocation`` (None: left to the caller)."""
+        level = trial.suggest_int(ALLOCATION_LEVEL, *ALLOCATION_LEVELS)
+        k = COEFFICIENT_RANGE
+        coefficients = {g: trial.suggest_int(coefficient_param(g), -k, k) for g in self.groups}
+        if allocation is None:
+            return {"rates": {}, "methods": {}}
+        resolved = allocation.plan(allocation_share(level), coefficients)
+        return {"rates": resolved.rates, "methods": resolved.methods}
+
+    def allocation_params(self, level: int, coefficients: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The trial parameters of an allocation (coefficients omitted: 0, the curves as measured)."""
+        coefficients = coefficients or {}
+        level = min(max(int(level), ALLOCATION_LEVELS[0]), ALLOCATION_LEVELS[1])
+        return {ALLOCATION_LEVEL: level, **{coefficient_param(g): int(coefficients.get(g, 0)) for g in self.groups}}
+
     def _suggest_weights(self, trial: optuna.Trial) -> dict[str, Any]:
         """The weight-level part of a plan: a sparsity per group, or which groups take the N:M pattern."""
         settings, part = self.settings, {}
@@ -228,6 +280,8 @@ class PlanSpace:
                 params[GLOBAL_METHOD] = next(iter(plan.methods.values()), self.default_method)
             if settings.scope == "both":
                 params[SCOPE_PARAM] = "global"
+        elif settings.scope == "allocation":
+            raise AutopruneError("a plan of allocation scope is written as parameters by allocation_params, not params")
         else:
             if settings.scope == "both":
                 params[SCOPE_PARAM] = "local"
@@ -251,9 +305,10 @@ class PlanSpace:
         ``resolved`` (``{"rates", "methods"}``, kept by the study record) where the parameters do not
         say them exactly: a global trial's resolved plan, a baseline's rates off the grid."""
         parts: dict[str, Any] = {}
+        if (GLOBAL_RATE in params or ALLOCATION_LEVEL in params) and resolved is None:
+            scope = "global" if GLOBAL_RATE in params else "allocation"
+            raise AutopruneError(f"a trial of {scope} scope needs its resolved per-group plan")
         if GLOBAL_RATE in params:
-            if resolved is None:
-                raise AutopruneError("a trial of global scope needs its resolved per-group plan")
             parts.update(global_rate=float(params[GLOBAL_RATE]), global_max_rate=float(params[GLOBAL_MAX_RATE]))
         if resolved is not None:
             rates, methods = dict(resolved["rates"]), dict(resolved["methods"])

@@ -393,7 +393,7 @@ def _front_table(record: StudyRecord, front: pd.DataFrame) -> str:
     )
     if record.settings.granularities != ("channel",):
         columns += ["sparsity", "nonzero_params", "size_bytes"]
-    if record.settings.scope != "local":
+    if record.settings.scope in ("global", "both"):
         columns.append("scope")  # the scope each Pareto trial pruned in
     if "steps" in front:
         columns.append("steps")  # searched: the steps each Pareto trial pruned in

@@ -1,16 +1,20 @@
 """Each plan is tried once: a drawn plan that another trial holds is closed and a new neighbour runs instead.
 
-A sampler can draw parameters that a trial holds already: TPE converging on a good
-region does it by chance, and workers sharing a study draw independently. Optuna
-would score the same plan again and count it against the budget. Here a trial whose
-drawn parameters equal those of a completed trial, or of a running trial with a lower
-number (so that of two workers drawing the same plan at once, one goes on), is closed
-as PRUNED with the user attribute ``duplicate_of``, and a neighbour of the plan that no
+A sampler can draw a plan that a trial holds already: TPE converging on a good
+region does it by chance, workers sharing a study draw independently, and many
+parameters give one model (rates that round to the same channel counts, coefficients
+that resolve to the same rates). Optuna would score the same model again and count
+it against the budget. Here plans are compared by the model they prune
+(:meth:`~autoprune.plan.Plan.structure_key`: the channels each group keeps, the
+importances of the groups that lose any, every other part). A trial whose plan is
+that of a completed trial, or of a running trial with a lower number (so that of two
+workers drawing the same plan at once, one goes on), is closed as PRUNED with the
+user attribute ``duplicate_of``, and a neighbour of its parameters whose plan no
 trial holds is queued in its place (each grid parameter one step up or down, a
-categorical one another choice: a local move, as in Optuna's FAQ on avoiding repeated
-parameters). Queued trials the study chose itself (its baselines, warm starts and the
-retry of a trial a killed worker left with all its parameters drawn) are never closed:
-they are deliberate.
+categorical one another choice: a local move, as in Optuna's FAQ on avoiding
+repeated parameters). Queued trials the study chose itself (its baselines, warm
+starts and the retry of a trial a killed worker left with all its parameters drawn)
+are never closed: they are deliberate.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import AutopruneError
+from ..plan import Plan
 from ..results.record import StudyRecord
 
 _logger = logging.getLogger("autoprune")
@@ -38,6 +44,49 @@ def params_key(params: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
 
+class PlanKeys:
+    """The structure key of each trial's plan (:meth:`~autoprune.plan.Plan.structure_key`), kept once a
+    trial is finished. ``sizes``: the baseline's ``{group: (channels, channel groups)}``; ``resolve``: the
+    plan of a set of parameters (None where they do not make one), for trials that hold only parameters
+    (queued ones) and for neighbours."""
+
+    def __init__(
+        self,
+        record: StudyRecord,
+        sizes: Mapping[str, tuple[int, int]],
+        resolve: Callable[[Mapping[str, Any]], Plan | None],
+    ) -> None:
+        self.record, self.sizes, self.resolve = record, sizes, resolve
+        self._finished: dict[int, tuple] = {}
+
+    def of_plan(self, plan: Plan) -> tuple:
+        return ("plan", plan.structure_key(self.sizes))
+
+    def of_params(self, params: Mapping[str, Any]) -> tuple:
+        plan = self.resolve(params)
+        return ("params", params_key(params)) if plan is None else self.of_plan(plan)
+
+    def of_trial(self, trial: FrozenTrial) -> tuple:
+        if trial.number in self._finished:
+            return self._finished[trial.number]
+        key = self._key(trial)
+        if trial.state.is_finished():
+            self._finished[trial.number] = key
+        return key
+
+    def _key(self, trial: FrozenTrial) -> tuple:
+        if not trial.params:  # queued: its parameters (and maybe its exact plan) are all it has yet
+            params = trial.system_attrs.get("fixed_params") or {}
+            given = self.record.given_plan(trial)
+            if given is not None:
+                return self.of_plan(self.record.space.plan(given["rates"], given["methods"]))
+            return self.of_params(params)
+        try:
+            return self.of_plan(self.record.plan(trial))
+        except AutopruneError:  # a global or allocation trial that has not recorded its plan yet
+            return self.of_params(trial.params)
+
+
 def chosen_by_the_study(record: StudyRecord, trial: FrozenTrial) -> bool:
     """Whether the trial's parameters were all queued by the study (a baseline, a warm start, the retry of a
     trial whose parameters were all drawn)."""
@@ -45,41 +94,44 @@ def chosen_by_the_study(record: StudyRecord, trial: FrozenTrial) -> bool:
     return set(trial.params) <= set(fixed) and record.stands_in_for(trial) is None
 
 
-def holder(record: StudyRecord, trial: optuna.Trial) -> int | None:
-    """The number of the trial that holds ``trial``'s parameters already, or None."""
+def holder(record: StudyRecord, trial: optuna.Trial, plan: Plan, keys: PlanKeys) -> int | None:
+    """The number of the trial that holds ``trial``'s plan already, or None."""
     others = record.trials(states=(TrialState.COMPLETE, TrialState.RUNNING))
     me = next((t for t in others if t.number == trial.number), None)
     if me is None or chosen_by_the_study(record, me):
         return None
-    mine = params_key(me.params)
+    mine = keys.of_plan(plan)
     for other in others:
         if other.number == trial.number:
             continue
-        if (other.state == TrialState.COMPLETE or other.number < trial.number) and params_key(other.params) == mine:
+        if (other.state == TrialState.COMPLETE or other.number < trial.number) and keys.of_trial(other) == mine:
             return other.number
     return None
 
 
-def close_if_duplicate(record: StudyRecord, trial: optuna.Trial, seed: int) -> None:
-    """Close ``trial`` (PRUNED, ``duplicate_of``) when another trial holds its parameters, with an untried
-    neighbour of them queued in its place; when every neighbour tried is taken, the repeat runs (logged)."""
-    of = holder(record, trial)
+def close_if_duplicate(record: StudyRecord, trial: optuna.Trial, seed: int, plan: Plan, keys: PlanKeys) -> None:
+    """Close ``trial`` (PRUNED, ``duplicate_of``) when another trial holds its plan, with a neighbour of its
+    parameters whose plan no trial holds queued in its place; when every neighbour tried is taken, the
+    repeat runs (logged)."""
+    of = holder(record, trial, plan, keys)
     if of is None:
         return
-    every = record.trials()
-    taken = {params_key(t.params) for t in every if t.params}
-    taken |= {params_key(t.system_attrs["fixed_params"]) for t in every if "fixed_params" in t.system_attrs}
-    found = neighbour(trial.params, trial.distributions, taken, random.Random(f"{seed}:{trial.number}"))
+    every = [t for t in record.trials() if t.number != trial.number]
+    taken = {keys.of_trial(t) for t in every} | {keys.of_plan(plan)}
+    held = {params_key(t.params) for t in every if t.params}  # the study queues no parameters twice
+    held |= {params_key(t.system_attrs["fixed_params"]) for t in every if "fixed_params" in t.system_attrs}
+    rng = random.Random(f"{seed}:{trial.number}")
+    found = neighbour(trial.params, trial.distributions, taken, rng, key=keys.of_params, held=held)
     if found is None:
         _logger.warning(
-            "trial %d drew the parameters of trial %d and no untried plan is near them: it runs again",
+            "trial %d drew the plan of trial %d and no untried plan is near its parameters: it runs again",
             trial.number,
             of,
         )
         return
     record.write_duplicate(trial, of)
     record.enqueue(found, replaces=trial.number)
-    raise optuna.TrialPruned(f"its parameters are those of trial {of}")
+    raise optuna.TrialPruned(f"its plan is that of trial {of}")
 
 
 def neighbour(
@@ -88,9 +140,12 @@ def neighbour(
     taken: set[tuple],
     rng: random.Random,
     attempts: int = ATTEMPTS,
+    key: Callable[[Mapping[str, Any]], tuple] = params_key,
+    held: set[tuple] = frozenset(),
 ) -> dict[str, Any] | None:
-    """Parameters near ``params`` that no key in ``taken`` holds: one parameter moved, then more as the
-    attempts fail; None when every attempt lands on a taken plan (a space nearly exhausted)."""
+    """Parameters near ``params`` whose ``key`` is not in ``taken`` and whose :func:`params_key` is not in
+    ``held``: one parameter moved, then more as the attempts fail; None when every attempt lands on a taken
+    plan (a space nearly exhausted)."""
     names = [n for n in params if _moves(distributions[n], params[n])]
     if not names:
         return None
@@ -98,7 +153,7 @@ def neighbour(
         moved = dict(params)
         for name in rng.sample(names, min(len(names), 1 + attempt // 20)):
             moved[name] = rng.choice(_moves(distributions[name], moved[name]))
-        if params_key(moved) not in taken:
+        if params_key(moved) not in held and key(moved) not in taken:
             return moved
     return None
 

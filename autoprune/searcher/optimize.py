@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,15 @@ from ..engine import (
 from ..errors import AutopruneError, PluginError, PruningError, SearchInterrupted, unknown_name
 from ..metrics import metric_direction
 from ..plan import Plan, PlanSpace
+from ..plan.space import ALLOCATION_LEVELS
 from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import StudyRecord
 from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings, check_finalists
 from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
-from .duplicates import close_if_duplicate
+from .allocation import WARM_LEVELS, Allocation
+from .duplicates import PlanKeys, close_if_duplicate
 from .evaluation import Evaluator, searched_groups
 from .feasibility import check_bounds, resolution_warning
 from .finalists import fine_tune_finalists
@@ -66,6 +68,7 @@ from .finetuned import FinetunedBudget, RungPruner, recalibrated_allowance
 from .latency import LatencyTable, check_latency_settings, check_table
 from .progress import SearchProgress
 from .references import GlobalRanking, find_references
+from .refinement import LocalRefinement
 from .samplers import make_sampler
 from .sensitivity import measure_sensitivity, rate_limits, warm_start_plans
 
@@ -176,12 +179,17 @@ def search(
         budget = FinetunedBudget(evaluator, data, finetune, record, _artifact_dir(storage, artifacts))
     ranking = GlobalRanking(evaluator)
     prepare(record, evaluator, ranking, budget)
+    allocation = study_allocation(record, evaluator)
     result = SearchResult(
         record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task, budget
     )
     if phase != "prepare":
+        if settings.refine:
+            keys = plan_keys(record, evaluator, ranking, allocation)
+            record.study.sampler = LocalRefinement(record.study.sampler, keys, settings)
         with _interrupts_as(result):
-            _run_trials(record, _objective(record, evaluator, ranking, budget), settings, progress)
+            objective = _objective(record, evaluator, ranking, budget, allocation)
+            _run_trials(record, objective, settings, progress)
     if phase == "all":
         _after_trials(record, evaluator, data, finetune)
     return result
@@ -224,28 +232,50 @@ def _interrupts_as(result: SearchResult) -> Iterator[None]:
 
 
 def _objective(
-    record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking, budget: FinetunedBudget | None = None
+    record: StudyRecord,
+    evaluator: Evaluator,
+    ranking: GlobalRanking,
+    budget: FinetunedBudget | None = None,
+    allocation: Allocation | None = None,
 ):
     """Optuna's objective: a plan from the study's space (each group within its range), scored (after
     recalibration, or rung by rung of a fine-tuned ``budget``) and recorded; a plan another trial holds
     is not scored again (:mod:`.duplicates`)."""
     space, trials = evaluator.space.with_limits(record.rate_limits), evaluator.settings.trials
     seed = evaluator.settings.seed
+    keys = plan_keys(record, evaluator, ranking, allocation)
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         _skip_if_full(record, trial, trials)
         try:
-            plan = space.suggest(trial, ranking, given=record.given_plan(trial))
-            close_if_duplicate(record, trial, seed)
+            plan = space.suggest(trial, ranking, given=record.given_plan(trial), allocation=allocation)
+            close_if_duplicate(record, trial, seed, plan, keys)
             record.write_plan(trial, plan)
             metrics = evaluator.evaluate(plan) if budget is None else budget.run_trial(plan, trial)
-            close_if_duplicate(record, trial, seed)  # another worker's trial drew them while this one ran
+            close_if_duplicate(record, trial, seed, plan, keys)  # another worker's trial drew it while this one ran
             return record.write_trial(trial, metrics)
         except (PruningError, PluginError) as exc:
             record.write_failure(trial, exc)
             raise
 
     return objective
+
+
+def plan_keys(
+    record: StudyRecord, evaluator: Evaluator, ranking: GlobalRanking | None, allocation: Allocation | None
+) -> PlanKeys:
+    """The structure keys of the study's plans, parameters resolved as its trials resolve them."""
+    space = evaluator.space.with_limits(record.rate_limits)
+
+    def resolve(params: Mapping[str, Any]) -> Plan | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # FixedTrial warns of values off a distribution's grid
+                return space.suggest(optuna.trial.FixedTrial(dict(params)), ranking, allocation=allocation)
+        except (ValueError, AutopruneError, PruningError, PluginError):
+            return None
+
+    return PlanKeys(record, evaluator.structure.sizes, resolve)
 
 
 def open_search(
@@ -347,7 +377,7 @@ def prepare(
     are read against :func:`~.finetuned.recalibrated_allowance`.
     """
     settings = evaluator.settings
-    if settings.warm_start == "sensitivity":
+    if settings.warm_start == "sensitivity" or settings.scope == "allocation":
         ensure_sensitivity(record, evaluator)
     if record.references is None:
         record.references = find_references(evaluator, ranking, None if budget is None else budget.evaluate)
@@ -370,11 +400,47 @@ def prepare(
         elif settings.warm_start == "uniform":
             plans += [space.uniform(rate) for rate in settings.uniform_starts]
     with _quiet_optuna():  # a warm-start plan equal to another (rates clipped to the same range) is skipped quietly
-        for plan in baselines:
-            record.enqueue(space.params(plan), exact=plan)
-        for plan in plans:
-            record.enqueue(space.params(plan))
+        allocation = study_allocation(record, evaluator)
+        if allocation is not None:
+            _enqueue_allocations(record, allocation, baselines)
+        else:
+            for plan in baselines:
+                record.enqueue(space.params(plan), exact=plan)
+            for plan in plans:
+                record.enqueue(space.params(plan))
     record.warm_started = True
+
+
+def study_allocation(record: StudyRecord, evaluator: Evaluator) -> Allocation | None:
+    """The :class:`~.allocation.Allocation` of a study of allocation scope (None in any other scope)."""
+    settings = evaluator.settings
+    if settings.scope != "allocation" or "channel" not in settings.granularities:
+        return None
+    measure = record.size_objective_measure
+    return Allocation(
+        evaluator.space.with_limits(record.rate_limits),
+        record.sensitivity,
+        evaluator.structure.sizes,
+        evaluator.base[measure],
+        measure,
+        recalibrated_allowance(settings),
+    )
+
+
+def _enqueue_allocations(record: StudyRecord, allocation: Allocation, baselines: list[Plan]) -> None:
+    """An allocation study's first trials: its baselines, exactly as found (their parameters: the level whose
+    allocation saves as much by the curves, or the next one another baseline does not hold, every
+    coefficient 0), then the curves as measured at each of the
+    :data:`~.allocation.WARM_LEVELS`."""
+    space, used = allocation.space, set()
+    for plan in baselines:
+        level = allocation.level_saving(plan)
+        while level in used and level < ALLOCATION_LEVELS[1]:  # two baselines are two trials: the next level
+            level += 1
+        used.add(level)
+        record.enqueue(space.allocation_params(level), exact=plan)
+    for level in WARM_LEVELS:
+        record.enqueue(space.allocation_params(level))
 
 
 def _baseline_plans(record: StudyRecord, space: PlanSpace) -> list[Plan]:
@@ -383,7 +449,7 @@ def _baseline_plans(record: StudyRecord, space: PlanSpace) -> list[Plan]:
     then the uniform one unless the scope is global, then in a local scope the global one's rates."""
     settings, plans = space.settings, []
     found = {kind: ref for kind, ref in record.references.items() if ref.get("rate") is not None and ref.get("plan")}
-    if settings.scope != "local":
+    if settings.scope in ("global", "both"):
         if "global" in found:
             rates = found["global"]["plan"]
             methods = dict.fromkeys(rates, found["global"]["importance"])
@@ -391,8 +457,8 @@ def _baseline_plans(record: StudyRecord, space: PlanSpace) -> list[Plan]:
             plans.append(space.plan(rates, methods, global_rate=found["global"]["rate"], global_max_rate=cap))
         else:
             plans.append(space.global_start(settings.rate_min))
-    kinds = {"local": ("uniform", "global"), "both": ("uniform",), "global": ()}[settings.scope]
-    for kind in kinds:
+    kinds = {"local": ("uniform", "global"), "allocation": ("uniform", "global"), "both": ("uniform",), "global": ()}
+    for kind in kinds[settings.scope]:
         if kind in found and found[kind]["rate"] > 0:
             rates = found[kind]["plan"]
             plans.append(space.plan(rates, dict.fromkeys(rates, found[kind]["importance"])))

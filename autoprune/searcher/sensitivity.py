@@ -82,7 +82,7 @@ def rate_limits(
     grid = rate_grid(rate_min, rate_max, rate_step)
     limits = {}
     for group in groups:
-        over = [r["rate"] for r in rows if r["group"] == group and _beyond(r, max_drop)]
+        over = [r["rate"] for r in rows if r["group"] == group and beyond(r, max_drop)]
         if not over:
             limits[group] = grid[-1]
             continue
@@ -98,11 +98,11 @@ def warm_start_plans(
     (every group with the study's first importance, which the curves were measured with)."""
     options: dict[str, list[tuple[float, float, float]]] = {g: [(0.0, 0.0, 0.0)] for g in space.groups}
     for row in rows:
-        if not _beyond(row, max_drop):
+        if not beyond(row, max_drop):
             options[row["group"]].append((row["rate"], max(0.0, row["accuracy_drop"]), base_size - row[measure]))
     plans, seen = [], set()
     for share in SHARES:
-        rates = _knapsack(options, share * max_drop)
+        rates = knapsack(options, share * max_drop)
         key = tuple(sorted(rates.items()))
         if any(rates.values()) and key not in seen:
             seen.add(key)
@@ -110,12 +110,12 @@ def warm_start_plans(
     return plans
 
 
-def _beyond(row: dict[str, Any], max_drop: float) -> bool:
+def beyond(row: dict[str, Any], max_drop: float) -> bool:
     """A curve point no plan should reach: failed, or a drop past the curve's limit."""
     return "failed" in row or row["accuracy_drop"] > LIMIT_FACTOR * max_drop
 
 
-def _knapsack(options: dict[str, list[tuple[float, float, float]]], allowance: float) -> dict[str, float]:
+def knapsack(options: dict[str, list[tuple[float, float, float]]], allowance: float) -> dict[str, float]:
     """One option per group maximizing the total saving with the total drop within ``allowance``."""
     if allowance <= 0:
         return dict.fromkeys(options, 0.0)

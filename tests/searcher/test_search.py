@@ -8,6 +8,8 @@ import torch
 
 import autoprune
 from autoprune import SearchSettings, search
+from autoprune.engine import group_sizes
+from autoprune.plan import Plan
 from autoprune.results import StudyRecord, open_study
 
 pytestmark = pytest.mark.baseline("standard")
@@ -86,21 +88,38 @@ def test_a_resumed_search_draws_new_plans_not_those_its_seed_drew_before(baselin
 
 
 def test_a_drawn_plan_that_a_trial_holds_is_not_scored_again_and_a_neighbour_runs_instead(baseline, digits):
-    # 3 groups x 4 rates and one importance: 64 plans, so 30 trials of TPE draw some plans twice
+    # 3 groups x 4 rates and one importance: 64 plans (fewer models: 8 channels round to fewer counts), so 30
+    # trials of TPE draw some models twice
     result = _search(baseline, digits, trials=30, importances=("l1",), rate_step=0.25, rate_max=0.75, uniform_starts=())
     trials, record = result.study.trials, result.record
+    sizes = group_sizes(baseline, result.example_inputs)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    drawn = [tuple(sorted(t.params.items())) for t in complete]
-    assert len(complete) == 30 and len(set(drawn)) == 30
+    drawn = [record.plan(t).structure_key(sizes) for t in complete if "fixed_params" not in t.system_attrs]
+    assert len(complete) == 30 and len(set(drawn)) == len(drawn)  # no model drawn twice
     closed = [t for t in trials if t.state.name == "PRUNED"]
     assert closed  # the sampler did draw repeats, each closed unscored with the trial that holds them
     for duplicate in closed:
         held = trials[record.duplicate_of(duplicate)]
-        assert held.params == duplicate.params and "accuracy" not in duplicate.user_attrs
+        assert record.plan(held).structure_key(sizes) == record.plan(duplicate).structure_key(sizes)
+        assert "accuracy" not in duplicate.user_attrs
         stand_in = [t for t in trials if record.stands_in_for(t) == duplicate.number]
         assert len(stand_in) == 1 and stand_in[0].params != duplicate.params
         moved = [k for k in duplicate.params if stand_in[0].params[k] != duplicate.params[k]]
         assert moved and all(abs(stand_in[0].params[k] - duplicate.params[k]) == pytest.approx(0.25) for k in moved)
+        assert record.plan(stand_in[0]).structure_key(sizes) != record.plan(held).structure_key(sizes)
+
+
+def test_rates_that_keep_the_same_channels_are_one_model_and_a_global_plan_is_its_resolved_local_plan():
+    sizes = {"a": (16, 1), "b": (32, 1)}
+    plan = Plan(rates={"a": 0.5, "b": 0.3}, methods={"a": "l1", "b": "fpgm"}, round_to=8, round_min=32)
+    same = plan.replace(rates={"a": 0.5, "b": 0.26})  # 32 channels: 0.26 and 0.3 both keep 24
+    assert plan.structure_key(sizes) == same.structure_key(sizes)
+    assert plan.structure_key(sizes) != plan.replace(rates={"a": 0.45, "b": 0.3}).structure_key(sizes)
+    assert plan.structure_key(sizes) != plan.replace(methods={"a": "fpgm", "b": "fpgm"}).structure_key(sizes)
+    untouched = Plan(rates={"a": 0.0, "b": 0.1}, methods={"a": "l1", "b": "l1"}, round_to=8, round_min=32)
+    assert untouched.structure_key(sizes) == untouched.replace(methods={"a": "fpgm", "b": "fpgm"}).structure_key(sizes)
+    resolved = plan.replace(global_rate=0.35, global_max_rate=0.8)
+    assert resolved.structure_key(sizes) == plan.structure_key(sizes)
 
 
 def test_constraint_marks_trials_over_the_threshold_infeasible(baseline, digits):

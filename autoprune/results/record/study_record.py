@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ...errors import AutopruneError, unknown_name
-from ...plan import Plan, PlanSpace
+from ...plan import ALLOCATION_LEVEL, Plan, PlanSpace
 from ...settings import SearchSettings
 from ...storage import open_storage, storage_file
 from . import artifacts, creation, selection, trials
@@ -237,8 +237,8 @@ class StudyRecord:
         """The :class:`~autoprune.plan.Plan` of a trial, decoded from its parameters by the study's space
         (a global trial's per-group rates from the plan it recorded)."""
         resolved = trials.given_plan(trial)
-        if trials.scope(trial) == "global" and resolved is None:
-            raise AutopruneError(f"trial {trial.number} of global scope did not record its plan")
+        if (trials.scope(trial) == "global" or ALLOCATION_LEVEL in trial.params) and resolved is None:
+            raise AutopruneError(f"trial {trial.number} of {self.settings.scope} scope did not record its plan")
         return self.space.decode(trial.params, resolved)
 
     def enqueue(self, params: dict[str, Any], exact: Plan | None = None, replaces: int | None = None) -> None:

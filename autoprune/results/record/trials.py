@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ...metrics import metric_direction
-from ...plan import GLOBAL_RATE, Plan
+from ...plan import ALLOCATION_LEVEL, GLOBAL_RATE, Plan
 from .schema import (
     CONSTRAINT,
     DUPLICATE_OF,
@@ -107,9 +107,10 @@ def exact_plan(plan: Plan) -> dict[str, Any]:
 
 
 def write_plan(trial: optuna.Trial, plan: Plan) -> None:
-    """Record what a trial's parameters do not say: a global plan's per-group rates and methods (an
-    enqueued baseline's were recorded when it was enqueued)."""
-    if plan.scope == "global" and PLAN_ATTR not in trial.user_attrs:
+    """Record what a trial's parameters do not say: a global or allocation plan's per-group rates and
+    methods (an enqueued baseline's were recorded when it was enqueued)."""
+    resolved = plan.scope == "global" or ALLOCATION_LEVEL in trial.params
+    if resolved and PLAN_ATTR not in trial.user_attrs:
         trial.set_user_attr(PLAN_ATTR, exact_plan(plan))
 
 
