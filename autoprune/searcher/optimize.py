@@ -187,8 +187,8 @@ def search(
         if settings.refine:
             keys = plan_keys(record, evaluator, ranking, allocation)
             record.study.sampler = LocalRefinement(record.study.sampler, keys, settings)
-        with _interrupts_as(result):
-            objective = _objective(record, evaluator, ranking, budget, allocation)
+        objective = _objective(record, evaluator, ranking, budget, allocation)
+        with _interrupts_as(result, record, objective):
             _run_trials(record, objective, settings, progress)
     if phase == "all":
         _after_trials(record, evaluator, data, finetune)
@@ -215,20 +215,34 @@ def _on_device(model: nn.Module, settings: SearchSettings) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _interrupts_as(result: SearchResult) -> Iterator[None]:
+def _interrupts_as(result: SearchResult, record: StudyRecord | None = None, objective=None) -> Iterator[None]:
     """Ctrl-C during the trials raised as :class:`SearchInterrupted` carrying ``result`` (Optuna has failed
-    the running trial)."""
+    the running trial; where the Ctrl-C came while Optuna recorded its end, the trial ``objective`` last
+    started is failed here, so that no trial of this process stays RUNNING)."""
     try:
         yield
     except KeyboardInterrupt as exc:
+        _fail_if_running(record, objective)
         raise SearchInterrupted(result) from exc
     except UnboundLocalError as exc:
         # A Ctrl-C while Optuna records a finished trial surfaces as this error of Optuna's own (its
         # cleanup reads a name the interrupted call never set); the trial stays RUNNING, and the next
         # run fails it once its heartbeat is stale and runs its parameters again.
         if isinstance(exc.__context__, KeyboardInterrupt):
+            _fail_if_running(record, objective)
             raise SearchInterrupted(result) from exc.__context__
         raise
+
+
+def _fail_if_running(record: StudyRecord | None, objective) -> None:
+    """Fail the trial ``objective`` last started if an interrupt left it RUNNING."""
+    trial = getattr(objective, "current", None)
+    if record is None or trial is None:
+        return
+    storage = record.study._storage
+    with contextlib.suppress(Exception):  # the storage may be gone with the interrupt: its heartbeat then fails it
+        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def _objective(
@@ -246,6 +260,7 @@ def _objective(
     keys = plan_keys(record, evaluator, ranking, allocation)
 
     def objective(trial: optuna.Trial) -> float | list[float]:
+        objective.current = trial  # what an interrupt fails if Optuna could not
         _skip_if_full(record, trial, trials)
         try:
             plan = space.suggest(trial, ranking, given=record.given_plan(trial), allocation=allocation)
@@ -258,6 +273,7 @@ def _objective(
             record.write_failure(trial, exc)
             raise
 
+    objective.current = None
     return objective
 
 

@@ -291,3 +291,20 @@ def test_a_process_killed_while_writing_leaves_the_old_file(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert target.read_text() == "old"
+
+
+def test_an_interrupt_that_left_the_last_started_trial_running_fails_it():
+    from autoprune.results import StudyRecord
+    from autoprune.searcher.optimize import _fail_if_running
+
+    study = optuna.create_study()
+    finished, running = study.ask(), study.ask()
+    study.tell(finished, 1.0)
+
+    def objective(trial):
+        return 0.0
+
+    for trial in (finished, running):
+        objective.current = trial
+        _fail_if_running(StudyRecord(study), objective)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
