@@ -6,10 +6,11 @@ parameters give one model (rates that round to the same channel counts, coeffici
 that resolve to the same rates). Optuna would score the same model again and count
 it against the budget. Here plans are compared by the model they prune
 (:meth:`~autoprune.plan.Plan.structure_key`: the channels each group keeps, the
-importances of the groups that lose any, every other part). A trial whose plan is
-that of a completed trial, or of a running trial with a lower number (so that of two
-workers drawing the same plan at once, one goes on), is closed as PRUNED with the
-user attribute ``duplicate_of``, and a neighbour of its parameters whose plan no
+importances of the groups that lose any, every other part), and by their parameters
+(a baseline's grid point stands for an exact plan off the grid). A trial whose plan
+or parameters are those of a completed trial, or of a running trial with a lower
+number (so that of two workers drawing the same plan at once, one goes on), is
+closed as PRUNED with the user attribute ``duplicate_of``, and a neighbour of its parameters whose plan no
 trial holds is queued in its place (each grid parameter one step up or down, a
 categorical one another choice: a local move, as in Optuna's FAQ on avoiding
 repeated parameters). Queued trials the study chose itself (its baselines, warm
@@ -95,16 +96,18 @@ def chosen_by_the_study(record: StudyRecord, trial: FrozenTrial) -> bool:
 
 
 def holder(record: StudyRecord, trial: optuna.Trial, plan: Plan, keys: PlanKeys) -> int | None:
-    """The number of the trial that holds ``trial``'s plan already, or None."""
+    """The number of the trial that holds ``trial``'s plan (or its parameters) already, or None."""
     others = record.trials(states=(TrialState.COMPLETE, TrialState.RUNNING))
     me = next((t for t in others if t.number == trial.number), None)
     if me is None or chosen_by_the_study(record, me):
         return None
-    mine = keys.of_plan(plan)
+    mine, drawn = keys.of_plan(plan), params_key(me.params)
     for other in others:
-        if other.number == trial.number:
+        if other.number == trial.number or not (other.state == TrialState.COMPLETE or other.number < trial.number):
             continue
-        if (other.state == TrialState.COMPLETE or other.number < trial.number) and keys.of_trial(other) == mine:
+        # the same model, or the same parameters (a baseline's grid point, whose exact plan is another): the
+        # sampler would learn two scores for one point
+        if keys.of_trial(other) == mine or params_key(other.params) == drawn:
             return other.number
     return None
 

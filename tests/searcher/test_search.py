@@ -96,11 +96,14 @@ def test_a_drawn_plan_that_a_trial_holds_is_not_scored_again_and_a_neighbour_run
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     drawn = [record.plan(t).structure_key(sizes) for t in complete if "fixed_params" not in t.system_attrs]
     assert len(complete) == 30 and len(set(drawn)) == len(drawn)  # no model drawn twice
+    params = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(params)) == len(params)  # nor any parameters
     closed = [t for t in trials if t.state.name == "PRUNED"]
     assert closed  # the sampler did draw repeats, each closed unscored with the trial that holds them
     for duplicate in closed:
         held = trials[record.duplicate_of(duplicate)]
-        assert record.plan(held).structure_key(sizes) == record.plan(duplicate).structure_key(sizes)
+        same_model = record.plan(held).structure_key(sizes) == record.plan(duplicate).structure_key(sizes)
+        assert same_model or held.params == duplicate.params
         assert "accuracy" not in duplicate.user_attrs
         stand_in = [t for t in trials if record.stands_in_for(t) == duplicate.number]
         assert len(stand_in) == 1 and stand_in[0].params != duplicate.params
