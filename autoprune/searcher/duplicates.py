@@ -38,6 +38,8 @@ _logger = logging.getLogger("autoprune")
 
 #: Neighbours drawn before the search gives up looking for an untried plan (and lets the repeat run).
 ATTEMPTS = 200
+#: Resolved plans :class:`PlanKeys` keeps (a few moves' or duplicates' worth of neighbours), so memory stays flat.
+KEPT_PLANS = 2048
 
 
 def params_key(params: Mapping[str, Any]) -> tuple:
@@ -59,12 +61,23 @@ class PlanKeys:
     ) -> None:
         self.record, self.sizes, self.resolve = record, sizes, resolve
         self._finished: dict[int, tuple] = {}
+        self._plans: dict[tuple, Plan | None] = {}
 
     def of_plan(self, plan: Plan) -> tuple:
         return ("plan", plan.structure_key(self.sizes))
 
+    def plan_of(self, params: Mapping[str, Any]) -> Plan | None:
+        """``resolve(params)``, the last :data:`KEPT_PLANS` kept: the same parameters give the same plan for
+        the whole study, and a duplicate's or a move's neighbours are resolved many times over."""
+        key = params_key(params)
+        if key not in self._plans:
+            if len(self._plans) >= KEPT_PLANS:
+                del self._plans[next(iter(self._plans))]  # the oldest
+            self._plans[key] = self.resolve(params)
+        return self._plans[key]
+
     def of_params(self, params: Mapping[str, Any]) -> tuple:
-        plan = self.resolve(params)
+        plan = self.plan_of(params)
         return ("params", params_key(params)) if plan is None else self.of_plan(plan)
 
     def of_trial(self, trial: FrozenTrial) -> tuple:

@@ -184,10 +184,10 @@ def search(
         record.study, evaluator.baseline, evaluator.example, evaluator.calibration, evaluator.task, budget
     )
     if phase != "prepare":
+        keys = plan_keys(record, evaluator, ranking, allocation)
         if settings.refine:
-            keys = plan_keys(record, evaluator, ranking, allocation)
             record.study.sampler = LocalRefinement(record.study.sampler, keys, settings)
-        objective = _objective(record, evaluator, ranking, budget, allocation)
+        objective = _objective(record, evaluator, ranking, keys, budget, allocation)
         with _interrupts_as(result, record, objective):
             _run_trials(record, objective, settings, progress)
     if phase == "all":
@@ -249,6 +249,7 @@ def _objective(
     record: StudyRecord,
     evaluator: Evaluator,
     ranking: GlobalRanking,
+    keys: PlanKeys,
     budget: FinetunedBudget | None = None,
     allocation: Allocation | None = None,
 ):
@@ -257,7 +258,6 @@ def _objective(
     is not scored again (:mod:`.duplicates`)."""
     space, trials = evaluator.space.with_limits(record.rate_limits), evaluator.settings.trials
     seed = evaluator.settings.seed
-    keys = plan_keys(record, evaluator, ranking, allocation)
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         objective.current = trial  # what an interrupt fails if Optuna could not

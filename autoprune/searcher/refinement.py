@@ -38,10 +38,10 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ..plan import ALLOCATION_LEVEL, GLOBAL_MAX_RATE, Plan
+from ..plan import ALLOCATION_LEVEL, GLOBAL_MAX_RATE
 from ..results.record import StudyRecord
 from ..settings import SearchSettings
-from .duplicates import PlanKeys, params_key
+from .duplicates import PlanKeys
 
 #: Moves drawn before a refinement trial gives up and leaves the trial to the study's sampler.
 ATTEMPTS = 200
@@ -131,8 +131,7 @@ def origin(record: StudyRecord, structure: Structures) -> FrozenTrial | None:
     chosen = record.chosen_trial()
     if chosen is None or _said_by_its_params(record, structure, chosen):
         return chosen
-    said = [t for t in record.feasible() if _said_by_its_params(record, structure, t)]
-    return min(said, key=lambda t: (t.value, -record.value(t, "accuracy"), t.number), default=None)
+    return record.best_of([t for t in record.feasible() if _said_by_its_params(record, structure, t)])
 
 
 def _said_by_its_params(record: StudyRecord, structure: Structures, trial: FrozenTrial) -> bool:
@@ -140,31 +139,23 @@ def _said_by_its_params(record: StudyRecord, structure: Structures, trial: Froze
         return False
     if ALLOCATION_LEVEL not in trial.params or record.given_plan(trial) is None:
         return True  # local and global parameters say the plan, or its grid floor
-    return structure.key(trial.params) == structure.keys.of_trial(trial)
+    return structure.keys.of_params(trial.params) == structure.keys.of_trial(trial)
 
 
 class Structures:
-    """How a move changes a plan: the model it prunes (its structure key), and what it saves by the study's
-    sensitivity curves. Parameters are resolved as the study's trials resolve them (``keys.resolve``)."""
+    """How a move changes a plan: the model it prunes (``keys.of_params``, parameters resolved as the
+    study's trials resolve them), and what it saves by the study's sensitivity curves."""
 
     def __init__(self, record: StudyRecord, keys: PlanKeys) -> None:
         self.keys, self.sizes = keys, keys.sizes
         self.saving = SavingEstimate.from_record(record)
-        self._plans: dict[tuple, Plan | None] = {}
-
-    def plan(self, params: Mapping[str, Any]) -> Plan | None:
-        key = params_key(params)
-        if key not in self._plans:
-            self._plans[key] = self.keys.resolve(params)
-        return self._plans[key]
 
     def key(self, params: Mapping[str, Any]) -> tuple:
-        plan = self.plan(params)
-        return ("params", params_key(params)) if plan is None else self.keys.of_plan(plan)
+        return self.keys.of_params(params)
 
     def saves(self, params: Mapping[str, Any]) -> float | None:
         """What the plan of ``params`` saves of the size measure by the curves (None without curves)."""
-        plan = self.plan(params)
+        plan = self.keys.plan_of(params)
         if self.saving is None or plan is None:
             return None
         return self.saving.total(plan.removed_fractions(self.sizes))

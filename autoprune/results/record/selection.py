@@ -60,10 +60,13 @@ def chosen_trial(record: StudyRecord) -> FrozenTrial | None:
     if len(record.study.directions) > 1:
         front = pareto_trials(record)
         return max(front, key=lambda t: (record.value(t, "accuracy"), -t.number)) if front else None
-    candidates = feasible(record)
-    if not candidates:
-        return None
-    return min(candidates, key=lambda t: (t.value, -record.value(t, "accuracy"), t.number))
+    return best_of(record, feasible(record))
+
+
+def best_of(record: StudyRecord, candidates: list[FrozenTrial]) -> FrozenTrial | None:
+    """Of ``candidates`` of a single-objective study, the one with the lowest objective (the more accurate of
+    equals, then the first); None when there are none."""
+    return min(candidates, key=lambda t: (t.value, -record.value(t, "accuracy"), t.number), default=None)
 
 
 def trial(record: StudyRecord, number: int | None = None) -> FrozenTrial:

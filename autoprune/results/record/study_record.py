@@ -98,6 +98,7 @@ class StudyRecord:
     feasible = selection.feasible
     pareto_trials = selection.pareto_trials
     chosen_trial = selection.chosen_trial
+    best_of = selection.best_of
     trial = selection.trial
     comparison = selection.comparison
     uniform_rate = selection.uniform_rate
