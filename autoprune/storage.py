@@ -26,10 +26,12 @@ URLs:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import storage_adapters
 from .errors import AutopruneError
+from .interrupts import calls_held_back
 
 #: Seconds a SQLite connection waits for another process's write lock.
 SQLITE_LOCK_TIMEOUT = 60
@@ -90,6 +93,19 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def storage_failure(error: optuna.exceptions.StorageInternalError) -> AutopruneError:
+    """A storage that failed during the search (Optuna's ``StorageInternalError``), said in one line with the
+    database's own reason: ``database is locked`` is a SQLite write lock another process held for longer
+    than :data:`SQLITE_LOCK_TIMEOUT`."""
+    cause = error.__cause__
+    reason = str(getattr(cause, "orig", None) or cause or error).strip().splitlines()[0]
+    if "locked" in reason:
+        reason += f" (another process held its write lock for over {SQLITE_LOCK_TIMEOUT} s)"
+    return AutopruneError(
+        f"the study's storage failed: {reason}; its finished trials are kept: run the command again to resume"
+    )
 
 
 def storage_file(storage: str | BaseStorage | None) -> Path | None:
@@ -189,7 +205,72 @@ class _Recover:
         )
 
 
-class HeartbeatRDBStorage(storage_adapters.StaleTrialsHeartbeat, optuna.storages.RDBStorage):
+class TrialsRunHere:
+    """A storage that knows the trials this process set running (created RUNNING or claimed from the queue)
+    and has not finished, so that an interrupt can fail each of them (:func:`fail_trials_running_here`):
+    Optuna fails the trial its objective was running, but not one that a Ctrl-C caught while Optuna was
+    still creating it (its sampler drawing the first parameters) or recording its end."""
+
+    def _run_here(self) -> set[int]:
+        if "_trials_run_here" not in self.__dict__:
+            self.__dict__["_trials_run_here"] = set()
+            _STORAGES.add(self)
+        return self.__dict__["_trials_run_here"]
+
+    def trial_created(self, trial_id: int, state: TrialState) -> None:
+        if state == TrialState.RUNNING:
+            self._run_here().add(trial_id)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        self.trial_created(trial_id, TrialState.RUNNING if template_trial is None else template_trial.state)
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self._run_here().add(trial_id)
+        elif state.is_finished():
+            self._run_here().discard(trial_id)
+        return changed
+
+    def fail_trials_run_here(self) -> None:
+        for trial_id in sorted(self._run_here()):
+            try:
+                if self.get_trial(trial_id).state == TrialState.RUNNING:
+                    self.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it as stale meanwhile
+                self._run_here().discard(trial_id)
+
+
+_STORAGES: weakref.WeakSet[TrialsRunHere] = weakref.WeakSet()
+
+#: The storage calls during which a Ctrl-C waits (:mod:`autoprune.interrupts`): all of Optuna's storage API
+#: and the heartbeat's.
+HELD_BACK = (
+    *(n for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))),
+    "record_heartbeat",
+    "stale_trial_ids",
+    "fail_trials_run_here",
+)
+
+
+def fail_trials_running_here() -> None:
+    """Fail every trial this process set running and left RUNNING (an interrupt ended its search), in every
+    storage it opened; a storage that cannot be reached any more is left to the heartbeat, which fails
+    such trials once they are stale."""
+    for storage in list(_STORAGES):
+        with contextlib.suppress(Exception):
+            storage.fail_trials_run_here()
+
+
+@calls_held_back((*HELD_BACK, *storage_adapters.RDB_PRIVATE_CALLS))
+class HeartbeatRDBStorage(
+    TrialsRunHere,
+    storage_adapters.RDBTrialCreation,
+    storage_adapters.StaleTrialsHeartbeat,
+    optuna.storages.RDBStorage,
+):
     """Optuna's RDB storage, where a trial killed before its first heartbeat also goes stale.
 
     Optuna counts a trial as stale only by its last heartbeat, so a worker killed
@@ -210,7 +291,8 @@ class HeartbeatRDBStorage(storage_adapters.StaleTrialsHeartbeat, optuna.storages
         return stale + [trial_id for trial_id in overdue if trial_id not in beating]
 
 
-class HeartbeatJournalStorage(JournalStorage, storage_adapters.StaleTrialsHeartbeat):
+@calls_held_back(HELD_BACK)
+class HeartbeatJournalStorage(TrialsRunHere, JournalStorage, storage_adapters.StaleTrialsHeartbeat):
     """Optuna's journal storage with the heartbeat its RDB storage has.
 
     A running trial's heartbeat is the wall-clock time in its system attribute

@@ -57,3 +57,32 @@ def rdb_trial_ids_with_heartbeat(storage: optuna.storages.RDBStorage, trial_ids:
     query = sqlalchemy.select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(trial_ids))
     with storage.engine.connect() as connection:
         return set(connection.execute(query).scalars())
+
+
+#: The private methods of ``RDBStorage`` that Optuna's ``_CachedStorage`` (the wrapper Optuna puts around
+#: every RDB storage a study opens) calls in place of public ones: storage calls as much as its public API.
+RDB_PRIVATE_CALLS = (
+    "_create_new_trial",
+    "_get_trials",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+)
+
+
+class RDBTrialCreation:
+    """Optuna's RDB storage telling :meth:`trial_created` of each trial it creates.
+
+    Optuna's cached storage creates trials through the private
+    ``RDBStorage._create_new_trial`` (which returns the new trial), never through the
+    public ``create_new_trial``. List it before ``RDBStorage``.
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial=None):
+        trial = super()._create_new_trial(study_id, template_trial)
+        self.trial_created(trial._trial_id, trial.state)
+        return trial
+
+    @abc.abstractmethod
+    def trial_created(self, trial_id: int, state) -> None:
+        """Told of each trial this storage object created, with the state it was created in."""

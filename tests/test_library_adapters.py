@@ -73,6 +73,40 @@ def test_the_rdb_adapters_read_optunas_heartbeats(tmp_path):
     assert storage_adapters.rdb_stale_trial_ids(storage, study_id) == [beating]
 
 
+def test_every_call_optunas_cached_storage_makes_on_its_rdb_backend_is_held_back_from_interrupts():
+    """Optuna wraps an RDB storage in ``_CachedStorage``, which calls some of its backend's private methods:
+    each must be one the storage holds Ctrl-C back from, or an interrupt could land inside a transaction."""
+    import inspect
+    import re
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from autoprune.storage import HELD_BACK, HeartbeatRDBStorage
+
+    called = set(re.findall(r"self\._backend\.(\w+)\(", inspect.getsource(_CachedStorage)))
+    trivial = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback"}  # no database
+    assert called - trivial <= {*HELD_BACK, *storage_adapters.RDB_PRIVATE_CALLS}
+    for name in storage_adapters.RDB_PRIVATE_CALLS:
+        assert callable(getattr(optuna.storages.RDBStorage, name)), name
+        assert getattr(HeartbeatRDBStorage, name).__wrapped__ is not None  # held back
+
+
+def test_optunas_cached_storage_creates_trials_through_the_adapter(tmp_path):
+    created = []
+
+    class Telling(storage_adapters.RDBTrialCreation, optuna.storages.RDBStorage):
+        def trial_created(self, trial_id, state):
+            created.append((trial_id, state))
+
+    study = optuna.create_study(storage=Telling(f"sqlite:///{tmp_path / 's.db'}"))
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask()
+    assert created == [(trial._trial_id, TrialState.WAITING)]  # the queued one, claimed by a state change
+    study.tell(trial, 1.0)
+    other = study.ask()
+    assert created[-1] == (other._trial_id, TrialState.RUNNING)
+
+
 @pytest.mark.parametrize("name", ["optuna", "torch-pruning"])
 def test_the_installed_version_is_within_pyprojects_bounds(name):
     """CI installs from pyproject.toml, so these bounds are the versions the adapters are tested with."""

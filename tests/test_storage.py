@@ -57,3 +57,60 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale_too(kin
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.WAITING]  # failed, and its parameters queued again
     assert study.trials[1].params == study.trials[0].params
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_ctrl_c_inside_a_transaction_is_raised_after_it_and_leaves_the_database_unlocked(tmp_path):
+    """A Ctrl-C raised inside SQLAlchemy would leave the transaction open, the write lock taken for every
+    other worker; the storage raises it once the call has ended."""
+    import signal
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from autoprune.storage import open_storage
+
+    path = tmp_path / "s.db"
+    storage = open_storage(f"sqlite:///{path}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    interrupted = []
+
+    def interrupt(connection, cursor, statement, *args):
+        if statement.startswith(("INSERT", "UPDATE")) and not interrupted:
+            interrupted.append(statement)
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C arriving in the middle of the transaction
+
+    before = signal.getsignal(signal.SIGINT)
+    event.listen(storage.engine, "before_cursor_execute", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trial.set_user_attr("a", 1)
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", interrupt)
+        signal.signal(signal.SIGINT, before)
+    assert interrupted and study.trials[0].user_attrs == {"a": 1}  # the call ran to its end
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock is free at once
+    other.execute("ROLLBACK")
+    other.close()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_an_interrupt_fails_the_trials_this_process_set_running_and_only_those(tmp_path):
+    from optuna.trial import TrialState
+
+    from autoprune.storage import fail_trials_running_here, open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    elsewhere = "import optuna, sys; optuna.load_study(study_name='s', storage=sys.argv[1]).ask()"
+    subprocess.run([sys.executable, "-c", elsewhere, url], check=True)  # a worker's trial, RUNNING
+    finished = study.ask()
+    study.tell(finished, 1.0)
+    study.enqueue_trial({"x": 0.5})
+    claimed, created = study.ask(), study.ask()  # the queued trial claimed, then a new one
+    fail_trials_running_here()
+    states = {t.number: t.state for t in optuna.load_study(study_name="s", storage=url).trials}
+    assert (finished.number, claimed.number, created.number) == (1, 2, 3)
+    assert states == {0: TrialState.RUNNING, 1: TrialState.COMPLETE, 2: TrialState.FAIL, 3: TrialState.FAIL}

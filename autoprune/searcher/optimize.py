@@ -56,7 +56,14 @@ from ..plan.space import ALLOCATION_LEVELS
 from ..provenance import environment, fingerprint, provenance, split_sizes
 from ..results.record import StudyRecord
 from ..settings import FINETUNE, MOVED_TO_OPTIONS, SearchSettings, TrainSettings, check_finalists
-from ..storage import GRACE_FACTOR, fail_stale_trials, open_storage, storage_file
+from ..storage import (
+    GRACE_FACTOR,
+    fail_stale_trials,
+    fail_trials_running_here,
+    open_storage,
+    storage_failure,
+    storage_file,
+)
 from ..tasks import Task
 from ..zoo import dataset_task, list_metrics
 from .allocation import WARM_LEVELS, Allocation
@@ -216,26 +223,37 @@ def _on_device(model: nn.Module, settings: SearchSettings) -> nn.Module:
 
 @contextlib.contextmanager
 def _interrupts_as(result: SearchResult, record: StudyRecord | None = None, objective=None) -> Iterator[None]:
-    """Ctrl-C during the trials raised as :class:`SearchInterrupted` carrying ``result`` (Optuna has failed
-    the running trial; where the Ctrl-C came while Optuna recorded its end, the trial ``objective`` last
-    started is failed here, so that no trial of this process stays RUNNING)."""
+    """Ctrl-C during the trials raised as :class:`SearchInterrupted` carrying ``result``, with no trial of
+    this process left RUNNING: Optuna fails the trial its objective was running, and :func:`_fail_if_running`
+    one that the Ctrl-C caught while Optuna created it or recorded its end. A storage that failed is an
+    :class:`AutopruneError` of one line (:func:`~autoprune.storage.storage_failure`)."""
     try:
         yield
     except KeyboardInterrupt as exc:
         _fail_if_running(record, objective)
         raise SearchInterrupted(result) from exc
-    except UnboundLocalError as exc:
-        # A Ctrl-C while Optuna records a finished trial surfaces as this error of Optuna's own (its
-        # cleanup reads a name the interrupted call never set); the trial stays RUNNING, and the next
-        # run fails it once its heartbeat is stale and runs its parameters again.
-        if isinstance(exc.__context__, KeyboardInterrupt):
+    except (UnboundLocalError, AssertionError) as exc:
+        # Where its tell failed, Optuna's cleanup of a trial masks the cause with an error of its own (a
+        # name the failed call never set, or an "assert False"), the trial still RUNNING: a Ctrl-C, or a
+        # storage that failed.
+        cause = exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
             _fail_if_running(record, objective)
-            raise SearchInterrupted(result) from exc.__context__
+            raise SearchInterrupted(result) from cause
+        if isinstance(cause, optuna.exceptions.StorageInternalError):
+            _fail_if_running(record, objective)
+            raise storage_failure(cause) from None
         raise
+    except optuna.exceptions.StorageInternalError as exc:
+        _fail_if_running(record, objective)
+        raise storage_failure(exc) from None
 
 
 def _fail_if_running(record: StudyRecord | None, objective) -> None:
-    """Fail the trial ``objective`` last started if an interrupt left it RUNNING."""
+    """Fail the trials an interrupt left RUNNING in this process: each one its storage saw it set running
+    (:func:`~autoprune.storage.fail_trials_running_here`), and the one ``objective`` last started (for a
+    storage object autoprune did not open)."""
+    fail_trials_running_here()
     trial = getattr(objective, "current", None)
     if record is None or trial is None:
         return

@@ -308,3 +308,26 @@ def test_an_interrupt_that_left_the_last_started_trial_running_fails_it():
         objective.current = trial
         _fail_if_running(StudyRecord(study), objective)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+@pytest.mark.baseline("brief")
+def test_a_storage_that_fails_while_optuna_records_a_trial_is_one_line_not_a_traceback(search_baseline, monkeypatch):
+    """A SQLite lock held past its timeout fails Optuna's tell; Optuna's cleanup then hides the error in an
+    UnboundLocalError. The search ends with the database's own reason instead."""
+    import sqlalchemy
+    from optuna.study import _optimize
+
+    from autoprune.errors import AutopruneError
+
+    tell, calls = _optimize._tell_with_warning, []
+
+    def locked_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            locked = sqlalchemy.exc.OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from locked
+        return tell(*args, **kwargs)
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", locked_once)
+    with pytest.raises(AutopruneError, match="^the study's storage failed: database is locked \\(another process"):
+        search_baseline(max_accuracy_drop=5.0, trials=4, uniform_starts=(), calibration_batches=1)
