@@ -13,9 +13,9 @@ number (so that of two workers drawing the same plan at once, one goes on), is
 closed as PRUNED with the user attribute ``duplicate_of``, and a neighbour of its parameters whose plan no
 trial holds is queued in its place (each grid parameter one step up or down, a
 categorical one another choice: a local move, as in Optuna's FAQ on avoiding
-repeated parameters). Queued trials the study chose itself (its baselines, warm
-starts and the retry of a trial a killed worker left with all its parameters drawn)
-are never closed: they are deliberate.
+repeated parameters). Queued trials the study chose itself (its baselines and warm
+starts) are never closed: they are deliberate. The retry of a trial a killed worker
+left running is checked as a drawn trial is.
 """
 
 from __future__ import annotations
@@ -102,10 +102,11 @@ class PlanKeys:
 
 
 def chosen_by_the_study(record: StudyRecord, trial: FrozenTrial) -> bool:
-    """Whether the trial's parameters were all queued by the study (a baseline, a warm start, the retry of a
-    trial whose parameters were all drawn)."""
+    """Whether the trial's parameters were all queued by the study: a baseline or a warm start. Not a
+    stand-in for a closed duplicate, nor the retry of a trial a killed worker left running: the plan it runs
+    again may have been scored since, or the worker may have died while closing it as a duplicate."""
     fixed = trial.system_attrs.get("fixed_params") or {}
-    return set(trial.params) <= set(fixed) and record.stands_in_for(trial) is None
+    return set(trial.params) <= set(fixed) and record.stands_in_for(trial) is None and record.retries(trial) is None
 
 
 def holder(record: StudyRecord, trial: optuna.Trial, plan: Plan, keys: PlanKeys) -> int | None:

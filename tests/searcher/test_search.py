@@ -364,3 +364,28 @@ def test_a_search_waiting_for_a_trial_running_elsewhere_says_so(baseline, digits
     )
     assert waiting == [expected]
     assert len(result.record.completed()) == 3  # its worker never beat: failed once stale, and run here
+
+
+def test_the_retry_of_a_trial_a_killed_worker_left_running_is_closed_when_its_plan_was_scored_since(
+    baseline, digits, storage
+):
+    """A worker killed while it closed a duplicate leaves the duplicate RUNNING; Optuna's retry of it would
+    score the held plan a second time."""
+    first = _search(baseline, digits, storage=storage, study_name="retry", trials=3, uniform_starts=())
+    scored = first.study.trials[-1]
+    assert scored.state.name == "COMPLETE"
+    first.study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=scored.params,
+            distributions=scored.distributions,
+            system_attrs={"failed_trial": 99, "retry_history": [99], "fixed_params": scored.params},
+        )
+    )  # what optuna.storages.RetryHeartbeatStaleTrialCallback queues for a stale trial of those parameters
+    more = _search(baseline, digits, storage=storage, study_name="retry", trials=4, uniform_starts=())
+    trials, record = more.study.trials, more.record
+    retry = trials[3]
+    assert record.retries(retry) == 99 and retry.state.name == "PRUNED"
+    assert record.duplicate_of(retry) == scored.number
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and len(set(complete)) == 4

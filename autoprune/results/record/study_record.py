@@ -82,6 +82,7 @@ class StudyRecord:
     write_duplicate = staticmethod(trials.write_duplicate)
     duplicate_of = staticmethod(trials.duplicate_of)
     stands_in_for = staticmethod(trials.stands_in_for)
+    retries = staticmethod(trials.retries)
     fail_reason = staticmethod(trials.fail_reason)
     scope = staticmethod(trials.scope)
     write_plan = staticmethod(trials.write_plan)

@@ -4,6 +4,7 @@ or was skipped; and how each is read back."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -85,6 +86,14 @@ def duplicate_of(trial: FrozenTrial) -> int | None:
 def stands_in_for(trial: optuna.Trial | FrozenTrial) -> int | None:
     """The closed duplicate that queued trial ``trial`` stands in for, or None."""
     return trial.user_attrs.get(REPLACES)
+
+
+def retries(trial: FrozenTrial) -> int | None:
+    """The number of the trial a killed worker left running that ``trial`` runs again (Optuna's retry of a
+    stale trial), or None."""
+    with warnings.catch_warnings():  # experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def write_failure(trial: optuna.Trial, error: Exception) -> None:
