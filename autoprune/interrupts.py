@@ -36,6 +36,7 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     if _Held.depth:
         _Held.pending = True
     else:
+        _Held.pending = False  # one Ctrl-C, raised once
         signal.default_int_handler(signum, frame)
 
 
