@@ -13,7 +13,7 @@ number (so that of two workers drawing the same plan at once, one goes on), is
 closed as PRUNED with the user attribute ``duplicate_of``, and a neighbour of its parameters whose plan no
 trial holds is queued in its place (each grid parameter one step up or down, a
 categorical one another choice: a local move, as in Optuna's FAQ on avoiding
-repeated parameters). Queued trials the study chose itself (its baselines and warm
+repeated parameters; further when every near one is taken). Queued trials the study chose itself (its baselines and warm
 starts) are never closed: they are deliberate. The retry of a trial a killed worker
 left running is checked as a drawn trial is.
 """
@@ -38,6 +38,8 @@ _logger = logging.getLogger("autoprune")
 
 #: Neighbours drawn before the search gives up looking for an untried plan (and lets the repeat run).
 ATTEMPTS = 200
+#: Failed attempts after which a neighbour moves one more parameter (and, every second time, one step further).
+WIDEN_EVERY = 20
 #: Resolved plans :class:`PlanKeys` keeps (a few moves' or duplicates' worth of neighbours), so memory stays flat.
 KEPT_PLANS = 2048
 
@@ -161,27 +163,29 @@ def neighbour(
     held: set[tuple] = frozenset(),
 ) -> dict[str, Any] | None:
     """Parameters near ``params`` whose ``key`` is not in ``taken`` and whose :func:`params_key` is not in
-    ``held``: one parameter moved, then more as the attempts fail; None when every attempt lands on a taken
-    plan (a space nearly exhausted)."""
+    ``held``: one parameter moved one step, then more parameters, further, as the attempts fail (a point whose
+    whole neighbourhood is taken, such as a corner of the space TPE converged on, still finds the nearest
+    untried plans); None when every attempt lands on a taken plan (a space nearly exhausted)."""
     names = [n for n in params if _moves(distributions[n], params[n])]
     if not names:
         return None
     for attempt in range(attempts):
-        moved = dict(params)
-        for name in rng.sample(names, min(len(names), 1 + attempt // 20)):
-            moved[name] = rng.choice(_moves(distributions[name], moved[name]))
+        moved, reach = dict(params), 1 + attempt // (2 * WIDEN_EVERY)
+        for name in rng.sample(names, min(len(names), 1 + attempt // WIDEN_EVERY)):
+            moved[name] = rng.choice(_moves(distributions[name], moved[name], reach))
         if params_key(moved) not in held and key(moved) not in taken:
             return moved
     return None
 
 
-def _moves(distribution: BaseDistribution, value: Any) -> list[Any]:
-    """The values one step from ``value`` that ``distribution`` allows."""
+def _moves(distribution: BaseDistribution, value: Any, reach: int = 1) -> list[Any]:
+    """The values ``distribution`` allows at most ``reach`` steps from ``value`` (a categorical one: every
+    other choice)."""
     if isinstance(distribution, CategoricalDistribution):
         return [c for c in distribution.choices if c != value]
     if isinstance(distribution, (FloatDistribution, IntDistribution)) and distribution.step is not None:
         step, low, high = distribution.step, distribution.low, distribution.high
-        near = [value - step, value + step]
+        near = [value + k * step for k in range(-reach, reach + 1) if k]
         if isinstance(distribution, FloatDistribution):  # back onto the grid, as Optuna stores its values
             near = [round(low + round((v - low) / step) * step, 10) for v in near]
         return [v for v in near if low - 1e-9 <= v <= high + 1e-9 and not math.isclose(v, value)]
