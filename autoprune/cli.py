@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import plugins
 from .errors import AutopruneError, SearchInterrupted
-from .settings import FINETUNE
+from .settings import FINETUNE, FINETUNE_MODES
 
 KINDS = plugins.KIND_NAMES
 
@@ -322,6 +322,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise AutopruneError(f"--lr must be a number > 0, got {args.lr}")
     if args.distill and not args.finetune_epochs:
         raise AutopruneError("--distill distils while fine-tuning; give --finetune-epochs N too (N >= 1)")
+    if args.finetune_mode not in FINETUNE_MODES:
+        raise AutopruneError(f"--finetune-mode must be one of {', '.join(FINETUNE_MODES)}, got {args.finetune_mode!r}")
+    if args.finetune_mode != "hard" and not args.finetune_epochs:
+        raise AutopruneError(
+            f"--finetune-mode {args.finetune_mode} prunes while fine-tuning; give --finetune-epochs N too (N >= 1)"
+        )
     fmt = output_format(args.output, args.format)  # the suffix's format when --format is not given
     study = Study.load(args.out_dir, storage=args.storage, name=args.study)
     trial = study.record.trial(args.trial)
@@ -330,8 +336,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"autoprune: trial {trial.number} is not feasible: {_infeasibility(study.record, trial)}", file=sys.stderr
         )
     if args.finetune_epochs:
+        how = {"hard": "", "soft": " (soft: the baseline, its pruned channels zeroed)", "gradual": " (gradual)"}
         print(
-            f"fine-tuning for {args.finetune_epochs} epochs"
+            f"fine-tuning for {args.finetune_epochs} epochs{how[args.finetune_mode]}"
             f"{' with distillation from the baseline' if args.distill else ''}",
             file=sys.stderr,
         )
@@ -342,6 +349,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         distill=args.distill,
         lr=args.lr,
+        finetune_mode=args.finetune_mode,
     )
     before, after = result["baseline"], result["pruned"]
     kept = " (its fine-tuned weights, kept by the study's fine-tuned budget)" if result.get("finetuned") else ""
@@ -481,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for this many epochs first")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the baseline")
+    p.add_argument(
+        "--finetune-mode",
+        default="hard",
+        metavar="MODE",
+        help="hard: fine-tune the pruned model; soft: fine-tune the baseline with the plan's channels zeroed but "
+        "recoverable, then cut them; gradual: raise the rates from 0 while fine-tuning (default hard)",
+    )
     p.add_argument("--lr", type=float, default=FINETUNE.lr, help=f"fine-tuning learning rate (default {FINETUNE.lr})")
     p.set_defaults(func=_cmd_export)
     return parser

@@ -44,6 +44,8 @@ WARM_STARTS = ("uniform", "sensitivity", "none")
 OPTIMIZERS = ("sgd", "adamw")
 #: What study.budget bounds: the recalibrated model, or the model fine-tuned with [finetune].
 BUDGETS = ("recalibrated", "finetuned")
+#: How a plan is fine-tuned: cut then fine-tuned, or reached while fine-tuning (:mod:`autoprune.plan.elastic`).
+FINETUNE_MODES = ("hard", "soft", "gradual")
 SCOPES = ("local", "global", "both", "allocation")
 GRANULARITIES = ("channel", "weight", "nm")
 #: ``round_to = "auto"``: kept channel counts a multiple of 8 in groups of 32 channels or more. The vector

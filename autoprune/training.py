@@ -56,6 +56,7 @@ def train(
     log: Callable[[str], None] | None = None,
     task: Any = None,
     amp: str = "off",
+    after_step: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``data.train`` with ``recipe``; return it in eval mode.
 
@@ -72,6 +73,8 @@ def train(
             by default the one the dataset names (classification when it names none).
         amp: ``"bf16"`` or ``"fp16"``: forward passes and the loss under autocast (float16 with a
             scaled loss), as :mod:`autoprune.precision` says; ``"off"``: float32.
+        after_step: called as ``after_step(step, total)`` after every optimizer step (``step`` from 1 to
+            ``total``), in training mode: elastic pruning's masks (:mod:`autoprune.plan.elastic`).
 
     The caller's random generator state is left as it was.
     """
@@ -80,7 +83,7 @@ def train(
         raise AutopruneError(f"distillation matches class probabilities; the {task.name!r} task has none to match")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train(model, data, recipe, seed, teacher, log, task, amp)
+        return _train(model, data, recipe, seed, teacher, log, task, amp, after_step)
 
 
 def train_steps(
@@ -175,8 +178,9 @@ def _train(
     log: Callable[[str], None] | None,
     task: Any,
     amp: str = "off",
+    after_step: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
-    for _ in _training(model, data, recipe, seed, teacher, log, task, amp, stops=()):
+    for _ in _training(model, data, recipe, seed, teacher, log, task, amp, stops=(), after_step=after_step):
         pass
     return model.eval()
 
@@ -190,18 +194,21 @@ def train_rungs(
     seed: int = 0,
     task: Any = None,
     amp: str = "off",
+    after_step: Callable[[int, int], None] | None = None,
 ) -> Iterator[float]:
     """Train ``model`` in place with ``recipe``, pausing at each of ``fractions`` of its steps.
 
     One run of :func:`train` (the same batches, schedule and final weights), which yields the epochs
     trained so far, with the model in eval mode, once it has taken ``fraction`` of the recipe's steps
     (at least one step for the first): the rungs a fine-tuned budget scores a plan at. Stopping the
-    iteration early stops the training there.
+    iteration early stops the training there. ``after_step`` is :func:`train`'s.
     """
     task = task if task is not None else _task_of(data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        yield from _training(model, data, recipe, seed, None, None, task, amp, stops=tuple(fractions))
+        yield from _training(
+            model, data, recipe, seed, None, None, task, amp, stops=tuple(fractions), after_step=after_step
+        )
 
 
 def _training(
@@ -214,9 +221,11 @@ def _training(
     task: Any,
     amp: str,
     stops: tuple[float, ...],
+    after_step: Callable[[int, int], None] | None = None,
 ) -> Iterator[float]:
     """The training loop; after the step that completes each of ``stops`` (fractions of all steps), the
-    model in eval mode and the epochs trained so far are yielded, then training goes on."""
+    model in eval mode and the epochs trained so far are yielded, then training goes on. ``after_step(step,
+    total)`` runs after every step, before a rung is yielded."""
     loader = DataLoader(
         data.train,
         batch_size=recipe.batch_size,
@@ -237,6 +246,8 @@ def _training(
         for inputs, targets in loader:
             _step(model, stepping, inputs, targets, teacher, task, recipe.clip_grad_norm, amp)
             step += 1
+            if after_step is not None:
+                after_step(step, total)
             while marks and marks[0] == step:
                 marks.pop(0)
                 model.eval()

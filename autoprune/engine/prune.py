@@ -37,13 +37,13 @@ def prunable_groups(model: nn.Module, example_inputs: Any) -> list[str]:
     that drive the model's outputs, or that Torch-Pruning cannot prune safely,
     are left out (see :func:`unprunable_groups`).
     """
-    with _mode_kept(model):
+    with mode_kept(model):
         return list(ChannelGraph(model, example_inputs).groups)
 
 
 def unprunable_groups(model: nn.Module, example_inputs: Any) -> dict[str, str]:
     """Groups that :func:`prune` leaves alone, each with the reason."""
-    with _mode_kept(model):
+    with mode_kept(model):
         return dict(ChannelGraph(model, example_inputs).skipped)
 
 
@@ -55,9 +55,9 @@ def channel_groups(
     With ``calibration`` batches, ``group.grads`` holds the accumulated loss
     gradients; otherwise it is None. The model is not changed.
     """
-    with _mode_kept(model):
+    with mode_kept(model):
         graph = ChannelGraph(model, example_inputs)
-        with _gradients(model, calibration, loss_fn, None, needed=calibration is not None):
+        with loss_gradients(model, calibration, loss_fn, None, needed=calibration is not None):
             return [graph.channel_group(spec, with_grads=calibration is not None) for spec in graph.groups.values()]
 
 
@@ -75,13 +75,13 @@ def group_scores(
 
     ``scores`` is the same cache :func:`prune` takes. The model is not changed.
     """
-    with _mode_kept(model):
+    with mode_kept(model):
         graph = ChannelGraph(model, example_inputs)
         method = resolve_importance(importance)
         cache = {} if scores is None else scores
         missing = [n for n in graph.groups if (n, method.name) not in cache]
         needed = method.needs_grads and bool(missing)
-        with _gradients(model, calibration, loss_fn, batch_loss, needed=needed, users=[method.name]):
+        with loss_gradients(model, calibration, loss_fn, batch_loss, needed=needed, users=[method.name]):
             for name in missing:
                 cache[name, method.name] = method.scores(graph.channel_group(graph.groups[name], method.needs_grads))
         return {n: cache[n, method.name] for n in graph.groups}
@@ -94,7 +94,7 @@ def group_layers(model: nn.Module, example_inputs: Any) -> dict[str, list[str]]:
     """
     from .sparsity import MASKABLE
 
-    with _mode_kept(model):
+    with mode_kept(model):
         graph = ChannelGraph(model, example_inputs)
         found: dict[str, list[str]] = {}
         for name, spec in graph.groups.items():
@@ -109,7 +109,7 @@ def group_layers(model: nn.Module, example_inputs: Any) -> dict[str, list[str]]:
 
 def group_sizes(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, int]]:
     """``{group: (channels, channel groups)}``: a rate removes the same channels from each channel group."""
-    with _mode_kept(model):
+    with mode_kept(model):
         return {
             n: (spec.num_channels, _channel_groups(spec))
             for n, spec in ChannelGraph(model, example_inputs).groups.items()
@@ -164,15 +164,15 @@ def prune(
 
     The output shape never changes; the pruned model is checked with a forward pass.
     """
-    with _mode_kept(model):
+    with mode_kept(model):
         reference = output_shapes(model.eval(), example_inputs)
         graph = ChannelGraph(model, example_inputs)
-        group_rates = _rates_per_group(rates, graph)
-        methods = _importances_per_group(importance, graph, [n for n, r in group_rates.items() if r > 0])
+        group_rates = rates_per_group(rates, graph)
+        methods = importances_per_group(importance, graph, [n for n, r in group_rates.items() if r > 0])
         cache = {} if scores is None else scores
         missing = {n: m for n, m in methods.items() if (n, m.name) not in cache}
         gradient_users = sorted({m.name for m in missing.values() if m.needs_grads})
-        with _gradients(model, calibration, loss_fn, batch_loss, needed=bool(gradient_users), users=gradient_users):
+        with loss_gradients(model, calibration, loss_fn, batch_loss, needed=bool(gradient_users), users=gradient_users):
             for name, method in missing.items():
                 group = graph.channel_group(graph.groups[name], with_grads=method.needs_grads)
                 cache[name, method.name] = method.scores(group)
@@ -227,7 +227,7 @@ def removal_count(size: int, rate: float, channel_groups: int = 1, round_to: int
 
 
 @contextlib.contextmanager
-def _mode_kept(model: nn.Module) -> Iterator[None]:
+def mode_kept(model: nn.Module) -> Iterator[None]:
     was_training = model.training
     try:
         yield
@@ -236,7 +236,7 @@ def _mode_kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _gradients(
+def loss_gradients(
     model: nn.Module,
     calibration: Batches | None,
     loss_fn: LossFn,
@@ -262,7 +262,7 @@ def _gradients(
         model.zero_grad(set_to_none=True)
 
 
-def _rates_per_group(rates: float | Mapping[str, float], graph: ChannelGraph) -> dict[str, float]:
+def rates_per_group(rates: float | Mapping[str, float], graph: ChannelGraph) -> dict[str, float]:
     if isinstance(rates, Mapping):
         _check_group_names(rates, graph, "rates")
         return {n: _check_rate(r, f"rate of group {n!r}") for n, r in rates.items()}
@@ -270,7 +270,7 @@ def _rates_per_group(rates: float | Mapping[str, float], graph: ChannelGraph) ->
     return dict.fromkeys(graph.groups, rate)
 
 
-def _importances_per_group(
+def importances_per_group(
     importance: ImportanceSpec | Mapping[str, ImportanceSpec], graph: ChannelGraph, active: list[str]
 ) -> dict[str, Importance]:
     """The importance of every group with a rate above 0; the default is resolved only if one needs it."""

@@ -32,7 +32,8 @@ _logger = logging.getLogger("autoprune")
 @dataclass
 class Rebuilt:
     """The baseline, the pruned and recalibrated model of a trial (with its fine-tuned weights where a
-    fine-tuned budget kept them: ``finetuned``), the data, the trial and its plan."""
+    fine-tuned budget kept them: ``finetuned``), the data, the trial, its plan and the calibration batches
+    it was pruned with."""
 
     baseline: nn.Module
     model: nn.Module
@@ -40,6 +41,7 @@ class Rebuilt:
     trial: FrozenTrial
     plan: Plan
     finetuned: bool = False
+    calibration: Any = None
 
 
 def rebuild(
@@ -72,7 +74,7 @@ def rebuild(
             trial.number,
             record.name,
         )
-    return Rebuilt(baseline, model, data, trial, plan, finetuned=state is not None)
+    return Rebuilt(baseline, model, data, trial, plan, finetuned=state is not None, calibration=calibration)
 
 
 def rebuild_data(record: StudyRecord) -> Any:

@@ -18,8 +18,9 @@ from torch import nn
 
 from ..errors import AutopruneError
 from ..plan import Plan
+from ..plan.elastic import finetune_plan
 from ..runtimes import Runtime
-from ..settings import FINETUNE
+from ..settings import FINETUNE, FINETUNE_MODES
 from ..storage import existing_storage, storage_file
 from ..training import train
 from ..zoo import dataset_task
@@ -84,13 +85,16 @@ class Study:
         finetune_epochs: int = 0,
         distill: bool = False,
         lr: float = FINETUNE.lr,
+        finetune_mode: str = "hard",
         baseline: nn.Module | None = None,
         data: Any = None,
     ) -> dict:
         """Rebuild trial ``trial``'s model (default: the best feasible trial; a trial of a fine-tuned budget
         with its fine-tuned weights), fine-tune it for ``finetune_epochs`` (with distillation from the baseline
         if ``distill``), save it to ``path`` as ``format`` and check the saved file against the model on
-        validation inputs.
+        validation inputs. ``finetune_mode``: ``"hard"`` fine-tunes the pruned model; ``"soft"`` and
+        ``"gradual"`` fine-tune the baseline while the plan's channels are zeroed, and cut them at the end
+        (:mod:`autoprune.plan.elastic`), to the same widths.
 
         Prints nothing (``autoprune export`` prints the returned measurements as its before/after table) and
         returns ``{"trial": number, "baseline": {...}, "pruned": {...}, "max_difference": float,
@@ -102,17 +106,34 @@ class Study:
         ``finetuned`` is True when the trial's own fine-tuned weights (a fine-tuned budget's) were exported.
         """
         output_format(path, format)  # a folder, or a suffix of another format, before any work
+        _check_finetune_mode(finetune_mode, finetune_epochs)
         rebuilt = self.rebuild(trial, baseline=baseline, data=data)
         settings = self.record.settings
         if finetune_epochs:
             teacher = copy.deepcopy(rebuilt.baseline) if distill else None
-            train(
-                rebuilt.model,
-                rebuilt.data,
-                FINETUNE.replace(epochs=finetune_epochs, lr=lr),
-                seed=settings.seed,
-                teacher=teacher,
-            )
+            recipe = FINETUNE.replace(epochs=finetune_epochs, lr=lr)
+            if finetune_mode == "hard":
+                train(rebuilt.model, rebuilt.data, recipe, seed=settings.seed, teacher=teacher)
+            else:
+                if rebuilt.finetuned:
+                    raise AutopruneError(
+                        f"finetune mode {finetune_mode!r} fine-tunes the baseline while pruning it, but trial "
+                        f"{rebuilt.trial.number} kept the fine-tuned weights of its pruned model (a fine-tuned "
+                        "budget's): export them as they are, or fine-tune them further in mode 'hard'"
+                    )
+                task = dataset_task(rebuilt.data)
+                rebuilt.model = finetune_plan(
+                    rebuilt.baseline,
+                    task.example(rebuilt.data.val[0][0]),
+                    rebuilt.plan,
+                    rebuilt.data,
+                    recipe,
+                    rebuilt.calibration,
+                    mode=finetune_mode,
+                    seed=settings.seed,
+                    task=task,
+                    teacher=teacher,
+                )
         runtime = self.latency_runtime()
         measured = {
             name: measure_model(model, rebuilt.data, latency_batch_size=settings.latency_batch_size, runtime=runtime)
@@ -163,3 +184,12 @@ class Study:
                 raise AutopruneError("give a folder for the report")
             folder = self.out_dir / "report"
         return write_report(self.record, folder, out_dir=self.out_dir, storage=self.storage)
+
+
+def _check_finetune_mode(mode: str, epochs: int) -> None:
+    if mode not in FINETUNE_MODES:
+        raise AutopruneError(f"finetune mode must be one of {', '.join(map(repr, FINETUNE_MODES))}, got {mode!r}")
+    if mode != "hard" and not epochs:
+        raise AutopruneError(
+            f"finetune mode {mode!r} prunes while fine-tuning; give finetune epochs too (>= 1), or mode 'hard'"
+        )

@@ -61,6 +61,30 @@ def test_export_a_chosen_trial_with_distillation(finished, tmp_path, capsys):
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.model.state_dict().values()))
 
 
+@pytest.mark.parametrize("mode", ["soft", "gradual"])
+def test_export_fine_tuned_softly_or_gradually_has_the_trials_widths(finished, tmp_path, capsys, mode):
+    target = tmp_path / f"{mode}.pt"
+    args = ["export", str(finished), "-o", str(target), "--finetune-epochs", "1", "--finetune-mode", mode]
+    assert cli.main(args) == 0
+    out = capsys.readouterr()
+    assert f"({mode}" in out.err and "outputs match PyTorch" in out.out
+    model, rebuilt = autoprune.load(target), autoprune.Study.load(finished).rebuild()
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in rebuilt.model.state_dict().items()
+    }
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.model.state_dict().values()))
+
+
+def test_a_finetune_mode_needs_epochs_and_a_known_name(finished, tmp_path, capsys):
+    target = str(tmp_path / "x.pt")
+    assert cli.main(["export", str(finished), "-o", target, "--finetune-mode", "soft"]) == 2
+    assert "give --finetune-epochs N too" in capsys.readouterr().err
+    assert cli.main(["export", str(finished), "-o", target, "--finetune-epochs", "1", "--finetune-mode", "x"]) == 2
+    assert "--finetune-mode must be one of hard, soft, gradual, got 'x'" in capsys.readouterr().err
+    with pytest.raises(autoprune.AutopruneError, match="give finetune epochs too"):
+        autoprune.Study.load(finished).export(target, finetune_mode="gradual")
+
+
 def test_export_errors(finished, tmp_path, capsys):
     assert cli.main(["export", str(finished), "-o", str(tmp_path / "x"), "--trial", "99"]) == 2
     assert "trial 99 is not a completed trial" in capsys.readouterr().err
