@@ -30,7 +30,7 @@ from .prune import (
     unprunable_groups,
 )
 from .reconstruct import InputGrams, reconstruct_layers
-from .sparsity import make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
+from .sparsity import held_zeros, make_permanent, n_m_violations, prune_n_m, prune_weights, sparsity_stats
 
 __all__ = [
     "DEFAULT_IMPORTANCE",
@@ -47,6 +47,7 @@ __all__ = [
     "group_layers",
     "group_scores",
     "group_sizes",
+    "held_zeros",
     "input_shape",
     "make_permanent",
     "n_m_violations",

@@ -23,6 +23,7 @@ exported file keeps the zeros.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.utils.prune as torch_prune
@@ -204,3 +205,22 @@ def _input_last(weight: torch.Tensor) -> torch.Tensor:
 
 def _input_first(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return blocks if len(shape) == 2 else blocks.movedim(-1, 1)
+
+
+def held_zeros(model: nn.Module) -> Callable[[int, int], None]:
+    """An ``after_step`` for :func:`~autoprune.train` that sets the model's zero Conv and Linear weights back
+    to zero after every optimizer step: fine-tuning keeps the sparsity (unstructured or N:M) that weight
+    pruning gave the model, as it must for the sparse kernels it is meant for."""
+    masks = []
+    for layer in model.modules():
+        if isinstance(layer, MASKABLE):
+            zero = layer.weight.detach() == 0
+            if bool(zero.any()):
+                masks.append((layer.weight, zero))
+
+    def after_step(step: int, total: int) -> None:
+        with torch.no_grad():
+            for weight, zero in masks:
+                weight.masked_fill_(zero, 0.0)
+
+    return after_step

@@ -94,7 +94,8 @@ def finetune_plan(
         raise AutopruneError(f"finetune mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     if mode == "hard":
         model = apply_plan(baseline, example_inputs, plan, calibration, task=task)
-        return train(model, data, recipe, seed=seed, teacher=teacher, log=log, task=task, amp=amp)
+        hook = plan.finetune_hook(model)
+        return train(model, data, recipe, seed=seed, teacher=teacher, log=log, task=task, amp=amp, after_step=hook)
     model = copy.deepcopy(baseline)
     masks = ChannelMasks(
         model,

@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engine import removal_count
+from ..engine import held_zeros, removal_count
 from ..errors import AutopruneError
 from ..settings import SearchSettings
 
@@ -134,6 +134,11 @@ class Plan:
     def prunes_weights(self) -> bool:
         """Whether the plan zeroes single weights (a sparsity or the N:M pattern) besides channels."""
         return bool(self.sparsity or self.nm_groups)
+
+    def finetune_hook(self, model: nn.Module) -> Callable[[int, int], None] | None:
+        """The ``after_step`` that fine-tuning ``model``, this plan's pruned model, takes: its zeroed weights
+        held at zero (:func:`~autoprune.engine.held_zeros`); None for a plan that zeroes none."""
+        return held_zeros(model) if self.prunes_weights else None
 
     def replace(self, **changes: Any) -> Plan:
         return dataclasses.replace(self, **changes)

@@ -113,7 +113,8 @@ class Study:
             teacher = copy.deepcopy(rebuilt.baseline) if distill else None
             recipe = FINETUNE.replace(epochs=finetune_epochs, lr=lr)
             if finetune_mode == "hard":
-                train(rebuilt.model, rebuilt.data, recipe, seed=settings.seed, teacher=teacher)
+                hook = rebuilt.plan.finetune_hook(rebuilt.model)
+                train(rebuilt.model, rebuilt.data, recipe, seed=settings.seed, teacher=teacher, after_step=hook)
             else:
                 if rebuilt.finetuned:
                     raise AutopruneError(

@@ -41,10 +41,11 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
     rows, whole = [], evaluator.full_val_batches or evaluator.val_batches  # finalists: the whole split
     amp = evaluator.settings.amp
     for trial in finalists:
-        model = evaluator.apply(record.plan(trial))
+        plan = record.plan(trial)
+        model = evaluator.apply(plan)
         with autocast(model, amp):
             before = record.value(trial, "accuracy") if whole is evaluator.val_batches else accuracy(model, whole)
-        train(model, data, recipe, seed=evaluator.settings.seed, amp=amp)
+        train(model, data, recipe, seed=evaluator.settings.seed, amp=amp, after_step=plan.finetune_hook(model))
         with autocast(model, amp):
             after = accuracy(model, whole)
         rows.append({"trial": trial.number, "accuracy": before, "finetuned_accuracy": after})

@@ -129,7 +129,10 @@ class FinetunedBudget:
         """``plan``'s metrics after the whole recipe, no rung stopping it (the baselines' bisection)."""
         model, metrics = self.evaluator.scored_model(plan, early_stop="off")
         recalibrated = metrics["accuracy"]
-        for _ in train_rungs(model, self.data, self.recipe, (1.0,), seed=self.settings.seed, amp=self.settings.amp):
+        hook = plan.finetune_hook(model)
+        for _ in train_rungs(
+            model, self.data, self.recipe, (1.0,), seed=self.settings.seed, amp=self.settings.amp, after_step=hook
+        ):
             metrics.update(self.evaluator.score(model))
         metrics.update({RECALIBRATED_ACCURACY: recalibrated, FINETUNE_EPOCHS: float(self.recipe.epochs)})
         return metrics
@@ -149,7 +152,13 @@ class FinetunedBudget:
         if stopped is None:
             fractions = self.settings.rungs
             rungs = train_rungs(
-                model, self.data, self.recipe, fractions, seed=self.settings.seed, amp=self.settings.amp
+                model,
+                self.data,
+                self.recipe,
+                fractions,
+                seed=self.settings.seed,
+                amp=self.settings.amp,
+                after_step=plan.finetune_hook(model),
             )
             for step, (fraction, epochs) in enumerate(zip(fractions, rungs), start=1):
                 last = step == len(fractions)

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from autoprune import AutopruneError, TrainSettings
@@ -79,6 +80,19 @@ def test_soft_fine_tuning_brings_back_a_channel_it_zeroed(setup, digits):
         changed[feedback] = sum(len(first[g] - last[g]) for g in first)
     assert changed[True] > 0  # with feedback, zeroed channels came back
     assert changed[False] == 0  # without, a magnitude ranking keeps ranking zeroed weights last
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fine_tuning_keeps_a_plans_weight_sparsity(setup, digits, mode):
+    baseline, example, plan, calibration, _, task = setup
+    plan = plan.replace(sparsity=dict.fromkeys(plan.rates, 0.5))
+
+    def zeros(model) -> int:
+        return sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+    pruned = apply_plan(baseline, example, plan, calibration)
+    tuned = finetune_plan(baseline, example, plan, digits, RECIPE, calibration, mode=mode, task=task)
+    assert zeros(pruned) > 0 and zeros(tuned) == zeros(pruned)
 
 
 def test_the_schedules():
