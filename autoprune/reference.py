@@ -85,7 +85,7 @@ def rows() -> list[tuple[str, str, str, str]]:
             for key, (_, rule, default, doc) in FILE_KEYS.get(section, {}).items()
         ]
         if section == "train":
-            table += _field_rows(section, TrainSettings)
+            table += _field_rows(section, TrainSettings, section="train")
         elif section == "finetune":
             as_train = lambda name: FINETUNE_DOCS.get(name, f"as `train.{name}`")  # noqa: E731
             table += _field_rows(section, TrainSettings, defaults=FINETUNE, docs=as_train)

@@ -876,6 +876,13 @@ class TrainSettings(_Validated):
         rule=number_at_least(0, note=" (0: off)"),
         doc="clip the gradients' global norm to this (0: no clipping)",
     )
+    mode: str = setting(
+        "hard",
+        section="finetune",
+        rule=one_of(FINETUNE_MODES),
+        doc="how a plan is fine-tuned: removed first (hard), or zeroed and recoverable in the baseline (soft), "
+        "or raised from rate 0 (gradual), then cut; docs/pruning.md",
+    )
 
     def cache_identity(self) -> dict[str, Any]:
         """What a cached baseline's weights depend on: every field, less the later ones at their defaults
@@ -895,7 +902,10 @@ FINETUNE = TrainSettings(epochs=1, lr=0.01)
 #: What a ``[finetune]`` key says beyond "as the same ``[train]`` key" (for the study-file reference).
 FINETUNE_DOCS = {
     "epochs": "epochs of fine-tuning (every plan of a fine-tuned budget, or the finalists; `autoprune export "
-    "--finetune-epochs` sets its own)"
+    "--finetune-epochs` sets its own)",
+    "mode": "how a plan is fine-tuned: its channels removed first (hard), or zeroed in the baseline but "
+    "recoverable (soft), or zeroed from rate 0 up (gradual), then cut to its widths; a fine-tuned budget's "
+    "plans and the finalists (`autoprune export --finetune-mode` sets its own); docs/pruning.md",
 }
 
 

@@ -92,6 +92,16 @@ def test_finalists_need_fine_tuning_epochs():
         study.replace(settings=study.settings.replace(finalists=1))
 
 
+def test_finetune_mode_is_a_finetune_key_and_the_baselines_recipe_has_none():
+    assert parse_study_file({**MINIMAL, "finetune": {"mode": "gradual"}}).finetune.mode == "gradual"
+    assert parse_study_file(MINIMAL).finetune.mode == "hard"
+    with pytest.raises(AutopruneError, match="finetune.mode must be one of 'hard', 'soft', 'gradual', got str 'x'"):
+        parse_study_file({**MINIMAL, "finetune": {"mode": "x"}})
+    with pytest.raises(AutopruneError, match=r"unknown key in \[train\] 'mode'"):
+        parse_study_file({**MINIMAL, "train": {"mode": "soft"}})
+    assert "mode" not in TrainSettings().cache_identity()  # baselines cached before it existed stay valid
+
+
 def test_settings_round_trip_through_study_attributes():
     settings = SearchSettings(
         max_accuracy_drop=0.5, objective=["accuracy", "flops"], timeout=30, importances=["l1", "taylor"]

@@ -68,6 +68,54 @@ def gradual_fraction(step: int, end: int) -> float:
     return 1.0 - (1.0 - step / end) ** 3
 
 
+class ElasticRun:
+    """One soft or gradual fine-tuning of ``plan`` on a copy of ``baseline``: train :attr:`model` with
+    :attr:`after_step` (:func:`~autoprune.training.train`'s or ``train_rungs``'), then :meth:`finish`.
+
+    Between steps :attr:`model` computes the network its zeroed channels leave (exactly the plan's, for a
+    soft run in a BatchNorm network; for a gradual one, a share of it until the schedule ends), so a
+    fine-tuned budget scores it at its rungs as it is."""
+
+    def __init__(
+        self,
+        baseline: nn.Module,
+        example_inputs: Any,
+        plan: Plan,
+        recipe: TrainSettings,
+        calibration: list,
+        *,
+        mode: str,
+        task: Task | None = None,
+    ) -> None:
+        if mode not in ("soft", "gradual"):
+            raise AutopruneError(f"an elastic fine-tuning is 'soft' or 'gradual', got {mode!r}")
+        self.baseline, self.example_inputs, self.plan = baseline, example_inputs, plan
+        self.calibration, self.task, self.recipe = calibration, task, recipe
+        self.model = copy.deepcopy(baseline)
+        self.masks = ChannelMasks(
+            self.model,
+            example_inputs,
+            dict(plan.rates),
+            dict(plan.methods),
+            calibration=calibration[:GRADIENT_BATCHES],
+            batch_loss=None if task is None else task.gradient_loss,
+            round_to=plan.round_to,
+            round_min=plan.round_min,
+            feedback=mode == "soft",
+        )
+        self.after_step = _soft(self.masks, recipe) if mode == "soft" else _gradual(self.masks, recipe)
+
+    def finish(self) -> nn.Module:
+        """The fine-tuned model cut to the plan's widths, with the plan's weight sparsity (in eval mode)."""
+        if self.recipe.epochs == 0 or not self.masks.selected:
+            self.masks.select(1.0)  # no steps: the one ranking there is
+        model = self.masks.cut()
+        if self.plan.prunes_weights:
+            layers = group_layers(self.baseline, self.example_inputs)
+            apply_weight_sparsity(model, layers, self.plan, self.calibration[:GRADIENT_BATCHES], task=self.task)
+        return model.eval()
+
+
 def finetune_plan(
     baseline: nn.Module,
     example_inputs: Any,
@@ -87,8 +135,8 @@ def finetune_plan(
     (``"hard"``, ``"soft"`` or ``"gradual"``; the module docstring says what each does).
 
     ``calibration``: the study's calibration batches (the hard cut's recalibration and reconstruction,
-    the gradients of an importance that needs them). ``seed``,
-    ``teacher``, ``amp`` and ``log`` are :func:`~autoprune.training.train`'s. The baseline is not changed.
+    the gradients of an importance that needs them). ``seed``, ``teacher``, ``amp`` and ``log`` are
+    :func:`~autoprune.training.train`'s. The baseline is not changed.
     """
     if mode not in MODES:
         raise AutopruneError(f"finetune mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -96,28 +144,9 @@ def finetune_plan(
         model = apply_plan(baseline, example_inputs, plan, calibration, task=task)
         hook = plan.finetune_hook(model)
         return train(model, data, recipe, seed=seed, teacher=teacher, log=log, task=task, amp=amp, after_step=hook)
-    model = copy.deepcopy(baseline)
-    masks = ChannelMasks(
-        model,
-        example_inputs,
-        dict(plan.rates),
-        dict(plan.methods),
-        calibration=calibration[:GRADIENT_BATCHES],
-        batch_loss=None if task is None else task.gradient_loss,
-        round_to=plan.round_to,
-        round_min=plan.round_min,
-        feedback=mode == "soft",
-    )
-    schedule = _soft(masks, recipe) if mode == "soft" else _gradual(masks, recipe)
-    train(model, data, recipe, seed=seed, teacher=teacher, log=log, task=task, amp=amp, after_step=schedule)
-    if recipe.epochs == 0:
-        masks.select(1.0)  # no steps: the one ranking there is
-    model = masks.cut()
-    if plan.prunes_weights:
-        apply_weight_sparsity(
-            model, group_layers(baseline, example_inputs), plan, calibration[:GRADIENT_BATCHES], task=task
-        )
-    return model.eval()
+    run = ElasticRun(baseline, example_inputs, plan, recipe, calibration, mode=mode, task=task)
+    train(run.model, data, recipe, seed=seed, teacher=teacher, log=log, task=task, amp=amp, after_step=run.after_step)
+    return run.finish()
 
 
 def _soft(masks: ChannelMasks, recipe: TrainSettings) -> Callable[[int, int], None]:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..metrics import accuracy
+from ..plan.elastic import finetune_plan
 from ..precision import autocast
 from ..results.record import StudyRecord
 from ..settings import TrainSettings
@@ -34,9 +35,8 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
     finalists = best_feasible(record, evaluator.settings.finalists)
     numbers = [t.number for t in finalists]
     stored = record.finalists
-    if not finalists or (
-        stored and stored["recipe"] == recipe.to_attrs() and [row["trial"] for row in stored["trials"]] == numbers
-    ):
+    same_recipe = stored and TrainSettings.from_attrs(stored["recipe"]).to_attrs() == recipe.to_attrs()
+    if not finalists or (same_recipe and [row["trial"] for row in stored["trials"]] == numbers):
         return
     rows, whole = [], evaluator.full_val_batches or evaluator.val_batches  # finalists: the whole split
     amp = evaluator.settings.amp
@@ -45,7 +45,21 @@ def fine_tune_finalists(record: StudyRecord, evaluator: Evaluator, data: Any, re
         model = evaluator.apply(plan)
         with autocast(model, amp):
             before = record.value(trial, "accuracy") if whole is evaluator.val_batches else accuracy(model, whole)
-        train(model, data, recipe, seed=evaluator.settings.seed, amp=amp, after_step=plan.finetune_hook(model))
+        if recipe.mode == "hard":
+            train(model, data, recipe, seed=evaluator.settings.seed, amp=amp, after_step=plan.finetune_hook(model))
+        else:
+            model = finetune_plan(
+                evaluator.baseline,
+                evaluator.example,
+                plan,
+                data,
+                recipe,
+                evaluator.calibration,
+                mode=recipe.mode,
+                seed=evaluator.settings.seed,
+                task=evaluator.task,
+                amp=amp,
+            )
         with autocast(model, amp):
             after = accuracy(model, whole)
         rows.append({"trial": trial.number, "accuracy": before, "finetuned_accuracy": after})

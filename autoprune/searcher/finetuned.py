@@ -42,6 +42,7 @@ from torch import nn
 from ..checkpoint import atomic_save
 from ..metrics import metric_direction
 from ..plan import Plan
+from ..plan.elastic import ElasticRun
 from ..results.record import StudyRecord
 from ..results.record.schema import FINETUNE_EPOCHS, RECALIBRATED_ACCURACY
 from ..settings import SearchSettings, TrainSettings
@@ -129,13 +130,44 @@ class FinetunedBudget:
         """``plan``'s metrics after the whole recipe, no rung stopping it (the baselines' bisection)."""
         model, metrics = self.evaluator.scored_model(plan, early_stop="off")
         recalibrated = metrics["accuracy"]
-        hook = plan.finetune_hook(model)
-        for _ in train_rungs(
-            model, self.data, self.recipe, (1.0,), seed=self.settings.seed, amp=self.settings.amp, after_step=hook
-        ):
-            metrics.update(self.evaluator.score(model))
+        tuned, rungs = self._fine_tuning(plan, model, (1.0,))
+        for _ in rungs:
+            pass
+        metrics.update(self.evaluator.score(tuned()))
         metrics.update({RECALIBRATED_ACCURACY: recalibrated, FINETUNE_EPOCHS: float(self.recipe.epochs)})
         return metrics
+
+    def _fine_tuning(self, plan: Plan, pruned: nn.Module, fractions: tuple[float, ...]):
+        """``(final, rungs)``: the iterator of :func:`~autoprune.training.train_rungs` that fine-tunes ``plan``
+        in the recipe's mode, and ``final(last=True)``, the model to score at a rung (the pruned model
+        itself in mode hard; the baseline being fine-tuned, or at the last rung its cut, in soft and
+        gradual: :class:`~autoprune.plan.elastic.ElasticRun`)."""
+        seed, amp = self.settings.seed, self.settings.amp
+        if self.recipe.mode == "hard":
+            hook = plan.finetune_hook(pruned)
+            rungs = train_rungs(pruned, self.data, self.recipe, fractions, seed=seed, amp=amp, after_step=hook)
+            return (lambda last=True: pruned), rungs
+        evaluator = self.evaluator
+        run = ElasticRun(
+            evaluator.baseline,
+            evaluator.example,
+            plan,
+            self.recipe,
+            evaluator.calibration,
+            mode=self.recipe.mode,
+            task=evaluator.task,
+        )
+        rungs = train_rungs(run.model, self.data, self.recipe, fractions, seed=seed, amp=amp, after_step=run.after_step)
+        cut: list[nn.Module] = []
+
+        def final(last: bool = True) -> nn.Module:
+            if not last:
+                return run.model
+            if not cut:
+                cut.append(run.finish())
+            return cut[0]
+
+        return final, rungs
 
     def run_trial(self, plan: Plan, trial: optuna.Trial) -> dict[str, float]:
         """Score ``plan`` as trial ``trial`` rung by rung, reporting each rung's drop; a plan the incumbent
@@ -151,18 +183,11 @@ class FinetunedBudget:
         epochs = 0.0
         if stopped is None:
             fractions = self.settings.rungs
-            rungs = train_rungs(
-                model,
-                self.data,
-                self.recipe,
-                fractions,
-                seed=self.settings.seed,
-                amp=self.settings.amp,
-                after_step=plan.finetune_hook(model),
-            )
+            tuned, rungs = self._fine_tuning(plan, model, fractions)
             for step, (fraction, epochs) in enumerate(zip(fractions, rungs), start=1):
                 last = step == len(fractions)
                 budget = evaluator.budget if last else self._loose(pruner.limit(study, step))
+                model = tuned(last)
                 scored = evaluator.score(model, early_stop=None if budget is not None else "off", budget=budget)
                 metrics.update(scored)
                 rows.append({"fraction": fraction, "epochs": epochs, **_score_of(scored)})

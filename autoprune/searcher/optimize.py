@@ -363,6 +363,8 @@ def open_search(
 def _check_budget_recipe(record: StudyRecord, settings: SearchSettings, finetune: TrainSettings) -> None:
     """A resumed fine-tuned budget fine-tunes its plans with the recipe its trials were scored with."""
     stored = record.budget_recipe
+    if stored is not None:  # a recipe stored before a field existed holds that field's default
+        stored = TrainSettings.from_attrs(stored).to_attrs()
     if settings.budget != "finetuned" or stored is None or stored == finetune.to_attrs():
         return
     now = finetune.to_attrs()

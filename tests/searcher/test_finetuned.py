@@ -228,3 +228,60 @@ def test_a_study_kept_in_memory_keeps_the_chosen_trials_fine_tuned_weights_in_me
     val = validation_batches(digits, 64, 0)
     assert accuracy(result.best_model, val) == pytest.approx(chosen.user_attrs["accuracy"])
     assert accuracy(recalibrated, val) == pytest.approx(chosen.user_attrs["recalibrated_accuracy"])
+
+
+def test_a_soft_finetuned_budget_scores_and_exports_the_cut_model_and_its_baselines_fine_tune_softly(
+    tmp_path, digits, train_digits_cnn
+):
+    """finetune.mode = "soft": every plan is reached while the baseline is fine-tuned; the chosen trial's kept
+    weights are the cut model's (the plan's widths), and the baselines' scores are soft fine-tunes too."""
+    from autoprune.plan.elastic import finetune_plan
+
+    model = train_digits_cnn(**DIGITS_RECIPES["brief"])
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    recipe = RECIPE.replace(mode="soft")
+    result = autoprune.search(
+        copy.deepcopy(model),
+        digits,
+        max_accuracy_drop=3.0,
+        trials=5,
+        budget="finetuned",
+        finetune=recipe,
+        storage=storage,
+        study_name="soft",
+    )
+    record, chosen = result.record, result.best_trial
+    assert record.budget_recipe["mode"] == "soft"
+    assert chosen is not None and "finetuned_weights" in chosen.user_attrs
+    val = validation_batches(digits, 64, 0)
+    exported = autoprune.Study.load(storage=storage, name="soft").export(tmp_path / "model.pt")
+    assert exported["trial"] == chosen.number and exported["finetuned"]
+    assert exported["pruned"]["val_accuracy"] == pytest.approx(chosen.user_attrs["accuracy"])
+    assert exported["pruned"]["flops"] == pytest.approx(chosen.user_attrs["flops"])
+    settings = record.settings
+    calibration = calibration_batches(digits, settings.calibration_batches, settings.batch_size, settings.seed)
+    uniform = record.references["uniform"]
+    plan = record.space.uniform(uniform["rate"])
+    tuned = finetune_plan(model, result.example_inputs, plan, digits, recipe, calibration, mode="soft")
+    assert accuracy(tuned, val) == pytest.approx(uniform["accuracy"])
+
+
+def test_a_recipe_stored_before_finetune_mode_existed_resumes_as_mode_hard(finetuned_study, digits):
+    _, model, storage, _ = finetuned_study
+    study = optuna.load_study(study_name="ft", storage=storage)
+    stored = dict(study.user_attrs["budget_recipe"])
+    study.set_user_attr("budget_recipe", {k: v for k, v in stored.items() if k != "mode"})
+    try:
+        result = autoprune.search(
+            copy.deepcopy(model),
+            digits,
+            max_accuracy_drop=2.0,
+            trials=10,
+            budget="finetuned",
+            finetune=RECIPE,
+            storage=storage,
+            study_name="ft",
+        )
+        assert len(result.record.completed()) == 10
+    finally:
+        study.set_user_attr("budget_recipe", stored)
