@@ -9,7 +9,7 @@ STAMP := $(VENV)/.autoprune-installed
 EXAMPLE := docs/examples/autoprune-example-plugin
 EXAMPLE_STAMP := $(VENV)/.example-plugin-installed
 
-.PHONY: install lint test docs demo quickstart-doc bench bench-variants bench-driving bench-latency bench-runtimes bench-memory bench-timm gpu-check clean
+.PHONY: install lint test docs demo quickstart-doc bench bench-variants bench-finetune bench-driving bench-latency bench-runtimes bench-memory bench-timm gpu-check clean
 
 install: $(STAMP)
 
@@ -74,6 +74,14 @@ bench-variants: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
 	$(BIN)/python benchmarks/compare_search.py studies/bench-fashion-mnist.toml studies/bench-fashion-mnist-mobilenet.toml \
+		--doc docs/benchmarks.md $(BENCH_ARGS)
+
+# One plan per benchmark architecture fine-tuned hard, soft and gradually (autoprune.plan.elastic) at the
+# same epochs, into docs/benchmarks.md; each mode resumable with BENCH_ARGS=--resume.
+bench-finetune: install
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	$(BIN)/python benchmarks/compare_finetune.py studies/bench-fashion-mnist.toml studies/bench-fashion-mnist-mobilenet.toml \
 		--doc docs/benchmarks.md $(BENCH_ARGS)
 
 # The driving-perception studies (detection and segmentation on synthetic road scenes), run
