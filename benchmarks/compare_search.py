@@ -5,10 +5,11 @@
 
 The studies default to the benchmark's two architectures (those of benchmarks/bench_search.py).
 Each variant (``VARIANTS`` below) is the study file's search with a few settings changed: the
-default (a rate and an importance per group, multivariate TPE), one importance for every group
-instead of a choice per group, a local refinement of the best plan over the last 30 % of the
-trials (``search.refine``), and the allocation scope (a level and a coefficient per group turned
-into rates by dynamic programming over the sensitivity curves, as SPDY does), alone and refined.
+default (a rate and an importance per group, multivariate TPE, a local refinement of the best plan
+over the last 30 % of the trials: ``search.refine``), the same not refined, one importance for every
+group instead of a choice per group, and the allocation scope (a level and a coefficient per group
+turned into rates by dynamic programming over the sensitivity curves, as SPDY does), alone and
+refined.
 Every variant runs the same number of trials on the same baseline, scored the same way (BatchNorm
 recalibration, least-squares reconstruction, no fine-tuning); the table gives each one's FLOPs
 reduction, its ratio to the better of the study's uniform and global baselines, and the trial that
@@ -36,11 +37,11 @@ from autoprune.settings import load_study_file
 
 #: Each variant: its name and its changes to the study file's settings.
 VARIANTS = (
-    ("default: a rate and an importance per group", {}),
-    ("one importance (the study's first) for every group", {"importances": "first"}),
-    ("default, refined over the last 30 % of the trials", {"refine": 0.3}),
-    ("allocation (SPDY-style coefficients)", {"scope": "allocation"}),
-    ("allocation, refined over the last 30 %", {"scope": "allocation", "refine": 0.3}),
+    ("default: a rate and an importance per group, refined over the last 30 % of the trials", {}),
+    ("not refined (search.refine = 0, the default before 0.3 won)", {"refine": 0.0}),
+    ("one importance (the study's first) for every group, not refined", {"importances": "first", "refine": 0.0}),
+    ("allocation (SPDY-style coefficients), not refined", {"scope": "allocation", "refine": 0.0}),
+    ("allocation, refined over the last 30 %", {"scope": "allocation"}),
 )
 STUDIES = ("studies/bench-fashion-mnist.toml", "studies/bench-fashion-mnist-mobilenet.toml")
 PLUGIN_MODULES = ("bench_models",)

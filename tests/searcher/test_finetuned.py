@@ -176,6 +176,13 @@ def test_the_chosen_trials_fine_tuned_weights_are_what_export_writes(finetuned_s
     assert accuracy(loaded, validation_batches(digits, 64, 0)) == pytest.approx(chosen.user_attrs["accuracy"])
 
 
+def test_kept_fine_tuned_weights_are_not_fine_tuned_softly_from_the_baseline(finetuned_study, tmp_path):
+    _, _, storage, _ = finetuned_study
+    study = autoprune.Study.load(storage=storage, name="ft")
+    with pytest.raises(AutopruneError, match="kept the fine-tuned weights of its pruned model"):
+        study.export(tmp_path / "m.pt", finetune_epochs=1, finetune_mode="soft")
+
+
 def test_a_resumed_finetuned_budget_must_fine_tune_with_the_same_recipe(finetuned_study, digits):
     _, model, storage, _ = finetuned_study
     with pytest.raises(AutopruneError, match=r"finetune\.lr=0\.01 \(not 0\.02\)"):
