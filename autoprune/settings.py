@@ -31,7 +31,7 @@ from typing import Any
 
 from .devices import DEVICE_RULE, is_device_name
 from .engine.importance import DEFAULT_IMPORTANCE, DEFAULT_WEIGHT_IMPORTANCE
-from .errors import AutopruneError, unknown_name
+from .errors import AutopruneError, UnknownNameError, unknown_name
 from .precision import AMP_MODES
 from .runtimes import BACKENDS, DEVICES
 from .zoo import declared_options, list_metrics
@@ -1053,6 +1053,11 @@ def parse_study_file(raw: Mapping[str, Any], *, path: str | None = None, name: s
                 _add_option(options, spelled, metric, option, value, f"search.{key}")
                 continue
             if key not in valid[section]:
+                elsewhere = [f"[{other}]" for other, keys in valid.items() if key in keys]
+                if elsewhere:  # a key of another section: say where it goes rather than what it resembles
+                    raise UnknownNameError(
+                        f"unknown key in [{section}] {key!r}; it is a key of {' and '.join(elsewhere)}"
+                    )
                 raise unknown_name(f"key in [{section}]", key, valid[section], list_all=True)
             target = ALIASES.get((section, key), key)
             if target in values[section]:

@@ -97,7 +97,7 @@ def test_finetune_mode_is_a_finetune_key_and_the_baselines_recipe_has_none():
     assert parse_study_file(MINIMAL).finetune.mode == "hard"
     with pytest.raises(AutopruneError, match="finetune.mode must be one of 'hard', 'soft', 'gradual', got str 'x'"):
         parse_study_file({**MINIMAL, "finetune": {"mode": "x"}})
-    with pytest.raises(AutopruneError, match=r"unknown key in \[train\] 'mode'"):
+    with pytest.raises(AutopruneError, match=r"unknown key in \[train\] 'mode'; it is a key of \[finetune\]$"):
         parse_study_file({**MINIMAL, "train": {"mode": "soft"}})
     assert "mode" not in TrainSettings().cache_identity()  # baselines cached before it existed stay valid
 
