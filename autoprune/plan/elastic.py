@@ -104,16 +104,20 @@ class ElasticRun:
             feedback=mode == "soft",
         )
         self.after_step = _soft(self.masks, recipe) if mode == "soft" else _gradual(self.masks, recipe)
+        self._finished: nn.Module | None = None
 
     def finish(self) -> nn.Module:
-        """The fine-tuned model cut to the plan's widths, with the plan's weight sparsity (in eval mode)."""
-        if self.recipe.epochs == 0 or not self.masks.selected:
-            self.masks.select(1.0)  # no steps: the one ranking there is
-        model = self.masks.cut()
-        if self.plan.prunes_weights:
-            layers = group_layers(self.baseline, self.example_inputs)
-            apply_weight_sparsity(model, layers, self.plan, self.calibration[:GRADIENT_BATCHES], task=self.task)
-        return model.eval()
+        """The fine-tuned model cut to the plan's widths, with the plan's weight sparsity (in eval mode); cut
+        once, the same model on every later call."""
+        if self._finished is None:
+            if self.recipe.epochs == 0 or not self.masks.selected:
+                self.masks.select(1.0)  # no steps: the one ranking there is
+            model = self.masks.cut()
+            if self.plan.prunes_weights:
+                layers = group_layers(self.baseline, self.example_inputs)
+                apply_weight_sparsity(model, layers, self.plan, self.calibration[:GRADIENT_BATCHES], task=self.task)
+            self._finished = model.eval()
+        return self._finished
 
 
 def finetune_plan(
@@ -153,26 +157,26 @@ def _soft(masks: ChannelMasks, recipe: TrainSettings) -> Callable[[int, int], No
     """Zero the selected channels from the first step on, their dense weights moved by every step, and
     rank them anew on those every interval until the ranking ends."""
     masks.select(1.0)
-
-    def after_step(step: int, total: int) -> None:
-        end = max(1, math.floor(RANKING_END * total))
-        interval = soft_interval(end, max(1, round(recipe.epochs * RANKING_END)))
-        if step <= end and (step % interval == 0 or step == end):
-            masks.select(1.0)
-        else:
-            masks.reapply()
-
-    return after_step
+    return _ranking(masks, recipe, lambda step, end: 1.0)
 
 
 def _gradual(masks: ChannelMasks, recipe: TrainSettings) -> Callable[[int, int], None]:
     """Raise the zeroed share on the cubic schedule, every interval, holding the zeroed channels at zero."""
+    return _ranking(masks, recipe, gradual_fraction)
+
+
+def _ranking(
+    masks: ChannelMasks, recipe: TrainSettings, fraction: Callable[[int, int], float]
+) -> Callable[[int, int], None]:
+    """The ``after_step`` of both: rank and zero ``fraction(step, end)`` of each group's count every
+    :func:`soft_interval` steps until ``end`` (:data:`RANKING_END` of the steps), and zero the same channels
+    again after every other step."""
 
     def after_step(step: int, total: int) -> None:
         end = max(1, math.floor(RANKING_END * total))
         interval = soft_interval(end, max(1, round(recipe.epochs * RANKING_END)))
         if step <= end and (step % interval == 0 or step == end):
-            masks.select(gradual_fraction(step, end))
+            masks.select(fraction(step, end))
         else:
             masks.reapply()
 

@@ -158,16 +158,7 @@ class FinetunedBudget:
             task=evaluator.task,
         )
         rungs = train_rungs(run.model, self.data, self.recipe, fractions, seed=seed, amp=amp, after_step=run.after_step)
-        cut: list[nn.Module] = []
-
-        def final(last: bool = True) -> nn.Module:
-            if not last:
-                return run.model
-            if not cut:
-                cut.append(run.finish())
-            return cut[0]
-
-        return final, rungs
+        return (lambda last=True: run.finish() if last else run.model), rungs
 
     def run_trial(self, plan: Plan, trial: optuna.Trial) -> dict[str, float]:
         """Score ``plan`` as trial ``trial`` rung by rung, reporting each rung's drop; a plan the incumbent

@@ -25,6 +25,13 @@ pytestmark = pytest.mark.baseline("brief")
 RECIPE = TrainSettings(epochs=1, lr=0.01, batch_size=64)
 
 
+def finetuned_search(model, digits, storage: str, **settings):
+    """A fine-tuned-budget search of a copy of ``model`` in ``storage``: the module study's settings unless
+    ``settings`` change them."""
+    settings = {"max_accuracy_drop": 2.0, "trials": 10, "finetune": RECIPE, "study_name": "ft", **settings}
+    return autoprune.search(copy.deepcopy(model), digits, budget="finetuned", storage=storage, **settings)
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -105,17 +112,7 @@ def finetuned_study(tmp_path_factory, digits, train_digits_cnn):
     folder = tmp_path_factory.mktemp("finetuned")
     model = train_digits_cnn(**DIGITS_RECIPES["brief"])
     storage = f"sqlite:///{folder / 'study.db'}"
-    result = autoprune.search(
-        copy.deepcopy(model),
-        digits,
-        max_accuracy_drop=2.0,
-        trials=10,
-        budget="finetuned",
-        finetune=RECIPE,
-        storage=storage,
-        study_name="ft",
-    )
-    return result, model, storage, folder
+    return finetuned_search(model, digits, storage), model, storage, folder
 
 
 def test_a_finetuned_budget_scores_plans_after_fine_tuning_and_stops_some_at_a_rung(finetuned_study):
@@ -186,16 +183,7 @@ def test_kept_fine_tuned_weights_are_not_fine_tuned_softly_from_the_baseline(fin
 def test_a_resumed_finetuned_budget_must_fine_tune_with_the_same_recipe(finetuned_study, digits):
     _, model, storage, _ = finetuned_study
     with pytest.raises(AutopruneError, match=r"finetune\.lr=0\.01 \(not 0\.02\)"):
-        autoprune.search(
-            copy.deepcopy(model),
-            digits,
-            max_accuracy_drop=2.0,
-            trials=10,
-            budget="finetuned",
-            finetune=RECIPE.replace(lr=0.02),
-            storage=storage,
-            study_name="ft",
-        )
+        finetuned_search(model, digits, storage, finetune=RECIPE.replace(lr=0.02))
 
 
 def test_a_recalibrated_budget_reports_nothing_to_optuna(search_baseline):
@@ -247,15 +235,8 @@ def test_a_soft_finetuned_budget_scores_and_exports_the_cut_model_and_its_baseli
     model = train_digits_cnn(**DIGITS_RECIPES["brief"])
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     recipe = RECIPE.replace(mode="soft")
-    result = autoprune.search(
-        copy.deepcopy(model),
-        digits,
-        max_accuracy_drop=3.0,
-        trials=5,
-        budget="finetuned",
-        finetune=recipe,
-        storage=storage,
-        study_name="soft",
+    result = finetuned_search(
+        model, digits, storage, max_accuracy_drop=3.0, trials=5, finetune=recipe, study_name="soft"
     )
     record, chosen = result.record, result.best_trial
     assert record.budget_recipe["mode"] == "soft"
@@ -279,16 +260,7 @@ def test_a_recipe_stored_before_finetune_mode_existed_resumes_as_mode_hard(finet
     stored = dict(study.user_attrs["budget_recipe"])
     study.set_user_attr("budget_recipe", {k: v for k, v in stored.items() if k != "mode"})
     try:
-        result = autoprune.search(
-            copy.deepcopy(model),
-            digits,
-            max_accuracy_drop=2.0,
-            trials=10,
-            budget="finetuned",
-            finetune=RECIPE,
-            storage=storage,
-            study_name="ft",
-        )
+        result = finetuned_search(model, digits, storage)
         assert len(result.record.completed()) == 10
     finally:
         study.set_user_attr("budget_recipe", stored)
