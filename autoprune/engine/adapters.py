@@ -45,6 +45,8 @@ from torch import nn
 from torch_pruning import ops
 from torch_pruning.pruner.function import BasePruningFunc
 
+from .inputs import call_model
+
 _SHUFFLE_OP = "ChannelShuffleBackward"
 
 
@@ -221,8 +223,17 @@ def sync_attributes(model: nn.Module) -> None:
 
 
 def network_forward(model: nn.Module) -> Callable[[nn.Module, Any], Any] | None:
-    """``forward(model, inputs)`` running a torchvision detector's network without its post-processing,
-    or None for any other model (it is called as it is)."""
+    """``forward(model, inputs)`` running a detector's network without its post-processing, or None for a
+    model that is called as it is.
+
+    A model of any library says what its network is by defining ``network_outputs``, called with the
+    model's inputs (as :func:`~autoprune.engine.call_model` passes them; a list of images as one argument)
+    and returning tensors of shapes
+    that do not depend on the weights, such as a detection head's maps before decoding
+    (plugins/models_ultralytics.py); torchvision's detectors are known here.
+    """
+    if callable(getattr(model, "network_outputs", None)):
+        return _own_network
     try:
         from torchvision.models.detection import fcos, generalized_rcnn, retinanet, ssd
     except ImportError:  # pragma: no cover - torchvision is a dependency
@@ -232,6 +243,12 @@ def network_forward(model: nn.Module) -> Callable[[nn.Module, Any], Any] | None:
     if isinstance(model, generalized_rcnn.GeneralizedRCNN):
         return _rcnn_network
     return None
+
+
+def _own_network(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, list):  # a batch of a detection task: one list of images, the model's one argument
+        return model.network_outputs(inputs)
+    return call_model(model.network_outputs, inputs)
 
 
 def _features(model: nn.Module, inputs: Any):

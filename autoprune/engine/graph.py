@@ -229,8 +229,8 @@ def _frozen_layers(model: nn.Module, handled: tuple[type, ...]) -> set[nn.Module
         if isinstance(m, (nn.MultiheadAttention, *handled)) or not hasattr(m, "num_heads"):
             continue
         qkv = getattr(m, "qkv", None)
-        if isinstance(qkv, nn.Linear):
-            frozen.add(qkv)
+        if isinstance(qkv, nn.Module):  # a Linear, or a block holding the convolution (ultralytics' Attention)
+            frozen.update(layer for layer in qkv.modules() if isinstance(layer, (nn.Linear, nn.Conv2d)))
     return frozen
 
 

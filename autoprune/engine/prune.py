@@ -181,8 +181,7 @@ def prune(
             for n, m in methods.items()
         ]
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-        for spec, idxs in removals:
-            _remove(graph, spec, idxs, removed)
+        _remove_all(graph, removals, removed)
         for name, param in model.named_parameters():  # Torch-Pruning's new parameters all require gradients
             if name in frozen:
                 param.requires_grad_(False)
@@ -284,11 +283,23 @@ def importances_per_group(
     return {n: resolved.get(n, default) for n in active}
 
 
+def _remove_all(
+    graph: ChannelGraph,
+    removals: list[tuple[GroupSpec, list[int]]],
+    removed: MutableMapping[str, dict[str, list[int]]] | None,
+) -> None:
+    """Remove each group's channels in turn, recording them in the unpruned layers' indices."""
+    alive: dict[tuple[str, str], list[int]] = {}  # each layer side's unpruned indices still there
+    for spec, idxs in removals:
+        _remove(graph, spec, idxs, removed, alive)
+
+
 def _remove(
     graph: ChannelGraph,
     spec: GroupSpec,
     idxs: list[int],
     removed: MutableMapping[str, dict[str, list[int]]] | None = None,
+    alive: dict[tuple[str, str], list[int]] | None = None,
 ) -> None:
     if not idxs:
         return
@@ -296,7 +307,7 @@ def _remove(
         pruning_group = graph.dg.get_pruning_group(spec.root, spec.root_fn, idxs)
         if graph.dg.check_pruning_group(pruning_group):
             if removed is not None:
-                _record_removed(graph, pruning_group, removed)
+                _record_removed(graph, pruning_group, removed, {} if alive is None else alive)
             pruning_group.prune()
     except Exception as exc:  # a Torch-Pruning limitation we did not foresee
         raise PruningError(
@@ -306,16 +317,36 @@ def _remove(
 
 
 def _record_removed(
-    graph: ChannelGraph, pruning_group: Any, removed: MutableMapping[str, dict[str, list[int]]]
+    graph: ChannelGraph,
+    pruning_group: Any,
+    removed: MutableMapping[str, dict[str, list[int]]],
+    alive: dict[tuple[str, str], list[int]],
 ) -> None:
-    """The channels a Torch-Pruning group removes from each Conv and Linear layer, in the layer's own indices."""
+    """The channels a Torch-Pruning group removes from each Conv and Linear layer, in the unpruned layer's indices.
+
+    Torch-Pruning gives a group's indices in the layer as it is now; a layer that reads a concatenation of
+    several groups (a C2f block, a DenseNet layer) has already lost channels to the groups removed before,
+    so ``alive`` keeps, per layer and side, which of the unpruned indices are still there.
+    """
+    gone: dict[tuple[str, str], set[int]] = {}  # every item's indices are the layer's before this group
     for item in pruning_group.items:
         module = item.dep.target.module
         if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             continue
         side = "out" if graph.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
-        entry = removed.setdefault(graph.module_names[module], {})
-        entry[side] = sorted({*entry.get(side, ()), *(int(i) for i in item.idxs)})
+        key = graph.module_names[module], side
+        if key not in alive:
+            alive[key] = list(range(module.weight.shape[0] if side == "out" else _in_size(module)))
+        gone.setdefault(key, set()).update(int(i) for i in item.idxs)
+    for (name, side), indices in gone.items():
+        present = alive[name, side]
+        entry = removed.setdefault(name, {})
+        entry[side] = sorted({*entry.get(side, ()), *(present[i] for i in indices)})
+        alive[name, side] = [index for i, index in enumerate(present) if i not in indices]
+
+
+def _in_size(module: nn.Module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
 
 
 def _check_forward(model: nn.Module, example_inputs: Any, reference: list[tuple[int, ...]]) -> None:

@@ -125,11 +125,18 @@ def save(
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript is deprecated but still deployed widely
-            compiled = (
-                torch.jit.script(model)
-                if torchscript == "script"
-                else torch.jit.trace(model, example if isinstance(example, tuple) else (example,), strict=False)
-            )
+            try:
+                compiled = (
+                    torch.jit.script(model)
+                    if torchscript == "script"
+                    else torch.jit.trace(model, example if isinstance(example, tuple) else (example,), strict=False)
+                )
+            except Exception as exc:  # noqa: BLE001 -- Python TorchScript cannot compile, whatever it raises
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise AutopruneError(
+                    f"this model cannot be {'scripted' if torchscript == 'script' else 'traced'} to TorchScript "
+                    f"({detail}); --format onnx or torch can save it"
+                ) from None
             atomic_write(path, lambda tmp: compiled.save(str(tmp)))
             reloaded = torch.jit.load(str(path))
             got = [_scripted_outputs(call_model(reloaded, inputs)) for inputs in checks]
@@ -266,7 +273,10 @@ def _as_detections(out: Any, like: list[dict]) -> list[dict]:
 def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: Path, atol: float) -> float:
     """The largest difference between two runs' detections, compared in order where they agree in
     order; otherwise each detection is matched to one of the same label whose box and score are
-    within ``atol``, and more than :data:`DETECTION_MISMATCH` of them unmatched is an error."""
+    within ``atol``, and more than :data:`DETECTION_MISMATCH` of them unmatched is an error.
+
+    Box coordinates are in pixels, so beyond one pixel they are compared relative to their size (float32
+    carries about seven digits: a 600-pixel coordinate differs by about 1e-4 after any rewrite)."""
     difference, unmatched, total = 0.0, 0, 0
     for a, b in zip(want, have):
         a = {k: v.float() for k, v in a.items()}
@@ -274,7 +284,11 @@ def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: P
         count = max(len(a["scores"]), len(b["scores"]))
         total += count
         if len(a["scores"]) == len(b["scores"]) and torch.equal(a["labels"], b["labels"]):
-            in_order = max((float((a[k] - b[k]).abs().max()) for k in ("boxes", "scores") if a[k].numel()), default=0.0)
+            in_order = max(
+                (float(_box_gap(a["boxes"], b["boxes"]).max()), float((a["scores"] - b["scores"]).abs().max()))
+                if a["scores"].numel()
+                else (0.0,)
+            )
             if in_order <= atol:
                 difference = max(difference, in_order)
                 continue
@@ -282,7 +296,7 @@ def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: P
             unmatched += count
             continue
         gap = torch.maximum(
-            (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1),
+            _box_gap(a["boxes"][:, None, :], b["boxes"][None, :, :]).amax(-1),
             (a["scores"][:, None] - b["scores"][None, :]).abs(),
         )
         gap[a["labels"][:, None] != b["labels"][None, :]] = float("inf")
@@ -297,6 +311,11 @@ def _detections_difference(want: list[dict], have: list[dict], fmt: str, path: P
             f"{total} detections (more than {DETECTION_MISMATCH:.0%})"
         )
     return difference
+
+
+def _box_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Each coordinate's difference, relative to the coordinate where it is over one pixel."""
+    return (a - b).abs() / torch.maximum(a.abs(), b.abs()).clamp(min=1.0)
 
 
 def save_model(

@@ -32,6 +32,22 @@ def test_prune_reports_the_channels_it_removed_from_each_layer_in_the_layers_own
     assert model.merge[0].in_channels == 22 and model.right[0].out_channels == 10
 
 
+def test_removed_channels_of_a_layer_reading_two_pruned_groups_are_in_its_unpruned_indices(example):
+    """Both inputs of a concatenation pruned: the second group's indices in the consumer are counted from
+    the unpruned layer, not from the layer the first group left (a C2f block, a DenseNet layer)."""
+    model = ConcatNet().eval()
+    original = copy.deepcopy(model)
+    removed: dict = {}
+    autoprune.prune(model, example, {"left.0": 0.5, "right.0": 0.5}, importance=lowest_index_first, removed=removed)
+    assert removed["merge.0"]["in"] == [*range(6), *range(12, 22)]
+    pruned, unpruned = dict(model.named_modules()), dict(original.named_modules())
+    for name, sides in removed.items():  # every layer's weights are the unpruned ones minus what it reports
+        weight = unpruned[name].weight.detach()
+        kept_out = [i for i in range(weight.shape[0]) if i not in sides.get("out", ())]
+        kept_in = [i for i in range(weight.shape[1]) if i not in sides.get("in", ())]
+        assert torch.equal(pruned[name].weight.detach(), weight[kept_out][:, kept_in]), name
+
+
 class Redundant(nn.Module):
     """A convolution whose last four channels repeat its first four, read by a convolution and a classifier."""
 
