@@ -5,7 +5,8 @@ Ultralytics 2024) are built from ultralytics' own YAML files, so nothing is
 downloaded unless ``weights`` names a checkpoint. ultralytics is licensed under
 AGPL-3.0: autoprune never requires or vendors it, and these models are available only
 when it is installed (``pip install 'autoprune[ultralytics]'``); the package is
-imported when one of them is built, never before.
+imported when one of them is built, never before, and that import leaves Pillow's
+``Image.open`` as it was (ultralytics replaces it otherwise).
 
 Each model takes and returns what torchvision's detectors do, so the ``detection``
 task trains and scores it (COCO mAP) like any other detector and ``coco_folder`` data
@@ -216,6 +217,27 @@ class UltralyticsDetector(nn.Module):
         return {"box_loss": per_image[0], "cls_loss": per_image[1], "dfl_loss": per_image[2]}
 
 
+def _import_ultralytics(name: str) -> None:
+    """Import ultralytics for building ``name``, leaving ``PIL.Image.open`` as it was.
+
+    Importing ultralytics replaces ``PIL.Image.open``, process-wide, by a function that answers any
+    file Pillow cannot identify by trying to pip-install pi-heif: a corrupt image in a dataset would
+    then fail with ``No module named 'pi_heif'`` (or a download) instead of the dataset's own message.
+    The models here never open an image file, so the original is put back.
+    """
+    from PIL import Image
+
+    pil_open = Image.open
+    try:
+        import ultralytics.nn.tasks  # noqa: F401
+    except ImportError:
+        raise autoprune.AutopruneError(
+            f"{name} needs the ultralytics package (AGPL-3.0, an optional extra): pip install 'autoprune[ultralytics]'"
+        ) from None
+    finally:
+        Image.open = pil_open
+
+
 def yolo(
     family: str,
     scale: str,
@@ -229,13 +251,10 @@ def yolo(
 ) -> UltralyticsDetector:
     """A YOLO detector of ``family`` at ``scale`` built from ultralytics' YAML, with ``num_classes - 1`` classes."""
     name = f"ultralytics/{family}{scale}"
-    try:
-        from ultralytics.cfg import get_cfg
-        from ultralytics.nn.tasks import DetectionModel, load_checkpoint, yaml_model_load
-    except ImportError:
-        raise autoprune.AutopruneError(
-            f"{name} needs the ultralytics package (AGPL-3.0, an optional extra): pip install 'autoprune[ultralytics]'"
-        ) from None
+    _import_ultralytics(name)
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel, load_checkpoint, yaml_model_load
+
     if in_channels != 3:
         raise autoprune.AutopruneError(f"{name} takes RGB images (in_channels=3), got {in_channels}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

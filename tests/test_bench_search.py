@@ -97,13 +97,15 @@ def test_both_architectures_render_each_under_its_own_headings_between_the_first
     assert [text.index(line) for line in order] == sorted(text.index(line) for line in order)
     first, second = text.split("## `bench_mobilenet_v2` on `fashion_mnist`")
     assert first.count("| autoprune | 2.00x |") == 3 and "3.00x" not in first
-    assert second.split("## What the search does")[0].count("| autoprune | 3.00x |") == 3 and "2.00x" not in second
+    mobile_section = second.split("## What the search does")[0]
+    assert mobile_section.count("| autoprune | 3.00x |") == 3 and "2.00x" not in mobile_section
     assert "autoprune found **2.40x** the FLOPs reduction of the better baseline" in second  # 3.00x over 1.25x
     assert "autoprune's wall time <= 344 s" in first and "wall time <=" not in second  # measured on ResNet-20 alone
     assert "- machine A\n- machine B\n" in text  # both studies' machines
 
 
-def test_adding_the_second_architecture_only_inserts_its_sections(benches):
+def test_adding_the_second_architecture_only_inserts_its_sections(benches, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_search, "RESULTS", tmp_path)  # no search variants kept: the notes quote none
     resnet, mobile = benches
     resnet.results = {b: result(b, 62e6, 2.0) for b in BUDGETS}
     alone = bench_search.render([resnet], args())
@@ -198,3 +200,26 @@ def test_the_fine_tuned_protocol_measures_a_study_and_renders_its_methods_rungs_
     assert "## Fine-tuned budget: 3.0 points (baseline 90.00 %)" in text
     assert text.count("| autoprune |") == 1 and "| uniform |" in text and "| global |" in text
     assert f"validation {measured['exported']['val']:.2f} %" in text and "Spearman" in text
+
+
+def test_the_notes_quote_the_search_variants_each_study_kept_and_none_when_none_are_kept(
+    benches, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(bench_search, "RESULTS", tmp_path)
+    resnet, mobile = benches
+    resnet.results = {b: result(b, 62e6, 2.0) for b in BUDGETS}
+    assert "Refinement over" not in bench_search.render(benches, args())
+    reductions = {
+        resnet.study_file.name: {"default: refined": 2.1, "not refined (x)": 1.8, "one importance (y)": 1.7},
+        mobile.study_file.name: {"default: refined": 1.5, "not refined (x)": 1.6, "one importance (y)": 1.9},
+    }
+    for study, rows in reductions.items():
+        (tmp_path / study).mkdir()
+        kept = {name: {"reduction": reduction, "accuracy": 92.0} for name, reduction in rows.items()}
+        (tmp_path / study / "variants-1.0.json").write_text(json.dumps(kept))
+    notes = " ".join(bench_search.render(benches, args()).split("## What the search does")[1].split())
+    assert (
+        "found more than the unrefined search on 1 of 2 architectures (2.10x against 1.80x on the ResNet-20)" in notes
+    )
+    assert "behind the per-group choice on 1 (1.70x against 1.80x on the ResNet-20)" in notes
+    assert "ahead on 1 (1.90x against 1.60x on the MobileNetV2-style network), so the per-group choice stays" in notes

@@ -21,6 +21,9 @@ from autoprune.zoo import dataset_task
 
 pytestmark = pytest.mark.baseline("standard")
 RECIPE = TrainSettings(epochs=2, lr=0.01)
+#: Long enough for every mode to recover: 36 steps re-rank a soft run's channels every 3 steps, and it can end
+#: below the recalibrated cut (docs/pruning.md).
+RECOVERY = TrainSettings(epochs=5, lr=0.01)
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def test_every_mode_ends_in_the_plans_widths_and_recovers(setup, digits, mode):
     baseline, example, plan, calibration, val, task = setup
     before = {k: v.clone() for k, v in baseline.state_dict().items()}
     recalibrated = apply_plan(baseline, example, plan, calibration)
-    tuned = finetune_plan(baseline, example, plan, digits, RECIPE, calibration, mode=mode, task=task)
+    tuned = finetune_plan(baseline, example, plan, digits, RECOVERY, calibration, mode=mode, task=task)
     assert shapes(tuned) == shapes(recalibrated)
     assert accuracy(tuned, val) > accuracy(recalibrated, val) + 5  # fine-tuning won back what pruning lost
     assert all(torch.equal(before[k], v) for k, v in baseline.state_dict().items())  # the baseline is kept

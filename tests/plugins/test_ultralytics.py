@@ -5,8 +5,11 @@ outputs kept, a search on coco_folder data and an ONNX export checked by onnxrun
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,9 +19,16 @@ from PIL import Image, ImageDraw
 import autoprune
 from autoprune import cli
 
-pytest.importorskip("ultralytics")
+# Not importorskip: importing ultralytics at collection would replace PIL.Image.open for every test.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
 
 MODELS = ["ultralytics/yolov8n", "ultralytics/yolo11n"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def ultralytics_imported_by_the_plugin():
+    """ultralytics imported first by the plugin, which keeps PIL.Image.open, before a test imports its modules."""
+    autoprune.create_model("ultralytics/yolov8n", num_classes=3, image_size=64)
 
 
 def _calibrated(model, images):
@@ -225,3 +235,20 @@ def test_a_yolo_study_searches_coco_folder_data_and_exports_to_onnx(tmp_path, ca
         error = capsys.readouterr().err.strip()
         assert error.startswith("autoprune: error: this model cannot be scripted to TorchScript (")
         assert error.endswith("; --format onnx or torch can save it") and "\n" not in error
+
+
+def test_building_a_yolo_leaves_pillow_reading_images_as_before(tmp_path):
+    """ultralytics' import replaces PIL.Image.open by one that pip-installs pi-heif for an unreadable file."""
+    spoiled = tmp_path / "spoiled.jpg"
+    spoiled.write_bytes(b"not an image")
+    script = (
+        "import PIL.Image, autoprune\n"
+        "before = PIL.Image.open\n"
+        "autoprune.create_model('ultralytics/yolov8n', num_classes=3, image_size=64)\n"
+        "assert PIL.Image.open is before, PIL.Image.open\n"
+        f"PIL.Image.open({str(spoiled)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("PIL.UnidentifiedImageError"), (
+        done.stderr
+    )
