@@ -33,11 +33,18 @@ def count_flops(model: nn.Module, example_inputs: Any) -> int:
     depend on how many objects it finds.
     """
     was_training = model.training
+    # The counter's module tracker hooks every tensor that requires gradients; under no_grad a parameter
+    # handed to a submodule as it is (CaiT's class token) has no gradient function and fails it.
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     try:
+        for param in trainable:
+            param.requires_grad_(False)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             call_network(model, example_inputs)
     finally:
+        for param in trainable:
+            param.requires_grad_(True)
         model.train(was_training)
     return int(counter.get_total_flops())
 

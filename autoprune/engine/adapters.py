@@ -18,8 +18,10 @@ does instead:
   one opaque operation, and every group whose channels pass through it is left
   unpruned: the branch-internal channels, which are most of the computation,
   stay prunable.
-- torchvision ViT caches its width in ``hidden_dim``; :func:`sync_attributes`
-  updates it after pruning.
+- timm EVA (EVA-02) attention with q and v biases calls ``F.linear`` on ``qkv.weight``,
+  which the trace cannot see; while tracing, :func:`tracing_patches` makes it call the layer.
+- torchvision ViT caches its width in ``hidden_dim``, and timm MetaFormer's (PoolFormer's)
+  ``Scale`` the shape it views its vector as; :func:`sync_attributes` updates them after pruning.
 - torchvision detectors (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite)
   return post-processed detections whose number depends on the weights, and the
   R-CNN family detaches its region-proposal outputs, so tracing the full model
@@ -187,13 +189,20 @@ class _Opaque(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def tracing_patches() -> Iterator[None]:
-    """Swap in traceable stand-ins for operations Torch-Pruning cannot follow.
+def tracing_patches(model: nn.Module) -> Iterator[None]:
+    """Swap in traceable stand-ins for operations Torch-Pruning cannot follow, while ``model`` is traced.
 
     Layers with a customized pruner run as one opaque node, so the trace links
-    their input straight to their output; the channel shuffle runs as one node.
+    their input straight to their output; the channel shuffle runs as one node;
+    timm's EVA attention calls its ``qkv`` layer instead of ``F.linear`` on its weight.
     """
     with contextlib.ExitStack() as stack:
+        for m in model.modules():
+            # timm EvaAttention: with q/v biases it calls F.linear(x, qkv.weight, bias), a layer the trace
+            # cannot see, whose inputs would then not be pruned with the stream; the same sum, through qkv.
+            if getattr(m, "qkv_bias_separate", None) is False and isinstance(getattr(m, "qkv", None), nn.Linear):
+                m.qkv_bias_separate = True
+                stack.callback(setattr, m, "qkv_bias_separate", False)
         for cls in customized_pruners():
             original_forward = cls.forward
             cls.forward = lambda self, x, _f=original_forward: _Opaque.apply(x, self, _f)
@@ -211,7 +220,23 @@ def barrier_reason(node) -> str | None:
     """Why channels passing through ``node`` cannot be pruned, or None."""
     if node.type == ops.OPTYPE.ELEMENTWISE and _SHUFFLE_OP in repr(node.module):
         return "its channels pass through a channel shuffle"
+    if node.type == ops.OPTYPE.SLICE and _takes_part_of_the_channels(node):
+        return "its channels are sliced at run time (a residual added to part of them)"
     return None
+
+
+def _takes_part_of_the_channels(node) -> bool:
+    """Whether a slice keeps only some channels (RexNet's and DPN's partial residuals): Torch-Pruning maps
+    each slice of a chain of them anew, and its group for one channel stream grows without end."""
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    if sizes is None or len(sizes) not in (3, 4):
+        return False
+    slice_op = node.module
+    channel_dim = 1 if len(sizes) == 4 else 2  # NCHW's channels, a sequence's last dimension (Torch-Pruning's)
+    if slice_op.dim != channel_dim:
+        return False
+    size = int(sizes[slice_op.dim])
+    return slice_op.step != 1 or slice_op.start > 0 or min(slice_op.end, size) < size
 
 
 def sync_attributes(model: nn.Module) -> None:
@@ -220,6 +245,9 @@ def sync_attributes(model: nn.Module) -> None:
         conv_proj = getattr(m, "conv_proj", None)  # torchvision VisionTransformer
         if isinstance(conv_proj, nn.Conv2d) and hasattr(m, "hidden_dim"):
             m.hidden_dim = conv_proj.out_channels
+        scale = getattr(m, "scale", None)  # timm MetaFormer's Scale (PoolFormer): views its vector as ``shape``
+        if isinstance(scale, nn.Parameter) and isinstance(getattr(m, "shape", None), tuple) and m.shape:
+            m.shape = (scale.shape[0], *m.shape[1:])
 
 
 def network_forward(model: nn.Module) -> Callable[[nn.Module, Any], Any] | None:

@@ -24,6 +24,7 @@ from torch import nn
 from torch_pruning import ops
 from torch_pruning.pruner import function as tpf
 
+from ..errors import PruningError
 from . import adapters
 from .groups import ChannelGroup, CoupledLayer
 
@@ -48,11 +49,17 @@ class ChannelGraph:
         num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
         custom = adapters.customized_pruners()
         forward = adapters.network_forward(model)
-        with torch.enable_grad(), warnings.catch_warnings(), adapters.tracing_patches(), _trainable(model):
+        with torch.enable_grad(), warnings.catch_warnings(), adapters.tracing_patches(model), _trainable(model):
             warnings.simplefilter("ignore")
-            self.dg = tp.DependencyGraph().build_dependency(
-                model, example_inputs, forward_fn=forward, customized_pruners=custom, verbose=False
-            )
+            try:
+                self.dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs, forward_fn=forward, customized_pruners=custom, verbose=False
+                )
+            except (TypeError, IndexError, ValueError, KeyError, AssertionError) as exc:  # its tracer gave up
+                raise PruningError(
+                    f"Torch-Pruning cannot trace the channel dependencies of {type(model).__name__} "
+                    f"({type(exc).__name__}: {exc}); no group of it can be pruned"
+                ) from exc
         self.out_channel_groups: dict[nn.Module, int] = dict(num_heads)
         self.in_channel_groups: dict[nn.Module, int] = {}
         for m in model.modules():
@@ -95,7 +102,7 @@ class ChannelGraph:
                 continue
             coupled = [(dep.target, dep.handler) for dep, _ in group]
             visited.update(n.module for n, fn in coupled if self.dg.is_out_channel_pruning_fn(fn))
-            reason = self._unprunable_reason(coupled)
+            reason = self._unprunable_reason(coupled) or self._out_of_range_reason(group)
             if reason:
                 self.skipped[name] = reason
                 continue
@@ -138,7 +145,7 @@ class ChannelGraph:
         return order
 
     def _unprunable_reason(self, coupled) -> str | None:
-        has_concat = False
+        has_concat = has_split = False
         grouped_consumer = None
         for node, fn in coupled:
             module = node.module
@@ -146,16 +153,40 @@ class ChannelGraph:
                 return "its channels are the model's outputs"
             if node.type == ops.OPTYPE.CONCAT:
                 has_concat = True
+            if node.type == ops.OPTYPE.SPLIT:
+                has_split = True
             if (
                 isinstance(module, ops.TORCH_CONV)
                 and fn == tpf.prune_conv_in_channels
                 and 1 < module.groups < module.in_channels
             ):
                 grouped_consumer = self.module_names.get(module, "a grouped convolution")
+        if has_split and has_concat:
+            # Torch-Pruning 1.6 maps a split whose parts meet again in a concatenation (Res2Net's scales, a
+            # CSP stage's halves) to the wrong channels, and the pruned model fails its forward pass.
+            return "its channels are split into parts that are concatenated again"
         if has_concat and grouped_consumer:
             # Torch-Pruning 1.6 mis-indexes a grouped convolution fed by a concatenation
             # and crashes in most cases; leave these channels alone rather than risk it.
             return f"grouped convolution {grouped_consumer} consumes a concatenation"
+        return None
+
+    def _out_of_range_reason(self, group) -> str | None:
+        """Why Torch-Pruning's index mapping of ``group`` (built over all its channels) cannot be trusted: an
+        index past the end of a layer's channels, as its mapping through a split into several consumers
+        (Res2Net's scales, a CSP stage's halves) or a reshape gives."""
+        for item in group:
+            rows = _parameter_rows(self.dg, item.dep)
+            if rows is None or not item.idxs:
+                continue
+            param, to_rows, _ = rows
+            size = to_rows(param.detach()).shape[0]
+            if max(item.idxs) >= size:
+                name = self.module_names.get(item.dep.target.module, "a parameter")
+                return (
+                    f"Torch-Pruning maps its channels past the {size} of {name} "
+                    f"(index {max(item.idxs)}: a split or reshape it cannot follow)"
+                )
         return None
 
     def _channel_groups(self, coupled) -> int:
@@ -219,19 +250,24 @@ def _is_depthwise(m: nn.Module) -> bool:
 def _frozen_layers(model: nn.Module, handled: tuple[type, ...]) -> set[nn.Module]:
     """Layers whose channel count is read at run time by code Torch-Pruning cannot see.
 
-    An attention block that reshapes its ``qkv`` output by ``num_heads`` ties
-    the attention width to the head count; unless the block is
-    ``nn.MultiheadAttention`` or has an adapter (``handled``), the groups
-    through its ``qkv`` layer are left alone.
+    An attention block that reshapes its projections' outputs by ``num_heads`` (and a stored head width)
+    ties the attention width to the head count; unless the block is ``nn.MultiheadAttention`` or has an
+    adapter (``handled``), the groups through its ``qkv`` layer, or its separate ``q``, ``k``, ``v`` and
+    ``kv`` layers (PVT v2, CaiT's class attention), are left alone.
     """
     frozen: set[nn.Module] = set()
     for m in model.modules():
         if isinstance(m, (nn.MultiheadAttention, *handled)) or not hasattr(m, "num_heads"):
             continue
-        qkv = getattr(m, "qkv", None)
-        if isinstance(qkv, nn.Module):  # a Linear, or a block holding the convolution (ultralytics' Attention)
-            frozen.update(layer for layer in qkv.modules() if isinstance(layer, (nn.Linear, nn.Conv2d)))
+        for name in _ATTENTION_PROJECTIONS:
+            projection = getattr(m, name, None)
+            if isinstance(projection, nn.Module):  # a Linear, or a block holding one (ultralytics' Attention)
+                frozen.update(layer for layer in projection.modules() if isinstance(layer, (nn.Linear, nn.Conv2d)))
     return frozen
+
+
+#: The names attention blocks give the projections whose outputs they reshape by head.
+_ATTENTION_PROJECTIONS = ("qkv", "q", "k", "v", "kv")
 
 
 def _parameter_rows(dg, dep):
