@@ -45,3 +45,21 @@ def test_pretrained_is_off_by_default_and_checked():
     with pytest.raises(autoprune.AutopruneError, match="pretrained"):
         autoprune.create_model("timm/resnet18", num_classes=3, pretrained="yes")
     assert input_size("vit_tiny_patch16_224") == (3, 224, 224)
+
+
+def test_a_glu_mlp_is_built_as_two_layers_computing_the_same_and_its_hidden_channels_prune():
+    from timm.layers.mlp import GluMlp, SwiGLU
+
+    params = {"num_classes": 10, "img_size": 28, "depth": 2}
+    torch.manual_seed(0)
+    original = timm.create_model("eva02_tiny_patch14_224", **params).eval()
+    torch.manual_seed(0)
+    model = autoprune.create_model("timm/eva02_tiny_patch14_224", **params).eval()
+    assert any(isinstance(m, GluMlp) for m in original.modules())
+    assert not any(isinstance(m, GluMlp) for m in model.modules())
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), original(x), rtol=1e-4, atol=1e-5)
+    autoprune.prune(model, x, 0.5)
+    mlps = [m for m in model.modules() if isinstance(m, SwiGLU)]
+    assert mlps and all(m.fc1_x.out_features == m.fc1_g.out_features == m.fc2.in_features == 256 for m in mlps)
