@@ -173,8 +173,8 @@ class ChannelGraph:
 
     def _out_of_range_reason(self, group) -> str | None:
         """Why Torch-Pruning's index mapping of ``group`` (built over all its channels) cannot be trusted: an
-        index past the end of a layer's channels, as its mapping through a split into several consumers
-        (Res2Net's scales, a CSP stage's halves) or a reshape gives."""
+        index past the end of a layer's channels, as its mapping through a transpose or reshape it cannot
+        follow gives (MLP-Mixer's token mixing, LeViT's attention, a GLU's halves)."""
         for item in group:
             rows = _parameter_rows(self.dg, item.dep)
             if rows is None or not item.idxs:

@@ -298,8 +298,8 @@ def _remove(
     graph: ChannelGraph,
     spec: GroupSpec,
     idxs: list[int],
-    removed: MutableMapping[str, dict[str, list[int]]] | None = None,
-    alive: dict[tuple[str, str], list[int]] | None = None,
+    removed: MutableMapping[str, dict[str, list[int]]] | None,
+    alive: dict[tuple[str, str], list[int]],
 ) -> None:
     if not idxs:
         return
@@ -307,7 +307,7 @@ def _remove(
         pruning_group = graph.dg.get_pruning_group(spec.root, spec.root_fn, idxs)
         if graph.dg.check_pruning_group(pruning_group):
             if removed is not None:
-                _record_removed(graph, pruning_group, removed, {} if alive is None else alive)
+                _record_removed(graph, pruning_group, removed, alive)
             pruning_group.prune()
     except Exception as exc:  # a Torch-Pruning limitation we did not foresee
         raise PruningError(
